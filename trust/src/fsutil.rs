@@ -1,0 +1,159 @@
+//! Crash-safe file replacement and the writers' lock shared by the daemon and the helper.
+//!
+//! Every file the service owns is replaced, never edited in place: write a temporary file in the
+//! same directory, fsync it, rename it over the old name, fsync the directory. A crash at any point
+//! leaves either the old or the new file, both complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, Result};
+
+/// Owner and mode a replaced file must carry.
+#[derive(Debug, Clone, Copy)]
+pub struct FileMode {
+    /// Permission bits, e.g. `0o600`.
+    pub mode: u32,
+    /// `(uid, gid)` to give the file, or `None` to keep the writer's.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl FileMode {
+    /// Private to its owner: `0600`, the writer's owner.
+    pub const PRIVATE: FileMode = FileMode {
+        mode: 0o600,
+        owner: None,
+    };
+}
+
+/// Replace `path` with `contents` atomically and durably.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<()> {
+    let dir = parent(path);
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = temp_name(path);
+    let result = (|| -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        // The umask may have narrowed the mode; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode.mode))?;
+        if let Some((uid, gid)) = mode.owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(write_err)
+}
+
+/// Create `path` (and parents) if missing and give it exactly `mode`.
+pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
+    let dir_err = |source| Error::Directory {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::create_dir_all(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(dir_err(e)),
+    }
+    let meta = fs::metadata(path).map_err(dir_err)?;
+    if meta.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(dir_err)?;
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on a directory, held until dropped.
+///
+/// Locking the directory rather than the file survives the file being replaced by rename, and
+/// leaves no lock file behind. The daemon and the helper lock the same directory.
+pub struct DirLock {
+    _lock: Flock<File>,
+}
+
+impl DirLock {
+    /// Block until the lock on `dir` is ours.
+    pub fn acquire(dir: &Path) -> Result<DirLock> {
+        let lock_err = |source| Error::Lock {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(lock_err)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| lock_err(io::Error::from(errno)))?;
+        Ok(DirLock { _lock: lock })
+    }
+}
+
+/// Read a whole file; `Ok(None)` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+pub(crate) fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    parent(path).join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_atomic(&path, b"one", FileMode::PRIVATE).unwrap();
+        write_atomic(&path, b"two", FileMode { mode: 0o644, owner: None }).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn ensure_dir_sets_exact_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        ensure_dir(&sub, 0o711).unwrap();
+        assert_eq!(fs::metadata(&sub).unwrap().permissions().mode() & 0o7777, 0o711);
+    }
+}

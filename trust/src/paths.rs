@@ -1,0 +1,105 @@
+//! Default paths (SPEC section 2) and the layout of the daemon's state directory.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+/// The daemon's socket when nothing overrides it.
+pub const DEFAULT_SOCKET: &str = "/run/multipass_socket";
+/// The daemon's state directory when nothing overrides it.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/multipassd";
+/// Client environment variable naming the daemon's address (`unix:PATH` or `HOST:PORT`).
+pub const ENV_SERVER_ADDRESS: &str = "MULTIPASS_SERVER_ADDRESS";
+/// Client environment variable naming the root CA file.
+pub const ENV_ROOT_CERT: &str = "MULTIPASS_ROOT_CERT";
+/// Directory, under `$XDG_DATA_HOME`, of the client's certificate and key.
+pub const CLIENT_CERT_DIR_NAME: &str = "multipass-client-certificate";
+/// File name of the client certificate.
+pub const CLIENT_CERT_FILE: &str = "multipass_cert.pem";
+/// File name of the client key.
+pub const CLIENT_KEY_FILE: &str = "multipass_cert_key.pem";
+
+/// Where everything the daemon keeps lives, relative to its state directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// A layout rooted at `root` (the daemon's `--data-dir`).
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// The state directory itself (mode 0711).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of the trust store; the writers' lock is taken on it.
+    pub fn trust_store_dir(&self) -> PathBuf {
+        self.root.join("authenticated-certs")
+    }
+
+    /// The trust store: a bundle of PEM certificates.
+    pub fn trust_store(&self) -> PathBuf {
+        self.trust_store_dir().join("multipass_client_certs.pem")
+    }
+
+    /// The settings file (INI, section `[General]`).
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("multipassd.conf")
+    }
+
+    /// Directory of the server's keys and certificates (mode 0700).
+    pub fn certificates_dir(&self) -> PathBuf {
+        self.root.join("certificates")
+    }
+
+    /// The root CA certificate that clients read (mode 0644).
+    pub fn root_cert(&self) -> PathBuf {
+        self.root.join("multipass_root_cert.pem")
+    }
+
+    /// The root CA's private key.
+    pub fn root_key(&self) -> PathBuf {
+        self.certificates_dir().join("multipass_root_cert_key.pem")
+    }
+
+    /// The server certificate, signed by the root CA.
+    pub fn server_cert(&self) -> PathBuf {
+        self.certificates_dir().join("localhost.pem")
+    }
+
+    /// The server certificate's private key.
+    pub fn server_key(&self) -> PathBuf {
+        self.certificates_dir().join("localhost_key.pem")
+    }
+}
+
+impl Default for DataDir {
+    fn default() -> Self {
+        DataDir::new(DEFAULT_DATA_DIR)
+    }
+}
+
+/// The client's certificate directory: `$XDG_DATA_HOME/multipass-client-certificate`, with
+/// `$XDG_DATA_HOME` defaulting to `~/.local/share`. `None` when neither it nor `$HOME` is set.
+pub fn client_cert_dir() -> Option<PathBuf> {
+    let data_home = match env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => {
+            let home = env::var_os("HOME").filter(|h| !h.is_empty())?;
+            PathBuf::from(home).join(".local/share")
+        }
+    };
+    Some(data_home.join(CLIENT_CERT_DIR_NAME))
+}
+
+/// The root CA file a client verifies the daemon against: `$MULTIPASS_ROOT_CERT`, or the default
+/// state directory's.
+pub fn client_root_cert() -> PathBuf {
+    match env::var_os(ENV_ROOT_CERT) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => DataDir::default().root_cert(),
+    }
+}

@@ -1,0 +1,624 @@
+//! The trust store: which client certificates the daemon trusts.
+//!
+//! On disk it is what Multipass writes, a concatenation of PEM `CERTIFICATE` blocks, so the
+//! documented recovery (`cat cert.pem | sudo tee -a store.pem`) keeps working. Unlike Multipass:
+//! - each block may be preceded by RFC 7468 explanatory text, `key: value` lines saying who the
+//!   client is and how it was trusted; PEM readers skip such text;
+//! - readers notice a changed file (by its inode, size and times) and reload it, so a hand edit
+//!   takes effect without a restart;
+//! - writers take the directory lock, re-read the file and merge, so nothing appended by hand is
+//!   lost, and replace the file atomically.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, DirLock, FileMode};
+use crate::pki::Fingerprint;
+
+const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const END: &str = "-----END CERTIFICATE-----";
+
+/// How a client came to be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Enrolment {
+    /// The first admin client on a fresh service.
+    FirstClient,
+    /// `multipass authenticate` with the passphrase.
+    Passphrase,
+    /// `multipass authenticate` with a one-time token.
+    Token,
+    /// An administrator, through the polkit-guarded helper.
+    Admin,
+    /// Appended to the file by hand (a block without metadata).
+    ByHand,
+}
+
+impl Enrolment {
+    /// The word stored in the file and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enrolment::FirstClient => "first-client",
+            Enrolment::Passphrase => "passphrase",
+            Enrolment::Token => "token",
+            Enrolment::Admin => "admin",
+            Enrolment::ByHand => "by-hand",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Enrolment> {
+        Some(match word {
+            "first-client" => Enrolment::FirstClient,
+            "passphrase" => Enrolment::Passphrase,
+            "token" => Enrolment::Token,
+            "admin" => Enrolment::Admin,
+            "by-hand" => Enrolment::ByHand,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Enrolment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What we know about a trusted client besides its certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// A name for people (defaults to the enrolling user's login name).
+    pub name: Option<String>,
+    /// Uid of the user whose connection enrolled it.
+    pub uid: Option<u32>,
+    /// Login name of that user.
+    pub user: Option<String>,
+    /// How it was trusted; absent means added by hand.
+    pub how: Option<Enrolment>,
+    /// When, RFC 3339.
+    pub when: Option<String>,
+}
+
+impl Metadata {
+    fn apply(&mut self, key: &str, value: &str) -> bool {
+        let value = value.trim();
+        match key {
+            "name" => self.name = Some(value.to_string()),
+            "uid" => self.uid = value.parse().ok(),
+            "user" => self.user = Some(value.to_string()),
+            "how" => self.how = Enrolment::parse(value),
+            "when" => self.when = Some(value.to_string()),
+            _ => return false,
+        }
+        true
+    }
+
+    fn write(&self, out: &mut String) {
+        let mut line = |key: &str, value: &str| {
+            out.push_str(key);
+            out.push_str(": ");
+            out.push_str(&sanitize(value));
+            out.push('\n');
+        };
+        if let Some(v) = &self.name {
+            line("name", v);
+        }
+        if let Some(v) = self.uid {
+            line("uid", &v.to_string());
+        }
+        if let Some(v) = &self.user {
+            line("user", v);
+        }
+        if let Some(v) = self.how {
+            line("how", v.as_str());
+        }
+        if let Some(v) = &self.when {
+            line("when", v);
+        }
+    }
+}
+
+/// Metadata values are single printable lines that cannot be mistaken for a PEM boundary.
+fn sanitize(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect::<String>()
+        .replace("-----", "-")
+}
+
+/// One trusted certificate.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The certificate, exact DER: the identity.
+    pub certificate: CertificateDer<'static>,
+    /// Its SHA-256.
+    pub fingerprint: Fingerprint,
+    /// Who and how.
+    pub metadata: Metadata,
+}
+
+impl Entry {
+    /// An entry for `certificate`.
+    pub fn new(certificate: CertificateDer<'static>, metadata: Metadata) -> Entry {
+        Entry {
+            fingerprint: Fingerprint::of(&certificate),
+            certificate,
+            metadata,
+        }
+    }
+
+    /// How it was trusted.
+    pub fn enrolment(&self) -> Enrolment {
+        self.metadata.how.unwrap_or(Enrolment::ByHand)
+    }
+}
+
+/// The parsed content of a trust store file.
+#[derive(Debug, Clone, Default)]
+pub struct Bundle {
+    entries: Vec<Entry>,
+    index: HashMap<Fingerprint, usize>,
+    skipped: usize,
+}
+
+impl Bundle {
+    /// Parse a store file. Never fails: text that is not a certificate block or metadata is
+    /// skipped (and counted in [`Bundle::skipped`]), as PEM readers do.
+    pub fn parse(bytes: &[u8]) -> Bundle {
+        let text = String::from_utf8_lossy(bytes);
+        let mut bundle = Bundle::default();
+        let mut pending = Metadata::default();
+        let mut block: Option<String> = None;
+        for line in text.lines() {
+            let trimmed = line.trim();
+            match &mut block {
+                None if trimmed == BEGIN => {
+                    let mut b = String::with_capacity(1024);
+                    b.push_str(BEGIN);
+                    b.push('\n');
+                    block = Some(b);
+                }
+                None => {
+                    if let Some((key, value)) = trimmed.split_once(':') {
+                        pending.apply(key.trim(), value);
+                    }
+                }
+                Some(b) => {
+                    b.push_str(trimmed);
+                    b.push('\n');
+                    if trimmed == END {
+                        match CertificateDer::from_pem_slice(b.as_bytes()) {
+                            Ok(der) => {
+                                bundle.insert(Entry::new(der, std::mem::take(&mut pending)));
+                            }
+                            Err(_) => bundle.skipped += 1,
+                        }
+                        pending = Metadata::default();
+                        block = None;
+                    }
+                }
+            }
+        }
+        if block.is_some() {
+            // A block cut short, e.g. by an interrupted `tee -a`.
+            bundle.skipped += 1;
+        }
+        bundle
+    }
+
+    /// The file content: each entry's metadata, then its PEM block.
+    pub fn to_pem(&self) -> String {
+        let mut out = String::with_capacity(self.entries.len() * 800);
+        for entry in &self.entries {
+            entry.metadata.write(&mut out);
+            out.push_str(&pem::encode(&pem::Pem::new(
+                "CERTIFICATE",
+                entry.certificate.to_vec(),
+            )).replace("\r\n", "\n"));
+        }
+        out
+    }
+
+    /// Whether `fingerprint` is trusted.
+    pub fn contains(&self, fingerprint: &Fingerprint) -> bool {
+        self.index.contains_key(fingerprint)
+    }
+
+    /// The entry for `fingerprint`.
+    pub fn get(&self, fingerprint: &Fingerprint) -> Option<&Entry> {
+        self.index.get(fingerprint).map(|&i| &self.entries[i])
+    }
+
+    /// Add `entry`; `false` (and nothing changes) if its certificate is already there.
+    pub fn insert(&mut self, entry: Entry) -> bool {
+        if self.index.contains_key(&entry.fingerprint) {
+            return false;
+        }
+        self.index.insert(entry.fingerprint, self.entries.len());
+        self.entries.push(entry);
+        true
+    }
+
+    /// Remove the entry for `fingerprint`.
+    pub fn remove(&mut self, fingerprint: &Fingerprint) -> Option<Entry> {
+        let i = self.index.remove(fingerprint)?;
+        let entry = self.entries.remove(i);
+        for slot in self.index.values_mut() {
+            if *slot > i {
+                *slot -= 1;
+            }
+        }
+        Some(entry)
+    }
+
+    /// Number of trusted certificates.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nobody is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Blocks that were not certificates (damaged or of another PEM type).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+}
+
+/// What identifies one version of the file, cheaply: a changed key means reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileKey {
+    fn of(meta: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    fn stat(path: &Path) -> Result<Option<FileKey>> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(FileKey::of(&meta))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+struct Cached {
+    key: Option<FileKey>,
+    bundle: Arc<Bundle>,
+    loaded: bool,
+}
+
+/// The trust store file, shared by every request of the daemon (and used by the helper).
+pub struct TrustStore {
+    path: PathBuf,
+    mode: FileMode,
+    cache: Mutex<Cached>,
+}
+
+impl fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustStore").field("path", &self.path).finish()
+    }
+}
+
+/// How many times a writer re-reads when the file keeps changing under it (hand appends take no
+/// lock) before giving up.
+const MERGE_ATTEMPTS: usize = 20;
+
+impl TrustStore {
+    /// The store at `path`; files it writes get `mode`. Nothing is read yet.
+    pub fn new(path: impl Into<PathBuf>, mode: FileMode) -> TrustStore {
+        TrustStore {
+            path: path.into(),
+            mode,
+            cache: Mutex::new(Cached {
+                key: None,
+                bundle: Arc::new(Bundle::default()),
+                loaded: false,
+            }),
+        }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current content, re-read if the file changed since last time.
+    pub fn current(&self) -> Result<Arc<Bundle>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let key = FileKey::stat(&self.path)?;
+        if cache.loaded && cache.key == key {
+            return Ok(cache.bundle.clone());
+        }
+        let (bundle, key) = self.read()?;
+        if cache.loaded {
+            tracing::info!(
+                path = %self.path.display(),
+                certificates = bundle.len(),
+                "trust store changed on disk; reloaded"
+            );
+        }
+        if bundle.skipped() > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                skipped = bundle.skipped(),
+                "trust store holds blocks that are not certificates; ignoring them"
+            );
+        }
+        let bundle = Arc::new(bundle);
+        *cache = Cached {
+            key,
+            bundle: bundle.clone(),
+            loaded: true,
+        };
+        Ok(bundle)
+    }
+
+    /// Whether `fingerprint` is trusted now.
+    pub fn is_trusted(&self, fingerprint: &Fingerprint) -> Result<bool> {
+        Ok(self.current()?.contains(fingerprint))
+    }
+
+    /// Trust `entry`'s certificate. Returns `false` if it already was (its metadata is kept).
+    pub fn add(&self, entry: Entry) -> Result<bool> {
+        self.modify(|bundle| bundle.insert(entry.clone()))
+    }
+
+    /// Stop trusting `fingerprint`; the removed entry, if it was there.
+    pub fn remove(&self, fingerprint: &Fingerprint) -> Result<Option<Entry>> {
+        self.modify(|bundle| bundle.remove(fingerprint))
+    }
+
+    /// Apply `change` to the file's current content under the writers' lock and replace the file
+    /// if anything changed. `change` returns its result, which tells whether to write: `true`, or
+    /// `Some(_)`, means changed. It may run more than once if the file changes meanwhile.
+    pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
+        let dir = fsutil::parent(&self.path);
+        let _lock = DirLock::acquire(&dir)?;
+        for _ in 0..MERGE_ATTEMPTS {
+            let (mut bundle, key) = self.read()?;
+            let result = change(&mut bundle);
+            if !result.changed() {
+                self.remember(bundle, key);
+                return Ok(result);
+            }
+            let text = bundle.to_pem();
+            // A hand append since our read would be lost by the rename: start over.
+            if FileKey::stat(&self.path)? != key {
+                continue;
+            }
+            fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)?;
+            self.remember(bundle, FileKey::stat(&self.path)?);
+            return Ok(result);
+        }
+        Err(Error::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other("the file kept changing while being merged"),
+        })
+    }
+
+    fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
+        use std::io::Read;
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Bundle::default(), None));
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        let read_err = |source| Error::Read {
+            path: self.path.clone(),
+            source,
+        };
+        // The key comes from the same open file as the bytes, so they describe one version.
+        let key = FileKey::of(&file.metadata().map_err(read_err)?);
+        let mut bytes = Vec::with_capacity(key.size as usize);
+        file.read_to_end(&mut bytes).map_err(read_err)?;
+        Ok((Bundle::parse(&bytes), Some(key)))
+    }
+
+    fn remember(&self, bundle: Bundle, key: Option<FileKey>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        *cache = Cached {
+            key,
+            bundle: Arc::new(bundle),
+            loaded: true,
+        };
+    }
+}
+
+/// Whether a [`TrustStore::modify`] closure changed the bundle.
+pub trait Changed {
+    /// `true` when the file must be written.
+    fn changed(&self) -> bool;
+}
+
+impl Changed for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Changed for Option<T> {
+    fn changed(&self) -> bool {
+        self.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::new_client_cert;
+
+    fn cert() -> (String, CertificateDer<'static>) {
+        let (pem, _) = new_client_cert(time::OffsetDateTime::now_utc()).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        (pem, der)
+    }
+
+    fn store(dir: &Path) -> TrustStore {
+        TrustStore::new(dir.join("store.pem"), FileMode::PRIVATE)
+    }
+
+    #[test]
+    fn empty_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(store(dir.path()).current().unwrap().is_empty());
+    }
+
+    #[test]
+    fn add_then_trusted_with_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, der) = cert();
+        let meta = Metadata {
+            name: Some("alice".into()),
+            uid: Some(1000),
+            user: Some("alice".into()),
+            how: Some(Enrolment::Passphrase),
+            when: Some("2026-01-01T00:00:00Z".into()),
+        };
+        assert!(s.add(Entry::new(der.clone(), meta.clone())).unwrap());
+        assert!(!s.add(Entry::new(der.clone(), Metadata::default())).unwrap());
+        let fresh = store(dir.path());
+        let bundle = fresh.current().unwrap();
+        let entry = bundle.get(&Fingerprint::of(&der)).unwrap();
+        assert_eq!(entry.metadata, meta);
+    }
+
+    #[test]
+    fn hand_appended_block_is_noticed_and_kept_by_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, first) = cert();
+        s.add(Entry::new(first.clone(), Metadata::default())).unwrap();
+        assert_eq!(s.current().unwrap().len(), 1);
+        // `tee -a`, as the documented recovery does.
+        let (pem, by_hand) = cert();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(s.path()).unwrap();
+        f.write_all(pem.as_bytes()).unwrap();
+        drop(f);
+        assert!(s.is_trusted(&Fingerprint::of(&by_hand)).unwrap());
+        let (_, third) = cert();
+        s.add(Entry::new(third.clone(), Metadata::default())).unwrap();
+        let bundle = store(dir.path()).current().unwrap();
+        assert_eq!(bundle.len(), 3);
+        assert_eq!(bundle.get(&Fingerprint::of(&by_hand)).unwrap().enrolment(), Enrolment::ByHand);
+    }
+
+    #[test]
+    fn multipass_style_bundle_parses() {
+        let (a, da) = cert();
+        let (b, db) = cert();
+        let text = format!("{a}{b}");
+        let bundle = Bundle::parse(text.as_bytes());
+        assert_eq!(bundle.len(), 2);
+        assert!(bundle.contains(&Fingerprint::of(&da)) && bundle.contains(&Fingerprint::of(&db)));
+        // And what we write is still such a bundle for a plain PEM reader.
+        let written = bundle.to_pem();
+        let plain: Vec<_> = CertificateDer::pem_slice_iter(written.as_bytes())
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(plain, vec![da, db]);
+    }
+
+    #[test]
+    fn damaged_and_foreign_blocks_are_skipped() {
+        let (a, da) = cert();
+        let text = format!(
+            "junk line\n{BEGIN}\n!!!notbase64\n{END}\n{a}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{BEGIN}\nMIIB"
+        );
+        let bundle = Bundle::parse(text.as_bytes());
+        assert_eq!(bundle.len(), 1);
+        assert!(bundle.contains(&Fingerprint::of(&da)));
+        assert_eq!(bundle.skipped(), 2);
+    }
+
+    #[test]
+    fn metadata_cannot_inject_a_block() {
+        let (_, der) = cert();
+        let mut bundle = Bundle::default();
+        bundle.insert(Entry::new(
+            der,
+            Metadata {
+                name: Some(format!("x\n{BEGIN}\nAAAA\n{END}")),
+                ..Metadata::default()
+            },
+        ));
+        let back = Bundle::parse(bundle.to_pem().as_bytes());
+        assert_eq!(back.len(), 1);
+        assert_eq!(back.skipped(), 0);
+    }
+
+    #[test]
+    fn remove_keeps_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, a) = cert();
+        let (_, b) = cert();
+        s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
+        s.add(Entry::new(b.clone(), Metadata::default())).unwrap();
+        assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_some());
+        assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_none());
+        let bundle = store(dir.path()).current().unwrap();
+        assert_eq!(bundle.len(), 1);
+        assert!(bundle.contains(&Fingerprint::of(&b)));
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.pem");
+        let certs: Vec<_> = (0..16).map(|_| cert().1).collect();
+        std::thread::scope(|scope| {
+            for der in &certs {
+                let path = path.clone();
+                scope.spawn(move || {
+                    // A store object per writer, as separate processes would have.
+                    let s = TrustStore::new(path, FileMode::PRIVATE);
+                    s.add(Entry::new(der.clone(), Metadata::default())).unwrap();
+                });
+            }
+        });
+        let bundle = TrustStore::new(path, FileMode::PRIVATE).current().unwrap();
+        assert_eq!(bundle.len(), certs.len());
+    }
+}

@@ -1,0 +1,163 @@
+//! TLS configuration of both sides, and the client-certificate verifier.
+//!
+//! Multipass clients present self-signed certificates, so there is no chain to verify. The
+//! verifier here therefore checks only that the client proved possession of the key whose
+//! certificate it presented (the handshake signature), and leaves the yes/no to the trust store.
+//! Its name says what it skips.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::error::{Error, Result};
+use crate::pki::{ClientIdentity, Fingerprint, ServerPki};
+
+/// ALPN protocol gRPC speaks; gRPC stacks other than ours insist on it.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Accepts any client certificate without chain verification, but always verifies the handshake
+/// signature, so that a client that presents a certificate is known to hold its key. Client
+/// authentication is optional: `ping` and `authenticate` are reachable without a certificate.
+#[derive(Debug)]
+pub struct PossessionOnlyClientVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PossessionOnlyClientVerifier {
+    /// A verifier using the ring provider's signature algorithms.
+    pub fn new() -> PossessionOnlyClientVerifier {
+        PossessionOnlyClientVerifier {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for PossessionOnlyClientVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientCertVerifier for PossessionOnlyClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // No chain and no expiry check (Multipass trusts expired client certificates); but it must
+        // be a certificate, or the signature check below has no key to use.
+        x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The daemon's TLS configuration: TLS 1.3 only, our server chain, client certificates requested
+/// and checked by [`PossessionOnlyClientVerifier`], ALPN `h2`.
+pub fn server_config(pki: &ServerPki) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(PossessionOnlyClientVerifier::new()))
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client's TLS configuration: verify the daemon against the root CA in `root_ca_pem` (server
+/// name `localhost`), present `identity`.
+pub fn client_config(
+    root_ca_pem: &[u8],
+    identity: &ClientIdentity,
+) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(root_ca_pem).flatten() {
+        roots.add(cert)?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(Error::NotOneCertificate {
+            found: "no certificate in the root CA file".into(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client whose handshake proved it holds the key of the certificate it presented.
+///
+/// Only [`VerifiedClient::from_connection`] makes one, from a connection whose configuration came
+/// from [`server_config`]; daemon handlers take this type, never raw DER.
+#[derive(Clone, Debug)]
+pub struct VerifiedClient {
+    certificate: CertificateDer<'static>,
+    fingerprint: Fingerprint,
+}
+
+impl VerifiedClient {
+    /// The client of a finished server-side handshake, if it presented a certificate.
+    pub fn from_connection(conn: &rustls::ServerConnection) -> Option<VerifiedClient> {
+        let certificate = conn.peer_certificates()?.first()?.clone().into_owned();
+        let fingerprint = Fingerprint::of(&certificate);
+        Some(VerifiedClient {
+            certificate,
+            fingerprint,
+        })
+    }
+
+    /// The certificate, DER.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.certificate
+    }
+
+    /// The identity.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
