@@ -1,0 +1,25 @@
+//! The Multipass wire protocol and the TLS transport that carries it, shared by daemon and client.
+//!
+//! - [`proto`]: the `multipass.Rpc` service and its messages, generated from
+//!   `proto/multipass.proto` (SPEC section 3).
+//! - [`server`]: accepts connections on a Unix or TCP listener, runs each TLS handshake in its
+//!   own task with a timeout, and hands finished connections to tonic together with the typed
+//!   [`server::Peer`] (kernel-reported credentials and the verified client certificate).
+//! - [`client`]: dials the daemon, does the TLS handshake, and returns a tonic channel; failures
+//!   are typed so the CLI can say *why* it could not connect.
+//!
+//! This crate holds no trust policy: certificates and verifiers come from the `trust` crate,
+//! and whether a peer may do something is the daemon's decision.
+#![warn(missing_docs)]
+
+pub mod address;
+pub mod client;
+pub mod server;
+
+/// Generated protocol types and service stubs (`package multipass`).
+#[allow(missing_docs, non_camel_case_types, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("multipass");
+}
+
+pub use address::Address;

@@ -1,0 +1,312 @@
+//! The daemon's side of the transport.
+//!
+//! One task accepts; every accepted socket gets its own task for the TLS handshake, bounded by a
+//! timeout, so a client that stalls its handshake (or sends garbage) costs one small task and
+//! blocks nobody. Finished connections are handed to tonic through [`incoming`], each carrying a
+//! [`Peer`] that handlers read from the request extensions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use trust::VerifiedClient;
+
+/// The credentials the kernel reports for the other end of a Unix socket (SO_PEERCRED), taken
+/// when the connection was accepted. Never re-parsed from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Process id at connect time.
+    pub pid: Option<i32>,
+}
+
+/// Which kind of listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The local Unix socket.
+    Unix,
+    /// TCP, from this address.
+    Tcp(SocketAddr),
+}
+
+/// Everything the daemon knows about the other end of a connection. Available to handlers as a
+/// request extension.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Unix socket or TCP.
+    pub transport: Transport,
+    /// Kernel-reported credentials (Unix sockets only).
+    pub credentials: Option<PeerCredentials>,
+    /// The client certificate, if one was presented (its handshake signature is verified).
+    pub client: Option<VerifiedClient>,
+}
+
+/// A listening socket the daemon serves.
+#[derive(Debug)]
+pub enum Listener {
+    /// A Unix stream socket.
+    Unix(UnixListener),
+    /// A TCP socket.
+    Tcp(TcpListener),
+}
+
+/// Tuning of [`incoming`].
+#[derive(Debug, Clone)]
+pub struct IncomingOptions {
+    /// A handshake not finished within this is dropped.
+    pub handshake_timeout: Duration,
+    /// Handshakes allowed in progress at once; connections beyond are closed at once, so a flood
+    /// cannot grow memory without bound (OpenSSH's MaxStartups, without the randomness).
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for IncomingOptions {
+    fn default() -> Self {
+        IncomingOptions {
+            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 512,
+        }
+    }
+}
+
+/// Counts open connections, for the daemon's idle logic and for tests.
+#[derive(Debug, Default, Clone)]
+pub struct Activity {
+    open: Arc<AtomicUsize>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Activity {
+    /// Connections open now (handshake finished, not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Resolves after the number of open connections changes.
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    fn guard(&self) -> ActivityGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        ActivityGuard(self.clone())
+    }
+}
+
+#[derive(Debug)]
+struct ActivityGuard(Activity);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// A TLS connection with its [`Peer`], as tonic receives it.
+#[derive(Debug)]
+pub struct Connection {
+    io: Io,
+    peer: Peer,
+    _guard: ActivityGuard,
+}
+
+#[derive(Debug)]
+enum Io {
+    Unix(Box<TlsStream<UnixStream>>),
+    Tcp(Box<TlsStream<TcpStream>>),
+}
+
+impl Connected for Connection {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $e:expr) => {
+        match &mut $self.get_mut().io {
+            Io::Unix(s) => {
+                let $io = Pin::new(s.as_mut());
+                $e
+            }
+            Io::Tcp(s) => {
+                let $io = Pin::new(s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Unix(s) => s.is_write_vectored(),
+            Io::Tcp(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Accept on `listener` and yield TLS connections for `tonic::transport::Server::
+/// serve_with_incoming`. Accepting stops when `stop` resolves (connections already handed over
+/// keep being served); the returned stream then ends.
+pub fn incoming(
+    listener: Listener,
+    tls: Arc<rustls::ServerConfig>,
+    options: IncomingOptions,
+    activity: Activity,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ReceiverStream<io::Result<Connection>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), options, activity, tx, stop));
+    ReceiverStream::new(rx)
+}
+
+async fn accept_loop(
+    listener: Listener,
+    acceptor: TlsAcceptor,
+    options: IncomingOptions,
+    activity: Activity,
+    tx: mpsc::Sender<io::Result<Connection>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(options.max_pending_handshakes));
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let raw = match accepted {
+            Ok(raw) => raw,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin; the socket stays queued.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::warn!("too many TLS handshakes in progress; closing a new connection");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        let activity = activity.clone();
+        let timeout = options.handshake_timeout;
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(timeout, handshake(raw, &acceptor, &activity)).await;
+            drop(permit);
+            match result {
+                Ok(Ok(conn)) => {
+                    let _ = tx.send(Ok(conn)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+enum Raw {
+    Unix(UnixStream, Option<PeerCredentials>),
+    Tcp(TcpStream, SocketAddr),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Raw> {
+    match listener {
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            // Taken now, at accept time: the credentials of the process that connected.
+            let credentials = stream.peer_cred().ok().map(|c| PeerCredentials {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            });
+            Ok(Raw::Unix(stream, credentials))
+        }
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Raw::Tcp(stream, addr))
+        }
+    }
+}
+
+async fn handshake(raw: Raw, acceptor: &TlsAcceptor, activity: &Activity) -> io::Result<Connection> {
+    Ok(match raw {
+        Raw::Unix(stream, credentials) => {
+            let tls = acceptor.accept(stream).await?;
+            let client = VerifiedClient::from_connection(tls.get_ref().1);
+            Connection {
+                io: Io::Unix(Box::new(tls)),
+                peer: Peer {
+                    transport: Transport::Unix,
+                    credentials,
+                    client,
+                },
+                _guard: activity.guard(),
+            }
+        }
+        Raw::Tcp(stream, addr) => {
+            let tls = acceptor.accept(stream).await?;
+            let client = VerifiedClient::from_connection(tls.get_ref().1);
+            Connection {
+                io: Io::Tcp(Box::new(tls)),
+                peer: Peer {
+                    transport: Transport::Tcp(addr),
+                    credentials: None,
+                    client,
+                },
+                _guard: activity.guard(),
+            }
+        }
+    })
+}
