@@ -166,7 +166,11 @@ impl AsyncRead for Connection {
 }
 
 impl AsyncWrite for Connection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, io => io.poll_write(cx, buf))
     }
 
@@ -205,7 +209,14 @@ pub fn incoming(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> ReceiverStream<io::Result<Connection>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), options, activity, tx, stop));
+    tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(tls),
+        options,
+        activity,
+        tx,
+        stop,
+    ));
     ReceiverStream::new(rx)
 }
 
@@ -280,7 +291,11 @@ async fn accept(listener: &Listener) -> io::Result<Raw> {
     }
 }
 
-async fn handshake(raw: Raw, acceptor: &TlsAcceptor, activity: &Activity) -> io::Result<Connection> {
+async fn handshake(
+    raw: Raw,
+    acceptor: &TlsAcceptor,
+    activity: &Activity,
+) -> io::Result<Connection> {
     Ok(match raw {
         Raw::Unix(stream, credentials) => {
             let tls = acceptor.accept(stream).await?;

@@ -125,7 +125,10 @@ pub(crate) fn parent(path: &Path) -> PathBuf {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     parent(path).join(format!(
         ".{name}.tmp.{}.{}",
         std::process::id(),
@@ -142,9 +145,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         write_atomic(&path, b"one", FileMode::PRIVATE).unwrap();
-        write_atomic(&path, b"two", FileMode { mode: 0o644, owner: None }).unwrap();
+        write_atomic(
+            &path,
+            b"two",
+            FileMode {
+                mode: 0o644,
+                owner: None,
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -154,6 +168,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
         ensure_dir(&sub, 0o711).unwrap();
-        assert_eq!(fs::metadata(&sub).unwrap().permissions().mode() & 0o7777, 0o711);
+        assert_eq!(
+            fs::metadata(&sub).unwrap().permissions().mode() & 0o7777,
+            0o711
+        );
     }
 }

@@ -135,7 +135,12 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_refused() {
-        for bad in ["", "plain", "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaA", &"zz".repeat(64)] {
+        for bad in [
+            "",
+            "plain",
+            "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
+            &"zz".repeat(64),
+        ] {
             assert!(PassphraseHash::parse(bad).is_err(), "{bad}");
         }
     }

@@ -115,33 +115,32 @@ impl ServerPki {
             }
         };
 
-        let (cert_der, key_der, not_after) =
-            match load_server(dir, &root, now + opts.renew_before) {
-                Some(found) => found,
-                None => {
-                    tracing::info!("creating a new server certificate");
-                    let (cert_pem, key, not_after) =
-                        new_server(&root, now, opts.server_validity)?;
-                    fsutil::write_atomic(
-                        &dir.server_key(),
-                        key.serialize_pem().as_bytes(),
-                        FileMode::PRIVATE,
-                    )?;
-                    fsutil::write_atomic(
-                        &dir.server_cert(),
-                        cert_pem.as_bytes(),
-                        FileMode {
-                            mode: 0o644,
-                            owner: None,
-                        },
-                    )?;
-                    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-                        .map_err(|_| invalid_pem(&dir.server_cert(), "certificate"))?;
-                    let key_der = PrivateKeyDer::try_from(key.serialize_der())
-                        .map_err(|_| invalid_pem(&dir.server_key(), "private key"))?;
-                    (cert_der, key_der, not_after)
-                }
-            };
+        let (cert_der, key_der, not_after) = match load_server(dir, &root, now + opts.renew_before)
+        {
+            Some(found) => found,
+            None => {
+                tracing::info!("creating a new server certificate");
+                let (cert_pem, key, not_after) = new_server(&root, now, opts.server_validity)?;
+                fsutil::write_atomic(
+                    &dir.server_key(),
+                    key.serialize_pem().as_bytes(),
+                    FileMode::PRIVATE,
+                )?;
+                fsutil::write_atomic(
+                    &dir.server_cert(),
+                    cert_pem.as_bytes(),
+                    FileMode {
+                        mode: 0o644,
+                        owner: None,
+                    },
+                )?;
+                let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                    .map_err(|_| invalid_pem(&dir.server_cert(), "certificate"))?;
+                let key_der = PrivateKeyDer::try_from(key.serialize_der())
+                    .map_err(|_| invalid_pem(&dir.server_key(), "private key"))?;
+                (cert_der, key_der, not_after)
+            }
+        };
 
         Ok(ServerPki {
             root_cert_pem: root.cert_pem,
@@ -184,7 +183,11 @@ fn load_server(
     dir: &DataDir,
     root: &Root,
     valid_until: OffsetDateTime,
-) -> Option<(CertificateDer<'static>, PrivateKeyDer<'static>, OffsetDateTime)> {
+) -> Option<(
+    CertificateDer<'static>,
+    PrivateKeyDer<'static>,
+    OffsetDateTime,
+)> {
     let cert_der = CertificateDer::from_pem_file(dir.server_cert()).ok()?;
     let key_pem = std::fs::read_to_string(dir.server_key()).ok()?;
     let key = KeyPair::from_pem(&key_pem).ok()?;
@@ -193,10 +196,7 @@ fn load_server(
     if x509.public_key().raw != key.subject_public_key_info().as_slice() {
         return None;
     }
-    if x509
-        .verify_signature(Some(root_x509.public_key()))
-        .is_err()
-    {
+    if x509.verify_signature(Some(root_x509.public_key())).is_err() {
         tracing::info!("server certificate is not signed by the current root CA; replacing it");
         return None;
     }
@@ -217,7 +217,8 @@ fn random_serial() -> SerialNumber {
 }
 
 fn generate_key(what: &'static str) -> Result<KeyPair> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|source| Error::Generate { what, source })
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| Error::Generate { what, source })
 }
 
 fn root_params(now: OffsetDateTime) -> CertificateParams {
@@ -337,12 +338,11 @@ impl ClientIdentity {
         })?;
         let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| invalid_pem(cert_path, "certificate"))?;
-        let key_pem = zeroize::Zeroizing::new(std::fs::read(key_path).map_err(|source| {
-            Error::Read {
+        let key_pem =
+            zeroize::Zeroizing::new(std::fs::read(key_path).map_err(|source| Error::Read {
                 path: key_path.to_path_buf(),
                 source,
-            }
-        })?);
+            })?);
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|_| invalid_pem(key_path, "private key"))?;
         Ok(ClientIdentity {
@@ -399,7 +399,8 @@ mod tests {
         assert_eq!(first.root_cert_pem, second.root_cert_pem);
         assert_eq!(first.chain[0], second.chain[0]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(dir.root_key()), 0o600);
         assert_eq!(mode(dir.server_key()), 0o600);
         assert_eq!(mode(dir.root_cert()), 0o644);
@@ -440,7 +441,8 @@ mod tests {
         let b = ClientIdentity::load_or_create(&dir).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(dir.clone()), 0o700);
         assert_eq!(mode(dir.join(CLIENT_KEY_FILE)), 0o600);
         let (_, x509) = x509_parser::parse_x509_certificate(&a.cert).unwrap();

@@ -35,11 +35,15 @@ impl Ini {
                 reason,
             };
             if let Some(rest) = line.strip_prefix('[') {
-                let name = rest.strip_suffix(']').ok_or_else(|| err("unterminated section"))?;
+                let name = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| err("unterminated section"))?;
                 current = Some(ini.section_index(name.trim()));
                 continue;
             }
-            let (key, value) = line.split_once('=').ok_or_else(|| err("expected key=value"))?;
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| err("expected key=value"))?;
             let key = key.trim();
             if key.is_empty() {
                 return Err(err("empty key"));

@@ -219,10 +219,10 @@ impl Bundle {
         let mut out = String::with_capacity(self.entries.len() * 800);
         for entry in &self.entries {
             entry.metadata.write(&mut out);
-            out.push_str(&pem::encode(&pem::Pem::new(
-                "CERTIFICATE",
-                entry.certificate.to_vec(),
-            )).replace("\r\n", "\n"));
+            out.push_str(
+                &pem::encode(&pem::Pem::new("CERTIFICATE", entry.certificate.to_vec()))
+                    .replace("\r\n", "\n"),
+            );
         }
         out
     }
@@ -328,7 +328,9 @@ pub struct TrustStore {
 
 impl fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TrustStore").field("path", &self.path).finish()
+        f.debug_struct("TrustStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -528,20 +530,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         let (_, first) = cert();
-        s.add(Entry::new(first.clone(), Metadata::default())).unwrap();
+        s.add(Entry::new(first.clone(), Metadata::default()))
+            .unwrap();
         assert_eq!(s.current().unwrap().len(), 1);
         // `tee -a`, as the documented recovery does.
         let (pem, by_hand) = cert();
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(s.path()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s.path())
+            .unwrap();
         f.write_all(pem.as_bytes()).unwrap();
         drop(f);
         assert!(s.is_trusted(&Fingerprint::of(&by_hand)).unwrap());
         let (_, third) = cert();
-        s.add(Entry::new(third.clone(), Metadata::default())).unwrap();
+        s.add(Entry::new(third.clone(), Metadata::default()))
+            .unwrap();
         let bundle = store(dir.path()).current().unwrap();
         assert_eq!(bundle.len(), 3);
-        assert_eq!(bundle.get(&Fingerprint::of(&by_hand)).unwrap().enrolment(), Enrolment::ByHand);
+        assert_eq!(
+            bundle.get(&Fingerprint::of(&by_hand)).unwrap().enrolment(),
+            Enrolment::ByHand
+        );
     }
 
     #[test]

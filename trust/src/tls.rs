@@ -63,8 +63,9 @@ impl ClientCertVerifier for PossessionOnlyClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         // No chain and no expiry check (Multipass trusts expired client certificates); but it must
         // be a certificate, or the signature check below has no key to use.
-        x509_parser::parse_x509_certificate(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        x509_parser::parse_x509_certificate(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 

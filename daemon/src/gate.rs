@@ -1,0 +1,162 @@
+//! The gate: every RPC but `ping` and `authenticate` passes here, and here alone the daemon
+//! decides to trust a client (first client, passphrase). The trust store itself lives in the
+//! `trust` crate; this module holds the policy of *when*.
+
+use std::sync::Arc;
+
+use rpc::server::{Peer, Transport};
+use trust::{Enrolment, Entry, Metadata, TrustStore, VerifiedClient};
+
+use crate::admin::{self, AdminPolicy};
+use crate::error::Error;
+use crate::socket::{Access, SocketPolicy};
+
+/// Trust decisions, shared by all requests.
+#[derive(Debug)]
+pub struct Gate {
+    store: Arc<TrustStore>,
+    admin: AdminPolicy,
+    socket: SocketPolicy,
+}
+
+impl Gate {
+    /// A gate over `store`.
+    pub fn new(store: Arc<TrustStore>, admin: AdminPolicy, socket: SocketPolicy) -> Gate {
+        Gate {
+            store,
+            admin,
+            socket,
+        }
+    }
+
+    /// The store, for handlers that read it.
+    pub fn store(&self) -> &Arc<TrustStore> {
+        &self.store
+    }
+
+    /// Let `peer` through if its certificate is trusted, or if it qualifies as the first client:
+    /// on the Unix socket, store empty, peer uid 0 or in the admin group. Otherwise
+    /// `NotAuthenticated`.
+    pub async fn admit(&self, peer: &Peer) -> Result<VerifiedClient, Error> {
+        let client = peer.client.clone().ok_or(Error::NotAuthenticated)?;
+        if self.is_trusted(&client)? {
+            return Ok(client);
+        }
+        if self.try_first_client(peer, &client).await? {
+            return Ok(client);
+        }
+        tracing::info!(
+            target: "audit",
+            event = "refused",
+            reason = "not-trusted",
+            uid = peer.credentials.map(|c| c.uid),
+            fingerprint = %client.fingerprint(),
+            "refused a request from an untrusted client"
+        );
+        Err(Error::NotAuthenticated)
+    }
+
+    /// Whether `client` is trusted now (the store is re-read if the file changed).
+    pub fn is_trusted(&self, client: &VerifiedClient) -> Result<bool, Error> {
+        Ok(self.store.is_trusted(&client.fingerprint())?)
+    }
+
+    async fn try_first_client(&self, peer: &Peer, client: &VerifiedClient) -> Result<bool, Error> {
+        if peer.transport != Transport::Unix {
+            return Ok(false);
+        }
+        let Some(credentials) = peer.credentials else {
+            return Ok(false);
+        };
+        // Cheap test first, so untrusted clients of a service in use never take the lock.
+        if !self.store.current()?.is_empty() {
+            return Ok(false);
+        }
+        let admin = self.admin.clone();
+        let store = self.store.clone();
+        let entry = entry_for(client, Some(credentials.uid), Enrolment::FirstClient);
+        let won = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
+            if !admin.is_admin(credentials.uid) {
+                tracing::info!(
+                    target: "audit",
+                    event = "refused",
+                    reason = "first-client-not-admin",
+                    uid = credentials.uid,
+                    "a client that is not an administrator cannot become the first client"
+                );
+                return Ok(false);
+            }
+            // The decision and the write happen under the store's lock, against the file as it
+            // is now: of simultaneous first clients exactly one finds it empty.
+            let won = store.modify(|bundle| {
+                if bundle.is_empty() {
+                    bundle.insert(entry.clone())
+                } else {
+                    false
+                }
+            })?;
+            Ok(won)
+        })
+        .await??;
+        if won {
+            audit_trusted(client, Some(credentials.uid), Enrolment::FirstClient);
+            self.socket.apply(Access::Open);
+        }
+        Ok(won)
+    }
+
+    /// Trust `client` (after a passphrase or token check) and open the socket if it was the first.
+    pub async fn trust(
+        &self,
+        peer: &Peer,
+        client: &VerifiedClient,
+        how: Enrolment,
+    ) -> Result<(), Error> {
+        let uid = peer.credentials.map(|c| c.uid);
+        let entry = entry_for(client, uid, how);
+        let store = self.store.clone();
+        let added = tokio::task::spawn_blocking(move || {
+            store.modify(|bundle| {
+                let was_empty = bundle.is_empty();
+                bundle.insert(entry.clone()).then_some(was_empty)
+            })
+        })
+        .await??;
+        if let Some(was_empty) = added {
+            audit_trusted(client, uid, how);
+            if was_empty {
+                self.socket.apply(Access::Open);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn entry_for(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) -> Entry {
+    let user = uid.and_then(admin::user_name);
+    let when = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok();
+    Entry::new(
+        client.certificate().clone(),
+        Metadata {
+            name: user.clone().or_else(|| uid.map(|u| format!("uid-{u}"))),
+            uid,
+            user,
+            how: Some(how),
+            when,
+        },
+    )
+}
+
+fn audit_trusted(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) {
+    tracing::info!(
+        target: "audit",
+        event = "trusted",
+        how = how.as_str(),
+        uid,
+        user = uid.and_then(admin::user_name),
+        fingerprint = %client.fingerprint(),
+        "trusted a client"
+    );
+}

@@ -1,0 +1,250 @@
+//! Brute-force and resource limits for passphrase checks.
+//!
+//! - [`FailureLimiter`]: failed attempts per peer (uid on the Unix socket, IP address on TCP).
+//!   The first few failures are free (people mistype); after that each failure doubles the wait
+//!   before the next attempt, up to a ceiling. Attempts made while waiting are refused without
+//!   hashing and do not extend the wait. A success clears the record.
+//! - [`HashPool`]: Argon2id costs ~19 MiB and a core per check, so only a few run at once and only
+//!   a bounded number may queue; beyond that callers are told the service is busy.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::error::Error;
+
+/// Whose failures are counted together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKey {
+    /// A local user.
+    Uid(u32),
+    /// A TCP peer.
+    Ip(IpAddr),
+}
+
+/// Tuning of [`FailureLimiter`].
+#[derive(Debug, Clone, Copy)]
+pub struct LimiterConfig {
+    /// Failures allowed without delay.
+    pub free_failures: u32,
+    /// Delay after the first failure beyond the free ones; doubles with each further one.
+    pub base_delay: Duration,
+    /// Ceiling of the delay.
+    pub max_delay: Duration,
+    /// A record with no failure for this long is forgotten.
+    pub forget_after: Duration,
+    /// Records kept at most (oldest forgotten first).
+    pub max_records: usize,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            free_failures: 3,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            forget_after: Duration::from_secs(3600),
+            max_records: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    failures: u32,
+    blocked_until: Instant,
+    last_failure: Instant,
+}
+
+/// Failed-attempt bookkeeping; cheap, in memory, shared by all requests.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    config: LimiterConfig,
+    records: Mutex<HashMap<PeerKey, Record>>,
+}
+
+impl FailureLimiter {
+    /// A limiter with `config`.
+    pub fn new(config: LimiterConfig) -> FailureLimiter {
+        FailureLimiter {
+            config,
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(RateLimited)` while `key` must wait.
+    pub fn check(&self, key: PeerKey) -> Result<(), Error> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        match records.get(&key) {
+            Some(r) if r.blocked_until > Instant::now() => Err(Error::RateLimited {
+                retry_after: r.blocked_until - Instant::now(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a failure of `key`; returns the number of consecutive failures.
+    pub fn record_failure(&self, key: PeerKey) -> u32 {
+        let now = Instant::now();
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() >= self.config.max_records && !records.contains_key(&key) {
+            let forget_after = self.config.forget_after;
+            records.retain(|_, r| now.duration_since(r.last_failure) < forget_after);
+            if records.len() >= self.config.max_records {
+                if let Some(oldest) = records
+                    .iter()
+                    .min_by_key(|(_, r)| r.last_failure)
+                    .map(|(k, _)| *k)
+                {
+                    records.remove(&oldest);
+                }
+            }
+        }
+        let record = records.entry(key).or_insert(Record {
+            failures: 0,
+            blocked_until: now,
+            last_failure: now,
+        });
+        if now.duration_since(record.last_failure) >= self.config.forget_after {
+            record.failures = 0;
+        }
+        record.failures += 1;
+        record.last_failure = now;
+        record.blocked_until = now + self.delay_after(record.failures);
+        record.failures
+    }
+
+    /// Forget `key`'s failures (after a success).
+    pub fn record_success(&self, key: PeerKey) {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    /// Records held, for tests and figures.
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn delay_after(&self, failures: u32) -> Duration {
+        if failures <= self.config.free_failures {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - self.config.free_failures - 1).min(16);
+        self.config
+            .base_delay
+            .saturating_mul(1 << doublings)
+            .min(self.config.max_delay)
+    }
+}
+
+/// Bounds the passphrase hashes computed at once and the number waiting for a turn.
+#[derive(Debug)]
+pub struct HashPool {
+    running: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl HashPool {
+    /// `parallel` hashes at once, `max_waiting` queued behind them.
+    pub fn new(parallel: usize, max_waiting: usize) -> Arc<HashPool> {
+        Arc::new(HashPool {
+            running: Semaphore::new(parallel.max(1)),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+        })
+    }
+
+    /// Wait for a turn, or `Err(Busy)` if too many are already waiting.
+    pub async fn turn(&self) -> Result<SemaphorePermit<'_>, Error> {
+        if let Ok(permit) = self.running.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Busy);
+        }
+        let permit = self.running.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit.map_err(|_| Error::Internal)
+    }
+
+    /// Run the blocking `hash` on a blocking thread once it is our turn.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        hash: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _turn = self.turn().await?;
+        Ok(tokio::task::spawn_blocking(hash).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> FailureLimiter {
+        FailureLimiter::new(LimiterConfig::default())
+    }
+
+    #[test]
+    fn first_failures_are_free() {
+        let l = limiter();
+        for _ in 0..3 {
+            l.record_failure(PeerKey::Uid(1));
+            assert!(l.check(PeerKey::Uid(1)).is_ok());
+        }
+        l.record_failure(PeerKey::Uid(1));
+        assert!(matches!(
+            l.check(PeerKey::Uid(1)),
+            Err(Error::RateLimited { .. })
+        ));
+        // Others are unaffected.
+        assert!(l.check(PeerKey::Uid(2)).is_ok());
+    }
+
+    #[test]
+    fn delay_doubles_up_to_the_ceiling() {
+        let l = limiter();
+        let d: Vec<u64> = (1..=12).map(|n| l.delay_after(n).as_secs()).collect();
+        assert_eq!(d, vec![0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn success_clears() {
+        let l = limiter();
+        for _ in 0..5 {
+            l.record_failure(PeerKey::Uid(7));
+        }
+        l.record_success(PeerKey::Uid(7));
+        assert!(l.check(PeerKey::Uid(7)).is_ok());
+        assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn records_are_bounded() {
+        let l = FailureLimiter::new(LimiterConfig {
+            max_records: 100,
+            ..LimiterConfig::default()
+        });
+        for uid in 0..1000 {
+            l.record_failure(PeerKey::Uid(uid));
+        }
+        assert!(l.len() <= 100);
+    }
+
+    #[tokio::test]
+    async fn pool_refuses_beyond_the_queue() {
+        let pool = HashPool::new(1, 0);
+        let held = pool.turn().await.unwrap();
+        assert!(matches!(pool.turn().await, Err(Error::Busy)));
+        drop(held);
+        assert!(pool.turn().await.is_ok());
+    }
+}

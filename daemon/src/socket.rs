@@ -1,0 +1,123 @@
+//! The Unix socket's file: binding it so that it appears with its final mode, and the socket
+//! policy of SPEC section 5 (restricted root:<admin> 0660 while nobody is trusted, open root:root
+//! 0666 afterwards).
+//!
+//! Changing the socket's owner needs privileges the daemon does not have under systemd; there the
+//! privileged helper applies the policy. The daemon tries, and says clearly when it may not.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{chown, Gid, Uid};
+
+use crate::admin::{gid_or_root, AdminPolicy};
+
+/// Which access the socket should give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// root:<admin group> 0660: only administrators can reach the daemon (store empty).
+    Restricted,
+    /// root:root 0666: everybody can connect and authenticate (store non-empty).
+    Open,
+}
+
+impl Access {
+    /// The access matching a store with or without trusted clients.
+    pub fn for_store(empty: bool) -> Access {
+        if empty {
+            Access::Restricted
+        } else {
+            Access::Open
+        }
+    }
+}
+
+/// Applies [`Access`] to a socket path.
+#[derive(Debug, Clone)]
+pub struct SocketPolicy {
+    path: Option<PathBuf>,
+    admin: AdminPolicy,
+}
+
+impl SocketPolicy {
+    /// Policy for the socket at `path`; `None` (TCP) makes every call a no-op.
+    pub fn new(path: Option<PathBuf>, admin: AdminPolicy) -> SocketPolicy {
+        SocketPolicy { path, admin }
+    }
+
+    /// Give the socket `access`, logging (not failing) when the daemon is not allowed to.
+    pub fn apply(&self, access: Access) {
+        let Some(path) = &self.path else { return };
+        match apply_to(path, access, &self.admin) {
+            Ok(()) => tracing::info!(socket = %path.display(), ?access, "socket access set"),
+            Err(e) => tracing::warn!(
+                socket = %path.display(),
+                ?access,
+                error = %e,
+                "not allowed to change the socket's access; the privileged helper \
+                 (multipassd-helper apply-socket-policy) must apply it"
+            ),
+        }
+    }
+}
+
+/// Set owner, group and mode of `path` for `access`.
+pub fn apply_to(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<()> {
+    let (gid, mode) = match access {
+        Access::Restricted => (gid_or_root(admin.group().as_ref()), 0o660),
+        Access::Open => (Gid::from_raw(0), 0o666),
+    };
+    // Narrow first, then chown, then widen: at no moment is the socket more open than either the
+    // old or the new policy allows.
+    let current = fs::metadata(path)?.permissions().mode() & 0o777;
+    fs::set_permissions(path, fs::Permissions::from_mode(current & mode))?;
+    chown(path, Some(Uid::from_raw(0)), Some(gid)).map_err(io::Error::from)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// Bind a listening Unix socket at `path` so that it appears there already carrying `access`:
+/// bind under a temporary name, set its access, then rename it into place. A stale socket left
+/// by a dead daemon is replaced; a live one is an error.
+pub fn bind(
+    path: &Path,
+    access: Access,
+    admin: &AdminPolicy,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another daemon is listening on {}", path.display()),
+                ))
+            }
+            Err(_) => fs::remove_file(path)?,
+        }
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.bind", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+    // Nobody may connect through the temporary name while its access is being set.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    if let Err(e) = apply_to(&tmp, access, admin) {
+        // Without privileges (development): keep it usable by its owner and say so.
+        tracing::warn!(
+            socket = %path.display(),
+            ?access,
+            error = %e,
+            "cannot give the socket its policy's owner; it stays owned by the daemon's user"
+        );
+        let mode = if access == Access::Open { 0o666 } else { 0o660 };
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    }
+    fs::rename(&tmp, path)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
