@@ -26,6 +26,23 @@ pub struct Args {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Log level, as Multipass names them.
+    #[arg(long, value_parser = ["error", "warning", "info", "debug", "trace"])]
+    pub verbosity: Option<String>,
+
+    /// Exit after this many seconds with no open connection (under socket activation systemd
+    /// starts the daemon again on the next connection). Exit status 75.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+
+    /// Name of the socket to take from systemd when `LISTEN_FDNAMES` is set.
+    #[arg(long, default_value = "multipass")]
+    pub fd_name: String,
+
+    /// Switch to this user (from root) before dropping every capability.
+    #[arg(long)]
+    pub user: Option<String>,
+
     /// Validity of newly made server certificates, in seconds (tests use short ones).
     #[arg(long, hide = true, default_value_t = 365 * 24 * 3600)]
     pub server_cert_validity: u64,

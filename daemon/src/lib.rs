@@ -5,13 +5,31 @@
 //! first message and asks the [`gate`] whether the peer is trusted; the gate consults the trust
 //! store (`trust` crate) and, on the Unix socket with an empty store, may trust an administrator
 //! as the first client. Errors become gRPC statuses in exactly one place ([`error`]).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod activation;
 pub mod admin;
 pub mod args;
 pub mod error;
 pub mod gate;
 pub mod limits;
+pub mod logging;
+pub mod privileges;
 pub mod server;
 pub mod service;
 pub mod socket;
+
+/// As root with `--user`: create the state directory if missing and give it to `user`, so the
+/// daemon can keep its files there after switching.
+pub fn prepare_state_dir_for(user: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let account = nix::unistd::User::from_name(user)
+        .with_context(|| format!("cannot look up user '{user}'"))?
+        .with_context(|| format!("no such user '{user}'"))?;
+    if !dir.exists() {
+        trust::fsutil::ensure_dir(dir, 0o711)?;
+        nix::unistd::chown(dir, Some(account.uid), Some(account.gid))
+            .with_context(|| format!("cannot give {} to '{user}'", dir.display()))?;
+    }
+    Ok(())
+}

@@ -2,39 +2,44 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use multipassd::args::Args;
-use tracing_subscriber::EnvFilter;
+use multipassd::server::{self, Outcome, IDLE_EXIT_STATUS};
+use multipassd::{logging, privileges};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+    logging::init(logging::level(args.verbosity.as_deref(), args.verbose));
+
+    // Privileged work first (the socket's owner), then give up privileges, and only then start
+    // the threads of the async runtime: capabilities are per thread.
+    let listening = match server::listen(&args) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
     };
-    let filter =
-        EnvFilter::try_from_env("MULTIPASSD_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Some(user) = &args.user {
+        if let Err(e) = multipassd::prepare_state_dir_for(user, &args.data_dir) {
+            return fail(e);
+        }
+    }
+    if let Err(e) = privileges::drop_all(args.user.as_deref()) {
+        return fail(e);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("multipassd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
-    match runtime.block_on(multipassd::server::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("multipassd: {e:#}");
-            ExitCode::FAILURE
-        }
+    match runtime.block_on(server::serve(args, listening)) {
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::Idle) => ExitCode::from(IDLE_EXIT_STATUS),
+        Err(e) => fail(e),
     }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    tracing::error!("{e:#}");
+    eprintln!("multipassd: {e:#}");
+    ExitCode::FAILURE
 }

@@ -1,5 +1,11 @@
-//! Start-up and serving: state directory, certificates, listener, tonic.
+//! Start-up and serving, in the order privileges require:
+//! 1. [`listen`] (still privileged): take the socket from systemd, or bind it with its policy's
+//!    owner and mode;
+//! 2. `privileges::drop_all` (in `main`, before any thread exists);
+//! 3. [`serve`] (unprivileged, async): state directory, certificates, trust store, tonic, until a
+//!    signal or the idle timeout.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,10 +13,12 @@ use anyhow::Context;
 use rpc::proto::rpc_server::RpcServer;
 use rpc::server::{incoming, Activity, IncomingOptions, Listener};
 use rpc::Address;
+use sd_notify::NotifyState;
 use trust::fsutil::{self, FileMode};
 use trust::settings::SettingsFile;
 use trust::{DataDir, ServerPki, ServerPkiOptions, TrustStore};
 
+use crate::activation;
 use crate::admin::AdminPolicy;
 use crate::args::Args;
 use crate::gate::Gate;
@@ -22,9 +30,90 @@ use crate::socket::{self, Access, SocketPolicy};
 const PARALLEL_HASHES: usize = 2;
 /// Passphrase checks allowed to wait for a turn.
 const QUEUED_HASHES: usize = 64;
+/// How long a SIGTERM waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serve until SIGTERM or SIGINT.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Exit status after an idle period: not an error. The unit lists it in `SuccessExitStatus=` and
+/// `RestartPreventExitStatus=`; systemd keeps the listening socket and starts us again on the next
+/// connection. (75 is EX_TEMPFAIL: "come back later".)
+pub const IDLE_EXIT_STATUS: u8 = 75;
+
+/// How serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// SIGTERM or SIGINT.
+    Stopped,
+    /// No connection for the idle timeout.
+    Idle,
+}
+
+/// The listening socket, ready before privileges are dropped.
+#[derive(Debug)]
+pub struct Listening {
+    listener: ListenerSource,
+    /// The socket's path, for the socket policy.
+    socket_path: Option<PathBuf>,
+    /// Whether we created the socket file (and so remove it at exit). A socket systemd passed
+    /// belongs to systemd.
+    owns_socket_file: bool,
+    /// What `--address` or the inherited socket said, for logs.
+    description: String,
+}
+
+#[derive(Debug)]
+enum ListenerSource {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+/// Take the socket passed by systemd (`LISTEN_FDS`), or bind `--address` ourselves.
+pub fn listen(args: &Args) -> anyhow::Result<Listening> {
+    if let Some(inherited) = activation::inherited_socket(&args.fd_name)? {
+        let description = match &inherited.path {
+            Some(p) => format!("unix:{} (socket activation)", p.display()),
+            None => "an unnamed socket (socket activation)".to_string(),
+        };
+        return Ok(Listening {
+            listener: ListenerSource::Unix(inherited.listener),
+            socket_path: inherited.path,
+            owns_socket_file: false,
+            description,
+        });
+    }
+    match &args.address {
+        Address::Unix(path) => {
+            // The socket's first mode depends on whether anybody is trusted yet.
+            let store = TrustStore::new(
+                DataDir::new(&args.data_dir).trust_store(),
+                FileMode::PRIVATE,
+            );
+            let empty = store.current().map(|b| b.is_empty()).unwrap_or(true);
+            let admin = AdminPolicy::new(args.admin_group.clone());
+            let listener = socket::bind(path, Access::for_store(empty), &admin)
+                .with_context(|| format!("cannot listen on {}", path.display()))?;
+            Ok(Listening {
+                listener: ListenerSource::Unix(listener),
+                socket_path: Some(path.clone()),
+                owns_socket_file: true,
+                description: args.address.to_string(),
+            })
+        }
+        Address::Tcp(hostport) => {
+            let listener = std::net::TcpListener::bind(hostport.as_str())
+                .with_context(|| format!("cannot listen on {hostport}"))?;
+            listener.set_nonblocking(true)?;
+            Ok(Listening {
+                listener: ListenerSource::Tcp(listener),
+                socket_path: None,
+                owns_socket_file: false,
+                description: args.address.to_string(),
+            })
+        }
+    }
+}
+
+/// Serve until a signal or the idle timeout.
+pub async fn serve(args: Args, listening: Listening) -> anyhow::Result<Outcome> {
     let dir = DataDir::new(&args.data_dir);
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
     fsutil::ensure_dir(&dir.trust_store_dir(), 0o700)
@@ -46,22 +135,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .len();
     let admin = AdminPolicy::new(args.admin_group.clone());
 
-    let (listener, socket_path) = match &args.address {
-        Address::Unix(path) => {
-            let std_listener = socket::bind(path, Access::for_store(trusted == 0), &admin)
-                .with_context(|| format!("cannot listen on {}", path.display()))?;
-            let listener = tokio::net::UnixListener::from_std(std_listener)?;
-            (Listener::Unix(listener), Some(path.clone()))
-        }
-        Address::Tcp(hostport) => {
-            let listener = tokio::net::TcpListener::bind(hostport.as_str())
-                .await
-                .with_context(|| format!("cannot listen on {hostport}"))?;
-            (Listener::Tcp(listener), None)
-        }
+    let listener = match listening.listener {
+        ListenerSource::Unix(l) => Listener::Unix(tokio::net::UnixListener::from_std(l)?),
+        ListenerSource::Tcp(l) => Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
     };
 
-    let socket_policy = SocketPolicy::new(socket_path.clone(), admin.clone());
+    let socket_policy = SocketPolicy::new(listening.socket_path.clone(), admin.clone());
     let gate = Gate::new(store, admin, socket_policy);
     let settings = SettingsFile::new(dir.settings(), FileMode::PRIVATE);
     let service = Service::new(
@@ -71,8 +150,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut accept_stop = stop_rx.clone();
+    let activity = Activity::default();
+    let (stop_accepting, accept_stopped) = tokio::sync::watch::channel(false);
+    let mut accept_stop = accept_stopped.clone();
     let connections = incoming(
         listener,
         tls,
@@ -80,42 +160,77 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             handshake_timeout: Duration::from_secs(args.handshake_timeout),
             ..IncomingOptions::default()
         },
-        Activity::default(),
+        activity.clone(),
         async move {
             let _ = accept_stop.wait_for(|stop| *stop).await;
         },
     );
 
-    tracing::info!(
-        address = %args.address,
-        data_dir = %args.data_dir.display(),
-        trusted_clients = trusted,
-        server_cert_expires = %pki.not_after,
-        "listening"
-    );
-
-    let mut serve_stop = stop_rx.clone();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(64))
         .add_service(RpcServer::new(service))
         .serve_with_incoming_shutdown(connections, async move {
-            let _ = serve_stop.wait_for(|stop| *stop).await;
+            let _ = shutdown_rx.await;
         });
+    tokio::pin!(server);
 
-    tokio::select! {
-        result = server => result.context("the gRPC server failed")?,
+    tracing::info!(
+        address = %listening.description,
+        data_dir = %args.data_dir.display(),
+        trusted_clients = trusted,
+        server_cert_expires = %pki.not_after,
+        "listening"
+    );
+    let status = format!(
+        "Serving on {}; {trusted} trusted client{}",
+        listening.description,
+        if trusted == 1 { "" } else { "s" }
+    );
+    activation::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    activation::spawn_watchdog();
+
+    let idle = async {
+        match args.idle_timeout {
+            Some(secs) => activity.idle_for(Duration::from_secs(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+
+    let outcome = tokio::select! {
+        result = &mut server => {
+            result.context("the gRPC server failed")?;
+            Outcome::Stopped
+        }
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");
-            let _ = stop_tx.send(true);
+            activation::notify(&[NotifyState::Stopping, NotifyState::Status("Shutting down")]);
+            let _ = stop_accepting.send(true);
+            let _ = shutdown_tx.send(());
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting anyway");
+            }
+            Outcome::Stopped
+        }
+        _ = idle => {
+            // Stop accepting; the connection stream ends only after every connection accepted
+            // before this point has been served and closed, and whatever is still queued on the
+            // socket waits for the next activation.
+            tracing::info!(idle_timeout = args.idle_timeout, "idle; exiting");
+            activation::notify(&[NotifyState::Stopping, NotifyState::Status("Idle; exiting")]);
+            let _ = stop_accepting.send(true);
+            (&mut server).await.context("the gRPC server failed")?;
+            Outcome::Idle
+        }
+    };
+    if listening.owns_socket_file {
+        if let Some(path) = &listening.socket_path {
+            let _ = std::fs::remove_file(path);
         }
     }
-    if let Some(path) = socket_path {
-        // Only when we bound it ourselves; a socket systemd owns stays.
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
+    Ok(outcome)
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -124,8 +239,7 @@ async fn shutdown_signal() -> &'static str {
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => "SIGTERM",

@@ -8,14 +8,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -83,27 +82,46 @@ impl Default for IncomingOptions {
     }
 }
 
-/// Counts open connections, for the daemon's idle logic and for tests.
-#[derive(Debug, Default, Clone)]
+/// Counts connections from accept (handshake included) to close, for the daemon's idle logic.
+#[derive(Debug, Clone)]
 pub struct Activity {
-    open: Arc<AtomicUsize>,
-    notify: Arc<tokio::sync::Notify>,
+    open: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            open: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 impl Activity {
-    /// Connections open now (handshake finished, not yet closed).
+    /// Connections accepted and not yet closed.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+        *self.open.borrow()
     }
 
-    /// Resolves after the number of open connections changes.
-    pub async fn changed(&self) {
-        self.notify.notified().await
+    /// Resolves once no connection has been open for `idle` without interruption.
+    pub async fn idle_for(&self, idle: Duration) {
+        let mut rx = self.open.subscribe();
+        loop {
+            let _ = rx.wait_for(|open| *open == 0).await;
+            match tokio::time::timeout(idle, rx.changed()).await {
+                Err(_) if *rx.borrow() == 0 => return,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Resolves when no connection is open.
+    pub async fn drained(&self) {
+        let mut rx = self.open.subscribe();
+        let _ = rx.wait_for(|open| *open == 0).await;
     }
 
     fn guard(&self) -> ActivityGuard {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        self.notify.notify_waiters();
+        self.open.send_modify(|open| *open += 1);
         ActivityGuard(self.clone())
     }
 }
@@ -113,8 +131,7 @@ struct ActivityGuard(Activity);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.0.notify.notify_waiters();
+        self.0.open.send_modify(|open| *open -= 1);
     }
 }
 
@@ -199,8 +216,10 @@ impl AsyncWrite for Connection {
 }
 
 /// Accept on `listener` and yield TLS connections for `tonic::transport::Server::
-/// serve_with_incoming`. Accepting stops when `stop` resolves (connections already handed over
-/// keep being served); the returned stream then ends.
+/// serve_with_incoming`. Accepting stops when `stop` resolves; the returned stream ends once every
+/// connection accepted before that has closed, so a client that connected just before the stop
+/// is served, not cut off (tonic shuts connections down as soon as its stream ends). Connections
+/// still queued in the kernel stay there for whoever listens next.
 pub fn incoming(
     listener: Listener,
     tls: Arc<rustls::ServerConfig>,
@@ -244,16 +263,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        let guard = activity.guard();
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             tracing::warn!("too many TLS handshakes in progress; closing a new connection");
             continue;
         };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
-        let activity = activity.clone();
         let timeout = options.handshake_timeout;
         tokio::spawn(async move {
-            let result = tokio::time::timeout(timeout, handshake(raw, &acceptor, &activity)).await;
+            let result = tokio::time::timeout(timeout, handshake(raw, &acceptor, guard)).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {
@@ -264,6 +283,10 @@ async fn accept_loop(
             }
         });
     }
+    // Keep the stream open until the connections accepted so far are done.
+    drop(listener);
+    activity.drained().await;
+    drop(tx);
 }
 
 enum Raw {
@@ -294,7 +317,7 @@ async fn accept(listener: &Listener) -> io::Result<Raw> {
 async fn handshake(
     raw: Raw,
     acceptor: &TlsAcceptor,
-    activity: &Activity,
+    guard: ActivityGuard,
 ) -> io::Result<Connection> {
     Ok(match raw {
         Raw::Unix(stream, credentials) => {
@@ -307,7 +330,7 @@ async fn handshake(
                     credentials,
                     client,
                 },
-                _guard: activity.guard(),
+                _guard: guard,
             }
         }
         Raw::Tcp(stream, addr) => {
@@ -320,7 +343,7 @@ async fn handshake(
                     credentials: None,
                     client,
                 },
-                _guard: activity.guard(),
+                _guard: guard,
             }
         }
     })

@@ -1,0 +1,87 @@
+//! `multipass get <key>` and `multipass get --keys`.
+
+use clap::ArgGroup;
+use rpc::proto::{GetRequest, KeysRequest};
+
+use super::Context;
+use crate::error::Error;
+use crate::output;
+
+/// Arguments of `multipass get`.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["key", "keys"])))]
+pub struct Args {
+    /// The setting to read
+    #[arg(value_name = "KEY")]
+    key: Option<String>,
+
+    /// List the settings keys instead
+    #[arg(long)]
+    keys: bool,
+}
+
+/// Run `multipass get`.
+pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    let mut client = ctx.connect().await?;
+    match args.key {
+        Some(key) if !args.keys => {
+            let request = GetRequest {
+                key,
+                verbosity_level: ctx.verbosity_level(),
+            };
+            let replies = ctx
+                .replies(client.get(tokio_stream::once(request)).await)
+                .await?;
+            let value = replies.last().map(|r| r.value.as_str()).unwrap_or_default();
+            output::print_line(value)
+        }
+        _ => {
+            let request = KeysRequest {
+                verbosity_level: ctx.verbosity_level(),
+            };
+            let replies = ctx
+                .replies(client.keys(tokio_stream::once(request)).await)
+                .await?;
+            for key in replies.iter().flat_map(|r| &r.settings_keys) {
+                output::print_line(key)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::tests::parse;
+    use crate::commands::Command;
+
+    fn args(line: &[&str]) -> Result<Args, clap::Error> {
+        parse(line).map(|cli| match cli.command {
+            Command::Get(args) => args,
+            other => panic!("not get: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn key_or_keys() {
+        let a = args(&["get", "local.passphrase"]).unwrap();
+        assert_eq!(a.key.as_deref(), Some("local.passphrase"));
+        assert!(!a.keys);
+        let a = args(&["get", "--keys"]).unwrap();
+        assert_eq!(a.key, None);
+        assert!(a.keys);
+    }
+
+    #[test]
+    fn neither_is_an_error() {
+        let e = args(&["get"]).unwrap_err();
+        assert!(e.use_stderr());
+    }
+
+    #[test]
+    fn both_is_an_error() {
+        let e = args(&["get", "--keys", "local.passphrase"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+}

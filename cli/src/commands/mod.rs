@@ -1,0 +1,236 @@
+//! The command line: the top-level parser, one module per subcommand, and what they share.
+//!
+//! Each subcommand module exposes an `Args` struct (its clap definition) and `run()`.
+
+use clap::{ArgAction, Parser, Subcommand};
+use rpc::proto::rpc_client::RpcClient;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+use crate::error::Error;
+use crate::output;
+
+pub mod authenticate;
+pub mod get;
+pub mod list;
+pub mod set;
+pub mod version;
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  the command succeeded
+  1  command-line error: bad arguments, no passphrase given, passphrases that do not match,
+     or an unusable client environment (MULTIPASS_SERVER_ADDRESS, HOME/XDG_DATA_HOME)
+  2  the command failed: the daemon answered with an error, or the client failed locally
+  3  the daemon could not be reached: socket missing or refused, permission denied, root
+     certificate missing or invalid, TLS handshake failed, connection lost
+
+Environment:
+  MULTIPASS_SERVER_ADDRESS  the daemon's address, unix:PATH or HOST:PORT
+                            (default unix:/run/multipass_socket)
+  MULTIPASS_ROOT_CERT       the daemon's root CA certificate
+                            (default /var/lib/multipassd/multipass_root_cert.pem)
+  XDG_DATA_HOME             where the client certificate is kept, in
+                            multipass-client-certificate/ (default ~/.local/share)";
+
+/// The multipass command-line client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "multipass",
+    version,
+    about = "Talk to the multipass service",
+    long_about = "Talk to the multipass service: authenticate this client, read and change \
+                  settings, list instances.",
+    after_long_help = EXIT_STATUS,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Show more detail; repeat for even more (also asks the daemon for its log lines)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Authenticate this client with the multipass service
+    #[command(visible_alias = "auth")]
+    Authenticate(authenticate::Args),
+    /// Set a setting
+    Set(set::Args),
+    /// Get a setting's value, or list the settings keys
+    Get(get::Args),
+    /// List instances
+    #[command(visible_alias = "ls")]
+    List(list::Args),
+    /// Show the versions of the client and of the daemon
+    Version(version::Args),
+}
+
+impl Command {
+    /// The canonical name, used in messages even when an alias was typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Authenticate(_) => "authenticate",
+            Command::Set(_) => "set",
+            Command::Get(_) => "get",
+            Command::List(_) => "list",
+            Command::Version(_) => "version",
+        }
+    }
+}
+
+/// What every command needs besides its own arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    verbosity: u8,
+}
+
+impl Context {
+    /// The context of `cli`.
+    pub fn new(cli: &Cli) -> Context {
+        Context {
+            verbosity: cli.verbose,
+        }
+    }
+
+    /// The `verbosity_level` to send in requests.
+    pub fn verbosity_level(&self) -> i32 {
+        i32::from(self.verbosity)
+    }
+
+    /// Whether `-v` was given.
+    pub fn verbose(&self) -> bool {
+        self.verbosity > 0
+    }
+
+    /// Connect to the daemon.
+    pub async fn connect(&self) -> Result<RpcClient<Channel>, Error> {
+        crate::connect::connect().await
+    }
+
+    /// Read every reply of a call until the daemon ends the stream, showing log lines on stderr
+    /// as they arrive when verbose.
+    pub async fn replies<R: Reply>(
+        &self,
+        call: Result<tonic::Response<Streaming<R>>, tonic::Status>,
+    ) -> Result<Vec<R>, Error> {
+        let mut stream = call?.into_inner();
+        let mut replies = Vec::new();
+        while let Some(reply) = stream.message().await? {
+            if self.verbose() {
+                output::log_line(reply.log_line());
+            }
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+}
+
+/// A reply message, which may carry a log line from the daemon.
+pub trait Reply {
+    /// The log line (empty when there is none).
+    fn log_line(&self) -> &str;
+}
+
+macro_rules! replies_with_log_line {
+    ($($t:ident),* $(,)?) => {
+        $(impl Reply for rpc::proto::$t {
+            fn log_line(&self) -> &str {
+                &self.log_line
+            }
+        })*
+    };
+}
+
+replies_with_log_line!(
+    AuthenticateReply,
+    GetReply,
+    SetReply,
+    KeysReply,
+    VersionReply,
+    ListReply
+);
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let ctx = Context::new(&cli);
+    match cli.command {
+        Command::Authenticate(args) => authenticate::run(&ctx, args).await,
+        Command::Set(args) => set::run(&ctx, args).await,
+        Command::Get(args) => get::run(&ctx, args).await,
+        Command::List(args) => list::run(&ctx, args).await,
+        Command::Version(args) => version::run(&ctx, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    pub(crate) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("multipass").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn aliases_give_canonical_names() {
+        assert_eq!(parse(&["auth"]).unwrap().command.name(), "authenticate");
+        assert_eq!(
+            parse(&["authenticate"]).unwrap().command.name(),
+            "authenticate"
+        );
+        assert_eq!(parse(&["ls"]).unwrap().command.name(), "list");
+        assert_eq!(parse(&["list"]).unwrap().command.name(), "list");
+    }
+
+    #[test]
+    fn verbose_counts_anywhere() {
+        assert_eq!(parse(&["-vv", "list"]).unwrap().verbose, 2);
+        assert_eq!(parse(&["list", "-v", "--verbose"]).unwrap().verbose, 2);
+        assert_eq!(parse(&["version"]).unwrap().verbose, 0);
+        let cli = parse(&["-vvv", "get", "--keys"]).unwrap();
+        assert_eq!(Context::new(&cli).verbosity_level(), 3);
+    }
+
+    #[test]
+    fn unknown_subcommand_is_an_error() {
+        let e = parse(&["bogus"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidSubcommand);
+        assert!(e.use_stderr());
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        for args in [
+            &["--help"][..],
+            &["-h"],
+            &["--version"],
+            &["list", "--help"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(!e.use_stderr(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn long_help_documents_exit_status() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit status:"), "{help}");
+        assert!(
+            help.contains("3  the daemon could not be reached"),
+            "{help}"
+        );
+    }
+}

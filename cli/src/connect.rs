@@ -1,0 +1,172 @@
+//! Connecting to the daemon: the one way every command gets its gRPC client.
+//!
+//! The order matters. The client identity is loaded (or created) first, so that even a failed
+//! first command leaves the user a certificate to have trusted. Then the socket is dialed, and only
+//! then is the root CA read: under systemd socket activation the connection is what starts the
+//! daemon, and a daemon that runs for the first time creates the root CA file, so the client waits
+//! a little for it to appear.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use rpc::client::ConnectError;
+use rpc::proto::rpc_client::RpcClient;
+use rpc::Address;
+use tonic::transport::Channel;
+use trust::paths::{client_cert_dir, client_root_cert, ENV_SERVER_ADDRESS};
+use trust::ClientIdentity;
+
+use crate::error::{Error, Unreachable};
+
+/// How long to wait for the root CA file to appear after dialing.
+const ROOT_CERT_WAIT: Duration = Duration::from_secs(2);
+/// How often to look for it meanwhile.
+const ROOT_CERT_POLL: Duration = Duration::from_millis(50);
+
+/// The daemon's address: `$MULTIPASS_SERVER_ADDRESS`, or the default socket.
+pub fn server_address() -> Result<Address, Error> {
+    match std::env::var_os(ENV_SERVER_ADDRESS) {
+        None => Ok(Address::default()),
+        Some(value) => {
+            let text = value
+                .to_str()
+                .ok_or_else(|| Error::Config(anyhow!("{ENV_SERVER_ADDRESS} is not valid UTF-8")))?;
+            text.parse::<Address>()
+                .with_context(|| format!("invalid {ENV_SERVER_ADDRESS}"))
+                .map_err(Error::Config)
+        }
+    }
+}
+
+/// Connect to the daemon and return a client for it.
+pub async fn connect() -> Result<RpcClient<Channel>, Error> {
+    let address = server_address()?;
+    let dir = client_cert_dir().ok_or_else(|| {
+        Error::Config(anyhow!(
+            "cannot find the client certificate directory: neither XDG_DATA_HOME nor HOME is set"
+        ))
+    })?;
+    let identity = ClientIdentity::load_or_create(&dir)
+        .with_context(|| format!("cannot set up the client certificate in {}", dir.display()))
+        .map_err(Error::Local)?;
+
+    let dialed = rpc::client::dial(&address)
+        .await
+        .map_err(|e| unreachable(&address, e))?;
+
+    let root_path = client_root_cert();
+    let root_pem = read_root_cert(&root_path)
+        .await
+        .map_err(|e| Unreachable::RootCert {
+            path: root_path.clone(),
+            reason: e.to_string(),
+        })?;
+    let tls =
+        trust::tls::client_config(&root_pem, &identity).map_err(|e| Unreachable::RootCert {
+            path: root_path.clone(),
+            reason: format!("{:#}", anyhow::Error::new(e)),
+        })?;
+
+    let channel = dialed
+        .handshake(tls)
+        .await
+        .map_err(|e| unreachable(&address, e))?;
+    Ok(RpcClient::new(channel))
+}
+
+/// Read the root CA file, waiting up to [`ROOT_CERT_WAIT`] for it to appear.
+async fn read_root_cert(path: &Path) -> io::Result<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + ROOT_CERT_WAIT;
+    loop {
+        match std::fs::read(path) {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(ROOT_CERT_POLL).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Turn a transport error into the message the user sees.
+fn unreachable(address: &Address, e: ConnectError) -> Error {
+    Error::Unreachable(match e {
+        ConnectError::Dial { address, source } => {
+            let socket_group = match (&address, source.kind()) {
+                (Address::Unix(path), io::ErrorKind::PermissionDenied) => socket_group(path),
+                _ => None,
+            };
+            Unreachable::Dial {
+                address,
+                source,
+                socket_group,
+            }
+        }
+        ConnectError::Tls { address, source } => Unreachable::Tls { address, source },
+        other => Unreachable::Other {
+            address: address.clone(),
+            reason: anyhow::Error::new(other),
+        },
+    })
+}
+
+/// The name of the group owning the socket at `path` (its number if it has no name).
+fn socket_group(path: &Path) -> Option<String> {
+    let stat = nix::sys::stat::stat(path).ok()?;
+    let gid = nix::unistd::Gid::from_raw(stat.st_gid);
+    Some(match nix::unistd::Group::from_gid(gid) {
+        Ok(Some(group)) => group.name,
+        _ => gid.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_group_of_a_file_we_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let gid = nix::unistd::getegid();
+        let expected = nix::unistd::Group::from_gid(gid)
+            .unwrap()
+            .map(|g| g.name)
+            .unwrap_or_else(|| gid.to_string());
+        assert_eq!(socket_group(&file), Some(expected));
+        assert_eq!(socket_group(&dir.path().join("missing")), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn root_cert_wait_gives_up_on_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let e = read_root_cert(&dir.path().join("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(started.elapsed() >= ROOT_CERT_WAIT);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn root_cert_wait_sees_a_file_that_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, b"pem").unwrap();
+                std::fs::rename(tmp, path).unwrap();
+            })
+        };
+        assert_eq!(read_root_cert(&path).await.unwrap(), b"pem");
+        writer.join().unwrap();
+    }
+}

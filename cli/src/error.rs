@@ -1,0 +1,451 @@
+//! What can go wrong in a command, how it is reported, and the exit status it gives.
+//!
+//! Every command returns `Result<(), Error>`; `main` hands the outcome to [`report`], which prints
+//! the message once (prefixed with the canonical command name, as Multipass does:
+//! `list failed: ...`) and turns it into the process's exit status.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rpc::Address;
+
+/// The exit statuses of `multipass`, documented in the top-level `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// The command succeeded.
+    Success = 0,
+    /// The command line (arguments, prompted input or client environment) was not usable.
+    Usage = 1,
+    /// The daemon answered with an error, or the client failed locally.
+    Failed = 2,
+    /// The daemon could not be reached.
+    Unreachable = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub enum Error {
+    /// Unusable input, printed as it is, without the command prefix (`No passphrase given`).
+    Usage(String),
+    /// Unusable client environment (`MULTIPASS_SERVER_ADDRESS`, no `HOME`): exit 1.
+    Config(anyhow::Error),
+    /// The daemon could not be reached: exit 3.
+    Unreachable(Unreachable),
+    /// The daemon answered with an error status (exit 2), or the transport failed under the call
+    /// (exit 3).
+    Status(tonic::Status),
+    /// Something failed on the client's side: exit 2.
+    Local(anyhow::Error),
+    /// Writing to stdout failed. A broken pipe (`multipass list | head -0`) is success.
+    Stdout(io::Error),
+}
+
+impl From<Unreachable> for Error {
+    fn from(u: Unreachable) -> Error {
+        Error::Unreachable(u)
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Error {
+        Error::Status(status)
+    }
+}
+
+/// Whether a status was made on this side of the connection from a transport failure, rather
+/// than sent by the daemon. Statuses decoded from the wire never carry a source; tonic attaches
+/// the underlying error to the ones it makes from connection failures.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    status.code() == tonic::Code::Unavailable && status.source().is_some()
+}
+
+/// The text of a status: its message, or the code's description when the message is empty.
+fn status_text(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        status.code().description().to_string()
+    } else {
+        status.message().to_string()
+    }
+}
+
+impl Error {
+    /// The exit status this error gives.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Usage(_) | Error::Config(_) => Exit::Usage,
+            Error::Unreachable(_) => Exit::Unreachable,
+            Error::Status(status) if is_transport_failure(status) => Exit::Unreachable,
+            Error::Status(_) | Error::Local(_) => Exit::Failed,
+            Error::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Success,
+            Error::Stdout(_) => Exit::Failed,
+        }
+    }
+
+    /// What to print on stderr for this error in `command`; `None` when nothing should be.
+    pub fn message(&self, command: &str) -> Option<String> {
+        Some(match self {
+            Error::Usage(text) => text.clone(),
+            Error::Config(e) | Error::Local(e) => format!("{command} failed: {e:#}"),
+            Error::Unreachable(u) => format!("{command} failed: {u}"),
+            Error::Status(status) if is_transport_failure(status) => {
+                let mut text = format!(
+                    "{command} failed: lost the connection to the daemon: {}",
+                    status_text(status)
+                );
+                let mut source = std::error::Error::source(status);
+                while let Some(e) = source {
+                    let part = e.to_string();
+                    if !text.contains(&part) {
+                        text.push_str(": ");
+                        text.push_str(&part);
+                    }
+                    source = e.source();
+                }
+                text
+            }
+            Error::Status(status) => format!("{command} failed: {}", status_text(status)),
+            Error::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => return None,
+            Error::Stdout(e) => format!("{command} failed: cannot write to stdout: {e}"),
+        })
+    }
+}
+
+/// Print the outcome of `command` (if it failed) and turn it into the exit status.
+pub fn report(command: &str, outcome: Result<(), Error>) -> ExitCode {
+    match outcome {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            if let Some(message) = e.message(command) {
+                eprintln!("{message}");
+            }
+            e.exit().into()
+        }
+    }
+}
+
+/// Why the daemon could not be reached. The `Display` text is the whole message after
+/// `<command> failed: `, hint lines included.
+#[derive(Debug)]
+pub enum Unreachable {
+    /// The socket could not be opened.
+    Dial {
+        /// Where we tried.
+        address: Address,
+        /// What the operating system said.
+        source: io::Error,
+        /// The socket's group, looked up when permission was denied.
+        socket_group: Option<String>,
+    },
+    /// The root CA file, needed to verify the daemon, is missing, unreadable or invalid.
+    RootCert {
+        /// The file.
+        path: PathBuf,
+        /// Why, with its whole chain.
+        reason: String,
+    },
+    /// The TLS handshake failed.
+    Tls {
+        /// Where we tried.
+        address: Address,
+        /// Why.
+        source: io::Error,
+    },
+    /// HTTP/2 could not be set up over TLS, or another connection failure.
+    Other {
+        /// Where we tried.
+        address: Address,
+        /// Why, with its whole chain.
+        reason: anyhow::Error,
+    },
+}
+
+/// Where a message says we tried to connect: the socket path, or `HOST:PORT`.
+fn target(address: &Address) -> String {
+    match address {
+        Address::Unix(path) => path.display().to_string(),
+        Address::Tcp(hostport) => hostport.clone(),
+    }
+}
+
+/// The operating system's text for an error, without Rust's ` (os error N)` suffix.
+fn os_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// A dial error that means nobody listens at the address.
+fn not_running(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unreachable::Dial {
+                address,
+                source,
+                socket_group,
+            } => {
+                let at = target(address);
+                if not_running(source) {
+                    writeln!(
+                        f,
+                        "cannot connect to the multipass socket at {at}: the daemon is not running ({})",
+                        os_text(source)
+                    )?;
+                    match address {
+                        Address::Unix(_) => f.write_str(
+                            "Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS.",
+                        ),
+                        Address::Tcp(_) => write!(
+                            f,
+                            "Check that multipassd listens on {at}, or set MULTIPASS_SERVER_ADDRESS."
+                        ),
+                    }
+                } else if source.kind() == io::ErrorKind::PermissionDenied {
+                    writeln!(
+                        f,
+                        "cannot connect to the multipass socket at {at}: permission denied"
+                    )?;
+                    let members = match socket_group {
+                        Some(group) => format!("members of the '{group}' group"),
+                        None => "members of the socket's group".to_string(),
+                    };
+                    write!(
+                        f,
+                        "Until an administrator trusts a first client, only {members} can connect; \
+                         ask an administrator to add you to it or to trust your client."
+                    )
+                } else {
+                    write!(
+                        f,
+                        "cannot connect to the multipass socket at {at}: {source}"
+                    )
+                }
+            }
+            Unreachable::RootCert { path, reason } => write!(
+                f,
+                "cannot read the daemon's root certificate {}: {reason}\n\
+                 Set MULTIPASS_ROOT_CERT if the daemon keeps it elsewhere.",
+                path.display()
+            ),
+            Unreachable::Tls { address, source } => {
+                write!(f, "TLS handshake with {address} failed: {source}")?;
+                let mut next = std::error::Error::source(source);
+                while let Some(e) = next {
+                    write!(f, ": {e}")?;
+                    next = e.source();
+                }
+                Ok(())
+            }
+            Unreachable::Other { address, reason } => {
+                write!(f, "cannot talk to the daemon at {address}: {reason:#}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(path: &str) -> Address {
+        Address::Unix(PathBuf::from(path))
+    }
+
+    fn dial(address: Address, errno: nix::errno::Errno, group: Option<&str>) -> String {
+        let e = Error::Unreachable(Unreachable::Dial {
+            address,
+            source: io::Error::from_raw_os_error(errno as i32),
+            socket_group: group.map(str::to_string),
+        });
+        assert_eq!(e.exit(), Exit::Unreachable);
+        e.message("list").unwrap()
+    }
+
+    #[test]
+    fn socket_missing() {
+        assert_eq!(
+            dial(unix("/run/multipass_socket"), nix::errno::Errno::ENOENT, None),
+            "list failed: cannot connect to the multipass socket at /run/multipass_socket: \
+             the daemon is not running (No such file or directory)\n\
+             Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS."
+        );
+    }
+
+    #[test]
+    fn socket_refused() {
+        assert_eq!(
+            dial(unix("/tmp/s"), nix::errno::Errno::ECONNREFUSED, None),
+            "list failed: cannot connect to the multipass socket at /tmp/s: \
+             the daemon is not running (Connection refused)\n\
+             Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS."
+        );
+    }
+
+    #[test]
+    fn tcp_refused_names_the_address() {
+        assert_eq!(
+            dial(
+                Address::Tcp("localhost:50051".into()),
+                nix::errno::Errno::ECONNREFUSED,
+                None
+            ),
+            "list failed: cannot connect to the multipass socket at localhost:50051: \
+             the daemon is not running (Connection refused)\n\
+             Check that multipassd listens on localhost:50051, or set MULTIPASS_SERVER_ADDRESS."
+        );
+    }
+
+    #[test]
+    fn permission_denied_names_the_group() {
+        assert_eq!(
+            dial(
+                unix("/run/multipass_socket"),
+                nix::errno::Errno::EACCES,
+                Some("sudo")
+            ),
+            "list failed: cannot connect to the multipass socket at /run/multipass_socket: permission denied\n\
+             Until an administrator trusts a first client, only members of the 'sudo' group can connect; \
+             ask an administrator to add you to it or to trust your client."
+        );
+        assert!(dial(unix("/s"), nix::errno::Errno::EACCES, None)
+            .contains("members of the socket's group"));
+    }
+
+    #[test]
+    fn other_dial_errors_show_the_os_error() {
+        assert_eq!(
+            dial(unix("/s"), nix::errno::Errno::ENOTSOCK, None),
+            "list failed: cannot connect to the multipass socket at /s: \
+             Socket operation on non-socket (os error 88)"
+        );
+    }
+
+    #[test]
+    fn root_cert_problems() {
+        let e = Error::Unreachable(Unreachable::RootCert {
+            path: PathBuf::from("/var/lib/multipassd/multipass_root_cert.pem"),
+            reason: io::Error::from(io::ErrorKind::NotFound).to_string(),
+        });
+        assert_eq!(e.exit(), Exit::Unreachable);
+        let text = e.message("get").unwrap();
+        assert!(text.starts_with(
+            "get failed: cannot read the daemon's root certificate \
+             /var/lib/multipassd/multipass_root_cert.pem: entity not found\n"
+        ));
+        assert!(text.contains("MULTIPASS_ROOT_CERT"), "{text}");
+    }
+
+    #[test]
+    fn tls_failure_shows_the_chain() {
+        #[derive(Debug)]
+        struct Inner;
+        impl fmt::Display for Inner {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("invalid peer certificate: UnknownIssuer")
+            }
+        }
+        impl std::error::Error for Inner {}
+        let e = Error::Unreachable(Unreachable::Tls {
+            address: unix("/run/multipass_socket"),
+            source: io::Error::new(io::ErrorKind::InvalidData, Inner),
+        });
+        assert_eq!(e.exit(), Exit::Unreachable);
+        assert_eq!(
+            e.message("version").unwrap(),
+            "version failed: TLS handshake with unix:/run/multipass_socket failed: \
+             invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
+    fn daemon_statuses_exit_2_with_the_message() {
+        let e = Error::Status(tonic::Status::unauthenticated(
+            "The client is not authenticated with the Multipass service.\n\
+             Please use 'multipass authenticate' before proceeding.",
+        ));
+        assert_eq!(e.exit(), Exit::Failed);
+        assert_eq!(
+            e.message("list").unwrap(),
+            "list failed: The client is not authenticated with the Multipass service.\n\
+             Please use 'multipass authenticate' before proceeding."
+        );
+        // UNAVAILABLE sent by the daemon is an answer, not a transport failure.
+        let e = Error::Status(tonic::Status::unavailable("shutting down"));
+        assert_eq!(e.exit(), Exit::Failed);
+        // An empty message falls back to the code's description.
+        let e = Error::Status(tonic::Status::new(tonic::Code::Internal, ""));
+        assert_eq!(e.message("get").unwrap(), "get failed: Internal error");
+    }
+
+    #[test]
+    fn transport_failures_exit_3() {
+        let status = tonic::Status::from_error(Box::new(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        // tonic maps unknown errors to UNKNOWN; build the transport case the way its channel does.
+        assert_eq!(status.code(), tonic::Code::Unknown);
+        let mut status = tonic::Status::unavailable("error trying to connect");
+        status.set_source(std::sync::Arc::new(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        let e = Error::Status(status);
+        assert_eq!(e.exit(), Exit::Unreachable);
+        assert_eq!(
+            e.message("list").unwrap(),
+            "list failed: lost the connection to the daemon: error trying to connect: connection refused"
+        );
+    }
+
+    #[test]
+    fn usage_errors_exit_1_without_prefix() {
+        let e = Error::Usage("No passphrase given".into());
+        assert_eq!(e.exit(), Exit::Usage);
+        assert_eq!(e.message("authenticate").unwrap(), "No passphrase given");
+        let e = Error::Config(anyhow::anyhow!("bad address"));
+        assert_eq!(e.exit(), Exit::Usage);
+        assert_eq!(e.message("list").unwrap(), "list failed: bad address");
+    }
+
+    #[test]
+    fn local_failures_exit_2() {
+        let e = Error::Local(anyhow::anyhow!("inner").context("outer"));
+        assert_eq!(e.exit(), Exit::Failed);
+        assert_eq!(e.message("set").unwrap(), "set failed: outer: inner");
+    }
+
+    #[test]
+    fn broken_pipe_is_success() {
+        let e = Error::Stdout(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(e.exit(), Exit::Success);
+        assert_eq!(e.message("list"), None);
+        let e = Error::Stdout(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(e.exit(), Exit::Failed);
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_numbers() {
+        assert_eq!(Exit::Success as u8, 0);
+        assert_eq!(Exit::Usage as u8, 1);
+        assert_eq!(Exit::Failed as u8, 2);
+        assert_eq!(Exit::Unreachable as u8, 3);
+    }
+}

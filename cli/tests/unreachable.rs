@@ -1,0 +1,343 @@
+//! The real `multipass` binary with no daemon to answer it: command-line errors, prompts that
+//! come before connecting, and every way of not reaching the daemon. Each test has its own
+//! directory for the socket, the root CA and `XDG_DATA_HOME`.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `multipass` pointed at `socket` in this directory, with its data in here too.
+    fn command(&self, socket: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_multipass"));
+        cmd.env(
+            "MULTIPASS_SERVER_ADDRESS",
+            format!("unix:{}", socket.display()),
+        )
+        .env("XDG_DATA_HOME", self.dir.path())
+        .env("HOME", self.dir.path())
+        .env("MULTIPASS_ROOT_CERT", self.path("root.pem"))
+        .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, socket: &Path, args: &[&str]) -> Output {
+        self.command(socket).args(args).output().unwrap()
+    }
+
+    fn run_with_input(&self, socket: &Path, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command(socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn cert_dir(&self) -> PathBuf {
+        self.path("multipass-client-certificate")
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+const START_HINT: &str =
+    "Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS.\n";
+
+#[test]
+fn missing_socket_exits_3_and_leaves_an_identity() {
+    let env = Env::new();
+    let socket = env.path("nonexistent");
+    let out = env.run(&socket, &["list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "list failed: cannot connect to the multipass socket at {}: \
+             the daemon is not running (No such file or directory)\n{START_HINT}",
+            socket.display()
+        )
+    );
+    assert_eq!(stdout(&out), "");
+
+    let dir = env.cert_dir();
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("multipass_cert_key.pem")), 0o600);
+    let cert = std::fs::read_to_string(dir.join("multipass_cert.pem")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // The same identity is used next time, and the alias reports the canonical name.
+    let out = env.run(&socket, &["ls"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).starts_with("list failed: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("multipass_cert.pem")).unwrap(),
+        cert
+    );
+}
+
+#[test]
+fn refused_socket_exits_3() {
+    let env = Env::new();
+    let socket = env.path("stale");
+    drop(UnixListener::bind(&socket).unwrap());
+    let out = env.run(&socket, &["get", "local.passphrase"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "get failed: cannot connect to the multipass socket at {}: \
+             the daemon is not running (Connection refused)\n{START_HINT}",
+            socket.display()
+        )
+    );
+}
+
+#[test]
+fn missing_root_cert_exits_3_after_waiting() {
+    let env = Env::new();
+    let socket = env.path("sock");
+    let _listener = UnixListener::bind(&socket).unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&socket, &["get", "--keys"]);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.starts_with(&format!(
+            "get failed: cannot read the daemon's root certificate {}: \
+             No such file or directory (os error 2)\n",
+            env.path("root.pem").display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("MULTIPASS_ROOT_CERT"), "{text}");
+}
+
+#[test]
+fn invalid_root_cert_exits_3() {
+    let env = Env::new();
+    let socket = env.path("sock");
+    let _listener = UnixListener::bind(&socket).unwrap();
+    std::fs::write(env.path("root.pem"), "not a certificate\n").unwrap();
+    let out = env.run(&socket, &["list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "list failed: cannot read the daemon's root certificate {}: ",
+            env.path("root.pem").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn tls_failure_exits_3() {
+    let env = Env::new();
+    let data = trust::DataDir::new(env.path("daemon"));
+    trust::ServerPki::load_or_create(&data, Default::default()).unwrap();
+    std::fs::copy(data.root_cert(), env.path("root.pem")).unwrap();
+
+    // Not a TLS server: read a little of the ClientHello, then hang up.
+    let socket = env.path("sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.read(&mut [0; 16]);
+    });
+    let out = env.run(&socket, &["list"]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "list failed: TLS handshake with unix:{} failed: ",
+            socket.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn invalid_address_exits_1() {
+    let env = Env::new();
+    let out = env
+        .command(Path::new("unused"))
+        .env("MULTIPASS_SERVER_ADDRESS", "nowhere")
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "list failed: invalid MULTIPASS_SERVER_ADDRESS: \
+         invalid address 'nowhere': expected unix:PATH or HOST:PORT\n"
+    );
+}
+
+#[test]
+fn authenticate_with_empty_input_exits_1_before_connecting() {
+    let env = Env::new();
+    let out = env.run_with_input(&env.path("nonexistent"), &["authenticate"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "Please enter passphrase: ");
+    assert_eq!(stderr(&out), "No passphrase given\n");
+    assert!(!env.cert_dir().exists());
+
+    let out = env.run_with_input(&env.path("nonexistent"), &["auth"], b"\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "No passphrase given\n");
+}
+
+#[test]
+fn authenticate_reads_the_passphrase_from_stdin() {
+    let env = Env::new();
+    let socket = env.path("nonexistent");
+    let out = env.run_with_input(&socket, &["authenticate"], b"secret\n");
+    // It got past the prompt and tried to connect.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("authenticate failed: cannot connect"));
+    assert!(!stderr(&out).contains("secret"));
+}
+
+#[test]
+fn set_passphrase_mismatch_exits_1_before_connecting() {
+    let env = Env::new();
+    let out = env.run_with_input(
+        &env.path("nonexistent"),
+        &["set", "local.passphrase"],
+        b"one\ntwo\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "Please enter passphrase: Please re-enter passphrase: "
+    );
+    assert_eq!(stderr(&out), "Passphrases do not match\n");
+    assert!(!env.cert_dir().exists());
+}
+
+#[test]
+fn set_passphrase_match_goes_on_to_connect() {
+    let env = Env::new();
+    let out = env.run_with_input(
+        &env.path("nonexistent"),
+        &["set", "local.passphrase"],
+        b"same\nsame\n",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("set failed: cannot connect"));
+}
+
+#[test]
+fn set_other_key_prompts_for_a_value() {
+    let env = Env::new();
+    let out = env.run_with_input(
+        &env.path("nonexistent"),
+        &["set", "local.driver"],
+        b"qemu\n",
+    );
+    assert_eq!(stdout(&out), "Please enter value: ");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[test]
+fn version_without_daemon_prints_the_client_line() {
+    let env = Env::new();
+    let out = env.run(&env.path("nonexistent"), &["version"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("multipass  {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(stderr(&out), "");
+
+    let out = env.run(&env.path("nonexistent"), &["version", "-v"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).starts_with("version failed: cannot connect"));
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let env = Env::new();
+    let mut child = env
+        .command(&env.path("nonexistent"))
+        .arg("version")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn help_exits_0() {
+    let env = Env::new();
+    let out = env.run(&env.path("nonexistent"), &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in ["authenticate", "Exit status:", "MULTIPASS_SERVER_ADDRESS"] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    for sub in ["authenticate", "set", "get", "list", "version"] {
+        let out = env.run(&env.path("nonexistent"), &[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{sub}");
+    }
+    let out = env.run(&env.path("nonexistent"), &["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    let env = Env::new();
+    for args in [
+        &["bogus"][..],
+        &[],
+        &["get"],
+        &["get", "--keys", "local.passphrase"],
+        &["set"],
+        &["list", "--format", "xml"],
+    ] {
+        let out = env.run(&env.path("nonexistent"), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+}
