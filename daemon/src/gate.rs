@@ -42,7 +42,9 @@ impl Gate {
         if self.is_trusted(&client)? {
             return Ok(client);
         }
-        if self.try_first_client(peer, &client).await? {
+        // Re-checked after a lost first-client race: the winner may have been this same
+        // certificate, on another connection.
+        if self.try_first_client(peer, &client).await? || self.is_trusted(&client)? {
             return Ok(client);
         }
         tracing::info!(

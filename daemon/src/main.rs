@@ -7,6 +7,10 @@ use multipassd::{logging, privileges};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = server::block_shutdown_signals() {
+        eprintln!("multipassd: {e:#}");
+        return ExitCode::FAILURE;
+    }
     logging::init(logging::level(args.verbosity.as_deref(), args.verbose));
 
     // Privileged work first (the socket's owner), then give up privileges, and only then start

@@ -114,6 +114,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
 
 /// Serve until a signal or the idle timeout.
 pub async fn serve(args: Args, listening: Listening) -> anyhow::Result<Outcome> {
+    let mut signals = ShutdownSignals::install()?;
     let dir = DataDir::new(&args.data_dir);
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
     fsutil::ensure_dir(&dir.trust_store_dir(), 0o700)
@@ -204,7 +205,7 @@ pub async fn serve(args: Args, listening: Listening) -> anyhow::Result<Outcome> 
             result.context("the gRPC server failed")?;
             Outcome::Stopped
         }
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             tracing::info!(signal, "shutting down");
             activation::notify(&[NotifyState::Stopping, NotifyState::Status("Shutting down")]);
             let _ = stop_accepting.send(true);
@@ -233,16 +234,51 @@ pub async fn serve(args: Args, listening: Listening) -> anyhow::Result<Outcome> 
     Ok(outcome)
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, blocked from the start of `main` (see [`block_shutdown_signals`]) and
+/// delivered only once these handlers exist, so a signal during start-up is a clean shutdown.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        };
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&shutdown_set()),
+            None,
+        )
+        .context("cannot unblock SIGTERM")?;
+        Ok(signals)
     }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+fn shutdown_set() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set
+}
+
+/// Hold SIGTERM and SIGINT pending until [`serve`] can handle them. Call first thing in `main`,
+/// before any thread exists, so every thread inherits the mask.
+pub fn block_shutdown_signals() -> anyhow::Result<()> {
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&shutdown_set()),
+        None,
+    )
+    .context("cannot block SIGTERM")
 }
