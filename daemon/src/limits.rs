@@ -127,7 +127,7 @@ impl FailureLimiter {
     }
 
     /// Records held, for tests and figures.
-    pub fn len(&self) -> usize {
+    pub fn records(&self) -> usize {
         self.records.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
@@ -224,7 +224,7 @@ mod tests {
         }
         l.record_success(PeerKey::Uid(7));
         assert!(l.check(PeerKey::Uid(7)).is_ok());
-        assert_eq!(l.len(), 0);
+        assert_eq!(l.records(), 0);
     }
 
     #[test]
@@ -236,7 +236,7 @@ mod tests {
         for uid in 0..1000 {
             l.record_failure(PeerKey::Uid(uid));
         }
-        assert!(l.len() <= 100);
+        assert!(l.records() <= 100);
     }
 
     #[tokio::test]

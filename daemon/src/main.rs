@@ -15,12 +15,16 @@ fn main() -> ExitCode {
 
     // Privileged work first (the socket's owner), then give up privileges, and only then start
     // the threads of the async runtime: capabilities are per thread.
-    let listening = match server::listen(&args) {
+    let mut listening = match server::listen(&args) {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
     if let Some(user) = &args.user {
-        if let Err(e) = multipassd::prepare_state_dir_for(user, &args.data_dir) {
+        // After the switch the daemon could no longer rename the socket in a root-owned
+        // directory: publish it now.
+        if let Err(e) = multipassd::prepare_state_dir_for(user, &args.data_dir)
+            .and_then(|()| listening.publish_now())
+        {
             return fail(e);
         }
     }

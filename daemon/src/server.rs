@@ -56,6 +56,8 @@ pub struct Listening {
     /// Whether we created the socket file (and so remove it at exit). A socket systemd passed
     /// belongs to systemd.
     owns_socket_file: bool,
+    /// A socket we bound, still under its temporary name.
+    unpublished: Option<socket::Bound>,
     /// What `--address` or the inherited socket said, for logs.
     description: String,
 }
@@ -77,6 +79,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
             listener: ListenerSource::Unix(inherited.listener),
             socket_path: inherited.path,
             owns_socket_file: false,
+            unpublished: None,
             description,
         });
     }
@@ -89,12 +92,13 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
             );
             let empty = store.current().map(|b| b.is_empty()).unwrap_or(true);
             let admin = AdminPolicy::new(args.admin_group.clone());
-            let listener = socket::bind(path, Access::for_store(empty), &admin)
+            let bound = socket::bind(path, Access::for_store(empty), &admin)
                 .with_context(|| format!("cannot listen on {}", path.display()))?;
             Ok(Listening {
-                listener: ListenerSource::Unix(listener),
+                listener: ListenerSource::Unix(bound.listener.try_clone()?),
                 socket_path: Some(path.clone()),
                 owns_socket_file: true,
+                unpublished: Some(bound),
                 description: args.address.to_string(),
             })
         }
@@ -106,14 +110,28 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
                 listener: ListenerSource::Tcp(listener),
                 socket_path: None,
                 owns_socket_file: false,
+                unpublished: None,
                 description: args.address.to_string(),
             })
         }
     }
 }
 
+impl Listening {
+    /// Put a socket we bound at its final path now (before switching to a user that could not
+    /// rename it); otherwise [`serve`] does it once ready.
+    pub fn publish_now(&mut self) -> anyhow::Result<()> {
+        if let Some(bound) = self.unpublished.take() {
+            bound
+                .publish()
+                .context("cannot move the socket into place")?;
+        }
+        Ok(())
+    }
+}
+
 /// Serve until a signal or the idle timeout.
-pub async fn serve(args: Args, listening: Listening) -> anyhow::Result<Outcome> {
+pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outcome> {
     let mut signals = ShutdownSignals::install()?;
     let dir = DataDir::new(&args.data_dir);
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
@@ -166,6 +184,13 @@ pub async fn serve(args: Args, listening: Listening) -> anyhow::Result<Outcome> 
             let _ = accept_stop.wait_for(|stop| *stop).await;
         },
     );
+
+    // Everything a client needs exists (root CA included): let clients find the socket.
+    if let Some(bound) = listening.unpublished.take() {
+        bound
+            .publish()
+            .context("cannot move the socket into place")?;
+    }
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()

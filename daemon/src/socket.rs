@@ -77,14 +77,27 @@ pub fn apply_to(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
-/// Bind a listening Unix socket at `path` so that it appears there already carrying `access`:
-/// bind under a temporary name, set its access, then rename it into place. A stale socket left
-/// by a dead daemon is replaced; a live one is an error.
-pub fn bind(
-    path: &Path,
-    access: Access,
-    admin: &AdminPolicy,
-) -> io::Result<std::os::unix::net::UnixListener> {
+/// A listening Unix socket bound under a temporary name next to its final path, already carrying
+/// its access; [`Bound::publish`] renames it into place once the daemon is ready to serve, so
+/// the socket never exists with the wrong mode and never before the root CA that clients read.
+#[derive(Debug)]
+pub struct Bound {
+    /// The listening socket.
+    pub listener: std::os::unix::net::UnixListener,
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl Bound {
+    /// Move the socket to its final path.
+    pub fn publish(&self) -> io::Result<()> {
+        fs::rename(&self.temporary, &self.path)
+    }
+}
+
+/// Bind a listening Unix socket for `path` with `access` (see [`Bound`]). A stale socket left by
+/// a dead daemon is replaced; a live one is an error.
+pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<Bound> {
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
@@ -101,12 +114,12 @@ pub fn bind(
         _ => PathBuf::from("."),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.bind", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+    let temporary = dir.join(format!(".{name}.{}.bind", std::process::id()));
+    let _ = fs::remove_file(&temporary);
+    let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
     // Nobody may connect through the temporary name while its access is being set.
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
-    if let Err(e) = apply_to(&tmp, access, admin) {
+    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o600))?;
+    if let Err(e) = apply_to(&temporary, access, admin) {
         // Without privileges (development): keep it usable by its owner and say so.
         tracing::warn!(
             socket = %path.display(),
@@ -115,9 +128,12 @@ pub fn bind(
             "cannot give the socket its policy's owner; it stays owned by the daemon's user"
         );
         let mode = if access == Access::Open { 0o666 } else { 0o660 };
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))?;
     }
-    fs::rename(&tmp, path)?;
     listener.set_nonblocking(true)?;
-    Ok(listener)
+    Ok(Bound {
+        listener,
+        temporary,
+        path: path.to_path_buf(),
+    })
 }

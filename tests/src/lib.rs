@@ -1,1 +1,225 @@
+//! Harness of the whole-system process tests (SPEC section 8, tier 2).
+//!
+//! The tests start the real `multipassd` on a fresh Unix socket (or TCP port) with a fresh data
+//! directory, create real OS users for the test (`useradd`, deleted afterwards) and run the real
+//! `multipass` client as those users through `setpriv --reuid --regid --init-groups`, so the
+//! daemon sees genuine SO_PEERCRED credentials and group memberships.
+//!
+//! - [`require_root`]: gate of every test (fail in CI, skip elsewhere).
+//! - [`TestDir`]: a world-traversable per-test directory for the socket, data and homes.
+//! - [`users`]: per-test admin groups and users.
+//! - [`daemon`]: starting, restarting and stopping `multipassd`, running the CLI against it.
+//! - [`process`]: running a command with stdin, a timeout and captured output.
+//! - [`pem`]: certificates of the trust store and of users, as DER.
+//! - [`grpc`]: a tonic client over TLS over the Unix socket, for tests that speak gRPC directly.
+#![warn(missing_docs)]
 
+pub mod daemon;
+pub mod grpc;
+pub mod pem;
+pub mod process;
+pub mod users;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use daemon::{Daemon, DaemonConfig};
+pub use process::CliOutput;
+pub use users::{Group, User};
+
+/// The gate's message (SPEC section 4), without the CLI's `<command> failed: ` prefix.
+pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
+
+/// `authenticate` while no passphrase is set.
+pub const PASSPHRASE_NOT_SET: &str =
+    "Passphrase is not set. Please `multipass set local.passphrase` with a trusted client.";
+
+/// `authenticate` with a wrong passphrase.
+pub const PASSPHRASE_NOT_CORRECT: &str = "Passphrase is not correct. Please try again.";
+
+/// Multipass's scrypt hash of the passphrase `passphrase` (a legacy settings value).
+pub const LEGACY_PASSPHRASE_HASH: &str = "f28cb995d91eed8064674766f28e468aae8065b2cf02af556c857dd77de2d2476f3830fd02147f3e35037a1812df0d0d0934fa677be585269fee5358d5c70758";
+
+/// Whether the tests may run: they create users and run commands as them, which needs root.
+/// Without root: panic when `CI=true` (tests must fail, not skip, in CI), else print a notice and
+/// return `false` (the caller returns early).
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "these process tests need root (they create users with useradd and run commands as \
+             them with setpriv); CI=true, so this is a failure, not a skip"
+        );
+    }
+    eprintln!(
+        "SKIPPED: not root; these process tests create users and switch to them. \
+         Run them as root (e.g. `sudo -E cargo test -p multipass-system-tests`)."
+    );
+    false
+}
+
+/// Directory holding `multipassd` and `multipass`: `$MULTIPASS_BIN_DIR`, else the workspace's
+/// `target/debug`.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("MULTIPASS_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests crate lives inside the workspace")
+            .join("target")
+            .join("debug"),
+    }
+}
+
+/// Path of the binary `name`, executable by every test user. Panics with a clear message when it
+/// is missing. If the build directory cannot be reached by other users (e.g. it lives in a 0700
+/// home), the binaries are copied once to a world-readable directory.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    if !path.is_file() {
+        panic!(
+            "binary {} not found; build the workspace first (`cargo build --workspace`) or point \
+             MULTIPASS_BIN_DIR at the directory holding multipassd and multipass",
+            path.display()
+        );
+    }
+    if usable_by_others(&path) {
+        return path;
+    }
+    static SHARED: OnceLock<PathBuf> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mpt-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create shared binary directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod shared binary directory");
+        dir
+    });
+    let copy = shared.join(name);
+    if !copy.exists() {
+        let tmp = shared.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+        std::fs::copy(&path, &tmp).expect("copy binary");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod binary copy");
+        std::fs::rename(&tmp, &copy).expect("rename binary copy");
+    }
+    copy
+}
+
+fn usable_by_others(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if meta.permissions().mode() & 0o005 != 0o005 {
+        return false;
+    }
+    path.ancestors().skip(1).all(|dir| {
+        dir.as_os_str().is_empty()
+            || std::fs::metadata(dir)
+                .map(|m| m.permissions().mode() & 0o001 != 0)
+                .unwrap_or(false)
+    })
+}
+
+/// A per-test directory, mode 0755 so that test users can reach the socket and their homes
+/// inside it. Removed on drop.
+#[derive(Debug)]
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A new directory under the system temporary directory (short path: socket paths are
+    /// limited to 107 bytes).
+    pub fn new() -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix("mpt-")
+            .tempdir()
+            .expect("create test directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod test directory");
+        TestDir { dir }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A subdirectory (created, mode 0755).
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::create_dir_all(&path).expect("create subdirectory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod subdirectory");
+        path
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A short random suffix for names unique to this run.
+pub fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// `(mode & 0o7777, uid, gid)` of a path, without following symlinks.
+pub fn mode_owner(path: &Path) -> std::io::Result<(u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.mode() & 0o7777, m.uid(), m.gid()))
+}
+
+/// The value of `local.passphrase` in the `[General]` section of an INI file, without surrounding
+/// quotes. `None` if absent.
+pub fn ini_passphrase(text: &str) -> Option<String> {
+    let mut section = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') && line.ends_with(']') {
+            section = line[1..line.len() - 1].trim().to_string();
+            continue;
+        }
+        if section != "General" {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            if key.trim() == "local.passphrase" {
+                let value = value.trim();
+                let unquoted = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                return Some(unquoted.to_string());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ini_passphrase_reads_quoted_and_plain() {
+        assert_eq!(
+            ini_passphrase("[General]\nlocal.passphrase=abc\n").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            ini_passphrase(
+                "[Other]\nlocal.passphrase=x\n[General]\nlocal.passphrase=\"$argon2id$v=19$m=1\"\n"
+            )
+            .as_deref(),
+            Some("$argon2id$v=19$m=1")
+        );
+        assert_eq!(ini_passphrase("[General]\nfoo=bar\n"), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! Starting `multipassd` for one test and running the CLI against it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::process::{self, CliOutput, DEFAULT_TIMEOUT};
+use crate::users::{Group, User};
+use crate::TestDir;
+
+/// How long the daemon may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonConfig {
+    /// Number of `-v` flags.
+    pub verbosity: u8,
+    /// Listen on `127.0.0.1:<free port>` instead of a Unix socket.
+    pub tcp: bool,
+}
+
+/// A running `multipassd` with its own socket and data directory. Stopped on drop (SIGTERM, then
+/// SIGKILL).
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    config: DaemonConfig,
+    /// The `--address` value (`unix:PATH` or `127.0.0.1:PORT`), also the client's
+    /// `MULTIPASS_SERVER_ADDRESS`.
+    pub address: String,
+    /// The socket path (Unix only).
+    pub socket: Option<PathBuf>,
+    /// The `--data-dir`.
+    pub data_dir: PathBuf,
+    admin_group: String,
+    dir: PathBuf,
+    root_home: PathBuf,
+    logs: Vec<PathBuf>,
+    /// `(mode, uid, gid)` of the socket file the first time it was seen after the latest start
+    /// (Unix only, and only if no stale socket file was present).
+    pub first_socket_mode: Option<(u32, u32, u32)>,
+}
+
+impl Daemon {
+    /// Start a daemon on a fresh Unix socket in `dir` with data directory `dir/data`, `-v`.
+    pub fn start(dir: &TestDir, admin: &Group) -> Daemon {
+        Daemon::start_with(
+            dir,
+            admin,
+            DaemonConfig {
+                verbosity: 1,
+                ..DaemonConfig::default()
+            },
+        )
+    }
+
+    /// Start a daemon with `config`.
+    pub fn start_with(dir: &TestDir, admin: &Group, config: DaemonConfig) -> Daemon {
+        let (address, socket) = if config.tcp {
+            (format!("127.0.0.1:{}", free_tcp_port()), None)
+        } else {
+            let socket = dir.path().join("multipass_socket");
+            (format!("unix:{}", socket.display()), Some(socket))
+        };
+        let root_home = dir.path().join("root-home");
+        std::fs::create_dir_all(&root_home).expect("create root home");
+        std::fs::set_permissions(&root_home, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod root home");
+        let mut daemon = Daemon {
+            child: None,
+            config,
+            address,
+            socket,
+            data_dir: dir.path().join("data"),
+            admin_group: admin.name.clone(),
+            dir: dir.path().to_path_buf(),
+            root_home,
+            logs: Vec::new(),
+            first_socket_mode: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log_path = self
+            .dir
+            .join(format!("multipassd-{}.log", self.logs.len() + 1));
+        let log = File::create(&log_path).expect("create daemon log");
+        self.logs.push(log_path);
+        let mut cmd = Command::new(crate::bin("multipassd"));
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--admin-group")
+            .arg(&self.admin_group);
+        if self.config.verbosity > 0 {
+            cmd.arg(format!("-{}", "v".repeat(self.config.verbosity.into())));
+        }
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("RUST_BACKTRACE", "1")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        let stale_socket = self.socket.as_ref().is_some_and(|s| s.exists());
+        let child = cmd.spawn().expect("spawn multipassd");
+        self.child = Some(child);
+        self.first_socket_mode = None;
+        self.wait_ready(stale_socket);
+    }
+
+    fn wait_ready(&mut self, stale_socket: bool) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .expect("child")
+                .try_wait()
+                .expect("wait")
+            {
+                panic!(
+                    "multipassd exited during start-up with {status}\n--- log ---\n{}",
+                    self.log()
+                );
+            }
+            if start.elapsed() > START_TIMEOUT {
+                panic!(
+                    "multipassd did not listen on {} within {START_TIMEOUT:?}\n--- log ---\n{}",
+                    self.address,
+                    self.log()
+                );
+            }
+            let listening = match &self.socket {
+                Some(socket) => match crate::mode_owner(socket) {
+                    Ok(mode) => {
+                        if !stale_socket && self.first_socket_mode.is_none() {
+                            self.first_socket_mode = Some(mode);
+                        }
+                        // Root may connect whatever the mode; a stale file refuses.
+                        std::os::unix::net::UnixStream::connect(socket).is_ok()
+                    }
+                    Err(_) => false,
+                },
+                None => {
+                    let addr = self.address.parse().expect("socket address");
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                }
+            };
+            // The daemon binds its socket first (connections queue meanwhile) and then creates
+            // its certificates: ready means both.
+            if listening && crate::pem::holds_certificate(&self.root_cert()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop the daemon with SIGTERM (SIGKILL after 10 s) and return its exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for multipassd") {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let status = child.wait().expect("wait for killed multipassd");
+                eprintln!("multipassd ignored SIGTERM for 10 s and was killed");
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop (asserting that SIGTERM makes it exit 0) and start again with the same data directory
+    /// and socket path.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "multipassd should exit 0 on SIGTERM, got {status}\n--- log ---\n{}",
+            self.log()
+        );
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Everything the daemon wrote to stdout and stderr, over all its starts.
+    pub fn log(&self) -> String {
+        let mut all = String::new();
+        for (i, path) in self.logs.iter().enumerate() {
+            if self.logs.len() > 1 {
+                all.push_str(&format!("=== start {} ===\n", i + 1));
+            }
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(path).unwrap_or_default(),
+            ));
+        }
+        all
+    }
+
+    /// The socket path (panics for a TCP daemon).
+    pub fn socket(&self) -> &Path {
+        self.socket.as_deref().expect("a Unix-socket daemon")
+    }
+
+    /// `(mode, uid, gid)` of the socket file now.
+    pub fn socket_mode(&self) -> (u32, u32, u32) {
+        crate::mode_owner(self.socket()).expect("stat socket")
+    }
+
+    /// Wait up to 2 s for the socket to have `(mode, uid, gid)`; panic with what it has otherwise.
+    #[track_caller]
+    pub fn assert_socket_mode(&self, expected: (u32, u32, u32), what: &str) {
+        let start = Instant::now();
+        loop {
+            let now = self.socket_mode();
+            if now == expected {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(2) {
+                panic!(
+                    "{what}: socket should be mode {:o} uid {} gid {}, is mode {:o} uid {} gid {}",
+                    expected.0, expected.1, expected.2, now.0, now.1, now.2
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The root CA certificate clients verify against.
+    pub fn root_cert(&self) -> PathBuf {
+        self.data_dir.join("multipass_root_cert.pem")
+    }
+
+    /// The trust store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir
+            .join("authenticated-certs")
+            .join("multipass_client_certs.pem")
+    }
+
+    /// The settings file.
+    pub fn conf_path(&self) -> PathBuf {
+        self.data_dir.join("multipassd.conf")
+    }
+
+    /// Certificates in the trust store, as DER (none if the file is absent).
+    pub fn store_certs(&self) -> Vec<Vec<u8>> {
+        crate::pem::certificates_in_file(&self.store_path())
+    }
+
+    /// Append `user`'s certificate file to the trust store by hand, as the documented recovery
+    /// does (`cat cert | sudo tee -a store`).
+    pub fn append_to_store_by_hand(&self, user: &User) {
+        use std::io::Write;
+        let cert = std::fs::read(user.cert_path()).expect("read the user's certificate");
+        let mut store = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.store_path())
+            .expect("open trust store for appending");
+        store.write_all(&cert).expect("append to trust store");
+        store.sync_all().expect("sync trust store");
+    }
+
+    /// The client's environment besides `PATH` and `HOME`.
+    fn client_env(&self, xdg_data_home: &Path) -> Vec<(&'static str, String)> {
+        vec![
+            ("XDG_DATA_HOME", xdg_data_home.display().to_string()),
+            ("MULTIPASS_SERVER_ADDRESS", self.address.clone()),
+            (
+                "MULTIPASS_ROOT_CERT",
+                self.root_cert().display().to_string(),
+            ),
+        ]
+    }
+
+    /// Run `multipass args...` as `user`, with `stdin` piped in (or /dev/null).
+    pub fn run_as(&self, user: &User, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let env = self.client_env(&user.xdg_data_home());
+        let mut cmd = user.command(&crate::bin("multipass"), &env);
+        cmd.args(args);
+        process::run(cmd, stdin, DEFAULT_TIMEOUT)
+    }
+
+    /// Run `multipass args...` as root (with its own home in the test directory).
+    pub fn run_as_root(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut cmd = Command::new(crate::bin("multipass"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &self.root_home)
+            .current_dir(&self.root_home);
+        for (key, value) in self.client_env(&self.root_xdg_data_home()) {
+            cmd.env(key, value);
+        }
+        process::run(cmd, stdin, DEFAULT_TIMEOUT)
+    }
+
+    /// `$XDG_DATA_HOME` of [`Daemon::run_as_root`].
+    pub fn root_xdg_data_home(&self) -> PathBuf {
+        self.root_home.join(".local").join("share")
+    }
+
+    /// Make sure `user` has a client certificate by running `multipass args...` as them (the
+    /// outcome of the command itself does not matter). Panics if no certificate appears.
+    pub fn ensure_client_cert(&self, user: &User, args: &[&str], stdin: Option<&str>) {
+        let out = self.run_as(user, args, stdin);
+        assert!(
+            user.cert_path().is_file() && user.key_path().is_file(),
+            "`multipass {}` as {} should have created {} and {}\n{out}",
+            args.join(" "),
+            user.name,
+            user.cert_path().display(),
+            user.key_path().display()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- multipassd log ({}) ---\n{}",
+                self.address,
+                tail(&self.log(), 200)
+            );
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}

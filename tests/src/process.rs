@@ -1,0 +1,148 @@
+//! Running a command with optional stdin, a timeout and captured output.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Default limit for one CLI invocation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a finished (or killed) command produced.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    /// The command line, for messages.
+    pub command: String,
+    /// Exit code; `None` if killed by a signal (or by the timeout).
+    pub code: Option<i32>,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+    /// Whether the timeout killed it.
+    pub timed_out: bool,
+    /// Wall-clock time it took.
+    pub elapsed: Duration,
+}
+
+impl CliOutput {
+    /// Standard error without trailing newlines.
+    pub fn stderr_trimmed(&self) -> &str {
+        self.stderr.trim_end_matches(['\n', '\r'])
+    }
+
+    /// Standard output without trailing newlines.
+    pub fn stdout_trimmed(&self) -> &str {
+        self.stdout.trim_end_matches(['\n', '\r'])
+    }
+
+    /// Panics (with everything the command printed) unless it exited with `code`.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32, what: &str) -> &Self {
+        if self.code != Some(code) {
+            panic!("{what}: expected exit code {code}\n{self}");
+        }
+        self
+    }
+
+    /// Panics unless it exited with `code` and its stderr is exactly `stderr` (up to trailing
+    /// newlines).
+    #[track_caller]
+    pub fn assert_failure(&self, code: i32, stderr: &str, what: &str) -> &Self {
+        self.assert_code(code, what);
+        if self.stderr_trimmed() != stderr {
+            panic!("{what}: expected stderr exactly\n  {stderr:?}\n{self}");
+        }
+        self
+    }
+}
+
+impl fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  command: {}", self.command)?;
+        writeln!(
+            f,
+            "  exit: {:?}{} after {:?}",
+            self.code,
+            if self.timed_out {
+                " (killed: timeout)"
+            } else {
+                ""
+            },
+            self.elapsed
+        )?;
+        writeln!(f, "  stdout: {:?}", self.stdout)?;
+        write!(f, "  stderr: {:?}", self.stderr)
+    }
+}
+
+/// Run `cmd` to completion (killing it after `timeout`), feeding it `stdin` (or /dev/null).
+pub fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> CliOutput {
+    let command = describe(&cmd);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {command}: {e}"));
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        let input = input.to_string();
+        std::thread::spawn(move || {
+            // The command may exit without reading everything: a broken pipe is fine.
+            let _ = pipe.write_all(input.as_bytes());
+        })
+    });
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait().expect("wait for child") {
+            Some(status) => break status,
+            None if start.elapsed() > timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("wait for killed child");
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let elapsed = start.elapsed();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    CliOutput {
+        command,
+        code: status.code(),
+        stdout,
+        stderr,
+        timed_out,
+        elapsed,
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}

@@ -1,0 +1,72 @@
+//! Writers merge with what is on disk: a certificate appended to the store by hand survives the
+//! daemon's next write (Multipass rewrote the file from memory and lost it).
+
+use multipass_system_tests::{require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+
+const PASSPHRASE: &str = "hand-append-pass";
+
+#[test]
+fn hand_append_survives_authenticate() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let a = User::create(&dir, Some(&admins));
+    let c = User::create(&dir, None);
+    let e = User::create(&dir, None);
+    let daemon = Daemon::start(&dir, &admins);
+
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "first admin client `list`");
+    daemon
+        .run_as(
+            &a,
+            &["set", "local.passphrase"],
+            Some(&format!("{PASSPHRASE}\n{PASSPHRASE}\n")),
+        )
+        .assert_code(0, "A `set local.passphrase`");
+
+    // E gets a certificate (a gated command: refused, but the certificate is created).
+    daemon.ensure_client_cert(&e, &["version"], None);
+    daemon.run_as(&e, &["list"], None).assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "E `list` before being trusted",
+    );
+
+    // An administrator appends E's certificate by hand.
+    daemon.append_to_store_by_hand(&e);
+
+    // The daemon writes the store: C authenticates with the passphrase.
+    daemon
+        .run_as(&c, &["authenticate"], Some(&format!("{PASSPHRASE}\n")))
+        .assert_code(0, "C `authenticate` with the passphrase");
+
+    let store = daemon.store_certs();
+    let (a_der, c_der, e_der) = (a.cert_der(), c.cert_der(), e.cert_der());
+    assert!(
+        store.contains(&a_der),
+        "A's certificate lost from the store"
+    );
+    assert!(
+        store.contains(&e_der),
+        "the hand-appended certificate of E was lost when the daemon wrote the store"
+    );
+    assert!(
+        store.contains(&c_der),
+        "C's certificate is missing after a successful authenticate"
+    );
+    assert_eq!(
+        store.len(),
+        3,
+        "the store should hold exactly A, E and C (no duplicates)"
+    );
+
+    for (user, who) in [(&e, "E"), (&c, "C"), (&a, "A")] {
+        daemon
+            .run_as(user, &["list"], None)
+            .assert_code(0, &format!("{who} `list` after the merge"));
+    }
+}

@@ -1,0 +1,68 @@
+//! The first-client rule is for admins only: a non-admin peer is not trusted automatically even
+//! when it can reach the socket.
+
+use std::os::unix::fs::PermissionsExt;
+
+use multipass_system_tests::{require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+
+#[test]
+fn non_admin_cannot_be_first() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let a = User::create(&dir, Some(&admins));
+    let d = User::create(&dir, None);
+    let daemon = Daemon::start(&dir, &admins);
+    assert_eq!(
+        daemon.first_socket_mode,
+        Some((0o660, 0, admins.gid)),
+        "a fresh socket should appear as root:{} 0660 (mode, uid, gid)",
+        admins.name
+    );
+
+    // Without help D cannot even connect.
+    let out = daemon.run_as(&d, &["list"], None);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "non-admin D on the restricted socket should get 'daemon unreachable'\n{out}"
+    );
+
+    // Open the socket by hand: D reaches the daemon but is still not trusted.
+    std::fs::set_permissions(daemon.socket(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    let out = daemon.run_as(&d, &["list"], None);
+    out.assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "non-admin D `list` as would-be first client",
+    );
+    assert!(
+        daemon.store_certs().is_empty(),
+        "the store should still be empty after D's attempt"
+    );
+
+    // The admin is still the first client.
+    let out = daemon.run_as(&a, &["list"], None);
+    out.assert_code(0, "admin A `list` after D's attempt");
+    assert_eq!(
+        daemon.store_certs(),
+        vec![a.cert_der()],
+        "the store should hold exactly A's certificate"
+    );
+
+    // And D is still refused.
+    let out = daemon.run_as(&d, &["list"], None);
+    out.assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "non-admin D `list` after A was trusted",
+    );
+    assert_eq!(
+        daemon.store_certs().len(),
+        1,
+        "store after D's second attempt"
+    );
+}
