@@ -40,17 +40,22 @@ pub fn server_address() -> Result<Address, Error> {
     }
 }
 
-/// Connect to the daemon and return a client for it.
-pub async fn connect() -> Result<RpcClient<Channel>, Error> {
-    let address = server_address()?;
+/// This client's certificate and key, created on first use.
+pub fn identity() -> Result<ClientIdentity, Error> {
     let dir = client_cert_dir().ok_or_else(|| {
         Error::Config(anyhow!(
             "cannot find the client certificate directory: neither XDG_DATA_HOME nor HOME is set"
         ))
     })?;
-    let identity = ClientIdentity::load_or_create(&dir)
+    ClientIdentity::load_or_create(&dir)
         .with_context(|| format!("cannot set up the client certificate in {}", dir.display()))
-        .map_err(Error::Local)?;
+        .map_err(Error::Local)
+}
+
+/// Connect to the daemon and return a client for it.
+pub async fn connect() -> Result<RpcClient<Channel>, Error> {
+    let address = server_address()?;
+    let identity = identity()?;
 
     let dialed = rpc::client::dial(&address)
         .await

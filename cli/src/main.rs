@@ -3,6 +3,7 @@
 //! `main` only parses the command line, runs the command on a single-threaded runtime and turns
 //! the outcome into the exit status; the commands live in [`commands`], one module each.
 
+mod admin;
 mod commands;
 mod connect;
 mod error;

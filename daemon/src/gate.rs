@@ -7,9 +7,9 @@ use std::sync::Arc;
 use rpc::server::{Peer, Transport};
 use trust::{Enrolment, Entry, Metadata, TrustStore, VerifiedClient};
 
-use crate::admin::{self, AdminPolicy};
 use crate::error::Error;
 use crate::socket::{Access, SocketPolicy};
+use trust::access::{self as admin, AdminPolicy};
 
 /// Trust decisions, shared by all requests.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ impl Gate {
         .await??;
         if won {
             audit_trusted(client, Some(credentials.uid), Enrolment::FirstClient);
-            self.socket.apply(Access::Open);
+            self.socket.apply(Access::Open).await;
         }
         Ok(won)
     }
@@ -127,7 +127,7 @@ impl Gate {
         if let Some(was_empty) = added {
             audit_trusted(client, uid, how);
             if was_empty {
-                self.socket.apply(Access::Open);
+                self.socket.apply(Access::Open).await;
             }
         }
         Ok(())

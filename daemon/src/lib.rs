@@ -8,7 +8,6 @@
 #![deny(unsafe_code)]
 
 pub mod activation;
-pub mod admin;
 pub mod args;
 pub mod error;
 pub mod gate;

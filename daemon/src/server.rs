@@ -19,12 +19,12 @@ use trust::settings::SettingsFile;
 use trust::{DataDir, ServerPki, ServerPkiOptions, TrustStore};
 
 use crate::activation;
-use crate::admin::AdminPolicy;
 use crate::args::Args;
 use crate::gate::Gate;
 use crate::limits::{FailureLimiter, HashPool, LimiterConfig};
 use crate::service::Service;
 use crate::socket::{self, Access, SocketPolicy};
+use trust::access::AdminPolicy;
 
 /// Passphrase hashes computed at once (each ~19 MiB and a core for ~50 ms).
 const PARALLEL_HASHES: usize = 2;

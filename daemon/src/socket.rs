@@ -10,29 +10,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{chown, Gid, Uid};
-
-use crate::admin::{gid_or_root, AdminPolicy};
-
-/// Which access the socket should give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// root:<admin group> 0660: only administrators can reach the daemon (store empty).
-    Restricted,
-    /// root:root 0666: everybody can connect and authenticate (store non-empty).
-    Open,
-}
-
-impl Access {
-    /// The access matching a store with or without trusted clients.
-    pub fn for_store(empty: bool) -> Access {
-        if empty {
-            Access::Restricted
-        } else {
-            Access::Open
-        }
-    }
-}
+pub use trust::access::Access;
+use trust::access::{apply_to, AdminPolicy};
 
 /// Applies [`Access`] to a socket path.
 #[derive(Debug, Clone)]
@@ -48,33 +27,47 @@ impl SocketPolicy {
     }
 
     /// Give the socket `access`, logging (not failing) when the daemon is not allowed to.
-    pub fn apply(&self, access: Access) {
+    pub async fn apply(&self, access: Access) {
         let Some(path) = &self.path else { return };
-        match apply_to(path, access, &self.admin) {
-            Ok(()) => tracing::info!(socket = %path.display(), ?access, "socket access set"),
+        let direct = match apply_to(path, access, &self.admin) {
+            Ok(()) => {
+                tracing::info!(socket = %path.display(), ?access, "socket access set");
+                return;
+            }
+            Err(e) => e,
+        };
+        // Without privileges (under systemd, always): the helper does it, if polkit lets us.
+        match ask_helper(access).await {
+            Ok(()) => tracing::info!(
+                socket = %path.display(),
+                ?access,
+                "socket access set by multipassd-helper"
+            ),
             Err(e) => tracing::warn!(
                 socket = %path.display(),
                 ?access,
-                error = %e,
-                "not allowed to change the socket's access; the privileged helper \
-                 (multipassd-helper apply-socket-policy) must apply it"
+                direct_error = %direct,
+                helper_error = %e,
+                "cannot change the socket's access, neither directly nor through multipassd-helper; \
+                 `multipassd-helper apply-socket-policy` (as root) fixes it"
             ),
         }
     }
 }
 
-/// Set owner, group and mode of `path` for `access`.
-pub fn apply_to(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<()> {
-    let (gid, mode) = match access {
-        Access::Restricted => (gid_or_root(admin.group().as_ref()), 0o660),
-        Access::Open => (Gid::from_raw(0), 0o666),
-    };
-    // Narrow first, then chown, then widen: at no moment is the socket more open than either the
-    // old or the new policy allows.
-    let current = fs::metadata(path)?.permissions().mode() & 0o777;
-    fs::set_permissions(path, fs::Permissions::from_mode(current & mode))?;
-    chown(path, Some(Uid::from_raw(0)), Some(gid)).map_err(io::Error::from)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+/// `SetSocketAccess` on the helper, over the system bus.
+async fn ask_helper(access: Access) -> zbus::Result<()> {
+    let connection = zbus::Connection::system().await?;
+    connection
+        .call_method(
+            Some("io.multipass.Helper1"),
+            "/io/multipass/Helper1",
+            Some("io.multipass.Helper1"),
+            "SetSocketAccess",
+            &(access == Access::Open),
+        )
+        .await?;
+    Ok(())
 }
 
 /// A listening Unix socket bound under a temporary name next to its final path, already carrying

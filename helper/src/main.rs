@@ -1,1 +1,146 @@
-fn main() {}
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use multipassd_helper::config::Config;
+use multipassd_helper::{bus, ops};
+use zeroize::Zeroizing;
+
+/// Privileged helper of the multipass service: sets the passphrase, trusts client certificates
+/// and sets the daemon socket's access, each authorized by polkit (or run directly by root).
+#[derive(Debug, Parser)]
+#[command(name = "multipassd-helper", version)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve io.multipass.Helper1 on the system bus (D-Bus activated).
+    Serve {
+        /// Exit after this many seconds without a call (0: never).
+        #[arg(long, default_value_t = 30)]
+        idle_timeout: u64,
+    },
+    /// Give the socket the owner, group and mode that match the trust store (root; the socket
+    /// unit's ExecStartPost=).
+    ApplySocketPolicy,
+    /// Set the passphrase, read from the terminal (twice) or one line of standard input; an empty
+    /// line clears it (root, e.g. through pkexec).
+    SetPassphrase,
+    /// Trust the certificate read from standard input (root, e.g. through pkexec).
+    TrustCertificate {
+        /// Name to record [default: the invoking user's login name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Internal: apply one write as the state directory's owner (see ops.rs).
+    #[command(hide = true)]
+    WriteAsOwner,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MULTIPASSD_HELPER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("multipassd-helper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { idle_timeout } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let idle = (idle_timeout > 0).then(|| Duration::from_secs(idle_timeout));
+            runtime.block_on(bus::serve(cli.config, idle))
+        }
+        Command::ApplySocketPolicy => {
+            require_root()?;
+            let access = ops::socket_access(&cli.config)?;
+            eprintln!("{}: {access:?}", cli.config.socket.display());
+            Ok(())
+        }
+        Command::SetPassphrase => {
+            require_root()?;
+            let passphrase = read_passphrase()?;
+            ops::validate_passphrase(&passphrase).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ops::set_passphrase(&cli.config, passphrase)?;
+            eprintln!("The passphrase was set.");
+            Ok(())
+        }
+        Command::TrustCertificate { name } => {
+            require_root()?;
+            let mut pem = String::new();
+            std::io::stdin()
+                .take(trust::pki::MAX_CERTIFICATE_PEM as u64 + 1)
+                .read_to_string(&mut pem)
+                .context("cannot read the certificate from standard input")?;
+            let der = ops::validate_certificate(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // pkexec says who asked; without it, root itself.
+            let uid: u32 = std::env::var("PKEXEC_UID")
+                .ok()
+                .and_then(|u| u.parse().ok())
+                .unwrap_or(0);
+            let name = name
+                .or_else(|| trust::access::user_name(uid))
+                .unwrap_or_else(|| format!("uid-{uid}"));
+            ops::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let fingerprint =
+                ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
+            println!("{fingerprint}");
+            Ok(())
+        }
+        Command::WriteAsOwner => {
+            let out = ops::write_as_owner(&cli.config.data_dir)?;
+            print!("{out}");
+            Ok(())
+        }
+    }
+}
+
+fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("this command must run as root (e.g. through pkexec)");
+    }
+    Ok(())
+}
+
+fn read_passphrase() -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        let first = Zeroizing::new(rpassword::prompt_password("Please enter passphrase: ")?);
+        let second = Zeroizing::new(rpassword::prompt_password("Please re-enter passphrase: ")?);
+        if *first != *second {
+            bail!("Passphrases do not match");
+        }
+        return Ok(first);
+    }
+    let mut line = Zeroizing::new(String::new());
+    let limit = trust::passphrase::MAX_PASSPHRASE_LEN as u64 + 2;
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::io::stdin().take(limit)),
+        &mut line,
+    )?;
+    while line.ends_with('\n') || line.ends_with('\r') {
+        line.pop();
+    }
+    Ok(line)
+}

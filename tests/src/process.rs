@@ -45,13 +45,19 @@ impl CliOutput {
         self
     }
 
-    /// Panics unless it exited with `code` and its stderr is exactly `stderr` (up to trailing
-    /// newlines).
+    /// Panics unless it exited with `code` and its stderr begins with exactly the lines of
+    /// `stderr`. Further lines may follow: ours adds actionable hints after Multipass's message,
+    /// whose lines stay exact.
     #[track_caller]
     pub fn assert_failure(&self, code: i32, stderr: &str, what: &str) -> &Self {
         self.assert_code(code, what);
-        if self.stderr_trimmed() != stderr {
-            panic!("{what}: expected stderr exactly\n  {stderr:?}\n{self}");
+        let actual = self.stderr_trimmed();
+        let exact_lines = actual == stderr
+            || actual
+                .strip_prefix(stderr)
+                .is_some_and(|rest| rest.starts_with('\n'));
+        if !exact_lines {
+            panic!("{what}: expected stderr to begin with the lines\n  {stderr:?}\n{self}");
         }
         self
     }

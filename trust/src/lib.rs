@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod error;
 pub mod fsutil;
 pub mod passphrase;

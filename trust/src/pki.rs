@@ -379,6 +379,55 @@ pub fn new_client_cert(now: OffsetDateTime) -> Result<(String, KeyPair)> {
     Ok((cert.pem(), key))
 }
 
+/// A certificate as a PEM `CERTIFICATE` block (64-column base64, `\n` line ends).
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// Largest PEM input accepted as one client certificate (ours are under 1 KiB).
+pub const MAX_CERTIFICATE_PEM: usize = 16 * 1024;
+
+/// Parse input that must be exactly one PEM `CERTIFICATE` block holding a valid X.509
+/// certificate, and nothing else: no second certificate, no key, no other PEM item. Used for
+/// certificates an administrator asks the helper to trust.
+pub fn parse_single_certificate(pem: &[u8]) -> Result<CertificateDer<'static>> {
+    use rustls_pki_types::pem::SectionKind;
+    let refuse = |found: String| Err(Error::NotOneCertificate { found });
+    if pem.len() > MAX_CERTIFICATE_PEM {
+        return refuse(format!(
+            "{} bytes of input (at most {MAX_CERTIFICATE_PEM} accepted)",
+            pem.len()
+        ));
+    }
+    // Count every PEM boundary, including types the PEM reader does not know and would skip.
+    let blocks = pem.windows(11).filter(|w| w == b"-----BEGIN ").count();
+    if blocks != 1 {
+        return refuse(format!("{blocks} PEM blocks"));
+    }
+    let sections: Vec<(SectionKind, Vec<u8>)> =
+        match <(SectionKind, Vec<u8>)>::pem_slice_iter(pem).collect() {
+            Ok(s) => s,
+            Err(e) => return refuse(format!("malformed PEM ({e})")),
+        };
+    let der = match sections.as_slice() {
+        [(SectionKind::Certificate, der)] => der.clone(),
+        [(kind, _)] => return refuse(format!("a PEM block of type {kind:?}")),
+        _ => return refuse("no recognisable PEM block".to_string()),
+    };
+    match x509_parser::parse_x509_certificate(&der) {
+        Ok((rest, _)) if rest.is_empty() => Ok(CertificateDer::from(der)),
+        Ok(_) => Err(Error::InvalidCertificate {
+            reason: "trailing data after the certificate".into(),
+        }),
+        Err(e) => Err(Error::InvalidCertificate {
+            reason: e.to_string(),
+        }),
+    }
+}
+
 fn invalid_pem(path: &Path, what: &'static str) -> Error {
     Error::InvalidPem {
         path: path.to_path_buf(),
@@ -448,5 +497,40 @@ mod tests {
         let (_, x509) = x509_parser::parse_x509_certificate(&a.cert).unwrap();
         let cn = x509.subject().iter_common_name().next().unwrap();
         assert!(uuid::Uuid::parse_str(cn.as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn single_certificate_accepted() {
+        let (pem, _) = new_client_cert(OffsetDateTime::now_utc()).unwrap();
+        let der = parse_single_certificate(pem.as_bytes()).unwrap();
+        assert_eq!(der, CertificateDer::from_pem_slice(pem.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn anything_but_one_certificate_refused() {
+        let (a, key) = new_client_cert(OffsetDateTime::now_utc()).unwrap();
+        let (b, _) = new_client_cert(OffsetDateTime::now_utc()).unwrap();
+        let key_pem = key.serialize_pem();
+        let garbage =
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        let unknown = format!(
+            "{a}-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
+        let oversized = format!("{a}{}", " ".repeat(MAX_CERTIFICATE_PEM));
+        for (what, input) in [
+            ("two certificates", format!("{a}{b}")),
+            ("a private key", key_pem.clone()),
+            ("certificate and key", format!("{a}{key_pem}")),
+            ("garbage", "hello".to_string()),
+            ("not X.509", garbage.to_string()),
+            ("unknown PEM type", unknown),
+            ("oversized", oversized),
+            ("empty", String::new()),
+        ] {
+            assert!(
+                parse_single_certificate(input.as_bytes()).is_err(),
+                "{what} accepted"
+            );
+        }
     }
 }

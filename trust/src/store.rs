@@ -219,10 +219,7 @@ impl Bundle {
         let mut out = String::with_capacity(self.entries.len() * 800);
         for entry in &self.entries {
             entry.metadata.write(&mut out);
-            out.push_str(
-                &pem::encode(&pem::Pem::new("CERTIFICATE", entry.certificate.to_vec()))
-                    .replace("\r\n", "\n"),
-            );
+            out.push_str(&crate::pki::certificate_pem(&entry.certificate));
         }
         out
     }

@@ -19,8 +19,13 @@ use crate::passphrase;
 )]
 pub struct Args {
     /// The passphrase (prompted for when omitted)
-    #[arg(value_name = "PASSPHRASE")]
+    #[arg(value_name = "PASSPHRASE", conflicts_with = "admin")]
     passphrase: Option<String>,
+
+    /// Trust this client through multipassd-helper instead, as an administrator (polkit asks
+    /// for the administrator's password on a terminal)
+    #[arg(long)]
+    admin: bool,
 }
 
 impl std::fmt::Debug for Args {
@@ -30,12 +35,16 @@ impl std::fmt::Debug for Args {
                 "passphrase",
                 &self.passphrase.as_ref().map(|_| "<redacted>"),
             )
+            .field("admin", &self.admin)
             .finish()
     }
 }
 
 /// Run `multipass authenticate`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    if args.admin {
+        return run_admin().await;
+    }
     let mut passphrase = match args.passphrase {
         Some(given) => Zeroizing::new(given),
         None => passphrase::read_hidden("Please enter passphrase: ").map_err(|e| {
@@ -55,6 +64,22 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     };
     ctx.replies(client.authenticate(tokio_stream::once(request)).await)
         .await?;
+    Ok(())
+}
+
+/// `authenticate --admin`: have the helper trust this client's own certificate.
+async fn run_admin() -> Result<(), Error> {
+    let identity = crate::connect::identity()?;
+    let name = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let fingerprint = crate::admin::trust_certificate(&identity.cert_pem, &name).await?;
+    crate::output::print_line(&format!(
+        "This client is now trusted (certificate {}).",
+        &fingerprint[..fingerprint.len().min(16)]
+    ))?;
     Ok(())
 }
 

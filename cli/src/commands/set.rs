@@ -21,6 +21,11 @@ pub struct Args {
     /// The key and, after the first `=`, the value (prompted for when absent)
     #[arg(value_name = "<key>[=<value>]", value_parser = parse_setting)]
     setting: Setting,
+
+    /// Set `local.passphrase` through multipassd-helper, as an administrator, without a trusted
+    /// client (polkit asks for the administrator's password on a terminal)
+    #[arg(long)]
+    admin: bool,
 }
 
 /// A key, and its value if the command line gave one.
@@ -81,6 +86,16 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         None => prompt_value(&key)?,
     };
 
+    if args.admin {
+        if key != PASSPHRASE_KEY {
+            return Err(Error::Usage(format!(
+                "--admin can only set {PASSPHRASE_KEY}, not '{key}'"
+            )));
+        }
+        return crate::admin::set_passphrase(value).await;
+    }
+
+    let is_passphrase = key == PASSPHRASE_KEY;
     let mut client = ctx.connect().await?;
     let request = SetRequest {
         key,
@@ -88,9 +103,22 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         verbosity_level: ctx.verbosity_level(),
         authorized: false,
     };
-    let replies = ctx
+    let replies = match ctx
         .replies(client.set(tokio_stream::once(request)).await)
-        .await?;
+        .await
+    {
+        Err(Error::Status(status))
+            if status.code() == tonic::Code::Unauthenticated && is_passphrase =>
+        {
+            // The stuck state of Multipass's documentation: offer the way out.
+            return Err(Error::Status(tonic::Status::unauthenticated(format!(
+                "{}\nAn administrator can set the passphrase without a trusted client: \
+                 `multipass set local.passphrase --admin`.",
+                status.message()
+            ))));
+        }
+        other => other?,
+    };
     for reply in replies {
         if !reply.reply_message.is_empty() {
             output::print_line(&reply.reply_message)?;

@@ -1,8 +1,15 @@
-//! Who counts as an administrator: uid 0, or a member of the admin group (SPEC section 2: the
-//! first that exists of `multipass`, `sudo`, `admin`, `wheel`, unless the daemon was told one).
+//! Who may reach the daemon's socket: administrators (uid 0, or members of the admin group: SPEC
+//! section 2, the first that exists of `multipass`, `sudo`, `admin`, `wheel`, unless configured),
+//! and the socket access policy of SPEC section 5 (restricted root:<admin group> 0660 while
+//! nobody is trusted, open root:root 0666 afterwards). Shared by the daemon and the helper.
 
-use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
 use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nix::unistd::{chown, getgrouplist, Gid, Group, Uid, User};
 
 /// Groups tried, in order, when none is configured.
 pub const DEFAULT_ADMIN_GROUPS: [&str; 4] = ["multipass", "sudo", "admin", "wheel"];
@@ -64,9 +71,41 @@ pub fn user_name(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
-/// The gid of the admin group, or root's group when there is none.
-pub fn gid_or_root(group: Option<&Group>) -> Gid {
-    group.map(|g| g.gid).unwrap_or(Gid::from_raw(0))
+/// Which access the socket should give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// root:<admin group> 0660: only administrators can reach the daemon (store empty).
+    Restricted,
+    /// root:root 0666: everybody can connect and authenticate (store non-empty).
+    Open,
+}
+
+impl Access {
+    /// The access matching a store with or without trusted clients.
+    pub fn for_store(empty: bool) -> Access {
+        if empty {
+            Access::Restricted
+        } else {
+            Access::Open
+        }
+    }
+}
+
+/// Set owner, group and mode of the socket at `path` for `access`.
+pub fn apply_to(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<()> {
+    let (gid, mode) = match access {
+        Access::Restricted => (
+            admin.group().map(|g| g.gid).unwrap_or(Gid::from_raw(0)),
+            0o660,
+        ),
+        Access::Open => (Gid::from_raw(0), 0o666),
+    };
+    // Narrow first, then chown, then widen: at no moment is the socket more open than either the
+    // old or the new policy allows.
+    let current = fs::metadata(path)?.permissions().mode() & 0o777;
+    fs::set_permissions(path, fs::Permissions::from_mode(current & mode))?;
+    chown(path, Some(Uid::from_raw(0)), Some(gid)).map_err(io::Error::from)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 #[cfg(test)]

@@ -1,0 +1,35 @@
+//! The helper's configuration. It comes from the helper's own command line (set by the unit file
+//! or whoever starts it as root), never from a caller: a caller cannot point the helper at
+//! another socket or directory.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where the service's files are.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// The daemon's socket.
+    #[arg(long, default_value = trust::paths::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// The daemon's state directory.
+    #[arg(long, default_value = trust::paths::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// The admin group of the restricted socket [default: first of multipass, sudo, admin, wheel].
+    #[arg(long)]
+    pub admin_group: Option<String>,
+}
+
+impl Config {
+    /// The state directory's layout.
+    pub fn layout(&self) -> trust::DataDir {
+        trust::DataDir::new(&self.data_dir)
+    }
+
+    /// The admin policy.
+    pub fn admin(&self) -> trust::access::AdminPolicy {
+        trust::access::AdminPolicy::new(self.admin_group.clone())
+    }
+}

@@ -1,0 +1,15 @@
+//! `multipassd-helper`: the few privileged operations of the multipass service, so the daemon
+//! needs no privileges. It runs as root, is started by D-Bus activation and exits when idle.
+//!
+//! - [`bus`]: the D-Bus interface `io.multipass.Helper1`; every method asks polkit first.
+//! - [`ops`]: the operations themselves (set the passphrase, trust a certificate, set the
+//!   socket's access), also reachable directly by root (`pkexec`, the socket unit's hook).
+//! - [`config`]: paths, from the helper's own command line only.
+//!
+//! It deliberately depends on neither tonic nor rustls nor the daemon.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod ops;

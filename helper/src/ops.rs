@@ -1,0 +1,219 @@
+//! The privileged operations, in the order they happen. Each is called only after polkit said
+//! yes (D-Bus) or by root (pkexec, the socket unit's hook).
+//!
+//! Writes into the state directory are done by a child process running as the directory's
+//! owner (the daemon's user), with the same lock and atomic replacement the daemon uses: root
+//! never writes into a directory that a less privileged user controls, so a compromised daemon
+//! user cannot redirect the helper's writes with symlinks, and the files keep their owner and
+//! mode (0600) without chown.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use nix::fcntl::OFlag;
+use trust::access::{apply_to, Access};
+use trust::fsutil::FileMode;
+use trust::passphrase::MAX_PASSPHRASE_LEN;
+use trust::settings::SettingsFile;
+use trust::{Enrolment, Entry, Metadata, PassphraseHash, TrustStore};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::error::HelperError;
+
+/// Largest trust store the helper reads to decide the socket's access.
+const MAX_STORE_READ: u64 = 256 * 1024 * 1024;
+
+/// Check a passphrase before anything else happens. Empty means "clear the passphrase".
+pub fn validate_passphrase(passphrase: &str) -> Result<(), HelperError> {
+    if passphrase.len() > MAX_PASSPHRASE_LEN {
+        return Err(HelperError::InvalidInput(format!(
+            "the passphrase is longer than {MAX_PASSPHRASE_LEN} bytes"
+        )));
+    }
+    if passphrase.contains(['\n', '\0']) {
+        return Err(HelperError::InvalidInput(
+            "the passphrase contains a newline or NUL character".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Check a certificate before anything else happens; its DER on success.
+pub fn validate_certificate(pem: &str) -> Result<Vec<u8>, HelperError> {
+    trust::pki::parse_single_certificate(pem.as_bytes())
+        .map(|der| der.to_vec())
+        .map_err(|e| HelperError::InvalidInput(e.to_string()))
+}
+
+/// Check a client name: one printable line, bounded.
+pub fn validate_name(name: &str) -> Result<(), HelperError> {
+    if name.len() > 64 || name.chars().any(|c| c.is_control()) || name.contains("-----") {
+        return Err(HelperError::InvalidInput(
+            "a client name is one printable line of at most 64 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Set (or, with an empty passphrase, clear) the passphrase.
+pub fn set_passphrase(config: &Config, passphrase: Zeroizing<String>) -> anyhow::Result<()> {
+    let mut request = Zeroizing::new(String::from("passphrase\n"));
+    request.push_str(&passphrase);
+    run_as_owner(config, &request).map(|_| ())
+}
+
+/// Who asked for a certificate to be trusted, for its metadata.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// Their uid.
+    pub uid: u32,
+    /// The name to record (defaults to their login name).
+    pub name: String,
+}
+
+/// Trust a certificate (already validated); returns its fingerprint.
+pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow::Result<String> {
+    let pem = trust::pki::certificate_pem(der);
+    let request = format!("trust\n{}\n{}\n{pem}", who.uid, who.name);
+    let fingerprint = run_as_owner(config, &request)?;
+    let open = socket_access(config);
+    if let Err(e) = open {
+        tracing::warn!(error = %e, "could not update the socket's access after trusting");
+    }
+    Ok(fingerprint.trim().to_string())
+}
+
+/// Open or restrict the socket.
+pub fn set_socket_access(config: &Config, access: Access) -> anyhow::Result<()> {
+    apply_to(&config.socket, access, &config.admin())
+        .with_context(|| format!("cannot set the access of {}", config.socket.display()))
+}
+
+/// Give the socket the access that matches the trust store (`apply-socket-policy`).
+pub fn socket_access(config: &Config) -> anyhow::Result<Access> {
+    let access = Access::for_store(store_is_empty(config)?);
+    set_socket_access(config, access)?;
+    Ok(access)
+}
+
+/// Whether nobody is trusted. Read as root from a directory the daemon's user controls: refuse
+/// symlinks and anything but a regular file, and bound the read.
+fn store_is_empty(config: &Config) -> anyhow::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = config.layout().trust_store();
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STORE_READ).read_to_end(&mut bytes)?;
+    Ok(trust::Bundle::parse(&bytes).is_empty())
+}
+
+/// Run `multipassd-helper write-as-owner` as the owner of the state directory, `request` on its
+/// standard input (never in argv); its standard output on success.
+fn run_as_owner(config: &Config, request: &str) -> anyhow::Result<String> {
+    let dir = &config.data_dir;
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot find the state directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let exe = std::env::current_exe().context("cannot find the helper's own executable")?;
+    let mut child = Command::new(exe)
+        .arg("write-as-owner")
+        .arg("--data-dir")
+        .arg(dir)
+        .uid(meta.uid())
+        .gid(meta.gid())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the writer process")?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(request.as_bytes())
+        .context("cannot pass the request to the writer process")?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "the write failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The child's side of [`run_as_owner`]: read the request from stdin and apply it with the
+/// daemon's own file discipline.
+pub fn write_as_owner(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let mut request = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut request)
+        .context("cannot read the request")?;
+    let layout = trust::DataDir::new(data_dir);
+    let (op, rest) = request.split_once('\n').unwrap_or((request.as_str(), ""));
+    match op {
+        "passphrase" => {
+            validate_passphrase(rest).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash = if rest.is_empty() {
+                None
+            } else {
+                Some(PassphraseHash::new(rest)?)
+            };
+            SettingsFile::new(layout.settings(), FileMode::PRIVATE)
+                .update(|ini| ini.set_passphrase(hash.as_ref()))?;
+            Ok(String::new())
+        }
+        "trust" => {
+            let mut lines = rest.splitn(3, '\n');
+            let uid: u32 = lines
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .context("bad uid")?;
+            let name = lines.next().unwrap_or_default().to_string();
+            let pem = lines.next().unwrap_or_default();
+            let der = validate_certificate(pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let entry = Entry::new(
+                der.into(),
+                Metadata {
+                    name: Some(name),
+                    uid: Some(uid),
+                    user: trust::access::user_name(uid),
+                    how: Some(Enrolment::Admin),
+                    when: time_now(),
+                },
+            );
+            let fingerprint = entry.fingerprint;
+            trust::fsutil::ensure_dir(&layout.trust_store_dir(), 0o700)?;
+            TrustStore::new(layout.trust_store(), FileMode::PRIVATE).add(entry)?;
+            Ok(fingerprint.to_hex())
+        }
+        other => bail!("unknown request '{other}'"),
+    }
+}
+
+fn time_now() -> Option<String> {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
