@@ -10,15 +10,15 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// The daemon's socket.
-    #[arg(long, default_value = trust::paths::DEFAULT_SOCKET)]
+    #[arg(long, global = true, default_value = trust::paths::DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
     /// The daemon's state directory.
-    #[arg(long, default_value = trust::paths::DEFAULT_DATA_DIR)]
+    #[arg(long, global = true, default_value = trust::paths::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// The admin group of the restricted socket [default: first of multipass, sudo, admin, wheel].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub admin_group: Option<String>,
 }
 
@@ -26,6 +26,13 @@ impl Config {
     /// The state directory's layout.
     pub fn layout(&self) -> trust::DataDir {
         trust::DataDir::new(&self.data_dir)
+    }
+
+    /// Whether every path is the built-in default.
+    pub fn is_default(&self) -> bool {
+        self.socket.as_os_str() == trust::paths::DEFAULT_SOCKET
+            && self.data_dir.as_os_str() == trust::paths::DEFAULT_DATA_DIR
+            && self.admin_group.is_none()
     }
 
     /// The admin policy.

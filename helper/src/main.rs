@@ -30,9 +30,13 @@ enum Command {
     /// Give the socket the owner, group and mode that match the trust store (root; the socket
     /// unit's ExecStartPost=).
     ApplySocketPolicy,
-    /// Set the passphrase, read from the terminal (twice) or one line of standard input; an empty
-    /// line clears it (root, e.g. through pkexec).
-    SetPassphrase,
+    /// Set the passphrase, read from the terminal (twice) or one line of standard input (root,
+    /// e.g. through pkexec).
+    SetPassphrase {
+        /// Clear the passphrase instead (nobody can authenticate with one until it is set again).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Trust the certificate read from standard input (root, e.g. through pkexec).
     TrustCertificate {
         /// Name to record [default: the invoking user's login name].
@@ -64,6 +68,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Through pkexec the command line is the caller's: paths must then be the built-in ones.
+    if std::env::var_os("PKEXEC_UID").is_some() && !cli.config.is_default() {
+        bail!("paths cannot be chosen through pkexec");
+    }
     match cli.command {
         Command::Serve { idle_timeout } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,12 +87,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{}: {access:?}", cli.config.socket.display());
             Ok(())
         }
-        Command::SetPassphrase => {
+        Command::SetPassphrase { clear } => {
             require_root()?;
-            let passphrase = read_passphrase()?;
+            let passphrase = if clear {
+                Zeroizing::new(String::new())
+            } else {
+                let passphrase = read_passphrase()?;
+                if passphrase.is_empty() {
+                    bail!("No passphrase given (use --clear to clear the passphrase)");
+                }
+                passphrase
+            };
             ops::validate_passphrase(&passphrase).map_err(|e| anyhow::anyhow!("{e}"))?;
             ops::set_passphrase(&cli.config, passphrase)?;
-            eprintln!("The passphrase was set.");
+            eprintln!(
+                "The passphrase was {}.",
+                if clear { "cleared" } else { "set" }
+            );
             Ok(())
         }
         Command::TrustCertificate { name } => {

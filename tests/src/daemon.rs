@@ -23,6 +23,8 @@ pub struct DaemonConfig {
     pub verbosity: u8,
     /// Listen on `127.0.0.1:<free port>` instead of a Unix socket.
     pub tcp: bool,
+    /// More arguments (e.g. `--user multipassd`).
+    pub extra_args: Vec<String>,
 }
 
 /// A running `multipassd` with its own socket and data directory. Stopped on drop (SIGTERM, then
@@ -104,6 +106,7 @@ impl Daemon {
         if self.config.verbosity > 0 {
             cmd.arg(format!("-{}", "v".repeat(self.config.verbosity.into())));
         }
+        cmd.args(&self.config.extra_args);
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
             .env("RUST_BACKTRACE", "1")

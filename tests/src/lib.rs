@@ -14,6 +14,7 @@
 //! - [`grpc`]: a tonic client over TLS over the Unix socket, for tests that speak gRPC directly.
 #![warn(missing_docs)]
 
+pub mod bus;
 pub mod daemon;
 pub mod grpc;
 pub mod pem;

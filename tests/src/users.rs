@@ -103,6 +103,11 @@ pub struct User {
 impl User {
     /// Create a user whose home lives in `dir`; a supplementary member of `admin` if given.
     pub fn create(dir: &TestDir, admin: Option<&Group>) -> User {
+        User::create_in(dir, admin.as_slice())
+    }
+
+    /// Create a user whose home lives in `dir`, a supplementary member of each of `groups`.
+    pub fn create_in(dir: &TestDir, groups: &[&Group]) -> User {
         let name = format!("mpt{}", crate::random_suffix());
         let homes = dir.subdir("home");
         let home = homes.join(&name);
@@ -117,9 +122,14 @@ impl User {
             "-g",
             PRIMARY_GROUP,
         ];
-        if let Some(group) = admin {
+        let names = groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        if !groups.is_empty() {
             args.push("-G");
-            args.push(&group.name);
+            args.push(&names);
         }
         args.push(&name);
         admin_command("useradd", &args);

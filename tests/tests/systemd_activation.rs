@@ -451,13 +451,22 @@ fn daemon_can_switch_to_a_user() {
 fn unit_dir(dir: &TestDir) -> PathBuf {
     let units = dir.subdir("units");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for name in ["multipass.socket", "multipass.service"] {
+    for name in [
+        "multipass.socket",
+        "multipass.service",
+        "multipassd-helper.service",
+    ] {
         let text = std::fs::read_to_string(root.join("systemd").join(name)).unwrap();
-        // `verify` checks that ExecStart= exists: point it at the built binary.
-        let text = text.replace(
-            "/usr/sbin/multipassd",
-            &bin("multipassd").display().to_string(),
-        );
+        // `verify` checks that the Exec*= programs exist: point them at the built binaries.
+        let text = text
+            .replace(
+                "/usr/sbin/multipassd",
+                &bin("multipassd").display().to_string(),
+            )
+            .replace(
+                "/usr/libexec/multipassd-helper",
+                &bin("multipassd-helper").display().to_string(),
+            );
         std::fs::write(units.join(name), text).unwrap();
     }
     units
@@ -473,6 +482,7 @@ fn units_verify_without_warnings() {
         .arg("--man=no")
         .arg(units.join("multipass.socket"))
         .arg(units.join("multipass.service"))
+        .arg(units.join("multipassd-helper.service"))
         .output()
         .expect("systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -17,6 +17,7 @@ fn tcp_has_no_first_client() {
         DaemonConfig {
             verbosity: 1,
             tcp: true,
+            ..DaemonConfig::default()
         },
     );
     assert!(

@@ -418,7 +418,7 @@ pub fn parse_single_certificate(pem: &[u8]) -> Result<CertificateDer<'static>> {
         _ => return refuse("no recognisable PEM block".to_string()),
     };
     match x509_parser::parse_x509_certificate(&der) {
-        Ok((rest, _)) if rest.is_empty() => Ok(CertificateDer::from(der)),
+        Ok(([], _)) => Ok(CertificateDer::from(der)),
         Ok(_) => Err(Error::InvalidCertificate {
             reason: "trailing data after the certificate".into(),
         }),

@@ -1,0 +1,336 @@
+//! A real D-Bus system bus and a real polkitd for the helper's tests, with our bus policy, polkit
+//! actions and rules installed where the Debian package puts them.
+//!
+//! pkexec and GLib ignore `DBUS_SYSTEM_BUS_ADDRESS` in setuid programs, and polkitd is one per
+//! bus, so the tests use *the* system bus at its standard path: started here when no bus runs
+//! (no systemd on this machine), reused when one does. Tests that use it run one at a time
+//! ([`SystemBus::lock`]), across test processes too, since the helper's name is unique on the bus.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::users::{Group, User};
+
+/// The standard system bus socket.
+pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+/// The helper's bus name.
+pub const HELPER_NAME: &str = "io.multipass.Helper1";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// Exclusive use of the system bus, polkitd and the helper's name for one test.
+pub struct SystemBus {
+    _lock: Flock<File>,
+}
+
+impl SystemBus {
+    /// Take the lock, install our files, make sure a bus and polkitd run and that the daemon's
+    /// system user exists.
+    pub fn lock() -> SystemBus {
+        std::fs::create_dir_all("/run/lock").expect("create /run/lock");
+        let file = File::create("/run/lock/multipass-helper-tests.lock").expect("lock file");
+        let lock = Flock::lock(file, FlockArg::LockExclusive).expect("lock");
+        install(
+            &repo().join("dbus/io.multipass.Helper1.conf"),
+            "/usr/share/dbus-1/system.d/io.multipass.Helper1.conf",
+        );
+        install(
+            &repo().join("polkit/io.multipass.policy"),
+            "/usr/share/polkit-1/actions/io.multipass.policy",
+        );
+        install(
+            &repo().join("polkit/io.multipass.rules"),
+            "/usr/share/polkit-1/rules.d/io.multipass.rules",
+        );
+        ensure_daemon_user();
+        ensure_bus();
+        ensure_polkitd();
+        SystemBus { _lock: lock }
+    }
+}
+
+fn install(from: &Path, to: &str) {
+    let text = std::fs::read(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    if std::fs::read(to).ok().as_deref() != Some(&text[..]) {
+        std::fs::create_dir_all(Path::new(to).parent().unwrap()).expect("create dir");
+        std::fs::write(to, &text).unwrap_or_else(|e| panic!("install {to}: {e}"));
+    }
+}
+
+/// The `multipassd` system user (the package's sysusers.d entry creates it).
+fn ensure_daemon_user() {
+    if nix::unistd::User::from_name("multipassd")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        let status = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/var/lib/multipassd",
+            ])
+            .args(["--shell", "/usr/sbin/nologin", "multipassd"])
+            .status()
+            .expect("useradd");
+        assert!(
+            status.success()
+                || nix::unistd::User::from_name("multipassd")
+                    .ok()
+                    .flatten()
+                    .is_some(),
+            "cannot create the multipassd user"
+        );
+    }
+}
+
+fn bus_answers() -> bool {
+    Command::new("busctl")
+        .args(["--system", "status", "org.freedesktop.DBus"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn ensure_bus() {
+    if bus_answers() {
+        // Our policy file may be new: have the bus read it.
+        let _ = Command::new("busctl")
+            .args([
+                "--system",
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+            ])
+            .args(["org.freedesktop.DBus", "ReloadConfig"])
+            .status();
+        return;
+    }
+    std::fs::create_dir_all("/run/dbus").expect("create /run/dbus");
+    let _ = std::fs::remove_file(SYSTEM_BUS_SOCKET);
+    let status = Command::new("dbus-daemon")
+        .args(["--system", "--fork", "--nopidfile"])
+        .status()
+        .expect("dbus-daemon (package dbus) must be installed");
+    assert!(status.success(), "dbus-daemon --system failed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bus_answers() {
+        assert!(Instant::now() < deadline, "system bus did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// polkitd is bus-activated; a check by root starts it.
+fn ensure_polkitd() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = Command::new("pkcheck")
+            .args(["--action-id", "io.multipass.trust-client", "--process"])
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "polkitd does not answer (package polkitd must be installed)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A polkit rules file that grants `actions` to members of `group`; removed on drop.
+pub struct TestRules {
+    path: PathBuf,
+}
+
+impl TestRules {
+    /// Install the rules and wait until polkitd applies them to `member`.
+    pub fn grant(group: &Group, actions: &[&str], member: &User) -> TestRules {
+        let path = PathBuf::from(format!("/etc/polkit-1/rules.d/10-{}.rules", group.name));
+        let list = actions
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "// Test rules of the multipass helper tests.\n\
+             polkit.addRule(function(action, subject) {{\n\
+             \x20   if ([{list}].indexOf(action.id) >= 0 && subject.isInGroup({:?})) {{\n\
+             \x20       return polkit.Result.YES;\n\
+             \x20   }}\n\
+             }});\n",
+            group.name
+        );
+        std::fs::create_dir_all("/etc/polkit-1/rules.d").expect("rules dir");
+        std::fs::write(&path, text).expect("write rules");
+        let rules = TestRules { path };
+        // polkitd reloads rules on change, asynchronously: wait until they apply.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !authorized(member, actions[0]) {
+            assert!(
+                Instant::now() < deadline,
+                "polkitd did not pick up the test rules"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rules
+    }
+}
+
+impl Drop for TestRules {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What `pkcheck` says about a process of `user` for `action`.
+pub fn authorized(user: &User, action: &str) -> bool {
+    let mut sleeper = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &user.uid.to_string(),
+            "--regid",
+            &user.gid.to_string(),
+        ])
+        .args(["--init-groups", "sleep", "10"])
+        .spawn()
+        .expect("spawn sleeper");
+    std::thread::sleep(Duration::from_millis(50));
+    let ok = Command::new("pkcheck")
+        .args(["--action-id", action, "--process"])
+        .arg(sleeper.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    ok
+}
+
+/// A running `multipassd-helper serve` for one daemon's socket and data directory.
+pub struct Helper {
+    child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Helper {
+    /// Start it (as root) and wait until it owns its name.
+    pub fn start(socket: &Path, data_dir: &Path, admin_group: &str, log_dir: &Path) -> Helper {
+        wait_name(false);
+        let log = log_dir.join("helper.log");
+        let file = File::create(&log).expect("helper log");
+        let child = Command::new(crate::bin("multipassd-helper"))
+            .arg("--socket")
+            .arg(socket)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--admin-group")
+            .arg(admin_group)
+            .args(["serve", "--idle-timeout", "0"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn multipassd-helper");
+        let helper = Helper { child, log };
+        wait_name(true);
+        helper
+    }
+
+    /// What it logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        wait_name(false);
+    }
+}
+
+fn wait_name(owned: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("busctl")
+            .args([
+                "--system",
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+            ])
+            .args(["org.freedesktop.DBus", "NameHasOwner", "s", HELPER_NAME])
+            .output()
+            .expect("busctl");
+        let has = String::from_utf8_lossy(&out.stdout).trim() == "b true";
+        if has == owned {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{HELPER_NAME} still {}owned",
+            if owned { "not " } else { "" }
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `busctl call` on the helper as `user` (or root with `None`); (success, stdout+stderr).
+pub fn call_helper(
+    user: Option<&User>,
+    method: &str,
+    signature: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string()])
+                .args(["--init-groups", "busctl"]);
+            c
+        }
+        None => Command::new("busctl"),
+    };
+    // `--`: certificates start with dashes, which busctl would take for options.
+    cmd.args([
+        "--system",
+        "--",
+        "call",
+        HELPER_NAME,
+        "/io/multipass/Helper1",
+        HELPER_NAME,
+    ])
+    .arg(method)
+    .arg(signature)
+    .args(args);
+    let out = cmd.output().expect("busctl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

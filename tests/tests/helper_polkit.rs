@@ -1,0 +1,422 @@
+//! Issue 4: the polkit-guarded helper, against a real system bus and a real polkitd, with our bus
+//! policy, polkit actions and rules installed where the package puts them, and a test rules file
+//! that authorizes one test group for the passphrase and trust actions.
+
+use std::time::{Duration, Instant};
+
+use multipass_system_tests::bus::{call_helper, Helper, SystemBus, TestRules};
+use multipass_system_tests::{
+    bin, mode_owner, require_root, Daemon, DaemonConfig, Group, TestDir, User, NOT_AUTHENTICATED,
+    PASSPHRASE_NOT_SET,
+};
+
+const SET_PASSPHRASE: &str = "io.multipass.set-passphrase";
+const TRUST_CLIENT: &str = "io.multipass.trust-client";
+
+fn helper_for(daemon: &Daemon, admins: &Group, dir: &TestDir) -> Helper {
+    Helper::start(
+        daemon.socket.as_ref().expect("unix socket"),
+        &daemon.data_dir,
+        &admins.name,
+        dir.path(),
+    )
+}
+
+fn read(path: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
+}
+
+#[test]
+fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
+    if !require_root() {
+        return;
+    }
+    let _bus = SystemBus::lock();
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let operators = Group::create_admin();
+    let first = User::create(&dir, Some(&admins));
+    let operator = User::create(&dir, Some(&operators));
+    let other = User::create(&dir, None);
+    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &operator);
+    let daemon = Daemon::start(&dir, &admins);
+    let helper = helper_for(&daemon, &admins, &dir);
+
+    daemon
+        .run_as(&first, &["list"], None)
+        .assert_code(0, "first client");
+    daemon.run_as(&operator, &["list"], None).assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "operator before",
+    );
+
+    // The passphrase, through the helper, honoured by the running daemon.
+    daemon
+        .run_as(
+            &operator,
+            &["set", "local.passphrase", "--admin"],
+            Some("helper-pass\nhelper-pass\n"),
+        )
+        .assert_code(0, "set --admin");
+    daemon
+        .run_as(&other, &["authenticate"], Some("helper-pass\n"))
+        .assert_code(0, "authenticate with the passphrase set through the helper");
+    daemon
+        .run_as(&other, &["list"], None)
+        .assert_code(0, "other after");
+
+    // Its own certificate, through the helper, honoured without a restart.
+    let out = daemon.run_as(&operator, &["authenticate", "--admin"], None);
+    out.assert_code(0, "authenticate --admin");
+    daemon
+        .run_as(&operator, &["list"], None)
+        .assert_code(0, "operator after --admin");
+    let store = std::fs::read_to_string(daemon.store_path()).unwrap();
+    assert!(store.contains("how: admin"), "store:\n{store}");
+    assert!(
+        store.contains(&format!("user: {}", operator.name)),
+        "store:\n{store}"
+    );
+    assert!(
+        !helper.log().contains("helper-pass"),
+        "passphrase in the helper's log"
+    );
+}
+
+#[test]
+fn unauthorized_user_is_denied_and_nothing_changes() {
+    if !require_root() {
+        return;
+    }
+    let _bus = SystemBus::lock();
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let first = User::create(&dir, Some(&admins));
+    let stranger = User::create(&dir, None);
+    let daemon = Daemon::start(&dir, &admins);
+    let _helper = helper_for(&daemon, &admins, &dir);
+    daemon
+        .run_as(&first, &["list"], None)
+        .assert_code(0, "first client");
+    daemon
+        .run_as(&first, &["set", "local.passphrase"], Some("p1\np1\n"))
+        .assert_code(0, "passphrase");
+    daemon.run_as(&stranger, &["version"], None);
+    let before = (read(&daemon.store_path()), read(&daemon.conf_path()));
+
+    let out = daemon.run_as(
+        &stranger,
+        &["set", "local.passphrase", "--admin"],
+        Some("mine\nmine\n"),
+    );
+    out.assert_code(2, "set --admin by a stranger");
+    assert!(out.stderr.contains("Not authorized"), "{out}");
+    let out = daemon.run_as(&stranger, &["authenticate", "--admin"], None);
+    out.assert_code(2, "authenticate --admin by a stranger");
+    assert!(out.stderr.contains("Not authorized"), "{out}");
+    // Without a terminal the CLI says what to run instead.
+    assert!(out.stderr.contains("pkexec"), "{out}");
+    let (ok, text) = call_helper(Some(&stranger), "SetPassphrase", "s", &["x"]);
+    assert!(!ok && text.contains("Not authorized"), "{text}");
+
+    let after = (read(&daemon.store_path()), read(&daemon.conf_path()));
+    assert!(before == after, "files changed after denied calls");
+    daemon.run_as(&stranger, &["list"], None).assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "still untrusted",
+    );
+}
+
+#[test]
+fn only_the_daemon_user_manages_the_socket() {
+    if !require_root() {
+        return;
+    }
+    let _bus = SystemBus::lock();
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let operators = Group::create_admin();
+    let operator = User::create(&dir, Some(&operators));
+    let stranger = User::create(&dir, None);
+    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &operator);
+    let daemon = Daemon::start(&dir, &admins);
+    let _helper = helper_for(&daemon, &admins, &dir);
+    let socket = daemon.socket.clone().unwrap();
+    let restricted = (0o660, 0, admins.gid);
+    assert_eq!(mode_owner(&socket).unwrap(), restricted);
+
+    for (who, user) in [("a stranger", &stranger), ("an operator", &operator)] {
+        let (ok, text) = call_helper(Some(user), "SetSocketAccess", "b", &["true"]);
+        assert!(!ok && text.contains("Not authorized"), "{who}: {text}");
+        assert_eq!(mode_owner(&socket).unwrap(), restricted, "{who} changed it");
+    }
+
+    let multipassd = nix::unistd::User::from_name("multipassd").unwrap().unwrap();
+    let as_daemon = |open: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", &multipassd.uid.to_string()])
+            .args([
+                "--regid",
+                &multipassd.gid.to_string(),
+                "--init-groups",
+                "busctl",
+            ])
+            .args([
+                "--system",
+                "call",
+                "io.multipass.Helper1",
+                "/io/multipass/Helper1",
+            ])
+            .args(["io.multipass.Helper1", "SetSocketAccess", "b", open])
+            .output()
+            .unwrap()
+    };
+    let out = as_daemon("true");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
+    let out = as_daemon("false");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode_owner(&socket).unwrap(), restricted);
+}
+
+#[test]
+fn unprivileged_daemon_opens_its_socket_through_the_helper() {
+    if !require_root() {
+        return;
+    }
+    let _bus = SystemBus::lock();
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let first = User::create(&dir, Some(&admins));
+    let daemon = Daemon::start_with(
+        &dir,
+        &admins,
+        DaemonConfig {
+            verbosity: 1,
+            extra_args: vec!["--user".into(), "multipassd".into()],
+            ..DaemonConfig::default()
+        },
+    );
+    let _helper = helper_for(&daemon, &admins, &dir);
+    let socket = daemon.socket.clone().unwrap();
+    assert_eq!(mode_owner(&socket).unwrap(), (0o660, 0, admins.gid));
+    daemon
+        .run_as(&first, &["list"], None)
+        .assert_code(0, "first client");
+    // The daemon (user multipassd, no capabilities) cannot chmod a root-owned socket itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mode_owner(&socket).unwrap() != (0o666, 0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "socket not opened: {:o}\n{}",
+            mode_owner(&socket).unwrap().0,
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("socket access set by multipassd-helper"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn invalid_inputs_are_refused_without_writes() {
+    if !require_root() {
+        return;
+    }
+    let _bus = SystemBus::lock();
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let operators = Group::create_admin();
+    let first = User::create(&dir, Some(&admins));
+    let operator = User::create(&dir, Some(&operators));
+    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &operator);
+    let daemon = Daemon::start(&dir, &admins);
+    let _helper = helper_for(&daemon, &admins, &dir);
+    daemon
+        .run_as(&first, &["list"], None)
+        .assert_code(0, "first client");
+    daemon
+        .run_as(&first, &["set", "local.passphrase"], Some("p1\np1\n"))
+        .assert_code(0, "passphrase");
+    daemon.run_as(&operator, &["version"], None);
+    let cert = std::fs::read_to_string(operator.cert_path()).unwrap();
+    let key = std::fs::read_to_string(operator.key_path()).unwrap();
+    let other_cert = std::fs::read_to_string(first.cert_path()).unwrap();
+    let before = (read(&daemon.store_path()), read(&daemon.conf_path()));
+
+    let two = format!("{cert}{other_cert}");
+    let with_key = format!("{cert}{key}");
+    let oversized = format!("{cert}{}", "#".repeat(20_000));
+    let cases: [(&str, &str, Vec<&str>); 6] = [
+        ("two certificates", "TrustCertificate", vec![&two, "x"]),
+        ("a private key", "TrustCertificate", vec![&key, "x"]),
+        (
+            "certificate plus key",
+            "TrustCertificate",
+            vec![&with_key, "x"],
+        ),
+        (
+            "garbage",
+            "TrustCertificate",
+            vec!["not a certificate", "x"],
+        ),
+        ("oversized", "TrustCertificate", vec![&oversized, "x"]),
+        (
+            "name with a newline",
+            "TrustCertificate",
+            vec![&cert, "a\nb"],
+        ),
+    ];
+    for (what, method, args) in cases {
+        let (ok, text) = call_helper(Some(&operator), method, "ss", &args);
+        assert!(!ok, "{what} accepted: {text}");
+        assert!(
+            text.contains("InvalidInput")
+                || text.contains("expected exactly one")
+                || text.contains("not a valid")
+                || text.contains("client name"),
+            "{what}: {text}"
+        );
+    }
+    let long = "p".repeat(1025);
+    let (ok, text) = call_helper(Some(&operator), "SetPassphrase", "s", &[&long]);
+    assert!(
+        !ok && text.contains("longer than"),
+        "passphrase over the limit: {text}"
+    );
+
+    // Direct mode (root, as through pkexec): an empty passphrase is refused, not a silent clear.
+    let out = std::process::Command::new(bin("multipassd-helper"))
+        .arg("--data-dir")
+        .arg(&daemon.data_dir)
+        .arg("--socket")
+        .arg(daemon.socket.as_ref().unwrap())
+        .arg("set-passphrase")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No passphrase given"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let after = (read(&daemon.store_path()), read(&daemon.conf_path()));
+    assert!(before == after, "a refused input changed the files");
+}
+
+#[test]
+fn apply_socket_policy_follows_the_store() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let first = User::create(&dir, Some(&admins));
+    let daemon = Daemon::start(&dir, &admins);
+    let socket = daemon.socket.clone().unwrap();
+    let apply = || {
+        let out = std::process::Command::new(bin("multipassd-helper"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(&daemon.data_dir)
+            .arg("--admin-group")
+            .arg(&admins.name)
+            .arg("apply-socket-policy")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Empty store, socket left open by hand: restricted again.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    apply();
+    assert_eq!(mode_owner(&socket).unwrap(), (0o660, 0, admins.gid));
+    // Non-empty store: open.
+    daemon
+        .run_as(&first, &["list"], None)
+        .assert_code(0, "first client");
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    apply();
+    assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
+}
+
+#[test]
+fn stuck_administrator_gets_out_without_editing_files() {
+    if !require_root() {
+        return;
+    }
+    let _bus = SystemBus::lock();
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let operators = Group::create_admin();
+    let admin = User::create_in(&dir, &[&admins, &operators]);
+    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &admin);
+    let daemon = Daemon::start(&dir, &admins);
+    let _helper = helper_for(&daemon, &admins, &dir);
+
+    // Root (say, `sudo multipass list`) became the first client.
+    daemon
+        .run_as_root(&["list"], None)
+        .assert_code(0, "root first");
+    // The reference document's stuck administrator.
+    daemon.run_as(&admin, &["list"], None).assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "stuck list",
+    );
+    daemon
+        .run_as(&admin, &["authenticate"], Some("guess\n"))
+        .assert_failure(
+            2,
+            &format!("authenticate failed: {PASSPHRASE_NOT_SET}"),
+            "stuck auth",
+        );
+    let out = daemon.run_as(&admin, &["set", "local.passphrase"], Some("a\na\n"));
+    out.assert_failure(2, &format!("set failed: {NOT_AUTHENTICATED}"), "stuck set");
+    assert!(out.stderr.contains("--admin"), "no way out offered: {out}");
+
+    let store_before = std::fs::metadata(daemon.store_path()).unwrap();
+    daemon
+        .run_as(&admin, &["authenticate", "--admin"], None)
+        .assert_code(0, "authenticate --admin");
+    daemon
+        .run_as(&admin, &["list"], None)
+        .assert_code(0, "unstuck");
+    // Same daemon process all along (no restart), and the store was replaced by the helper's
+    // writer, not edited in place.
+    assert!(
+        daemon.log().matches("listening").count() == 1,
+        "daemon restarted"
+    );
+    let store_after = std::fs::metadata(daemon.store_path()).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(store_before.ino(), store_after.ino());
+}
