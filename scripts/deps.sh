@@ -7,6 +7,8 @@ packages=(
     build-essential pkg-config       # cc for ring
     python3-grpcio python3-grpc-tools # wire-compatibility test with a gRPC stack not ours
     util-linux passwd procps         # setpriv, useradd, ps
+    systemd                          # systemd-socket-activate, systemd-analyze, busctl
+    dbus polkitd                     # the helper's tests: a real system bus and polkitd
 )
 
 missing=()
