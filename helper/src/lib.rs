@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ops;

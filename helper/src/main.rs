@@ -3,50 +3,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
-use multipassd_helper::config::Config;
+use clap::Parser;
+use multipassd_helper::cli::{Cli, Command};
 use multipassd_helper::{bus, ops};
 use zeroize::Zeroizing;
-
-/// Privileged helper of the multipass service: sets the passphrase, trusts client certificates
-/// and sets the daemon socket's access, each authorized by polkit (or run directly by root).
-#[derive(Debug, Parser)]
-#[command(name = "multipassd-helper", version)]
-struct Cli {
-    #[command(flatten)]
-    config: Config,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve io.multipass.Helper1 on the system bus (D-Bus activated).
-    Serve {
-        /// Exit after this many seconds without a call (0: never).
-        #[arg(long, default_value_t = 30)]
-        idle_timeout: u64,
-    },
-    /// Give the socket the owner, group and mode that match the trust store (root; the socket
-    /// unit's ExecStartPost=).
-    ApplySocketPolicy,
-    /// Set the passphrase, read from the terminal (twice) or one line of standard input (root,
-    /// e.g. through pkexec).
-    SetPassphrase {
-        /// Clear the passphrase instead (nobody can authenticate with one until it is set again).
-        #[arg(long)]
-        clear: bool,
-    },
-    /// Trust the certificate read from standard input (root, e.g. through pkexec).
-    TrustCertificate {
-        /// Name to record [default: the invoking user's login name].
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Internal: apply one write as the state directory's owner (see ops.rs).
-    #[command(hide = true)]
-    WriteAsOwner,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

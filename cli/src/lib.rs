@@ -1,0 +1,54 @@
+//! `multipass`: the command-line client of the multipass service.
+//!
+//! [`main`] only parses the command line, runs the command on a single-threaded runtime and turns
+//! the outcome into the exit status; the commands live in [`commands`], one module each.
+
+mod admin;
+mod commands;
+mod connect;
+mod error;
+mod output;
+mod passphrase;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::commands::Cli;
+use crate::error::Exit;
+
+/// The whole program: parse, run, report; the exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and are success; every usage error exits 1 (clap's
+            // own default is 2, which here means "the command failed").
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
+        }
+    };
+    let command = cli.command.name();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{command} failed: cannot start the async runtime: {e}");
+            return Exit::Failed.into();
+        }
+    };
+    let outcome = runtime.block_on(commands::run(cli));
+    error::report(command, outcome)
+}
+
+/// The command-line definition, for man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

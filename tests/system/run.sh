@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# System tests (tier 3): install the built Debian packages on this machine, boot real systemd as
+# PID 1 in systemd-nspawn over the host's /usr (-D / --volatile=yes), run each scenario inside,
+# and report each scenario's result here. Then purge the packages and list what remains.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "system tests need root" >&2
+    exit 1
+fi
+for p in systemd-container dbus polkitd; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
+done
+
+version=$(dpkg-parsechangelog -S Version)
+arch=$(dpkg --print-architecture)
+debs=(target/debian/multipass_"$version"_"$arch".deb target/debian/multipass-client_"$version"_"$arch".deb)
+[[ -f ${debs[0]} && -f ${debs[1]} ]] || ./scripts/build-deb.sh || exit 1
+
+echo "== installing ${debs[*]}"
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --allow-downgrades "${debs[@]/#/./}" || exit 1
+
+work=$(mktemp -d /tmp/multipass-system.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/x/results" "$work/state/lib" "$work/state/home"
+cp tests/system/*.sh tests/system/*.py "$work/x/"
+
+passed=0
+failed=0
+boot() {
+    local name=$1; shift
+    # The run unit's command takes no arguments here: one wrapper per scenario.
+    printf '#!/bin/bash\nexec /x/scenario-%s.sh\n' "$name" >"$work/x/run-$name"
+    chmod +x "$work/x/run-$name"
+    timeout 300 systemd-nspawn --register=no --keep-unit -D / --volatile=yes -q --console=pipe \
+        --bind="$work/x:/x" --bind-ro=/etc:/host-etc "$@" \
+        -b systemd.firstboot=off \
+        systemd.wants=dbus.socket systemd.wants=systemd-logind.service \
+        systemd.wants=multipass.socket \
+        systemd.run="/x/run-$name" \
+        systemd.run_success_action=poweroff systemd.run_failure_action=poweroff \
+        >"$work/x/results/$name.console" 2>&1
+}
+report() {
+    local name=$1
+    local status
+    status=$(cat "$work/x/results/$name.status" 2>/dev/null || echo "did not finish")
+    echo "== scenario $name: $status"
+    sed 's/^/   /' "$work/x/results/$name.txt" 2>/dev/null
+    if [[ $status == ok ]]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "   --- log (tail) ---"
+        tail -n 40 "$work/x/results/$name.log" 2>/dev/null | sed 's/^/   /'
+        echo "   --- console (tail) ---"
+        tail -n 15 "$work/x/results/$name.console" 2>/dev/null | sed 's/^/   /'
+    fi
+}
+
+for name in activation transcript polkit security; do
+    boot "$name"
+    report "$name"
+done
+# 4: the state directory and homes persist across an idle exit and a reboot.
+boot persist-setup --bind="$work/state/lib:/var/lib/multipassd" --bind="$work/state/home:/home"
+report persist-setup
+boot persist-check --bind="$work/state/lib:/var/lib/multipassd" --bind="$work/state/home:/home"
+report persist-check
+
+# 6. Purge leaves nothing of ours behind.
+echo "== scenario purge"
+files=$(dpkg -L multipass multipass-client | sort -u)
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -q multipass multipass-client >/dev/null
+remaining=()
+while read -r f; do
+    [[ -z $f || -d $f ]] && continue
+    [[ -e $f ]] && remaining+=("$f")
+done <<<"$files"
+for f in /var/lib/multipassd /etc/systemd/system/sockets.target.wants/multipass.socket; do
+    [[ -e $f ]] && remaining+=("$f")
+done
+if ((${#remaining[@]} == 0)); then
+    echo "   PASS no file of the packages remains after purge (checked $(wc -l <<<"$files") paths and the state directory)"
+    passed=$((passed + 1))
+else
+    echo "   FAIL remaining after purge: ${remaining[*]}"
+    failed=$((failed + 1))
+fi
+
+echo "system scenarios: $passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,22 @@
+#!/bin/bash
+# 1. Socket activation, the daemon's user and privileges, the socket policy.
+source /x/lib.sh activation
+mkuser alice 2001 sudo
+
+expect "multipass.service is inactive after boot" inactive "$(systemctl is-active multipass.service || true)"
+expect "socket is restricted to root:sudo 0660" "660 root:sudo" "$(mode_of /run/multipass_socket)"
+
+as alice list
+expect "first multipass list by an admin succeeds" 0 "$rc"
+expect "it prints the empty list" "No instances found." "$stdout"
+expect "multipass.service is active after the first client" active "$(systemctl is-active multipass.service)"
+expect "systemctl show reports User=multipassd" multipassd "$(systemctl show -p User --value multipass.service)"
+pid=$(systemctl show -p MainPID --value multipass.service)
+for cap in CapEff CapPrm CapInh CapAmb; do
+    expect "daemon $cap is zero" 0000000000000000 "$(awk -v k="$cap:" '$1 == k {print $2}' /proc/"$pid"/status)"
+done
+expect "daemon NoNewPrivs is 1" 1 "$(awk '$1 == "NoNewPrivs:" {print $2}' /proc/"$pid"/status)"
+expect "daemon runs as multipassd" multipassd "$(ps -o user= -p "$pid")"
+wait_for "the helper opened the socket (root:root 0666)" 10 test "$(mode_of /run/multipass_socket)" = "666 root:root"
+expect "the helper was bus-activated by systemd" active "$(systemctl is-active multipassd-helper.service || true)"
+finish

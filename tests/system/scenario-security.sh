@@ -1,0 +1,19 @@
+#!/bin/bash
+# 5. The online exposure score, and structured trust events in the journal.
+source /x/lib.sh security
+mkuser alice 2001 sudo
+mkuser bob 2002
+
+score=$(systemd-analyze security multipass.service --no-pager | sed -n 's/.*Overall exposure level for multipass.service: \([0-9.]*\).*/\1/p')
+echo "exposure: $score" >>"$out"
+check "exposure score $score <= 1.5" awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 1.5) }'
+
+as alice list; expect "alice trusted" 0 "$rc"
+as bob list; expect "bob refused" 2 "$rc"
+sleep 1
+check "journal has EVENT=trusted HOW=first-client" bash -c \
+    "journalctl -u multipass.service -o json --no-pager EVENT=trusted | grep -q '\"HOW\":\"first-client\"'"
+check "journal has EVENT=refused for bob" bash -c \
+    "journalctl -u multipass.service -o json --no-pager EVENT=refused | grep -q '\"UID\":\"2002\"'"
+journalctl -u multipass.service -o verbose --no-pager EVENT=trusted >>"$results/security.log" 2>&1 || true
+finish
