@@ -42,6 +42,11 @@ pub fn server_address() -> Result<Address, Error> {
 
 /// Connect to the daemon and return a client for it.
 pub async fn connect() -> Result<RpcClient<Channel>, Error> {
+    Ok(RpcClient::new(channel().await?))
+}
+
+/// Connect to the daemon and return the channel, for any of its services.
+pub async fn channel() -> Result<Channel, Error> {
     let address = server_address()?;
     let dir = client_cert_dir().ok_or_else(|| {
         Error::Config(anyhow!(
@@ -69,11 +74,10 @@ pub async fn connect() -> Result<RpcClient<Channel>, Error> {
             reason: format!("{:#}", anyhow::Error::new(e)),
         })?;
 
-    let channel = dialed
+    dialed
         .handshake(tls)
         .await
-        .map_err(|e| unreachable(&address, e))?;
-    Ok(RpcClient::new(channel))
+        .map_err(|e| unreachable(&address, e))
 }
 
 /// Read the root CA file, waiting up to [`ROOT_CERT_WAIT`] for it to appear.
