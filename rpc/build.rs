@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
     println!("cargo:rerun-if-changed=proto/multipass.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/multipass.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/trust.proto");
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/multipass.proto", "proto/trust.proto"], &["proto"])?;
     Ok(())
 }

@@ -54,6 +54,11 @@ pub fn identity() -> Result<ClientIdentity, Error> {
 
 /// Connect to the daemon and return a client for it.
 pub async fn connect() -> Result<RpcClient<Channel>, Error> {
+    Ok(RpcClient::new(channel().await?))
+}
+
+/// Connect to the daemon and return the channel, for any of its services.
+pub async fn channel() -> Result<Channel, Error> {
     let address = server_address()?;
     let identity = identity()?;
 
@@ -74,11 +79,10 @@ pub async fn connect() -> Result<RpcClient<Channel>, Error> {
             reason: format!("{:#}", anyhow::Error::new(e)),
         })?;
 
-    let channel = dialed
+    dialed
         .handshake(tls)
         .await
-        .map_err(|e| unreachable(&address, e))?;
-    Ok(RpcClient::new(channel))
+        .map_err(|e| unreachable(&address, e))
 }
 
 /// Read the root CA file, waiting up to [`ROOT_CERT_WAIT`] for it to appear.

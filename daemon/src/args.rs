@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long, hide = true, default_value_t = 365 * 24 * 3600)]
     pub server_cert_validity: u64,
 
+    /// Renew the server certificate when it expires within this many seconds, at start and while
+    /// running (tests use a few seconds).
+    #[arg(long, hide = true, default_value_t = 30 * 24 * 3600)]
+    pub server_cert_renew_before: u64,
+
     /// Seconds a client may take to finish its TLS handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tonic::Status;
+use trust::tokens::TokenError;
 
 /// The message stock Multipass clients show for an untrusted client (SPEC section 4).
 pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
@@ -19,6 +20,14 @@ pub enum Error {
     /// The caller's certificate is not trusted (or it presented none).
     #[error("{NOT_AUTHENTICATED}")]
     NotAuthenticated,
+    /// A gated request from a client that is not trusted: the Multipass message (two lines that
+    /// stock clients and scripts know), then one line on how to get in. It says how many clients
+    /// are trusted, never which.
+    #[error("{NOT_AUTHENTICATED}\n{}", untrusted_hint(*.trusted))]
+    Untrusted {
+        /// Clients trusted now.
+        trusted: usize,
+    },
     /// Authenticate without a client certificate: there is nothing to trust.
     #[error("No client certificate was presented, so there is nothing to authenticate. Please use a client that presents its certificate.")]
     NoClientCertificate,
@@ -51,6 +60,23 @@ pub enum Error {
     /// The client closed its request stream without sending a request.
     #[error("No request received.")]
     NoRequest,
+    /// `trust remove` with an id that is neither a client's name nor a fingerprint prefix of one.
+    #[error("No trusted client is named '{0}' or has a fingerprint starting with it.")]
+    NoSuchClient(String),
+    /// `trust remove` with an id too short to be meant as a fingerprint prefix.
+    #[error("No trusted client is named '{0}'; a fingerprint prefix needs at least {min} hex digits.", min = crate::management::MIN_PREFIX)]
+    ClientIdTooShort(String),
+    /// `trust remove` with an id that matches more than one client: nothing is removed.
+    #[error("'{id}' matches {} trusted clients ({}); nothing was removed. Please give a longer fingerprint prefix.", .candidates.len(), .candidates.join(", "))]
+    AmbiguousClient {
+        /// What was asked for.
+        id: String,
+        /// `<fingerprint prefix> (<name>)` of each match.
+        candidates: Vec<String>,
+    },
+    /// An enrollment token was refused (its message says why), or a token request was invalid.
+    #[error("{0}")]
+    Token(TokenError),
     /// A Multipass method this service does not provide.
     #[error("This service manages no instances: '{0}' is not available.")]
     Unimplemented(&'static str),
@@ -79,7 +105,7 @@ impl From<Error> for Status {
             other => other.to_string(),
         };
         match err {
-            Error::NotAuthenticated => Status::unauthenticated(message),
+            Error::NotAuthenticated | Error::Untrusted { .. } => Status::unauthenticated(message),
             Error::NoClientCertificate => Status::unauthenticated(message),
             Error::PassphraseNotSet => Status::failed_precondition(message),
             Error::PassphraseIncorrect => Status::invalid_argument(message),
@@ -88,7 +114,46 @@ impl From<Error> for Status {
                 Status::invalid_argument(message)
             }
             Error::Unimplemented(_) => Status::unimplemented(message),
+            Error::NoSuchClient(_) => Status::not_found(message),
+            Error::ClientIdTooShort(_) | Error::AmbiguousClient { .. } => {
+                Status::invalid_argument(message)
+            }
+            Error::Token(refusal) => match refusal {
+                TokenError::NameTaken(_) => Status::already_exists(message),
+                TokenError::TooMany => Status::resource_exhausted(message),
+                TokenError::NoSuchToken(_) => Status::not_found(message),
+                TokenError::AlreadyUsed(_) => Status::failed_precondition(message),
+                // A refused redemption answers like a wrong passphrase, which stock clients know.
+                TokenError::InvalidName { .. }
+                | TokenError::InvalidLifetime
+                | TokenError::Unknown
+                | TokenError::Used
+                | TokenError::Expired
+                | TokenError::Revoked => Status::invalid_argument(message),
+                _ => Status::internal(message),
+            },
             Error::Storage(_) | Error::Internal => Status::internal(message),
+        }
+    }
+}
+
+/// The line after the Multipass message for an untrusted client.
+fn untrusted_hint(trusted: usize) -> String {
+    let how = "an administrator can run 'multipass authenticate --admin', or give you a one-time \
+               token for 'multipass authenticate TOKEN'.";
+    match trusted {
+        0 => format!("No client is trusted yet; {how}"),
+        1 => format!("1 client is trusted; {how}"),
+        n => format!("{n} clients are trusted; {how}"),
+    }
+}
+
+impl From<TokenError> for Error {
+    fn from(err: TokenError) -> Error {
+        match err {
+            // A failing file is the service's problem, reported like every other storage failure.
+            TokenError::Storage(inner) => Error::Storage(inner),
+            refusal => Error::Token(refusal),
         }
     }
 }
@@ -96,5 +161,72 @@ impl From<Error> for Status {
 impl From<tokio::task::JoinError> for Error {
     fn from(_: tokio::task::JoinError) -> Error {
         Error::Internal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_keeps_multipass_lines_and_adds_one() {
+        for (trusted, count) in [
+            (0, "No client is trusted yet"),
+            (1, "1 client is trusted"),
+            (7, "7 clients are trusted"),
+        ] {
+            let status = Status::from(Error::Untrusted { trusted });
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            let lines: Vec<&str> = status.message().lines().collect();
+            assert_eq!(lines.len(), 3, "{}", status.message());
+            assert_eq!(lines[..2].join("\n"), NOT_AUTHENTICATED);
+            assert!(lines[2].starts_with(count), "{}", lines[2]);
+            assert!(lines[2].contains("multipass authenticate --admin"));
+        }
+    }
+
+    #[test]
+    fn token_refusals_answer_like_a_wrong_passphrase() {
+        for refusal in [
+            TokenError::Unknown,
+            TokenError::Used,
+            TokenError::Expired,
+            TokenError::Revoked,
+        ] {
+            let text = refusal.to_string();
+            let status = Status::from(Error::from(refusal));
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(status.message(), text);
+        }
+        let status = Status::from(Error::from(TokenError::NoSuchToken("x".into())));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn a_failing_token_file_is_a_storage_error() {
+        let inner = trust::Error::Write {
+            path: "/var/lib/multipassd/enrollment-tokens".into(),
+            source: std::io::Error::other("No space left on device"),
+        };
+        let status = Status::from(Error::from(TokenError::Storage(inner)));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            status.message().ends_with("No space left on device"),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn ambiguous_removal_names_the_candidates() {
+        let status = Status::from(Error::AmbiguousClient {
+            id: "twin".into(),
+            candidates: vec!["aaaa (twin)".into(), "bbbb (twin)".into()],
+        });
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "'twin' matches 2 trusted clients (aaaa (twin), bbbb (twin)); nothing was removed. \
+             Please give a longer fingerprint prefix."
+        );
     }
 }

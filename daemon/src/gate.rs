@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use rpc::server::{Peer, Transport};
+use trust::seen::LastSeen;
 use trust::{Enrolment, Entry, Metadata, TrustStore, VerifiedClient};
 
 use crate::error::Error;
@@ -17,6 +18,7 @@ pub struct Gate {
     store: Arc<TrustStore>,
     admin: AdminPolicy,
     socket: SocketPolicy,
+    seen: Option<Arc<LastSeen>>,
 }
 
 impl Gate {
@@ -26,7 +28,19 @@ impl Gate {
             store,
             admin,
             socket,
+            seen: None,
         }
+    }
+
+    /// Record in `seen` when each admitted client was last seen.
+    pub fn with_last_seen(mut self, seen: Arc<LastSeen>) -> Gate {
+        self.seen = Some(seen);
+        self
+    }
+
+    /// The socket's access policy, for handlers that change who is trusted.
+    pub fn socket_policy(&self) -> &SocketPolicy {
+        &self.socket
     }
 
     /// The store, for handlers that read it.
@@ -40,11 +54,13 @@ impl Gate {
     pub async fn admit(&self, peer: &Peer) -> Result<VerifiedClient, Error> {
         let client = peer.client.clone().ok_or(Error::NotAuthenticated)?;
         if self.is_trusted(&client)? {
+            crate::management::note_seen(self.seen.as_ref(), &client);
             return Ok(client);
         }
         // Re-checked after a lost first-client race: the winner may have been this same
         // certificate, on another connection.
         if self.try_first_client(peer, &client).await? || self.is_trusted(&client)? {
+            crate::management::note_seen(self.seen.as_ref(), &client);
             return Ok(client);
         }
         tracing::info!(
@@ -55,7 +71,9 @@ impl Gate {
             fingerprint = %client.fingerprint(),
             "refused a request from an untrusted client"
         );
-        Err(Error::NotAuthenticated)
+        Err(Error::Untrusted {
+            trusted: self.store.current()?.len(),
+        })
     }
 
     /// Whether `client` is trusted now (the store is re-read if the file changed).
@@ -114,8 +132,22 @@ impl Gate {
         client: &VerifiedClient,
         how: Enrolment,
     ) -> Result<(), Error> {
+        self.trust_as(peer, client, how, None).await
+    }
+
+    /// [`Gate::trust`], under `name` rather than the user's login name (a token's name).
+    pub async fn trust_as(
+        &self,
+        peer: &Peer,
+        client: &VerifiedClient,
+        how: Enrolment,
+        name: Option<String>,
+    ) -> Result<(), Error> {
         let uid = peer.credentials.map(|c| c.uid);
-        let entry = entry_for(client, uid, how);
+        let mut entry = entry_for(client, uid, how);
+        if name.is_some() {
+            entry.metadata.name = name;
+        }
         let store = self.store.clone();
         let added = tokio::task::spawn_blocking(move || {
             store.modify(|bundle| {

@@ -5,6 +5,10 @@
 //! first message and asks the [`gate`] whether the peer is trusted; the gate consults the trust
 //! store (`trust` crate) and, on the Unix socket with an empty store, may trust an administrator
 //! as the first client. Errors become gRPC statuses in exactly one place ([`error`]).
+//!
+//! Next to `multipass.Rpc` the daemon serves our own `multipass.trust.Trust` ([`management`]:
+//! list and remove trusted clients, one-time enrollment tokens) behind the same gate, and renews
+//! its server certificate while it runs ([`renewal`]).
 #![deny(unsafe_code)]
 
 pub mod activation;
@@ -13,7 +17,9 @@ pub mod error;
 pub mod gate;
 pub mod limits;
 pub mod logging;
+pub mod management;
 pub mod privileges;
+pub mod renewal;
 pub mod server;
 pub mod service;
 pub mod socket;

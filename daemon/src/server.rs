@@ -12,16 +12,21 @@ use std::time::Duration;
 use anyhow::Context;
 use rpc::proto::rpc_server::RpcServer;
 use rpc::server::{incoming, Activity, IncomingOptions, Listener};
+use rpc::trust_proto::trust_server::TrustServer;
 use rpc::Address;
 use sd_notify::NotifyState;
 use trust::fsutil::{self, FileMode};
+use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
-use trust::{DataDir, ServerPki, ServerPkiOptions, TrustStore};
+use trust::tokens::TokenStore;
+use trust::{DataDir, ServerCertResolver, ServerPki, ServerPkiOptions, TrustStore};
 
 use crate::activation;
 use crate::args::Args;
 use crate::gate::Gate;
 use crate::limits::{FailureLimiter, HashPool, LimiterConfig};
+use crate::management::Management;
+use crate::renewal;
 use crate::service::Service;
 use crate::socket::{self, Access, SocketPolicy};
 use trust::access::AdminPolicy;
@@ -137,15 +142,15 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
     fsutil::ensure_dir(&dir.trust_store_dir(), 0o700)
         .context("cannot prepare the trust store directory")?;
-    let pki = ServerPki::load_or_create(
-        &dir,
-        ServerPkiOptions {
-            server_validity: time::Duration::seconds(args.server_cert_validity as i64),
-            ..ServerPkiOptions::default()
-        },
-    )
-    .context("cannot load or create the server certificates")?;
-    let tls = trust::tls::server_config(&pki)?;
+    let pki_options = ServerPkiOptions {
+        server_validity: time::Duration::seconds(args.server_cert_validity as i64),
+        renew_before: time::Duration::seconds(args.server_cert_renew_before as i64),
+    };
+    let pki = ServerPki::load_or_create(&dir, pki_options)
+        .context("cannot load or create the server certificates")?;
+    let certificates = ServerCertResolver::new(&pki)?;
+    let tls = trust::tls::server_config(certificates.clone())?;
+    renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
 
     let store = Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE));
     let trusted = store
@@ -160,14 +165,18 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     };
 
     let socket_policy = SocketPolicy::new(listening.socket_path.clone(), admin.clone());
-    let gate = Gate::new(store, admin, socket_policy);
+    let seen = Arc::new(LastSeen::new(dir.last_seen(), FileMode::PRIVATE));
+    let gate = Arc::new(Gate::new(store, admin, socket_policy).with_last_seen(seen.clone()));
     let settings = SettingsFile::new(dir.settings(), FileMode::PRIVATE);
+    let tokens = Arc::new(TokenStore::new(dir.tokens(), FileMode::PRIVATE));
     let service = Service::new(
-        gate,
+        gate.clone(),
         settings,
         FailureLimiter::new(LimiterConfig::default()),
         HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
+        tokens.clone(),
     );
+    let management = Management::new(gate, tokens, seen);
 
     let activity = Activity::default();
     let (stop_accepting, accept_stopped) = tokio::sync::watch::channel(false);
@@ -198,6 +207,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(64))
         .add_service(RpcServer::new(service))
+        .add_service(TrustServer::new(management))
         .serve_with_incoming_shutdown(connections, async move {
             let _ = shutdown_rx.await;
         });

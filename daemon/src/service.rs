@@ -1,5 +1,7 @@
 //! The `multipass.Rpc` service: reads one request, applies the gate, answers.
 
+mod redeem;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use trust::passphrase::MAX_PASSPHRASE_LEN;
 use trust::settings::{SettingsFile, PASSPHRASE_KEY};
+use trust::tokens::{looks_like_token, TokenStore};
 use trust::{Enrolment, PassphraseHash};
 use zeroize::Zeroizing;
 
@@ -24,10 +27,11 @@ pub const SETTINGS_KEYS: [&str; 1] = [PASSPHRASE_KEY];
 /// Shared state of all requests.
 #[derive(Debug)]
 pub struct Service {
-    gate: Gate,
+    gate: Arc<Gate>,
     settings: SettingsFile,
     limiter: FailureLimiter,
     hashes: Arc<HashPool>,
+    tokens: Arc<TokenStore>,
 }
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -48,7 +52,8 @@ async fn first<T>(request: Request<Streaming<T>>) -> Result<(Peer, T), Error> {
     Ok((peer, message))
 }
 
-fn peer_of<T>(request: &Request<T>) -> Peer {
+/// The connection's peer, as the transport recorded it.
+pub(crate) fn peer_of<T>(request: &Request<T>) -> Peer {
     request.extensions().get::<Peer>().cloned().unwrap_or(Peer {
         transport: Transport::Unix,
         credentials: None,
@@ -65,18 +70,20 @@ fn peer_key(peer: &Peer) -> Option<PeerKey> {
 }
 
 impl Service {
-    /// A service deciding with `gate`, keeping settings in `settings`.
+    /// A service deciding with `gate`, keeping settings in `settings`, redeeming `tokens`.
     pub fn new(
-        gate: Gate,
+        gate: Arc<Gate>,
         settings: SettingsFile,
         limiter: FailureLimiter,
         hashes: Arc<HashPool>,
+        tokens: Arc<TokenStore>,
     ) -> Service {
         Service {
             gate,
             settings,
             limiter,
             hashes,
+            tokens,
         }
     }
 
@@ -92,7 +99,11 @@ impl Service {
         // Without kernel credentials there is no one to hold responsible; refuse rather than
         // share one bucket with every such peer.
         let key = peer_key(peer).ok_or(Error::NotAuthenticated)?;
-        self.limiter.check(key)?;
+        self.check_limiter(peer, key)?;
+        // Told apart by shape, so a token is never hashed as a passphrase (nor the reverse).
+        if looks_like_token(&passphrase) {
+            return self.redeem_token(peer, &client, key, passphrase).await;
+        }
         let Some(hash) = self.settings.load()?.passphrase()? else {
             return Err(Error::PassphraseNotSet);
         };
@@ -175,6 +186,14 @@ impl Service {
             return Err(Error::InvalidValue {
                 key: key.to_string(),
                 reason: format!("the passphrase is longer than {MAX_PASSPHRASE_LEN} bytes"),
+            });
+        }
+        if looks_like_token(&value) {
+            return Err(Error::InvalidValue {
+                key: key.to_string(),
+                reason: "it has the shape of an enrollment token, which `multipass authenticate` \
+                         would take for one"
+                    .to_string(),
             });
         }
         let hash = if value.is_empty() {
@@ -269,9 +288,12 @@ impl Rpc for Service {
         request: Request<Streaming<AuthenticateRequest>>,
     ) -> Result<Response<Self::authenticateStream>, Status> {
         let (peer, mut message) = first(request).await?;
+        // A passphrase or an enrollment token.
         let passphrase = Zeroizing::new(std::mem::take(&mut message.passphrase));
         self.check_passphrase(&peer, passphrase).await?;
-        Ok(reply(AuthenticateReply::default()))
+        Ok(reply(AuthenticateReply {
+            log_line: self.trusted_as(&peer)?,
+        }))
     }
 
     type versionStream = ReplyStream<VersionReply>;

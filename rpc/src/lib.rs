@@ -1,7 +1,8 @@
 //! The Multipass wire protocol and the TLS transport that carries it, shared by daemon and client.
 //!
 //! - [`proto`]: the `multipass.Rpc` service and its messages, generated from
-//!   `proto/multipass.proto` (SPEC section 3).
+//!   `proto/multipass.proto` (SPEC section 3), and our own `multipass.trust.Trust` service
+//!   ([`trust_proto`], `proto/trust.proto`).
 //! - [`server`]: accepts connections on a Unix or TCP listener, runs each TLS handshake in its
 //!   own task with a timeout, and hands finished connections to tonic together with the typed
 //!   [`server::Peer`] (kernel-reported credentials and the verified client certificate).
@@ -20,6 +21,14 @@ pub mod server;
 #[allow(missing_docs, non_camel_case_types, clippy::all)]
 pub mod proto {
     tonic::include_proto!("multipass");
+}
+
+/// Trust management of our own (`package multipass.trust`, `proto/trust.proto`): not part of the
+/// Multipass protocol, so stock clients are unaffected. Kept out of [`proto`] so that its names
+/// (`Enrolment`, `trust`) do not collide with glob imports of the Multipass messages.
+#[allow(missing_docs, clippy::all)]
+pub mod trust_proto {
+    tonic::include_proto!("multipass.trust");
 }
 
 pub use address::Address;

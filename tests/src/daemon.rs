@@ -25,6 +25,12 @@ pub struct DaemonConfig {
     pub tcp: bool,
     /// More arguments (e.g. `--user multipassd`).
     pub extra_args: Vec<String>,
+    /// Start the daemon with the admin group as a supplementary group. It runs as root but drops
+    /// every capability once its socket is bound, so without this it cannot give the socket to
+    /// the admin group at run time (restricting it again after the last client is removed); in
+    /// production the privileged helper does that. A file's owner may change its group to one of
+    /// its own groups without CAP_CHOWN.
+    pub admin_group_member: bool,
 }
 
 /// A running `multipassd` with its own socket and data directory. Stopped on drop (SIGTERM, then
@@ -41,6 +47,7 @@ pub struct Daemon {
     /// The `--data-dir`.
     pub data_dir: PathBuf,
     admin_group: String,
+    admin_gid: u32,
     dir: PathBuf,
     root_home: PathBuf,
     logs: Vec<PathBuf>,
@@ -81,6 +88,7 @@ impl Daemon {
             socket,
             data_dir: dir.path().join("data"),
             admin_group: admin.name.clone(),
+            admin_gid: admin.gid,
             dir: dir.path().to_path_buf(),
             root_home,
             logs: Vec::new(),
@@ -96,7 +104,16 @@ impl Daemon {
             .join(format!("multipassd-{}.log", self.logs.len() + 1));
         let log = File::create(&log_path).expect("create daemon log");
         self.logs.push(log_path);
-        let mut cmd = Command::new(crate::bin("multipassd"));
+        let mut cmd = if self.config.admin_group_member {
+            let mut setpriv = Command::new("setpriv");
+            setpriv
+                .arg("--groups")
+                .arg(self.admin_gid.to_string())
+                .arg(crate::bin("multipassd"));
+            setpriv
+        } else {
+            Command::new(crate::bin("multipassd"))
+        };
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--data-dir")
@@ -275,6 +292,12 @@ impl Daemon {
     /// Append `user`'s certificate file to the trust store by hand, as the documented recovery
     /// does (`cat cert | sudo tee -a store`).
     pub fn append_to_store_by_hand(&self, user: &User) {
+        self.append_to_store_with_metadata(user, "");
+    }
+
+    /// Append `user`'s certificate to the trust store preceded by `metadata` (RFC 7468 explanatory
+    /// `key: value` lines), as the privileged helper or an administrator would write it.
+    pub fn append_to_store_with_metadata(&self, user: &User, metadata: &str) {
         use std::io::Write;
         let cert = std::fs::read(user.cert_path()).expect("read the user's certificate");
         let mut store = OpenOptions::new()
@@ -282,8 +305,16 @@ impl Daemon {
             .create(true)
             .open(self.store_path())
             .expect("open trust store for appending");
-        store.write_all(&cert).expect("append to trust store");
+        store
+            .write_all(metadata.as_bytes())
+            .and_then(|()| store.write_all(&cert))
+            .expect("append to trust store");
         store.sync_all().expect("sync trust store");
+    }
+
+    /// The enrollment token file.
+    pub fn tokens_path(&self) -> PathBuf {
+        self.data_dir.join("enrollment-tokens")
     }
 
     /// The client's environment besides `PATH` and `HOME`.
@@ -323,6 +354,19 @@ impl Daemon {
     /// `$XDG_DATA_HOME` of [`Daemon::run_as_root`].
     pub fn root_xdg_data_home(&self) -> PathBuf {
         self.root_home.join(".local").join("share")
+    }
+
+    /// As `user` (already trusted), set the passphrase the way people do: `multipass set
+    /// local.passphrase`, typed twice.
+    #[track_caller]
+    pub fn set_passphrase(&self, user: &User, passphrase: &str) -> CliOutput {
+        let out = self.run_as(
+            user,
+            &["set", "local.passphrase"],
+            Some(&format!("{passphrase}\n{passphrase}\n")),
+        );
+        out.assert_code(0, &format!("{} `set local.passphrase`", user.name));
+        out
     }
 
     /// Make sure `user` has a client certificate by running `multipass args...` as them (the

@@ -67,6 +67,24 @@ pub async fn channel(
         .await
 }
 
+/// Complete a TLS handshake with the daemon on `socket` and return the server certificate it
+/// presented (DER), verified against the root CA in `config`.
+pub async fn served_leaf(
+    socket: &Path,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Vec<u8>, BoxError> {
+    let stream = UnixStream::connect(socket).await?;
+    let name = ServerName::try_from("localhost")?;
+    let tls = TlsConnector::from(config).connect(name, stream).await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or("the server presented no certificate")?;
+    Ok(leaf.to_vec())
+}
+
 /// Call `list` (one request, then read every reply).
 pub async fn list(channel: Channel) -> Result<Vec<ListReply>, tonic::Status> {
     let mut client = RpcClient::new(channel);

@@ -12,6 +12,7 @@
 //! - [`process`]: running a command with stdin, a timeout and captured output.
 //! - [`pem`]: certificates of the trust store and of users, as DER.
 //! - [`grpc`]: a tonic client over TLS over the Unix socket, for tests that speak gRPC directly.
+//! - [`python`]: a stock-protocol client (Python grpcio, the gRPC C core Multipass uses too).
 #![warn(missing_docs)]
 
 pub mod bus;
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod grpc;
 pub mod pem;
 pub mod process;
+pub mod python;
 pub mod users;
 
 use std::os::unix::fs::PermissionsExt;
@@ -29,8 +31,13 @@ pub use daemon::{Daemon, DaemonConfig};
 pub use process::CliOutput;
 pub use users::{Group, User};
 
-/// The gate's message (SPEC section 4), without the CLI's `<command> failed: ` prefix.
+/// The gate's message (SPEC section 4), without the CLI's `<command> failed: ` prefix: the first
+/// two lines of the refusal, exactly as Multipass words them. The daemon adds one line after them
+/// (see [`process::CliOutput::assert_not_authenticated`]).
 pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
+
+/// The start of every enrollment token.
+pub const TOKEN_PREFIX: &str = "mpt_";
 
 /// `authenticate` while no passphrase is set.
 pub const PASSPHRASE_NOT_SET: &str =
@@ -168,6 +175,42 @@ impl Default for TestDir {
 /// A short random suffix for names unique to this run.
 pub fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// The enrollment token in `text` (the first word with the token prefix), if any.
+pub fn token_in(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.starts_with(TOKEN_PREFIX))
+        .map(str::to_string)
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The lines of `log` that are audit events (tracing target `audit`) with `event="<event>"`.
+pub fn audit_events<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
+    let needle = format!("event=\"{event}\"");
+    log.lines()
+        .filter(|l| l.contains(" audit: ") && l.contains(&needle))
+        .collect()
+}
+
+/// Panics unless `secret` appears nowhere in `log` nor in any of `outputs` (stdout and stderr).
+#[track_caller]
+pub fn assert_secret_absent(secret: &str, what: &str, log: &str, outputs: &[&CliOutput]) {
+    assert!(!secret.is_empty(), "{what}: empty secret");
+    if let Some(line) = log.lines().find(|l| l.contains(secret)) {
+        panic!("{what} appears in the daemon log: {line}");
+    }
+    for out in outputs {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{what} appears in the output of a CLI command\n{out}"
+        );
+    }
 }
 
 /// `(mode & 0o7777, uid, gid)` of a path, without following symlinks.

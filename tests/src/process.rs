@@ -36,11 +36,38 @@ impl CliOutput {
         self.stdout.trim_end_matches(['\n', '\r'])
     }
 
+    /// Standard output without trailing newlines and without the passphrase prompt that
+    /// `multipass` writes there when stdin is not a terminal.
+    pub fn stdout_after_prompt(&self) -> &str {
+        self.stdout_trimmed()
+            .trim_start_matches("Please enter passphrase: ")
+    }
+
     /// Panics (with everything the command printed) unless it exited with `code`.
     #[track_caller]
     pub fn assert_code(&self, code: i32, what: &str) -> &Self {
         if self.code != Some(code) {
             panic!("{what}: expected exit code {code}\n{self}");
+        }
+        self
+    }
+
+    /// Panics unless `multipass <command>` was refused as not authenticated: exit 2, the first two
+    /// lines of stderr exactly Multipass's message (prefixed `<command> failed: `), then exactly one
+    /// line saying how many clients are trusted and how to get in, naming nobody (a command may
+    /// add its own hint after that, as `set local.passphrase` does).
+    #[track_caller]
+    pub fn assert_not_authenticated(&self, command: &str, what: &str) -> &Self {
+        self.assert_code(2, what);
+        let expected = format!("{command} failed: {}", crate::NOT_AUTHENTICATED);
+        let lines: Vec<&str> = self.stderr_trimmed().lines().collect();
+        let head: Vec<&str> = expected.lines().collect();
+        if lines.len() < 3 || lines[..2] != head[..] {
+            panic!("{what}: expected stderr to be\n  {expected:?}\nand one line more\n{self}");
+        }
+        let hint = lines[2];
+        if !(hint.contains("trusted") && hint.contains("multipass authenticate --admin")) {
+            panic!("{what}: the third line should say how to get trusted: {hint:?}\n{self}");
         }
         self
     }

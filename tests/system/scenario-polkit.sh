@@ -18,6 +18,16 @@ check "the client reports it is trusted" grep -q "now trusted" "$results/polkit.
 as dave list; expect "dave lists after authenticate --admin" 0 "$rc"
 check "the store records how: admin for dave" grep -q "user: dave" /var/lib/multipassd/authenticated-certs/multipass_client_certs.pem
 
+# The documented alternative: pkexec, with the certificate on stdin.
+mkuser frank 2006 sudo
+as frank version
+/usr/bin/python3 /x/pty_answer.py frank-password \
+    su -l frank -c 'pkexec /usr/libexec/multipassd-helper trust-certificate < ~/.local/share/multipass-client-certificate/multipass_cert.pem' \
+    >"$results/polkit-pkexec.pty" 2>&1
+rc=$?
+expect "pkexec multipassd-helper trust-certificate succeeds" 0 "$rc"
+as frank list; expect "frank lists after pkexec" 0 "$rc"
+
 # A wrong password is refused, and nothing changes.
 mkuser erin 2005 sudo
 /usr/bin/python3 /x/pty_answer.py not-her-password \

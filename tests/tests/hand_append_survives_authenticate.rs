@@ -1,7 +1,7 @@
 //! Writers merge with what is on disk: a certificate appended to the store by hand survives the
 //! daemon's next write (Multipass rewrote the file from memory and lost it).
 
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{require_root, Daemon, Group, TestDir, User};
 
 const PASSPHRASE: &str = "hand-append-pass";
 
@@ -30,11 +30,9 @@ fn hand_append_survives_authenticate() {
 
     // E gets a certificate (a gated command: refused, but the certificate is created).
     daemon.ensure_client_cert(&e, &["version"], None);
-    daemon.run_as(&e, &["list"], None).assert_failure(
-        2,
-        &format!("list failed: {NOT_AUTHENTICATED}"),
-        "E `list` before being trusted",
-    );
+    daemon
+        .run_as(&e, &["list"], None)
+        .assert_not_authenticated("list", "E `list` before being trusted");
 
     // An administrator appends E's certificate by hand.
     daemon.append_to_store_by_hand(&e);

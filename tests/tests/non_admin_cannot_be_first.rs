@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{require_root, Daemon, Group, TestDir, User};
 
 #[test]
 fn non_admin_cannot_be_first() {
@@ -34,11 +34,7 @@ fn non_admin_cannot_be_first() {
     std::fs::set_permissions(daemon.socket(), std::fs::Permissions::from_mode(0o666))
         .expect("chmod socket");
     let out = daemon.run_as(&d, &["list"], None);
-    out.assert_failure(
-        2,
-        &format!("list failed: {NOT_AUTHENTICATED}"),
-        "non-admin D `list` as would-be first client",
-    );
+    out.assert_not_authenticated("list", "non-admin D `list` as would-be first client");
     assert!(
         daemon.store_certs().is_empty(),
         "the store should still be empty after D's attempt"
@@ -55,11 +51,7 @@ fn non_admin_cannot_be_first() {
 
     // And D is still refused.
     let out = daemon.run_as(&d, &["list"], None);
-    out.assert_failure(
-        2,
-        &format!("list failed: {NOT_AUTHENTICATED}"),
-        "non-admin D `list` after A was trusted",
-    );
+    out.assert_not_authenticated("list", "non-admin D `list` after A was trusted");
     assert_eq!(
         daemon.store_certs().len(),
         1,

@@ -4,7 +4,7 @@
 
 use multipass_system_tests::{
     ini_passphrase, require_root, CliOutput, Daemon, DaemonConfig, Group, TestDir, User,
-    NOT_AUTHENTICATED, PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
+    PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
 };
 use std::time::{Duration, Instant};
 
@@ -80,11 +80,7 @@ fn seed_transcript() {
 
     // B is not trusted.
     let out = daemon.run_as(&b, &["list"], None);
-    out.assert_failure(
-        2,
-        &format!("list failed: {NOT_AUTHENTICATED}"),
-        "untrusted B `list`",
-    );
+    out.assert_not_authenticated("list", "untrusted B `list`");
     outputs.push(out);
     let out = daemon.run_as(&b, &["authenticate"], Some("anything\n"));
     out.assert_failure(
@@ -98,11 +94,7 @@ fn seed_transcript() {
         &["set", "local.passphrase"],
         Some("b-pass-123\nb-pass-123\n"),
     );
-    out.assert_failure(
-        2,
-        &format!("set failed: {NOT_AUTHENTICATED}"),
-        "untrusted B `set local.passphrase`",
-    );
+    out.assert_not_authenticated("set", "untrusted B `set local.passphrase`");
     outputs.push(out);
 
     // The documented recovery: append B's certificate by hand; no restart needed.

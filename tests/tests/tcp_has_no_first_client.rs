@@ -1,8 +1,6 @@
 //! On TCP there is no first client: nobody is trusted automatically, not even root.
 
-use multipass_system_tests::{
-    require_root, Daemon, DaemonConfig, Group, TestDir, NOT_AUTHENTICATED,
-};
+use multipass_system_tests::{require_root, Daemon, DaemonConfig, Group, TestDir};
 
 #[test]
 fn tcp_has_no_first_client() {
@@ -26,9 +24,8 @@ fn tcp_has_no_first_client() {
         daemon.address
     );
 
-    let expected = format!("list failed: {NOT_AUTHENTICATED}");
     let out = daemon.run_as_root(&["list"], None);
-    out.assert_failure(2, &expected, "root `list` over TCP on a fresh daemon");
+    out.assert_not_authenticated("list", "root `list` over TCP on a fresh daemon");
     assert!(
         daemon.store_certs().is_empty(),
         "nobody may be trusted over TCP without a passphrase"
@@ -36,7 +33,7 @@ fn tcp_has_no_first_client() {
     // Not on a second try either.
     daemon
         .run_as_root(&["list"], None)
-        .assert_failure(2, &expected, "root `list` over TCP, again");
+        .assert_not_authenticated("list", "root `list` over TCP, again");
     assert!(
         daemon.store_certs().is_empty(),
         "store after the second try"

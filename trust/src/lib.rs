@@ -2,9 +2,9 @@
 //!
 //! This crate owns every yes/no about a peer: the certificates of both sides ([`pki`]), the TLS
 //! configurations and the client-certificate verifier ([`tls`]), the trust store ([`store`]),
-//! passphrase hashes ([`passphrase`]), the settings file ([`settings`]) and the default paths
-//! ([`paths`]). It does no networking and holds no policy about *when* to trust: the daemon
-//! decides that and calls in here.
+//! passphrase hashes ([`passphrase`]), one-time enrollment tokens ([`tokens`]), last-seen times
+//! ([`seen`]), the settings file ([`settings`]) and the default paths ([`paths`]). It does no
+//! networking and holds no policy about *when* to trust: the daemon decides that and calls in here.
 //!
 //! Every file written here is replaced atomically under a directory lock ([`fsutil`]), so the
 //! daemon and the privileged helper can both write without losing each other's changes.
@@ -17,13 +17,15 @@ pub mod fsutil;
 pub mod passphrase;
 pub mod paths;
 pub mod pki;
+pub mod seen;
 pub mod settings;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 
 pub use error::{Error, Result};
 pub use passphrase::PassphraseHash;
 pub use paths::DataDir;
 pub use pki::{ClientIdentity, Fingerprint, ServerPki, ServerPkiOptions};
 pub use store::{Bundle, Enrolment, Entry, Metadata, TrustStore};
-pub use tls::VerifiedClient;
+pub use tls::{ServerCertResolver, VerifiedClient};

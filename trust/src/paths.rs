@@ -50,6 +50,16 @@ impl DataDir {
         self.root.join("multipassd.conf")
     }
 
+    /// One-time enrollment tokens (their hashes), mode 0600.
+    pub fn tokens(&self) -> PathBuf {
+        self.root.join("enrollment-tokens")
+    }
+
+    /// When each trusted client was last seen, mode 0600.
+    pub fn last_seen(&self) -> PathBuf {
+        self.root.join("last-seen")
+    }
+
     /// Directory of the server's keys and certificates (mode 0700).
     pub fn certificates_dir(&self) -> PathBuf {
         self.root.join("certificates")

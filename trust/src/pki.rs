@@ -40,6 +40,13 @@ impl Fingerprint {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// Parse [`Fingerprint::to_hex`]'s output (either case).
+    pub fn from_hex(text: &str) -> Option<Fingerprint> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Fingerprint(bytes))
+    }
 }
 
 impl fmt::Display for Fingerprint {

@@ -5,12 +5,14 @@
 //! certificate it presented (the handshake signature), and leaves the yes/no to the trust store.
 //! Its name says what it skips.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::error::{Error, Result};
@@ -92,14 +94,71 @@ impl ClientCertVerifier for PossessionOnlyClientVerifier {
     }
 }
 
-/// The daemon's TLS configuration: TLS 1.3 only, our server chain, client certificates requested
-/// and checked by [`PossessionOnlyClientVerifier`], ALPN `h2`.
-pub fn server_config(pki: &ServerPki) -> Result<Arc<rustls::ServerConfig>> {
+/// The server certificate the daemon presents, replaceable while it runs: the daemon renews its
+/// certificate before it expires and swaps it in here, and every handshake from then on presents
+/// the new one. Connections already established keep theirs; clients verify against the root CA,
+/// which renewal keeps, so they notice nothing.
+#[derive(Debug)]
+pub struct ServerCertResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCertResolver {
+    /// A resolver presenting `pki`'s chain. Fails if the key does not match the certificate.
+    pub fn new(pki: &ServerPki) -> Result<Arc<ServerCertResolver>> {
+        Ok(Arc::new(ServerCertResolver {
+            current: RwLock::new(certified_key(pki)?),
+        }))
+    }
+
+    /// Present `pki`'s chain from the next handshake on. On error the current one stays.
+    pub fn replace(&self, pki: &ServerPki) -> Result<()> {
+        let next = certified_key(pki)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    /// The fingerprint of the server certificate presented now.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        // `certified_key` never builds one with an empty chain.
+        Fingerprint::of(current.cert.first().map(|c| c.as_ref()).unwrap_or_default())
+    }
+}
+
+fn certified_key(pki: &ServerPki) -> Result<Arc<CertifiedKey>> {
+    if pki.chain.is_empty() {
+        return Err(Error::NotOneCertificate {
+            found: "an empty server certificate chain".into(),
+        });
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    Ok(Arc::new(CertifiedKey::from_der(
+        pki.chain.clone(),
+        pki.key.clone_key(),
+        &provider,
+    )?))
+}
+
+impl ResolvesServerCert for ServerCertResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The daemon's TLS configuration: TLS 1.3 only, the server chain `certificates` presents now,
+/// client certificates requested and checked by [`PossessionOnlyClientVerifier`], ALPN `h2`.
+pub fn server_config(certificates: Arc<ServerCertResolver>) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PossessionOnlyClientVerifier::new()))
-        .with_single_cert(pki.chain.clone(), pki.key.clone_key())?;
+        .with_cert_resolver(certificates);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
@@ -160,5 +219,44 @@ impl VerifiedClient {
     /// The identity.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataDir, ServerPkiOptions};
+
+    /// Two server certificates of one root, made one after the other in a fresh directory.
+    fn two_server_pkis() -> (ServerPki, ServerPki) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        // Renewal margin longer than the validity: every load makes a new server certificate.
+        let opts = ServerPkiOptions {
+            server_validity: time::Duration::minutes(5),
+            renew_before: time::Duration::minutes(10),
+        };
+        let first = ServerPki::load_or_create(&dir, opts).unwrap();
+        let second = ServerPki::load_or_create(&dir, opts).unwrap();
+        (first, second)
+    }
+
+    #[test]
+    fn resolver_presents_the_replacement() {
+        let (first, second) = two_server_pkis();
+        let resolver = ServerCertResolver::new(&first).unwrap();
+        assert_eq!(resolver.fingerprint(), Fingerprint::of(&first.chain[0]));
+        resolver.replace(&second).unwrap();
+        assert_eq!(resolver.fingerprint(), Fingerprint::of(&second.chain[0]));
+        assert!(server_config(resolver).is_ok());
+    }
+
+    #[test]
+    fn resolver_refuses_a_key_of_another_certificate() {
+        let (first, mut second) = two_server_pkis();
+        let resolver = ServerCertResolver::new(&first).unwrap();
+        second.key = first.key.clone_key();
+        assert!(resolver.replace(&second).is_err());
+        assert_eq!(resolver.fingerprint(), Fingerprint::of(&first.chain[0]));
     }
 }

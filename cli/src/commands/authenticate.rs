@@ -62,9 +62,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         passphrase: std::mem::take(&mut *passphrase),
         verbosity_level: ctx.verbosity_level(),
     };
-    ctx.replies(client.authenticate(tokio_stream::once(request)).await)
+    let replies = ctx
+        .replies(client.authenticate(tokio_stream::once(request)).await)
         .await?;
-    Ok(())
+    // The daemon says which name this client is now trusted under.
+    ctx.show_log_lines(&replies)
 }
 
 /// `authenticate --admin`: have the helper trust this client's own certificate.

@@ -9,7 +9,7 @@ use super::Context;
 use crate::error::Error;
 use crate::output;
 
-/// Output formats.
+/// Output formats (of `list` and the `trust` listings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Aligned columns for people
@@ -157,7 +157,7 @@ fn json(instances: &[ListVmInstance]) -> String {
     text
 }
 
-fn csv_field(field: &str) -> String {
+pub(crate) fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -183,7 +183,7 @@ fn csv(instances: &[ListVmInstance]) -> String {
 }
 
 /// A YAML double-quoted scalar (JSON's string syntax is a subset of it).
-fn yaml_str(s: &str) -> String {
+pub(crate) fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings always serialise")
 }
 

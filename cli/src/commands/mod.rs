@@ -14,6 +14,7 @@ pub mod authenticate;
 pub mod get;
 pub mod list;
 pub mod set;
+pub mod trust;
 pub mod version;
 
 const EXIT_STATUS: &str = "\
@@ -39,8 +40,9 @@ Environment:
     name = "multipass",
     version,
     about = "Talk to the multipass service",
-    long_about = "Talk to the multipass service: authenticate this client, read and change \
-                  settings, list instances.",
+    long_about = "Talk to the multipass service: authenticate this client (with the passphrase \
+                  or a one-time enrollment token), read and change settings, list instances, and \
+                  manage who is trusted.",
     after_long_help = EXIT_STATUS,
     subcommand_required = true,
     arg_required_else_help = true
@@ -69,6 +71,8 @@ pub enum Command {
     List(list::Args),
     /// Show the versions of the client and of the daemon
     Version(version::Args),
+    /// Manage trusted clients and one-time enrollment tokens
+    Trust(trust::Args),
 }
 
 impl Command {
@@ -80,6 +84,7 @@ impl Command {
             Command::Get(_) => "get",
             Command::List(_) => "list",
             Command::Version(_) => "version",
+            Command::Trust(args) => args.name(),
         }
     }
 }
@@ -111,6 +116,31 @@ impl Context {
     /// Connect to the daemon.
     pub async fn connect(&self) -> Result<RpcClient<Channel>, Error> {
         crate::connect::connect().await
+    }
+
+    /// Connect to the daemon's trust-management service.
+    pub async fn connect_trust(
+        &self,
+    ) -> Result<rpc::trust_proto::trust_client::TrustClient<Channel>, Error> {
+        Ok(rpc::trust_proto::trust_client::TrustClient::new(
+            crate::connect::channel().await?,
+        ))
+    }
+
+    /// Show the log lines of `replies` that the daemon addresses to the user, on stdout, unless
+    /// `-v` already showed them on stderr.
+    pub fn show_log_lines<R: Reply>(&self, replies: &[R]) -> Result<(), Error> {
+        if self.verbose() {
+            return Ok(());
+        }
+        for line in replies
+            .iter()
+            .map(Reply::log_line)
+            .filter(|l| !l.is_empty())
+        {
+            output::print_line(line.trim_end_matches('\n'))?;
+        }
+        Ok(())
     }
 
     /// Read every reply of a call until the daemon ends the stream, showing log lines on stderr
@@ -165,6 +195,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Get(args) => get::run(&ctx, args).await,
         Command::List(args) => list::run(&ctx, args).await,
         Command::Version(args) => version::run(&ctx, args).await,
+        Command::Trust(args) => trust::run(&ctx, args).await,
     }
 }
 

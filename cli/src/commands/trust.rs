@@ -1,0 +1,85 @@
+//! `multipass trust ...`: who is trusted, removing a client, one-time enrollment tokens.
+//!
+//! These talk to the daemon's own `multipass.trust.Trust` service, behind the same gate as every
+//! other command: only a trusted client may manage trust.
+
+mod list;
+mod records;
+mod remove;
+mod token;
+
+use clap::Subcommand;
+
+use super::Context;
+use crate::error::Error;
+
+/// Arguments of `multipass trust`.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Manage who the multipass service trusts: list the trusted clients, stop \
+                  trusting one, and create one-time enrollment tokens that let a new user in with \
+                  `multipass authenticate TOKEN` (no shared passphrase needed). Only a trusted \
+                  client may use these commands.",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: TrustCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustCommand {
+    /// List the trusted clients: name, fingerprint, who enrolled them and how, when, last seen
+    List(list::Args),
+    /// Stop trusting a client, by name or fingerprint prefix
+    Remove(remove::Args),
+    /// Create, list and revoke one-time enrollment tokens
+    Token(token::Args),
+}
+
+impl Args {
+    /// The command's name in messages (`trust remove failed: ...`).
+    pub fn name(&self) -> &'static str {
+        match &self.command {
+            TrustCommand::List(_) => "trust list",
+            TrustCommand::Remove(_) => "trust remove",
+            TrustCommand::Token(args) => args.name(),
+        }
+    }
+}
+
+/// Run `multipass trust ...`.
+pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    match args.command {
+        TrustCommand::List(args) => list::run(ctx, args).await,
+        TrustCommand::Remove(args) => remove::run(ctx, args).await,
+        TrustCommand::Token(args) => token::run(ctx, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::tests::parse;
+
+    #[test]
+    fn names_name_the_subcommand() {
+        for (args, name) in [
+            (&["trust", "list"][..], "trust list"),
+            (&["trust", "remove", "abcd"], "trust remove"),
+            (&["trust", "token", "create"], "trust token create"),
+            (&["trust", "token", "list"], "trust token list"),
+            (&["trust", "token", "revoke", "x"], "trust token revoke"),
+        ] {
+            assert_eq!(parse(args).unwrap().command.name(), name, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn subcommands_are_required() {
+        assert!(parse(&["trust"]).is_err());
+        assert!(parse(&["trust", "token"]).is_err());
+        assert!(parse(&["trust", "remove"]).is_err());
+        assert!(parse(&["trust", "token", "revoke"]).is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! `multipass trust remove ID`: stop trusting a client.
+
+use rpc::trust_proto::RemoveClientRequest;
+
+use crate::commands::Context;
+use crate::error::Error;
+use crate::output;
+
+/// Arguments of `multipass trust remove`.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Stop trusting a client. Its next request is refused; nothing else changes. \
+                  ID is a client's name or the start of its fingerprint (at least 4 hex digits, \
+                  as `multipass trust list` shows them); an ID that matches more than one client \
+                  removes nothing. Removing the last trusted client restricts the socket to \
+                  administrators again."
+)]
+pub struct Args {
+    /// The client's name, or a prefix of its fingerprint
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
+/// Run `multipass trust remove`.
+pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    let mut client = ctx.connect_trust().await?;
+    let reply = client
+        .remove_client(RemoveClientRequest { id: args.id })
+        .await?
+        .into_inner();
+    let removed = reply.removed.unwrap_or_default();
+    let who = if removed.name.is_empty() {
+        String::new()
+    } else {
+        format!("'{}' ", removed.name)
+    };
+    let short = removed
+        .fingerprint
+        .get(..16)
+        .unwrap_or(&removed.fingerprint);
+    let mut text = format!("Removed {who}({short}).");
+    if removed.is_caller {
+        text.push_str(" This was the client you used: it is no longer trusted.");
+    }
+    text.push_str(&match reply.remaining {
+        0 => " No client is trusted now: only administrators can reach the service until one \
+               of them connects."
+            .to_string(),
+        1 => " 1 client is still trusted.".to_string(),
+        n => format!(" {n} clients are still trusted."),
+    });
+    output::print_line(&text)
+}

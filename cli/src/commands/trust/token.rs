@@ -1,0 +1,261 @@
+//! `multipass trust token create|list|revoke`: one-time enrollment tokens.
+
+use clap::Subcommand;
+use rpc::trust_proto::{
+    CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenInfo, TokenStatus,
+};
+use serde_json::{json, Value};
+
+use super::records::{Column, Records};
+use crate::commands::list::Format;
+use crate::commands::Context;
+use crate::error::Error;
+use crate::output;
+
+/// Arguments of `multipass trust token`.
+#[derive(Debug, clap::Args)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a one-time enrollment token and print it (it is shown only this once)
+    #[command(
+        long_about = "Create a one-time enrollment token and print it on stdout. It is shown only \
+                      this once: the service keeps only its hash. A new user redeems it with \
+                      `multipass authenticate` (typing it at the prompt, or as the argument); \
+                      their client is then trusted under the token's name. The token works once, \
+                      until it expires or is revoked."
+    )]
+    Create(CreateArgs),
+    /// List enrollment tokens and whether they are still usable
+    List(ListArgs),
+    /// Revoke an enrollment token so that nobody can use it
+    Revoke(RevokeArgs),
+}
+
+/// Arguments of `multipass trust token create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The token's name, which the enrolled client will be trusted under [default: generated]
+    #[arg(long)]
+    name: Option<String>,
+    /// How long the token works: e.g. 90s, 15m, 2h, 1d, 1h30m (at most 30 days) [default: 15m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    expires: Option<u64>,
+}
+
+/// Arguments of `multipass trust token list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Arguments of `multipass trust token revoke`.
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// The token's name
+    #[arg(value_name = "NAME")]
+    name: String,
+}
+
+impl Args {
+    /// The command's name in messages.
+    pub fn name(&self) -> &'static str {
+        match self.command {
+            TokenCommand::Create(_) => "trust token create",
+            TokenCommand::List(_) => "trust token list",
+            TokenCommand::Revoke(_) => "trust token revoke",
+        }
+    }
+}
+
+/// Run `multipass trust token ...`.
+pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    let mut client = ctx.connect_trust().await?;
+    match args.command {
+        TokenCommand::Create(args) => {
+            let reply = client
+                .create_token(CreateTokenRequest {
+                    name: args.name.unwrap_or_default(),
+                    expires_in_seconds: args.expires.unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            let info = reply.info.unwrap_or_default();
+            // The token alone on stdout, for scripts; the explanation on stderr.
+            eprintln!(
+                "Enrollment token '{}' created. It works once, until {}. The new user runs \
+                 `multipass authenticate` and enters it.",
+                info.name, info.expires
+            );
+            output::print_line(&reply.token)
+        }
+        TokenCommand::List(args) => {
+            let reply = client.list_tokens(ListTokensRequest {}).await?.into_inner();
+            output::print(&render(&reply.tokens, args.format))
+        }
+        TokenCommand::Revoke(args) => {
+            let reply = client
+                .revoke_token(RevokeTokenRequest { name: args.name })
+                .await?
+                .into_inner();
+            let name = reply.info.map(|i| i.name).unwrap_or_default();
+            output::print_line(&format!(
+                "Revoked enrollment token '{name}': it can no longer be used."
+            ))
+        }
+    }
+}
+
+/// Parse a duration such as `90s`, `15m`, `2h`, `1d` or `1h30m` into seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    const SHAPE: &str = "expected a duration such as 90s, 15m, 2h, 1d or 1h30m";
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut parts = 0;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(SHAPE.into()),
+        };
+        let n: u64 = digits.parse().map_err(|_| SHAPE.to_string())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or("the duration is too long")?;
+        parts += 1;
+    }
+    if parts == 0 || !digits.is_empty() {
+        return Err(SHAPE.into());
+    }
+    if total == 0 {
+        return Err("the duration must be longer than zero".into());
+    }
+    Ok(total)
+}
+
+const COLUMNS: [Column; 6] = [
+    Column::new("Name", "name"),
+    Column::new("Status", "status"),
+    Column::new("Created", "created"),
+    Column::new("Expires", "expires"),
+    Column::new("Created by", "created_by_user"),
+    Column {
+        header: "Creator UID",
+        key: "created_by_uid",
+        table_chars: None,
+        in_table: false,
+    },
+];
+
+fn status_word(status: i32) -> &'static str {
+    match TokenStatus::try_from(status) {
+        Ok(TokenStatus::Active) => "active",
+        Ok(TokenStatus::Expired) => "expired",
+        Ok(TokenStatus::Used) => "used",
+        Ok(TokenStatus::Revoked) => "revoked",
+        Ok(TokenStatus::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// The whole output for `tokens` in `format`.
+pub fn render(tokens: &[TokenInfo], format: Format) -> String {
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            let creator = match (&t.created_by_user, t.created_by_uid) {
+                (user, _) if !user.is_empty() => json!(user),
+                (_, Some(uid)) if format == Format::Table => json!(format!("uid {uid}")),
+                _ => Value::Null,
+            };
+            vec![
+                json!(t.name),
+                json!(status_word(t.status)),
+                json!(t.created),
+                json!(t.expires),
+                creator,
+                t.created_by_uid.map_or(Value::Null, |u| json!(u)),
+            ]
+        })
+        .collect();
+    Records {
+        columns: &COLUMNS,
+        rows,
+        root: "tokens",
+        empty: "No enrollment tokens.",
+    }
+    .render(format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::tests::parse;
+    use crate::commands::Command;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        for bad in ["", "15", "m", "1x", "1.5h", "-1m", "0s", "1h30"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn create_options() {
+        let Command::Trust(args) = parse(&[
+            "trust",
+            "token",
+            "create",
+            "--name",
+            "bob",
+            "--expires",
+            "1h",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not trust");
+        };
+        let text = format!("{args:?}");
+        assert!(text.contains("\"bob\"") && text.contains("3600"), "{text}");
+        assert!(parse(&["trust", "token", "create", "--expires", "soon"]).is_err());
+    }
+
+    #[test]
+    fn table_of_tokens() {
+        let tokens = [TokenInfo {
+            name: "bob".into(),
+            status: TokenStatus::Active as i32,
+            created: "2026-01-01T00:00:00Z".into(),
+            expires: "2026-01-01T00:15:00Z".into(),
+            created_by_uid: Some(0),
+            created_by_user: "root".into(),
+        }];
+        assert_eq!(
+            render(&tokens, Format::Table),
+            "Name  Status  Created               Expires               Created by\n\
+             bob   active  2026-01-01T00:00:00Z  2026-01-01T00:15:00Z  root\n"
+        );
+        assert_eq!(render(&[], Format::Table), "No enrollment tokens.\n");
+    }
+}

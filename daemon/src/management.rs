@@ -1,0 +1,383 @@
+//! The `multipass.trust.Trust` service: trust management that Multipass lacks. Listing and
+//! removing trusted clients, creating, listing and revoking one-time enrollment tokens.
+//!
+//! Every method passes the same gate as `multipass.Rpc` (trusted clients only). Every change is
+//! an audit event (`target: "audit"`), and a token appears in exactly one place: the reply to the
+//! request that created it. Redeeming a token is not here but in `authenticate`
+//! (`service::redeem`), so stock Multipass clients can redeem one.
+
+use std::sync::Arc;
+
+use rpc::trust_proto::trust_server::Trust;
+use rpc::trust_proto::{
+    CreateTokenReply, CreateTokenRequest, Enrolment as WireEnrolment, ListClientsReply,
+    ListClientsRequest, ListTokensReply, ListTokensRequest, RemoveClientReply, RemoveClientRequest,
+    RevokeTokenReply, RevokeTokenRequest, TokenInfo, TokenStatus as WireTokenStatus, TrustedClient,
+};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+use tonic::{Request, Response, Status};
+use trust::seen::LastSeen;
+use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LIFETIME};
+use trust::{Bundle, Enrolment, Entry, Fingerprint, VerifiedClient};
+
+use crate::error::Error;
+use crate::gate::Gate;
+use crate::service::peer_of;
+use crate::socket::Access;
+use trust::access as admin;
+
+/// Fewest hex digits accepted as a fingerprint prefix: shorter ones match by accident.
+pub const MIN_PREFIX: usize = 4;
+
+/// Hex digits of a fingerprint shown to identify a client among others.
+const SHORT_FINGERPRINT: usize = 16;
+
+/// Shared state of the trust-management requests.
+#[derive(Debug)]
+pub struct Management {
+    gate: Arc<Gate>,
+    tokens: Arc<TokenStore>,
+    seen: Arc<LastSeen>,
+}
+
+impl Management {
+    /// Management of `gate`'s store, of `tokens`, showing times from `seen`.
+    pub fn new(gate: Arc<Gate>, tokens: Arc<TokenStore>, seen: Arc<LastSeen>) -> Management {
+        Management { gate, tokens, seen }
+    }
+
+    /// Run `work` on the token file off the async threads.
+    async fn on_tokens<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&TokenStore) -> Result<T, TokenError> + Send + 'static,
+    ) -> Result<T, Error> {
+        let tokens = self.tokens.clone();
+        Ok(tokio::task::spawn_blocking(move || work(&tokens)).await??)
+    }
+
+    fn describe(&self, entry: &Entry, caller: &VerifiedClient) -> TrustedClient {
+        let meta = &entry.metadata;
+        TrustedClient {
+            fingerprint: entry.fingerprint.to_hex(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid,
+            user: meta.user.clone().unwrap_or_default(),
+            how: wire_enrolment(entry.enrolment()) as i32,
+            when: meta.when.clone().unwrap_or_default(),
+            last_seen: self
+                .seen
+                .get(&entry.fingerprint)
+                .map(rfc3339)
+                .unwrap_or_default(),
+            is_caller: entry.fingerprint == caller.fingerprint(),
+        }
+    }
+}
+
+/// Note that `client` was admitted now; when the file is a minute behind, write it off the
+/// request path.
+pub fn note_seen(seen: Option<&Arc<LastSeen>>, client: &VerifiedClient) {
+    let Some(seen) = seen else { return };
+    if seen.record(client.fingerprint(), OffsetDateTime::now_utc()) {
+        let seen = seen.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = seen.persist() {
+                tracing::warn!(error = %e, "cannot write the last-seen times");
+            }
+        });
+    }
+}
+
+/// The one entry `id` designates: by name (exactly), or by fingerprint prefix (at least
+/// [`MIN_PREFIX`] hex digits, any case). An id matching several entries, in either way, is refused
+/// rather than guessed at.
+pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
+    let id = id.trim();
+    let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let prefix = (hex && id.len() >= MIN_PREFIX).then(|| id.to_ascii_lowercase());
+    let matches: Vec<&Entry> = bundle
+        .iter()
+        .filter(|e| {
+            e.metadata.name.as_deref() == Some(id)
+                || prefix
+                    .as_deref()
+                    .is_some_and(|p| e.fingerprint.to_hex().starts_with(p))
+        })
+        .collect();
+    match matches[..] {
+        [one] => Ok(one.fingerprint),
+        [] if hex && prefix.is_none() => Err(Error::ClientIdTooShort(id.to_string())),
+        [] => Err(Error::NoSuchClient(id.to_string())),
+        _ => Err(Error::AmbiguousClient {
+            id: id.to_string(),
+            candidates: matches
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} ({})",
+                        &e.fingerprint.to_hex()[..SHORT_FINGERPRINT],
+                        e.metadata.name.as_deref().unwrap_or("no name")
+                    )
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn wire_enrolment(how: Enrolment) -> WireEnrolment {
+    match how {
+        Enrolment::FirstClient => WireEnrolment::FirstClient,
+        Enrolment::Passphrase => WireEnrolment::Passphrase,
+        Enrolment::Token => WireEnrolment::Token,
+        Enrolment::Admin => WireEnrolment::Admin,
+        Enrolment::ByHand => WireEnrolment::ByHand,
+    }
+}
+
+fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
+    let status = match record.status(now) {
+        TokenStatus::Active => WireTokenStatus::Active,
+        TokenStatus::Expired => WireTokenStatus::Expired,
+        TokenStatus::Used => WireTokenStatus::Used,
+        TokenStatus::Revoked => WireTokenStatus::Revoked,
+    };
+    TokenInfo {
+        name: record.name.clone(),
+        status: status as i32,
+        created: rfc3339(record.created),
+        expires: rfc3339(record.expires),
+        created_by_uid: record.created_by,
+        created_by_user: record
+            .created_by
+            .and_then(admin::user_name)
+            .unwrap_or_default(),
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl Trust for Management {
+    async fn list_clients(
+        &self,
+        request: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsReply>, Status> {
+        let peer = peer_of(&request);
+        let caller = self.gate.admit(&peer).await?;
+        let bundle = self.gate.store().current().map_err(Error::from)?;
+        let clients = bundle.iter().map(|e| self.describe(e, &caller)).collect();
+        Ok(Response::new(ListClientsReply { clients }))
+    }
+
+    async fn remove_client(
+        &self,
+        request: Request<RemoveClientRequest>,
+    ) -> Result<Response<RemoveClientReply>, Status> {
+        let peer = peer_of(&request);
+        let caller = self.gate.admit(&peer).await?;
+        let id = request.into_inner().id;
+        let store = self.gate.store().clone();
+        // Resolved against the file as it is under the lock, so the id means what it means now.
+        let (removed, remaining) = tokio::task::spawn_blocking(move || {
+            let mut refusal = None;
+            let removed = store.modify(|bundle| match resolve(bundle, &id) {
+                Ok(fingerprint) => {
+                    refusal = None;
+                    bundle.remove(&fingerprint).map(|e| (e, bundle.len()))
+                }
+                Err(e) => {
+                    refusal = Some(e);
+                    None
+                }
+            })?;
+            removed.ok_or_else(|| refusal.unwrap_or(Error::Internal))
+        })
+        .await
+        .map_err(Error::from)??;
+        let described = self.describe(&removed, &caller);
+        let seen = self.seen.clone();
+        let fingerprint = removed.fingerprint;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = seen.forget(&fingerprint) {
+                tracing::warn!(error = %e, "cannot write the last-seen times");
+            }
+        });
+        let uid = peer.credentials.map(|c| c.uid);
+        tracing::info!(
+            target: "audit",
+            event = "removed",
+            fingerprint = %removed.fingerprint,
+            name = removed.metadata.name.as_deref(),
+            how = removed.enrolment().as_str(),
+            by_uid = uid,
+            by_user = uid.and_then(admin::user_name),
+            remaining,
+            "stopped trusting a client"
+        );
+        if remaining == 0 {
+            // Nobody is trusted: only administrators may reach the socket again (SPEC 5).
+            self.gate.socket_policy().apply(Access::Restricted).await;
+        }
+        Ok(Response::new(RemoveClientReply {
+            removed: Some(described),
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenReply>, Status> {
+        let peer = peer_of(&request);
+        self.gate.admit(&peer).await?;
+        let message = request.into_inner();
+        let lifetime = match message.expires_in_seconds {
+            0 => DEFAULT_LIFETIME,
+            secs => Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)),
+        };
+        let uid = peer.credentials.map(|c| c.uid);
+        let now = OffsetDateTime::now_utc();
+        let (token, record) = self
+            .on_tokens(move |tokens| {
+                let name = Some(message.name.as_str()).filter(|n| !n.is_empty());
+                tokens.create(name, lifetime, uid, now)
+            })
+            .await?;
+        tracing::info!(
+            target: "audit",
+            event = "token-created",
+            token_name = %record.name,
+            expires = %rfc3339(record.expires),
+            by_uid = uid,
+            by_user = uid.and_then(admin::user_name),
+            "created an enrollment token"
+        );
+        Ok(Response::new(CreateTokenReply {
+            token: token.expose().to_string(),
+            info: Some(token_info(&record, now)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensReply>, Status> {
+        let peer = peer_of(&request);
+        self.gate.admit(&peer).await?;
+        let records = self.on_tokens(|tokens| tokens.list()).await?;
+        let now = OffsetDateTime::now_utc();
+        Ok(Response::new(ListTokensReply {
+            tokens: records.iter().map(|r| token_info(r, now)).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenReply>, Status> {
+        let peer = peer_of(&request);
+        self.gate.admit(&peer).await?;
+        let name = request.into_inner().name;
+        let now = OffsetDateTime::now_utc();
+        let record = self
+            .on_tokens(move |tokens| tokens.revoke(&name, now))
+            .await?;
+        let uid = peer.credentials.map(|c| c.uid);
+        tracing::info!(
+            target: "audit",
+            event = "token-revoked",
+            token_name = %record.name,
+            by_uid = uid,
+            by_user = uid.and_then(admin::user_name),
+            "revoked an enrollment token"
+        );
+        Ok(Response::new(RevokeTokenReply {
+            info: Some(token_info(&record, now)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::CertificateDer;
+    use trust::Metadata;
+
+    fn entry(der: &[u8], name: Option<&str>) -> Entry {
+        Entry::new(
+            CertificateDer::from(der.to_vec()),
+            Metadata {
+                name: name.map(str::to_string),
+                ..Metadata::default()
+            },
+        )
+    }
+
+    /// Two byte strings whose fingerprints share their first `digits` hex digits.
+    fn colliding(digits: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut seen = std::collections::HashMap::new();
+        for i in 0u32.. {
+            let der = i.to_le_bytes().to_vec();
+            let prefix = Fingerprint::of(&der).to_hex()[..digits].to_string();
+            if let Some(other) = seen.insert(prefix, der.clone()) {
+                return (other, der);
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn resolves_by_name_and_by_prefix() {
+        let mut bundle = Bundle::default();
+        bundle.insert(entry(b"a", Some("alice")));
+        bundle.insert(entry(b"b", None));
+        let b = Fingerprint::of(b"b");
+        assert_eq!(resolve(&bundle, "alice").unwrap(), Fingerprint::of(b"a"));
+        assert_eq!(resolve(&bundle, &b.to_hex()[..8]).unwrap(), b);
+        assert_eq!(resolve(&bundle, &b.to_hex().to_uppercase()).unwrap(), b);
+        assert!(matches!(
+            resolve(&bundle, "nobody"),
+            Err(Error::NoSuchClient(_))
+        ));
+        assert!(matches!(
+            resolve(&bundle, &b.to_hex()[..3]),
+            Err(Error::ClientIdTooShort(_))
+        ));
+    }
+
+    #[test]
+    fn an_ambiguous_prefix_or_name_is_refused() {
+        let (x, y) = colliding(MIN_PREFIX);
+        let mut bundle = Bundle::default();
+        bundle.insert(entry(&x, Some("x")));
+        bundle.insert(entry(&y, Some("y")));
+        let prefix = &Fingerprint::of(&x).to_hex()[..MIN_PREFIX];
+        match resolve(&bundle, prefix) {
+            Err(Error::AmbiguousClient { candidates, .. }) => {
+                assert_eq!(candidates.len(), 2);
+                assert!(
+                    candidates.iter().any(|c| c.ends_with("(x)")),
+                    "{candidates:?}"
+                );
+            }
+            other => panic!("expected ambiguity, got {other:?}"),
+        }
+        // A longer prefix picks one.
+        let longer = &Fingerprint::of(&x).to_hex()[..32];
+        assert_eq!(resolve(&bundle, longer).unwrap(), Fingerprint::of(&x));
+
+        let mut twins = Bundle::default();
+        twins.insert(entry(b"1", Some("same")));
+        twins.insert(entry(b"2", Some("same")));
+        assert!(matches!(
+            resolve(&twins, "same"),
+            Err(Error::AmbiguousClient { .. })
+        ));
+    }
+}

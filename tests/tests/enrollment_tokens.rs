@@ -1,0 +1,250 @@
+//! Issue 6, must-show 3: a one-time enrollment token enrolls exactly one client; a second
+//! redemption, an expired token, a revoked one and one that never existed fail with clear messages;
+//! wrong tokens count against the same rate limit as wrong passphrases; a stock-protocol client
+//! (Python grpcio) can redeem a token. Must-show 4 for tokens: every step is an audit event, and
+//! neither a token nor its hash reaches a log or any output but the one that creates it.
+
+use std::time::Duration;
+
+use multipass_system_tests::python::{step, PythonClient};
+use multipass_system_tests::{
+    assert_secret_absent, audit_events, mode_owner, require_root, sha256_hex, token_in, CliOutput,
+    Daemon, Group, TestDir, User, TOKEN_PREFIX,
+};
+use serde_json::Value;
+
+/// `multipass trust token create args...` as `admin`; the token it printed.
+fn create_token(daemon: &Daemon, admin: &User, args: &[&str]) -> String {
+    let mut all = vec!["trust", "token", "create"];
+    all.extend_from_slice(args);
+    let out = daemon.run_as(admin, &all, None);
+    out.assert_code(0, "`trust token create`");
+    let token = token_in(&out.stdout).unwrap_or_else(|| panic!("no token printed\n{out}"));
+    assert_eq!(
+        out.stdout_trimmed(),
+        token,
+        "stdout should be the token alone\n{out}"
+    );
+    token
+}
+
+#[test]
+fn enrollment_tokens() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let python = PythonClient::prepare(&dir);
+    let admins = Group::create_admin();
+    let a = User::create(&dir, Some(&admins));
+    let b = User::create(&dir, None);
+    let c = User::create(&dir, None);
+    let d = User::create(&dir, None);
+    let e = User::create(&dir, None);
+    let f = User::create(&dir, None);
+    let daemon = Daemon::start(&dir, &admins);
+    let mut outputs: Vec<CliOutput> = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
+
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "A `list` (first client)");
+
+    // One token, one client.
+    let first = create_token(&daemon, &a, &["--name", "bob-laptop", "--expires", "1h"]);
+    tokens.push(first.clone());
+    let stored = std::fs::read_to_string(daemon.tokens_path()).expect("read the token file");
+    assert!(
+        !stored.contains(&first),
+        "the token file holds the token itself"
+    );
+    assert!(
+        stored.contains(&sha256_hex(first.as_bytes())),
+        "the token file holds its hash"
+    );
+    assert_eq!(
+        mode_owner(&daemon.tokens_path()).unwrap().0,
+        0o600,
+        "token file mode"
+    );
+
+    let out = daemon.run_as(&b, &["authenticate"], Some(&format!("{first}\n")));
+    out.assert_code(0, "B `authenticate` with the token");
+    assert_eq!(
+        out.stdout_after_prompt(),
+        "This client is trusted as 'bob-laptop'.",
+        "{out}"
+    );
+    outputs.push(out);
+    daemon
+        .run_as(&b, &["list"], None)
+        .assert_code(0, "B `list` after redeeming the token");
+    let out = daemon.run_as(&c, &["authenticate"], Some(&format!("{first}\n")));
+    out.assert_failure(
+        2,
+        "authenticate failed: This enrollment token has already been used. Please ask an \
+         administrator for a new one.",
+        "C `authenticate` with the used token",
+    );
+    outputs.push(out);
+    daemon
+        .run_as(&c, &["list"], None)
+        .assert_not_authenticated("list", "C `list` after the refused token");
+    let store = daemon.store_certs();
+    assert_eq!(store.len(), 2, "exactly A and B are trusted");
+    assert!(store.contains(&b.cert_der()) && !store.contains(&c.cert_der()));
+
+    // Expired (the token given as the argument, as `multipass authenticate TOKEN`).
+    let short = create_token(&daemon, &a, &["--name", "short-lived", "--expires", "2s"]);
+    tokens.push(short.clone());
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = daemon.run_as(&c, &["authenticate", &short], None);
+    out.assert_failure(
+        2,
+        "authenticate failed: This enrollment token has expired. Please ask an administrator \
+         for a new one.",
+        "C `authenticate` with an expired token",
+    );
+    outputs.push(out);
+
+    // Revoked.
+    let revoked = create_token(&daemon, &a, &["--name", "changed-my-mind"]);
+    tokens.push(revoked.clone());
+    let out = daemon.run_as(&a, &["trust", "token", "revoke", "changed-my-mind"], None);
+    out.assert_code(0, "A `trust token revoke`");
+    outputs.push(out);
+    let out = daemon.run_as(&c, &["authenticate"], Some(&format!("{revoked}\n")));
+    out.assert_failure(
+        2,
+        "authenticate failed: This enrollment token has been revoked. Please ask an \
+         administrator for a new one.",
+        "C `authenticate` with a revoked token",
+    );
+    outputs.push(out);
+    let out = daemon.run_as(&a, &["trust", "token", "revoke", "no-such-token"], None);
+    out.assert_failure(
+        2,
+        "trust token revoke failed: There is no enrollment token named 'no-such-token'.",
+        "revoking a token that does not exist",
+    );
+
+    // The list tells them apart.
+    let out = daemon.run_as(&a, &["trust", "token", "list", "--format", "json"], None);
+    out.assert_code(0, "A `trust token list --format json`");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let status = |name: &str| {
+        json["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("token {name} not listed\n{out}"))
+    };
+    assert_eq!(status("bob-laptop"), "used");
+    assert_eq!(status("short-lived"), "expired");
+    assert_eq!(status("changed-my-mind"), "revoked");
+    outputs.push(out);
+    let out = daemon.run_as(&a, &["trust", "token", "list"], None);
+    out.assert_code(0, "A `trust token list`");
+    assert!(out.stdout.starts_with("Name"), "{out}");
+    outputs.push(out);
+
+    // Wrong tokens and wrong passphrases share one limiter: three free failures, then a wait.
+    let never = format!("{TOKEN_PREFIX}{}", "0".repeat(40));
+    for attempt in 1..=4 {
+        let out = daemon.run_as(&d, &["authenticate"], Some(&format!("{never}\n")));
+        out.assert_failure(
+            2,
+            "authenticate failed: The enrollment token is not valid. Please check it, or ask an \
+             administrator for a new one.",
+            &format!("D `authenticate` with an unknown token, attempt {attempt}"),
+        );
+    }
+    let out = daemon.run_as(&d, &["authenticate"], Some("a-wrong-passphrase\n"));
+    out.assert_code(2, "D `authenticate` right after four failures");
+    assert!(
+        out.stderr
+            .contains("Too many failed authentication attempts"),
+        "wrong tokens should count against the passphrase limiter\n{out}"
+    );
+
+    // A passphrase cannot take the shape of a token.
+    let out = daemon.run_as(
+        &a,
+        &["set", "local.passphrase"],
+        Some(&format!("{never}\n{never}\n")),
+    );
+    out.assert_code(2, "a token-shaped passphrase");
+    assert!(out.stderr.contains("shape of an enrollment token"), "{out}");
+
+    // A stock-protocol client (Python grpcio) redeems a token.
+    daemon.ensure_client_cert(&f, &["version"], None);
+    let for_python = create_token(&daemon, &a, &["--name", "py-client"]);
+    tokens.push(for_python.clone());
+    let out = python.run(&f, &daemon, &for_python);
+    assert!(
+        step(&out, "LIST1").starts_with("LIST1 UNAUTHENTICATED "),
+        "grpcio before redeeming\n{out}"
+    );
+    let auth = step(&out, "AUTH");
+    assert!(
+        auth.starts_with("AUTH OK ") && auth.contains("This client is trusted as 'py-client'."),
+        "grpcio `authenticate` with a token: {auth}"
+    );
+    assert!(
+        step(&out, "LIST2").starts_with("LIST2 OK "),
+        "grpcio after redeeming\n{out}"
+    );
+    outputs.push(out);
+    daemon
+        .run_as(&f, &["list"], None)
+        .assert_code(0, "F (CLI, same certificate) after redeeming with grpcio");
+    // E never got a token: still out.
+    daemon
+        .run_as(&e, &["list"], None)
+        .assert_not_authenticated("list", "E, who redeemed nothing");
+
+    // Audit: creation, redemption, revocation and every refusal, with its reason.
+    let log = daemon.log();
+    assert_eq!(audit_events(&log, "token-created").len(), 4, "{log}");
+    let redeemed = audit_events(&log, "token-redeemed");
+    assert_eq!(redeemed.len(), 2, "{redeemed:?}");
+    assert!(redeemed.iter().any(|l| l.contains("token_name=bob-laptop")));
+    assert!(redeemed.iter().any(|l| l.contains("token_name=py-client")));
+    let revoked_events = audit_events(&log, "token-revoked");
+    assert!(
+        revoked_events.len() == 1 && revoked_events[0].contains("token_name=changed-my-mind"),
+        "{revoked_events:?}"
+    );
+    let refused = audit_events(&log, "refused");
+    for reason in [
+        "token-used",
+        "token-expired",
+        "token-revoked",
+        "token-unknown",
+        "rate-limited",
+    ] {
+        assert!(
+            refused
+                .iter()
+                .any(|l| l.contains(&format!("reason=\"{reason}\""))),
+            "no refusal audited with reason {reason}:\n{}",
+            refused.join("\n")
+        );
+    }
+    assert!(
+        audit_events(&log, "trusted")
+            .iter()
+            .filter(|l| l.contains("how=\"token\""))
+            .count()
+            == 2,
+        "two clients trusted by token"
+    );
+
+    let outs: Vec<&CliOutput> = outputs.iter().collect();
+    for token in &tokens {
+        assert_secret_absent(token, "a token", &log, &outs);
+        assert_secret_absent(&sha256_hex(token.as_bytes()), "a token's hash", &log, &outs);
+    }
+}

@@ -1,0 +1,192 @@
+//! Issue 6, must-show 1: `multipass trust list` shows each way a client came to be trusted (first
+//! client, passphrase, token, admin via the helper, added by hand) with the right metadata, in
+//! every output format; the changes are audit events, and no secret reaches a log or an output.
+
+use multipass_system_tests::{
+    assert_secret_absent, audit_events, require_root, sha256_hex, token_in, CliOutput, Daemon,
+    Group, TestDir, User,
+};
+use serde_json::Value;
+
+const PASSPHRASE: &str = "list-every-path-pass";
+/// What the privileged helper writes before a certificate it trusts (issue "admin via helper").
+const ADMIN_METADATA: &str =
+    "name: ops-laptop\nuid: 0\nuser: root\nhow: admin\nwhen: 2026-01-01T00:00:00Z\n";
+
+fn client<'a>(clients: &'a [Value], user: &User) -> &'a Value {
+    let fingerprint = sha256_hex(&user.cert_der());
+    clients
+        .iter()
+        .find(|c| c["fingerprint"] == fingerprint.as_str())
+        .unwrap_or_else(|| panic!("{} ({fingerprint}) is not listed: {clients:?}", user.name))
+}
+
+#[test]
+fn trust_list_shows_every_enrolment() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let a = User::create(&dir, Some(&admins));
+    let b = User::create(&dir, None);
+    let c = User::create(&dir, None);
+    let d = User::create(&dir, None);
+    let e = User::create(&dir, None);
+    let daemon = Daemon::start(&dir, &admins);
+    let mut outputs: Vec<CliOutput> = Vec::new();
+
+    // First client: A, an administrator.
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "A `list` (first client)");
+    // Passphrase: B.
+    outputs.push(daemon.set_passphrase(&a, PASSPHRASE));
+    let out = daemon.run_as(&b, &["authenticate"], Some(&format!("{PASSPHRASE}\n")));
+    out.assert_code(0, "B `authenticate` with the passphrase");
+    assert_eq!(
+        out.stdout_after_prompt(),
+        format!("This client is trusted as '{}'.", b.name),
+        "authenticate should say which name B is trusted under\n{out}"
+    );
+    outputs.push(out);
+    // Token: C, under the token's name.
+    let created = daemon.run_as(
+        &a,
+        &["trust", "token", "create", "--name", "carol-laptop"],
+        None,
+    );
+    created.assert_code(0, "A `trust token create`");
+    let token = token_in(&created.stdout).unwrap_or_else(|| panic!("no token\n{created}"));
+    let out = daemon.run_as(&c, &["authenticate"], Some(&format!("{token}\n")));
+    out.assert_code(0, "C `authenticate` with the token");
+    assert_eq!(
+        out.stdout_after_prompt(),
+        "This client is trusted as 'carol-laptop'.",
+        "{out}"
+    );
+    outputs.push(out);
+    // By hand: D. Admin via the helper: E (metadata written as the helper writes it).
+    daemon.ensure_client_cert(&d, &["version"], None);
+    daemon.ensure_client_cert(&e, &["version"], None);
+    daemon.append_to_store_by_hand(&d);
+    daemon.append_to_store_with_metadata(&e, ADMIN_METADATA);
+    // Everybody but E makes a gated request, so has a last-seen time.
+    for (user, who) in [(&a, "A"), (&b, "B"), (&c, "C"), (&d, "D")] {
+        daemon
+            .run_as(user, &["list"], None)
+            .assert_code(0, &format!("{who} `list` once trusted"));
+    }
+
+    let out = daemon.run_as(&a, &["trust", "list", "--format", "json"], None);
+    out.assert_code(0, "A `trust list --format json`");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    let clients = json["clients"].as_array().expect("a list of clients");
+    assert_eq!(clients.len(), 5, "five trusted clients\n{out}");
+    outputs.push(out);
+
+    for (user, how, name) in [
+        (&a, "first-client", a.name.as_str()),
+        (&b, "passphrase", b.name.as_str()),
+        (&c, "token", "carol-laptop"),
+    ] {
+        let entry = client(clients, user);
+        assert_eq!(entry["how"], how, "{entry}");
+        assert_eq!(entry["name"], name, "{entry}");
+        assert_eq!(entry["user"], user.name.as_str(), "{entry}");
+        assert_eq!(entry["uid"], user.uid, "{entry}");
+        assert!(
+            entry["when"].as_str().is_some_and(|w| w.starts_with("20")),
+            "enrolment time: {entry}"
+        );
+        assert!(entry["last_seen"].is_string(), "last seen: {entry}");
+    }
+    let by_hand = client(clients, &d);
+    assert_eq!(by_hand["how"], "by-hand", "{by_hand}");
+    for key in ["name", "uid", "user", "when"] {
+        assert!(
+            by_hand[key].is_null(),
+            "{key} of a hand-added entry: {by_hand}"
+        );
+    }
+    assert!(by_hand["last_seen"].is_string(), "{by_hand}");
+    let admin = client(clients, &e);
+    assert_eq!(admin["how"], "admin", "{admin}");
+    assert_eq!(admin["name"], "ops-laptop", "{admin}");
+    assert_eq!(admin["uid"], 0, "{admin}");
+    assert_eq!(admin["user"], "root", "{admin}");
+    assert_eq!(admin["when"], "2026-01-01T00:00:00Z", "{admin}");
+    assert!(admin["last_seen"].is_null(), "E never connected: {admin}");
+    assert_eq!(client(clients, &a)["this_client"], true);
+    assert_eq!(client(clients, &b)["this_client"], false);
+
+    // The table: a header, one row per client, the asking client marked.
+    let out = daemon.run_as(&b, &["trust", "list"], None);
+    out.assert_code(0, "B `trust list`");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("Name")
+            && lines[0].contains("Fingerprint")
+            && lines[0].contains("How"),
+        "table header\n{out}"
+    );
+    assert_eq!(lines.len(), 7, "header, five rows, legend\n{out}");
+    for how in ["first-client", "passphrase", "token", "admin", "by-hand"] {
+        assert_eq!(
+            lines[1..6].iter().filter(|l| l.contains(how)).count(),
+            1,
+            "one row enrolled by {how}\n{out}"
+        );
+    }
+    let short = &sha256_hex(&b.cert_der())[..16];
+    let b_row = lines.iter().find(|l| l.contains(short)).expect("B's row");
+    assert!(b_row.starts_with(&format!("{} *", b.name)), "{b_row}");
+    outputs.push(out);
+
+    let out = daemon.run_as(&a, &["trust", "list", "--format", "csv"], None);
+    out.assert_code(0, "`trust list --format csv`");
+    assert_eq!(
+        out.stdout.lines().count(),
+        6,
+        "CSV header and five rows\n{out}"
+    );
+    assert!(out.stdout.contains(",admin,"), "{out}");
+    outputs.push(out);
+    let out = daemon.run_as(&a, &["trust", "list", "--format", "yaml"], None);
+    out.assert_code(0, "`trust list --format yaml`");
+    assert_eq!(out.stdout.matches("\n  - name: ").count(), 5, "{out}");
+    assert!(out.stdout.contains("how: \"by-hand\""), "{out}");
+    outputs.push(out);
+
+    // Audit: each enrolment by the daemon, the token's life, the passphrase change.
+    let log = daemon.log();
+    let trusted = audit_events(&log, "trusted");
+    for how in ["first-client", "passphrase", "token"] {
+        assert_eq!(
+            trusted
+                .iter()
+                .filter(|l| l.contains(&format!("how=\"{how}\"")))
+                .count(),
+            1,
+            "one `trusted` audit event for {how}:\n{}",
+            trusted.join("\n")
+        );
+    }
+    assert_eq!(audit_events(&log, "passphrase-set").len(), 1, "{log}");
+    let created_events = audit_events(&log, "token-created");
+    assert!(
+        created_events.len() == 1 && created_events[0].contains("token_name=carol-laptop"),
+        "{created_events:?}"
+    );
+    assert_eq!(audit_events(&log, "token-redeemed").len(), 1);
+
+    let token_hash = sha256_hex(token.as_bytes());
+    let outs: Vec<&CliOutput> = outputs.iter().collect();
+    assert_secret_absent(PASSPHRASE, "the passphrase", &log, &outs);
+    assert_secret_absent(&token, "the token", &log, &outs);
+    assert_secret_absent(&token_hash, "the token's hash", &log, &outs);
+    assert!(
+        !created.stderr.contains(&token),
+        "the token belongs on stdout only"
+    );
+}

@@ -1,0 +1,656 @@
+//! One-time enrollment tokens: a trusted client creates one, a new user redeems it once with
+//! `multipass authenticate TOKEN`, and it is gone. LXD's lesson: a reusable shared secret invites
+//! brute force and cannot be taken back from one person; a token enrolls exactly one client, expires
+//! soon, and can be revoked.
+//!
+//! A token is [`TOKEN_PREFIX`] followed by [`TOKEN_BYTES`] random bytes in hex. The fixed shape
+//! lets the daemon tell a token from a passphrase by looking at it, so a wrong token costs no
+//! Argon2 hash and a passphrase is never hashed twice.
+//!
+//! Only the SHA-256 of a token is stored: with 160 random bits there is nothing to brute-force, so
+//! a slow password hash would add cost without adding safety. Hashes are compared in constant
+//! time. The file (`DATA/enrollment-tokens`, 0600) is replaced atomically under its directory's
+//! lock, like every other file of the service. Used and revoked tokens stay in it as tombstones
+//! for [`TOMBSTONE_RETENTION`], so that a second redemption is told "already used" rather than
+//! "not valid".
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rand_core::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::fsutil::{self, DirLock, FileMode};
+
+/// What every token starts with.
+pub const TOKEN_PREFIX: &str = "mpt_";
+/// Random bytes in a token (160 bits).
+pub const TOKEN_BYTES: usize = 20;
+/// Lifetime of a token when none is asked for.
+pub const DEFAULT_LIFETIME: Duration = Duration::minutes(15);
+/// Longest lifetime a token may be given: a token is for enrolling someone now, not a standing
+/// credential.
+pub const MAX_LIFETIME: Duration = Duration::days(30);
+/// How long used, revoked and expired tokens are remembered.
+pub const TOMBSTONE_RETENTION: Duration = Duration::days(7);
+/// Records the file may hold, so a client cannot grow it without bound.
+pub const MAX_RECORDS: usize = 1000;
+/// Longest token name.
+pub const MAX_NAME_LEN: usize = 64;
+
+const HEADER: &str =
+    "# multipassd enrollment tokens: the SHA-256 of each token, never the token.\n\
+                      # name\tsha256\tcreated\texpires\tcreator-uid\tstate\tstate-changed\n";
+
+/// Whether `candidate` has the shape of a token (prefix and exactly the right number of lower-case
+/// hex digits). Anything else is treated as a passphrase.
+pub fn looks_like_token(candidate: &str) -> bool {
+    candidate.strip_prefix(TOKEN_PREFIX).is_some_and(|rest| {
+        rest.len() == TOKEN_BYTES * 2
+            && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// A new token in plain text. Exists only between creation and the reply that carries it to the
+/// administrator; `Debug` never shows it and the memory is wiped on drop.
+pub struct Token(Zeroizing<String>);
+
+impl Token {
+    fn generate() -> Token {
+        let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+        rand_core::OsRng.fill_bytes(bytes.as_mut());
+        Token(Zeroizing::new(format!(
+            "{TOKEN_PREFIX}{}",
+            hex::encode(bytes.as_ref())
+        )))
+    }
+
+    /// The token, to be shown once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// SHA-256 of a token: what the file holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TokenHash([u8; 32]);
+
+/// Not secret like the token, but there is no reason for it to reach a log either.
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+impl TokenHash {
+    fn of(token: &str) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    fn matches(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+/// What happened to a token, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Active,
+    Used,
+    Revoked,
+}
+
+impl Stored {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stored::Active => "active",
+            Stored::Used => "used",
+            Stored::Revoked => "revoked",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Stored> {
+        Some(match word {
+            "active" => Stored::Active,
+            "used" => Stored::Used,
+            "revoked" => Stored::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a token stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// Can be redeemed.
+    Active,
+    /// Its lifetime is over.
+    Expired,
+    /// Redeemed; it enrolled a client.
+    Used,
+    /// Revoked by an administrator.
+    Revoked,
+}
+
+impl TokenStatus {
+    /// The word shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Active => "active",
+            TokenStatus::Expired => "expired",
+            TokenStatus::Used => "used",
+            TokenStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// One token as the file records it (never the token itself).
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// Identifies the token for listing and revoking; the enrolled client's default name.
+    pub name: String,
+    hash: TokenHash,
+    /// When it was created.
+    pub created: OffsetDateTime,
+    /// When it stops working.
+    pub expires: OffsetDateTime,
+    /// Uid of the user whose client created it.
+    pub created_by: Option<u32>,
+    state: Stored,
+    state_changed: Option<OffsetDateTime>,
+}
+
+impl TokenRecord {
+    /// Where it stands at `now`.
+    pub fn status(&self, now: OffsetDateTime) -> TokenStatus {
+        match self.state {
+            Stored::Used => TokenStatus::Used,
+            Stored::Revoked => TokenStatus::Revoked,
+            Stored::Active if now >= self.expires => TokenStatus::Expired,
+            Stored::Active => TokenStatus::Active,
+        }
+    }
+
+    /// Whether it may be forgotten at `now`.
+    fn stale(&self, now: OffsetDateTime) -> bool {
+        let since = match self.state {
+            Stored::Active => self.expires,
+            Stored::Used | Stored::Revoked => self.state_changed.unwrap_or(self.expires),
+        };
+        now - since > TOMBSTONE_RETENTION
+    }
+
+    fn to_line(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            self.name,
+            hex::encode(self.hash.0),
+            rfc3339(self.created),
+            rfc3339(self.expires),
+            self.created_by
+                .map_or_else(|| "-".to_string(), |u| u.to_string()),
+            self.state.as_str(),
+            self.state_changed.map_or_else(|| "-".to_string(), rfc3339),
+        )
+    }
+
+    fn parse_line(line: &str) -> Option<TokenRecord> {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, hash, created, expires, creator, state, changed] = fields[..] else {
+            return None;
+        };
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(hash, &mut digest).ok()?;
+        let time = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
+        Some(TokenRecord {
+            name: validate_name(name).ok()?.to_string(),
+            hash: TokenHash(digest),
+            created: time(created)?,
+            expires: time(expires)?,
+            created_by: creator.parse().ok(),
+            state: Stored::parse(state)?,
+            state_changed: time(changed),
+        })
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Why a token operation was refused. Refusals read as sentences for the person at the client;
+/// [`TokenError::Storage`] is a failure of the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The name is empty, too long or has characters other than letters, digits and `._@+-`.
+    #[error("Invalid token name '{name}': {reason}.")]
+    InvalidName {
+        /// The name asked for (shown back; it is not a secret).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An active token already has this name.
+    #[error("An active enrollment token named '{0}' already exists. Please choose another name, or revoke it first.")]
+    NameTaken(String),
+    /// The lifetime asked for is zero or longer than [`MAX_LIFETIME`].
+    #[error("A token must expire after at least 1 second and at most {} days.", MAX_LIFETIME.whole_days())]
+    InvalidLifetime,
+    /// The file holds [`MAX_RECORDS`] tokens already.
+    #[error("There are too many enrollment tokens. Please revoke unused ones first.")]
+    TooMany,
+    /// Revoking a name no token has.
+    #[error("There is no enrollment token named '{0}'.")]
+    NoSuchToken(String),
+    /// Revoking a token that already enrolled a client.
+    #[error("The enrollment token '{0}' was already used; to undo that, remove the client it enrolled with `multipass trust remove`.")]
+    AlreadyUsed(String),
+    /// Redeeming a token that matches no record.
+    #[error("The enrollment token is not valid. Please check it, or ask an administrator for a new one.")]
+    Unknown,
+    /// Redeeming a token a second time.
+    #[error(
+        "This enrollment token has already been used. Please ask an administrator for a new one."
+    )]
+    Used,
+    /// Redeeming a token after its lifetime.
+    #[error("This enrollment token has expired. Please ask an administrator for a new one.")]
+    Expired,
+    /// Redeeming a revoked token.
+    #[error("This enrollment token has been revoked. Please ask an administrator for a new one.")]
+    Revoked,
+    /// Reading or writing the token file failed.
+    #[error(transparent)]
+    Storage(#[from] Error),
+}
+
+/// Check a token name: 1 to [`MAX_NAME_LEN`] characters of `A-Za-z0-9._@+-`, not starting with
+/// `-` (it would read as an option on the command line).
+pub fn validate_name(name: &str) -> Result<&str, TokenError> {
+    let invalid = |reason| TokenError::InvalidName {
+        name: name.chars().take(MAX_NAME_LEN + 1).collect(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid("it is longer than 64 characters"));
+    }
+    if name.starts_with('-') {
+        return Err(invalid("it starts with '-'"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'))
+    {
+        return Err(invalid(
+            "only letters, digits and the characters . _ @ + - are allowed",
+        ));
+    }
+    Ok(name)
+}
+
+/// The token file.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    path: PathBuf,
+    mode: FileMode,
+}
+
+impl TokenStore {
+    /// The file at `path`, written with `mode`. Nothing is read yet.
+    pub fn new(path: impl Into<PathBuf>, mode: FileMode) -> TokenStore {
+        TokenStore {
+            path: path.into(),
+            mode,
+        }
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every remembered token, oldest first.
+    pub fn list(&self) -> Result<Vec<TokenRecord>, TokenError> {
+        Ok(self.read()?)
+    }
+
+    /// Create a token named `name` (a random name when `None`) that works once, until
+    /// `now + lifetime`.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        lifetime: Duration,
+        created_by: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(Token, TokenRecord), TokenError> {
+        if lifetime <= Duration::ZERO || lifetime > MAX_LIFETIME {
+            return Err(TokenError::InvalidLifetime);
+        }
+        let name = match name {
+            Some(name) => validate_name(name)?.to_string(),
+            None => format!("token-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        };
+        self.modify(now, |records| {
+            if records
+                .iter()
+                .any(|r| r.name == name && r.status(now) == TokenStatus::Active)
+            {
+                return Err(TokenError::NameTaken(name.clone()));
+            }
+            // A tombstone of the same name gives way: names identify what is current.
+            records.retain(|r| r.name != name);
+            if records.len() >= MAX_RECORDS {
+                return Err(TokenError::TooMany);
+            }
+            let token = Token::generate();
+            let record = TokenRecord {
+                name: name.clone(),
+                hash: TokenHash::of(token.expose()),
+                created: now,
+                expires: now + lifetime,
+                created_by,
+                state: Stored::Active,
+                state_changed: None,
+            };
+            records.push(record.clone());
+            Ok((token, record))
+        })
+    }
+
+    /// Revoke the token named `name` so that it can no longer be redeemed.
+    pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<TokenRecord, TokenError> {
+        self.modify(now, |records| {
+            let record = records
+                .iter_mut()
+                .find(|r| r.name == name)
+                .ok_or_else(|| TokenError::NoSuchToken(name.to_string()))?;
+            match record.state {
+                Stored::Used => Err(TokenError::AlreadyUsed(name.to_string())),
+                Stored::Revoked => Ok(record.clone()),
+                Stored::Active => {
+                    record.state = Stored::Revoked;
+                    record.state_changed = Some(now);
+                    Ok(record.clone())
+                }
+            }
+        })
+    }
+
+    /// Redeem `token`: if it is active, mark it used (it is consumed before the caller trusts
+    /// anybody, so a failure afterwards costs a token, never enrolls two clients) and return its
+    /// record.
+    pub fn redeem(&self, token: &str, now: OffsetDateTime) -> Result<TokenRecord, TokenError> {
+        let hash = TokenHash::of(token);
+        self.modify(now, |records| {
+            // Every record is compared, so the time taken does not depend on where a match is.
+            let mut found = None;
+            for (i, record) in records.iter().enumerate() {
+                if record.hash.matches(&hash) {
+                    found = Some(i);
+                }
+            }
+            let record = &mut records[found.ok_or(TokenError::Unknown)?];
+            match record.status(now) {
+                TokenStatus::Active => {
+                    record.state = Stored::Used;
+                    record.state_changed = Some(now);
+                    Ok(record.clone())
+                }
+                TokenStatus::Used => Err(TokenError::Used),
+                TokenStatus::Expired => Err(TokenError::Expired),
+                TokenStatus::Revoked => Err(TokenError::Revoked),
+            }
+        })
+    }
+
+    /// Apply `change` to the records under the directory lock and write them back (pruned of
+    /// stale tombstones) if it succeeded. A refusal writes nothing.
+    fn modify<T>(
+        &self,
+        now: OffsetDateTime,
+        change: impl FnOnce(&mut Vec<TokenRecord>) -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
+        let mut records = self.read()?;
+        let result = change(&mut records)?;
+        records.retain(|r| !r.stale(now));
+        let mut text = String::from(HEADER);
+        for record in &records {
+            text.push_str(&record.to_line());
+        }
+        fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)?;
+        Ok(result)
+    }
+
+    fn read(&self) -> Result<Vec<TokenRecord>, Error> {
+        let Some(bytes) = fsutil::read_optional(&self.path)? else {
+            return Ok(Vec::new());
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut records = Vec::new();
+        let mut skipped = 0;
+        for line in text.lines() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match TokenRecord::parse_line(line) {
+                Some(record) => records.push(record),
+                None => skipped += 1,
+            }
+        }
+        if skipped > 0 {
+            // Fail closed: a line we cannot read is a token nobody can redeem.
+            tracing::warn!(
+                path = %self.path.display(),
+                skipped,
+                "enrollment token file holds lines that are not tokens; ignoring them"
+            );
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> TokenStore {
+        TokenStore::new(dir.join("enrollment-tokens"), FileMode::PRIVATE)
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn tokens_have_the_recognisable_shape() {
+        let token = Token::generate();
+        assert!(looks_like_token(token.expose()), "{}", token.expose());
+        assert_eq!(token.expose().len(), TOKEN_PREFIX.len() + 2 * TOKEN_BYTES);
+        assert_ne!(Token::generate().expose(), token.expose());
+        for not_a_token in [
+            "",
+            "passphrase",
+            "mpt_",
+            &format!("mpt_{}", "a".repeat(39)),
+            &format!("mpt_{}", "a".repeat(41)),
+            &format!("mpt_{}", "A".repeat(40)),
+            &format!("MPT_{}", "a".repeat(40)),
+            &format!("mpt_{}g", "a".repeat(39)),
+        ] {
+            assert!(!looks_like_token(not_a_token), "{not_a_token}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let token = Token::generate();
+        assert!(!format!("{token:?}").contains(token.expose()));
+    }
+
+    #[test]
+    fn a_token_works_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (token, record) = s
+            .create(Some("bob"), DEFAULT_LIFETIME, Some(1000), now())
+            .unwrap();
+        assert_eq!(record.name, "bob");
+        let redeemed = s.redeem(token.expose(), now()).unwrap();
+        assert_eq!(redeemed.name, "bob");
+        assert_eq!(redeemed.created_by, Some(1000));
+        assert!(matches!(
+            s.redeem(token.expose(), now()),
+            Err(TokenError::Used)
+        ));
+        assert_eq!(s.list().unwrap()[0].status(now()), TokenStatus::Used);
+    }
+
+    #[test]
+    fn only_the_hash_is_stored_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (token, _) = s.create(None, DEFAULT_LIFETIME, None, now()).unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(!text.contains(token.expose()));
+        assert!(!text.contains(&token.expose()[TOKEN_PREFIX.len()..]));
+        assert!(text.contains(&hex::encode(Sha256::digest(token.expose().as_bytes()))));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn expired_revoked_and_unknown_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let t0 = now();
+        let (short, _) = s
+            .create(Some("short"), Duration::seconds(5), None, t0)
+            .unwrap();
+        assert!(matches!(
+            s.redeem(short.expose(), t0 + Duration::seconds(5)),
+            Err(TokenError::Expired)
+        ));
+        let (revoked, _) = s.create(Some("gone"), DEFAULT_LIFETIME, None, t0).unwrap();
+        assert_eq!(
+            s.revoke("gone", t0).unwrap().status(t0),
+            TokenStatus::Revoked
+        );
+        assert!(matches!(
+            s.redeem(revoked.expose(), t0),
+            Err(TokenError::Revoked)
+        ));
+        assert!(matches!(
+            s.redeem(Token::generate().expose(), t0),
+            Err(TokenError::Unknown)
+        ));
+        assert!(matches!(
+            s.revoke("nobody", t0),
+            Err(TokenError::NoSuchToken(_))
+        ));
+    }
+
+    #[test]
+    fn revoking_a_used_token_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (token, _) = s.create(Some("x"), DEFAULT_LIFETIME, None, now()).unwrap();
+        s.redeem(token.expose(), now()).unwrap();
+        assert!(matches!(
+            s.revoke("x", now()),
+            Err(TokenError::AlreadyUsed(_))
+        ));
+    }
+
+    #[test]
+    fn names_are_validated_and_unique_among_active_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for bad in ["", "-x", "a b", "a\tb", "ü", &"a".repeat(65)] {
+            assert!(
+                matches!(
+                    s.create(Some(bad), DEFAULT_LIFETIME, None, now()),
+                    Err(TokenError::InvalidName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        s.create(Some("dup"), DEFAULT_LIFETIME, None, now())
+            .unwrap();
+        assert!(matches!(
+            s.create(Some("dup"), DEFAULT_LIFETIME, None, now()),
+            Err(TokenError::NameTaken(_))
+        ));
+        // Once revoked, the name is free again.
+        s.revoke("dup", now()).unwrap();
+        s.create(Some("dup"), DEFAULT_LIFETIME, None, now())
+            .unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lifetimes_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for bad in [
+            Duration::ZERO,
+            Duration::seconds(-1),
+            MAX_LIFETIME + Duration::SECOND,
+        ] {
+            assert!(matches!(
+                s.create(None, bad, None, now()),
+                Err(TokenError::InvalidLifetime)
+            ));
+        }
+    }
+
+    #[test]
+    fn stale_tombstones_are_pruned_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let t0 = now();
+        let (token, _) = s.create(Some("old"), DEFAULT_LIFETIME, None, t0).unwrap();
+        s.redeem(token.expose(), t0).unwrap();
+        let later = t0 + TOMBSTONE_RETENTION + Duration::minutes(1);
+        s.create(Some("new"), DEFAULT_LIFETIME, None, later)
+            .unwrap();
+        let names: Vec<String> = s.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, vec!["new".to_string()]);
+    }
+
+    #[test]
+    fn records_roundtrip_and_damaged_lines_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, record) = s
+            .create(Some("a.b@c+d-e_f"), DEFAULT_LIFETIME, Some(7), now())
+            .unwrap();
+        let mut text = std::fs::read_to_string(s.path()).unwrap();
+        text.push_str("garbage line\n\tno\tname\n");
+        std::fs::write(s.path(), text).unwrap();
+        let back = s.list().unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].name, record.name);
+        assert_eq!(back[0].created_by, Some(7));
+        assert_eq!(
+            back[0].expires.unix_timestamp(),
+            record.expires.unix_timestamp()
+        );
+    }
+}
