@@ -16,6 +16,7 @@ version=$(dpkg-parsechangelog -S Version)
 arch=$(dpkg --print-architecture)
 dpkg-buildpackage -b -us -uc
 out=target/debian
+rm -rf "$out"
 mkdir -p "$out"
 for f in ../multipass_"$version"_"$arch".deb ../multipass-client_"$version"_"$arch".deb \
          ../multipass_"$version"_"$arch".changes ../multipass_"$version"_"$arch".buildinfo \
@@ -25,5 +26,5 @@ done
 
 echo "== lintian"
 # --fail-on warning: no errors and no warnings (every override in debian/*.lintian-overrides says why).
-lintian --fail-on error,warning --no-tag-display-limit "$out"/multipass_"$version"_"$arch".changes
+lintian --fail-on error,warning --tag-display-limit 0 "$out"/multipass_"$version"_"$arch".changes
 ls -l "$out"

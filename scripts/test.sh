@@ -17,3 +17,7 @@ cargo build --workspace --locked
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+
+echo "== Debian packages (lintian-clean) and system tests under real systemd"
+./scripts/build-deb.sh
+./tests/system/run.sh

@@ -24,7 +24,8 @@ echo "== installing ${debs[*]}"
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --allow-downgrades "${debs[@]/#/./}" || exit 1
 
 work=$(mktemp -d /tmp/multipass-system.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# Results stay in target/system-results for inspection.
+trap 'rm -rf target/system-results; cp -r "$work/x/results" target/system-results 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/x/results" "$work/state/lib" "$work/state/home"
 cp tests/system/*.sh tests/system/*.py "$work/x/"
 

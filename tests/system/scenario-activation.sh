@@ -13,9 +13,9 @@ expect "multipass.service is active after the first client" active "$(systemctl 
 expect "systemctl show reports User=multipassd" multipassd "$(systemctl show -p User --value multipass.service)"
 pid=$(systemctl show -p MainPID --value multipass.service)
 for cap in CapEff CapPrm CapInh CapAmb; do
-    expect "daemon $cap is zero" 0000000000000000 "$(awk -v k="$cap:" '$1 == k {print $2}' /proc/"$pid"/status)"
+    expect "daemon $cap is zero" 0000000000000000 "$(sed -n "s/^$cap:\t//p" /proc/"$pid"/status)"
 done
-expect "daemon NoNewPrivs is 1" 1 "$(awk '$1 == "NoNewPrivs:" {print $2}' /proc/"$pid"/status)"
+expect "daemon NoNewPrivs is 1" 1 "$(sed -n 's/^NoNewPrivs:\t//p' /proc/"$pid"/status)"
 expect "daemon runs as multipassd" multipassd "$(ps -o user= -p "$pid")"
 wait_for "the helper opened the socket (root:root 0666)" 10 test "$(mode_of /run/multipass_socket)" = "666 root:root"
 expect "the helper was bus-activated by systemd" active "$(systemctl is-active multipassd-helper.service || true)"

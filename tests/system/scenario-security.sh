@@ -6,7 +6,8 @@ mkuser bob 2002
 
 score=$(systemd-analyze security multipass.service --no-pager | sed -n 's/.*Overall exposure level for multipass.service: \([0-9.]*\).*/\1/p')
 echo "exposure: $score" >>"$out"
-check "exposure score $score <= 1.5" awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 1.5) }'
+# (No awk here: /etc/alternatives, where Debian's awk link points, is empty in the container.)
+check "exposure score $score <= 1.5" /usr/bin/python3 -c "import sys; sys.exit(not float('$score') <= 1.5)"
 
 as alice list; expect "alice trusted" 0 "$rc"
 as bob list; expect "bob refused" 2 "$rc"
