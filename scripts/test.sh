@@ -17,3 +17,4 @@ cargo build --workspace --locked
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+./scripts/bench.sh --smoke # the benchmark harness still runs; its timings are not judged here

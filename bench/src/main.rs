@@ -196,6 +196,12 @@ fn bench(smoke: bool, bin_dir: Option<PathBuf>, only: &[Part]) -> Result<()> {
         if smoke { "smoke" } else { "full" },
         started.elapsed().as_secs_f64()
     );
+    if smoke {
+        println!(
+            "smoke run: few iterations, any build; it checks that the harness works and does not \
+             judge the targets (use scripts/bench.sh for figures)"
+        );
+    }
     Ok(())
 }
 

@@ -568,7 +568,7 @@ pub fn start_to_ready(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
     for trusted in [1usize, 1000] {
         let data = env.path().join(format!("data-start-{trusted}"));
         env::prepare_data_dir(&data)?;
-        let text = crate::synth::store_text(trusted - 1, &[env.identity.cert.clone()])?;
+        let text = crate::synth::store_text(trusted - 1, std::slice::from_ref(&env.identity.cert))?;
         std::fs::write(DataDir::new(&data).trust_store(), text)?;
         let socket = env.path().join(format!("start-{trusted}.sock"));
         let mut s = Samples::default();
@@ -619,7 +619,10 @@ pub fn trust_scale(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
         trust::fsutil::ensure_dir(&dir, 0o700)?;
         let path = dir.join("multipass_client_certs.pem");
         let t = Instant::now();
-        let text = crate::synth::store_text(n.saturating_sub(1), &[env.identity.cert.clone()])?;
+        let text = crate::synth::store_text(
+            n.saturating_sub(1),
+            std::slice::from_ref(&env.identity.cert),
+        )?;
         std::fs::write(&path, &text)?;
         let made = t.elapsed();
         drop(text);
