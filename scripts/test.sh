@@ -18,6 +18,9 @@ cargo build --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 
+echo "== benchmark smoke run (the harness must run; its timings are not judged here)"
+./scripts/bench.sh --smoke
+
 echo "== Debian packages (lintian-clean) and system tests under real systemd"
 ./scripts/build-deb.sh
 ./tests/system/run.sh
