@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use multipassd::admin::AdminPolicy;
 use multipassd::gate::Gate;
 use multipassd::limits::{FailureLimiter, HashPool, LimiterConfig};
 use multipassd::service::Service;
@@ -28,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::StreamExt;
 use tonic::transport::server::Connected;
+use trust::access::AdminPolicy;
 use trust::fsutil::FileMode;
 use trust::settings::SettingsFile;
 use trust::{ClientIdentity, DataDir, ServerPki, ServerPkiOptions, TrustStore, VerifiedClient};
@@ -110,12 +110,20 @@ async fn serve(socket: PathBuf, data_dir: PathBuf, client_dir: PathBuf) -> Resul
     let store = Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE));
     store.current().context("cannot read the trust store")?;
     let admin = AdminPolicy::new(None);
-    let gate = Gate::new(store, admin.clone(), SocketPolicy::new(None, admin));
+    let gate = Arc::new(Gate::new(
+        store,
+        admin.clone(),
+        SocketPolicy::new(None, admin),
+    ));
     let service = Service::new(
         gate,
         SettingsFile::new(dir.settings(), FileMode::PRIVATE),
         FailureLimiter::new(LimiterConfig::default()),
         HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
+        Arc::new(trust::tokens::TokenStore::new(
+            dir.tokens(),
+            FileMode::PRIVATE,
+        )),
     );
 
     let _ = std::fs::remove_file(&socket);
@@ -163,7 +171,7 @@ fn verified_client(
     identity: &ClientIdentity,
     dir: &DataDir,
 ) -> Result<VerifiedClient> {
-    let server = trust::tls::server_config(pki)?;
+    let server = trust::tls::server_config(trust::tls::ServerCertResolver::new(pki)?)?;
     let root = std::fs::read(dir.root_cert())?;
     let client = trust::tls::client_config(&root, identity)?;
     let (_, verified) = crate::tlsmem::handshake(&server, &client)?;

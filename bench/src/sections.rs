@@ -204,7 +204,7 @@ pub fn new_connection(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
 
     // The handshake's crypto alone: both real configurations, in memory, each side timed.
     let pki = ServerPki::load_or_create(&DataDir::new(&env.data), ServerPkiOptions::default())?;
-    let server_config = trust::tls::server_config(&pki)?;
+    let server_config = trust::tls::server_config(trust::tls::ServerCertResolver::new(&pki)?)?;
     let (mut cc, mut sc) = (Samples::default(), Samples::default());
     for i in 0..plan.connections + 5 {
         let (cost, verified) = tlsmem::handshake(&server_config, tls)?;
@@ -596,7 +596,7 @@ pub fn start_to_ready(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
 pub fn trust_scale(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
     let pki = ServerPki::load_or_create(&DataDir::new(&env.data), ServerPkiOptions::default())?;
     let (_, client) = tlsmem::handshake(
-        &trust::tls::server_config(&pki)?,
+        &trust::tls::server_config(trust::tls::ServerCertResolver::new(&pki)?)?,
         &env.client_tls(&env.data)?,
     )?;
     let client: VerifiedClient = client.context("no client certificate")?;
@@ -647,7 +647,7 @@ pub fn trust_scale(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
         }
         let store = Arc::new(TrustStore::new(&path, FileMode::PRIVATE));
         let bundle = store.current()?;
-        let admin = multipassd::admin::AdminPolicy::new(None);
+        let admin = trust::access::AdminPolicy::new(None);
         let gate = multipassd::gate::Gate::new(
             store,
             admin.clone(),
