@@ -16,7 +16,12 @@ pub fn init(level: &str) {
         if let Ok(journald) = tracing_journald::layer() {
             // Fields of events (EVENT, UID, FINGERPRINT, ...) become journal fields.
             registry
-                .with(journald.with_syslog_identifier("multipassd".into()))
+                // No field prefix: EVENT=trusted, HOW=..., as administrators query them.
+                .with(
+                    journald
+                        .with_syslog_identifier("multipassd".into())
+                        .with_field_prefix(None),
+                )
                 .init();
             return;
         }

@@ -8,31 +8,35 @@ as root list; expect "root became the first client" 0 "$rc"
 as dave list; expect "dave (admin) is not authenticated" 2 "$rc"
 
 # A login session (pam_systemd via su -l) with a terminal (a pty the answering script drives).
+# su's --pty keeps a controlling terminal for the command (util-linux su otherwise detaches it).
+rc=0
 /usr/bin/python3 /x/pty_answer.py dave-password \
-    su -l dave -c 'loginctl show-session "$XDG_SESSION_ID" -p Active -p Class; multipass authenticate --admin' \
-    >"$results/polkit.pty" 2>&1
-rc=$?
+    su -l dave --pty -c 'loginctl show-session "$XDG_SESSION_ID" -p Active -p Class; multipass authenticate --admin' \
+    >"$results/polkit.pty" 2>&1 || rc=$?
 expect "authenticate --admin with the password prompt succeeds" 0 "$rc"
 check "polkit asked for a password" grep -qi "password" "$results/polkit.pty"
 check "the client reports it is trusted" grep -q "now trusted" "$results/polkit.pty"
 as dave list; expect "dave lists after authenticate --admin" 0 "$rc"
 check "the store records how: admin for dave" grep -q "user: dave" /var/lib/multipassd/authenticated-certs/multipass_client_certs.pem
 
-# The documented alternative: pkexec, with the certificate on stdin.
+# The documented alternative: pkexec, with the certificate on stdin. (One administrator at a time,
+# so that polkit's agent asks for a password rather than which identity to use.)
+gpasswd -d dave sudo
 mkuser frank 2006 sudo
 as frank version
+rc=0
 /usr/bin/python3 /x/pty_answer.py frank-password \
-    su -l frank -c 'pkexec /usr/libexec/multipassd-helper trust-certificate < ~/.local/share/multipass-client-certificate/multipass_cert.pem' \
-    >"$results/polkit-pkexec.pty" 2>&1
-rc=$?
+    su -l frank --pty -c 'pkexec /usr/libexec/multipassd-helper trust-certificate < ~/.local/share/multipass-client-certificate/multipass_cert.pem' \
+    >"$results/polkit-pkexec.pty" 2>&1 || rc=$?
 expect "pkexec multipassd-helper trust-certificate succeeds" 0 "$rc"
 as frank list; expect "frank lists after pkexec" 0 "$rc"
 
 # A wrong password is refused, and nothing changes.
+gpasswd -d frank sudo
 mkuser erin 2005 sudo
+rc=0
 /usr/bin/python3 /x/pty_answer.py not-her-password \
-    su -l erin -c 'multipass authenticate --admin' >"$results/polkit-wrong.pty" 2>&1
-rc=$?
+    su -l erin --pty -c 'multipass authenticate --admin' >"$results/polkit-wrong.pty" 2>&1 || rc=$?
 check "a wrong password is refused" test "$rc" -ne 0
 as erin list; expect "erin is still not trusted" 2 "$rc"
 finish

@@ -12,9 +12,12 @@ check "exposure score $score <= 1.5" /usr/bin/python3 -c "import sys; sys.exit(n
 as alice list; expect "alice trusted" 0 "$rc"
 as bob list; expect "bob refused" 2 "$rc"
 sleep 1
-check "journal has EVENT=trusted HOW=first-client" bash -c \
-    "journalctl -u multipass.service -o json --no-pager EVENT=trusted | grep -q '\"HOW\":\"first-client\"'"
-check "journal has EVENT=refused for bob" bash -c \
-    "journalctl -u multipass.service -o json --no-pager EVENT=refused | grep -q '\"UID\":\"2002\"'"
-journalctl -u multipass.service -o verbose --no-pager EVENT=trusted >>"$results/security.log" 2>&1 || true
+journalctl -u multipass.service -o json --no-pager >/tmp/journal.json
+check "journal has EVENT=trusted HOW=first-client UID=2001" bash -c \
+    "grep '\"EVENT\":\"trusted\"' /tmp/journal.json | grep '\"HOW\":\"first-client\"' | grep -q '\"UID\":\"2001\"'"
+check "journal has EVENT=refused for bob (UID=2002)" bash -c \
+    "grep '\"EVENT\":\"refused\"' /tmp/journal.json | grep -q '\"UID\":\"2002\"'"
+check "journalctl can select them by field" bash -c \
+    "journalctl --no-pager -o cat EVENT=trusted | grep -q 'trusted a client'"
+journalctl -o verbose --no-pager EVENT=trusted >>"$results/security.log" 2>&1 || true
 finish
