@@ -1,13 +1,18 @@
-"""Run a command on a new pseudo-terminal and answer its password prompt once.
+"""Run a command on a new pseudo-terminal and answer its password prompt.
 
 usage: pty_answer.py PASSWORD COMMAND [ARG...]; exits with the command's status and copies what
 the terminal showed to stdout. The password is read from argv here only because this runs inside
 a throw-away test container, never by the product.
+
+The agent may print its prompt before it switches echo off with TCSAFLUSH, which discards input
+typed in between: if the prompt is still the last thing shown two seconds after an answer, the
+answer is sent again (at most three times). After 90 s the command is killed.
 """
 import os
 import pty
 import re
 import select
+import signal
 import sys
 import time
 
@@ -16,29 +21,47 @@ pid, fd = pty.fork()
 if pid == 0:
     os.execvp(argv[0], argv)
 
+PROMPT = re.compile(rb"[Pp]assword[^:\n]*:\s*$")
 shown = b""
-answered = False
+answers = 0
+answered_at = None
 status = None
-deadline = time.time() + 60
+deadline = time.time() + 90
 while time.time() < deadline:
-    ready, _, _ = select.select([fd], [], [], 0.5)
+    ready, _, _ = select.select([fd], [], [], 0.25)
     if fd in ready:
         try:
             data = os.read(fd, 4096)
         except OSError:
+            data = b""
+        if data:
+            shown += data
+            answered_at = None if answers == 0 else answered_at
+        if data and answers == 0 and PROMPT.search(shown):
+            os.write(fd, password.encode() + b"\n")
+            answers, answered_at = 1, time.time()
+            continue
+    if answers and answered_at and PROMPT.search(shown) and time.time() - answered_at > 2 and answers < 3:
+        os.write(fd, password.encode() + b"\n")
+        answers, answered_at = answers + 1, time.time()
+    done, raw = os.waitpid(pid, os.WNOHANG)
+    if done:
+        status = raw
+        break
+if status is None:
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    shown += b"\n[pty_answer: killed after 90 s]\n"
+try:
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if fd not in ready:
             break
+        data = os.read(fd, 4096)
         if not data:
             break
         shown += data
-        if not answered and re.search(rb"[Pp]assword[^:\n]*:\s*$", shown):
-            os.write(fd, password.encode() + b"\n")
-            answered = True
-    else:
-        done, raw = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = raw
-            break
+except OSError:
+    pass
 sys.stdout.write(shown.decode(errors="replace"))
-if status is None:
-    _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
