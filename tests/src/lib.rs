@@ -12,13 +12,18 @@
 //! - [`process`]: running a command with stdin, a timeout and captured output.
 //! - [`pem`]: certificates of the trust store and of users, as DER.
 //! - [`grpc`]: a tonic client over TLS over the Unix socket, for tests that speak gRPC directly.
+//! - [`clients`]: many clients at once (issue 7): identities, the CLI with a chosen
+//!   `XDG_DATA_HOME`, hand appends, the helper's direct mode, connections made as another user.
+//! - [`procfs`]: figures from /proc (peak RSS, descriptors, children, command lines).
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod clients;
 pub mod daemon;
 pub mod grpc;
 pub mod pem;
 pub mod process;
+pub mod procfs;
 pub mod users;
 
 use std::os::unix::fs::PermissionsExt;
