@@ -21,6 +21,7 @@ pub mod bus;
 pub mod clients;
 pub mod daemon;
 pub mod grpc;
+pub mod mount;
 pub mod pem;
 pub mod process;
 pub mod procfs;
