@@ -6,6 +6,7 @@ use multipassd::server::{self, Outcome, IDLE_EXIT_STATUS};
 use multipassd::{logging, privileges};
 
 fn main() -> ExitCode {
+    return_large_allocations();
     let args = Args::parse();
     if let Err(e) = server::block_shutdown_signals() {
         eprintln!("multipassd: {e:#}");
@@ -50,4 +51,17 @@ fn fail(e: anyhow::Error) -> ExitCode {
     tracing::error!("{e:#}");
     eprintln!("multipassd: {e:#}");
     ExitCode::FAILURE
+}
+
+/// Serve allocations of 1 MiB and more with their own mappings, given back to the system when
+/// freed. Each passphrase hash (Argon2id) allocates 19 MiB; with glibc's default, adaptive
+/// threshold such blocks stayed in per-thread arenas, and a brute-force attack that caused a
+/// dozen hashes on different threads left the daemon at 190 MiB (issue 7).
+fn return_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator tunable; called first thing in main, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }

@@ -177,7 +177,10 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let service = Service::new(
         gate,
         settings,
-        FailureLimiter::new(LimiterConfig::default()),
+        FailureLimiter::new(LimiterConfig {
+            max_delay: Duration::from_secs(args.auth_max_delay.max(1)),
+            ..LimiterConfig::default()
+        }),
         HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
     );
 

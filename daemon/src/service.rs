@@ -92,6 +92,7 @@ impl Service {
         // Without kernel credentials there is no one to hold responsible; refuse rather than
         // share one bucket with every such peer.
         let key = peer_key(peer).ok_or(Error::NotAuthenticated)?;
+        let _turn = self.limiter.turn(key).await;
         self.limiter.check(key)?;
         let Some(hash) = self.settings.load()?.passphrase()? else {
             return Err(Error::PassphraseNotSet);
