@@ -87,7 +87,8 @@ pub struct Metadata {
 
 impl Metadata {
     fn apply(&mut self, key: &str, value: &str) -> bool {
-        let value = value.trim();
+        let value = sanitize(value);
+        let value = value.as_str();
         match key {
             "name" => self.name = Some(value.to_string()),
             "uid" => self.uid = value.parse().ok(),
@@ -124,14 +125,17 @@ impl Metadata {
     }
 }
 
-/// Metadata values are single printable lines that cannot be mistaken for a PEM boundary.
+/// Metadata values are single printable lines of at most 128 characters that cannot be mistaken
+/// for a PEM boundary. Applied when reading too, so that what is read is exactly what would be
+/// written (found by fuzzing: a control character or an overlong value read from the file was
+/// silently changed by the next rewrite; and a single pass turned nine dashes into five).
 fn sanitize(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(128)
-        .collect::<String>()
-        .replace("-----", "-")
+    let mut clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    while clean.contains("-----") {
+        clean = clean.replace("-----", "-");
+    }
+    let clean: String = clean.trim().chars().take(128).collect();
+    clean.trim_end().to_string()
 }
 
 /// One trusted certificate.
@@ -798,6 +802,24 @@ mod tests {
         let back = Bundle::parse(bundle.to_pem().as_bytes());
         assert_eq!(back.len(), 1);
         assert_eq!(back.skipped(), 0);
+    }
+
+    #[test]
+    fn metadata_reads_as_it_would_be_written() {
+        let (a, da) = cert();
+        let nine = "-".repeat(9);
+        let long = "x".repeat(300);
+        let text =
+            format!("name: {nine}BEGIN CERTIFICATE{nine}\nuser: a\u{8}b \nwhen: {long}\n{a}");
+        let bundle = Bundle::parse(text.as_bytes());
+        let meta = &bundle.get(&Fingerprint::of(&da)).unwrap().metadata;
+        assert!(!meta.name.as_ref().unwrap().contains("-----"));
+        assert_eq!(meta.user.as_deref(), Some("ab"));
+        assert_eq!(meta.when.as_ref().unwrap().len(), 128);
+        let back = Bundle::parse(bundle.to_pem().as_bytes());
+        assert_eq!(back.skipped(), 0);
+        assert_eq!(&back.get(&Fingerprint::of(&da)).unwrap().metadata, meta);
+        assert_eq!(back.to_pem(), bundle.to_pem());
     }
 
     #[test]
