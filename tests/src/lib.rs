@@ -171,6 +171,14 @@ impl Default for TestDir {
     }
 }
 
+/// Print a figure of the reliability tests (issue 7) on standard error, where it shows even when
+/// the test passes: libtest captures `println!`, not direct writes. `scripts/test.sh` output
+/// then carries every figure of docs/RELIABILITY.md.
+pub fn figure(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "figure: {text}");
+}
+
 /// A short random suffix for names unique to this run.
 pub fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()

@@ -183,7 +183,7 @@ fn brute_force() {
     drop(runtime);
     let fd_after = procfs::wait_fd_count(pid, fd_before, Duration::from_secs(5));
     let log_lines = daemon.log().lines().count();
-    println!(
+    multipass_system_tests::figure(&format!(
         "brute_force: {ATTEMPTS} wrong passphrases from one user on {CONNECTIONS} connections in \
          {duration:.1?} ({:.0}/s): {hashed} hashed, {limited} refused by the rate limit; \
          meanwhile another user authenticated in {newcomer_auth:.1?}, another's typo was \
@@ -193,7 +193,7 @@ fn brute_force() {
          KiB after; descriptors {fd_before} before, {fd_after} after; daemon log {log_lines} \
          lines",
         ATTEMPTS as f64 / duration.as_secs_f64()
-    );
+    ));
 
     // At most the free failures, then one per expiry of a penalty (each at least 1 s).
     let bound = 3 + 1 + duration.as_secs() as usize;

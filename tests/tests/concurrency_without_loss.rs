@@ -192,7 +192,7 @@ fn concurrency_without_loss() {
 
         let median = latencies[latencies.len() / 2];
         let worst = latencies[latencies.len() - 1];
-        println!(
+        multipass_system_tests::figure(&format!(
             "round {}/{rounds}: {CLIENTS} clients ({USERS} users) + {HAND_APPENDS} hand appends + \
              {IMPORTS} helper imports in {wall:.1?}; authenticate median {median:.1?}, slowest \
              {worst:.1?}; {} \"busy\" retries; store {} certificates, {} bytes, 0 lost, 0 duplicated",
@@ -200,12 +200,12 @@ fn concurrency_without_loss() {
             busy.load(Ordering::Relaxed),
             in_file.len(),
             bytes.len()
-        );
+        ));
     }
-    println!(
+    multipass_system_tests::figure(&format!(
         "concurrency_without_loss: {rounds} rounds, {} certificates checked, none lost or duplicated",
         expected.len()
-    );
+    ));
 
     // Still serving, and the store kept its mode.
     daemon

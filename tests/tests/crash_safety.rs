@@ -232,12 +232,12 @@ fn daemon_killed_mid_stream_loses_nothing() {
     });
     let left = temporaries(&daemon.data_dir);
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
-    println!(
+    multipass_system_tests::figure(&format!(
         "daemon_killed_mid_stream_loses_nothing: {kills} SIGKILLs in {elapsed:.1?}; {trust_acks} \
          acknowledged trust changes and {set_acks} acknowledged passphrase writes, none lost; \
          store {largest} certificates, never a damaged block; {temporaries_seen} temporary files \
          of interrupted writes seen after kills, all removed by the next write"
-    );
+    ));
 }
 
 /// How one helper run was treated.
@@ -414,11 +414,11 @@ fn helper_killed_mid_write_loses_nothing() {
     assert!(ok, "a final set-passphrase");
     let left = temporaries(&daemon.data_dir);
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
-    println!(
+    multipass_system_tests::figure(&format!(
         "helper_killed_mid_write_loses_nothing: {} SIGKILLs ({trust_kills} during \
          trust-certificate, {passphrase_kills} during set-passphrase; helper or its writer) in \
          {elapsed:.1?}; {trust_acked} acknowledged certificates and {passphrase_acked} \
          acknowledged passphrases, none lost; {applied_anyway} killed imports had completed anyway",
         trust_kills + passphrase_kills
-    );
+    ));
 }

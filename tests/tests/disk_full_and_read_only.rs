@@ -44,7 +44,9 @@ fn assert_refused(out: &CliOutput, command: &str, reason: &str) {
         !out.stderr.contains(PASSPHRASE),
         "the passphrase in an error text"
     );
-    println!("{command} refused: {first}");
+    multipass_system_tests::figure(&format!(
+        "disk_full_and_read_only: {command} refused: {first}"
+    ));
 }
 
 /// Make the store end near a 4 KiB boundary with explanatory text (which PEM readers skip), so
@@ -93,7 +95,9 @@ fn disk_full_and_read_only() {
 
     // Disk full.
     let filled = fs.fill("filler");
-    println!("tmpfs of 1 MiB filled with {filled} bytes");
+    multipass_system_tests::figure(&format!(
+        "disk_full_and_read_only: tmpfs of 1 MiB filled with {filled} bytes"
+    ));
     let before = snapshot(&daemon);
     let out = daemon.run_as(&b, &["authenticate"], Some(&format!("{PASSPHRASE}\n")));
     assert_refused(

@@ -369,7 +369,7 @@ fn hostile_load() {
     // What the daemon did with the raw connections.
     let garbage_closed = count_closed(&mut garbled, Duration::from_secs(5));
 
-    println!(
+    multipass_system_tests::figure(&format!(
         "hostile_load: {} connections that never finish TLS ({} users, {stalled_refused} \
          refused), {GARBAGE} sending \
          garbage ({garbage_closed} closed by the daemon), {} without a client certificate \
@@ -381,13 +381,13 @@ fn hostile_load() {
         STALLING_USERS,
         PER_USER,
         oversized_sent >> 20,
-    );
-    println!(
+    ));
+    multipass_system_tests::figure(&format!(
         "hostile_load: trusted `list` (CLI) baseline {}; under load {}; in-process ping under \
          load {ping_latency:.1?}; newcomer authenticate {newcomer_auth:.1?}",
         baseline.summary(),
         under_load.summary()
-    );
+    ));
 
     // The hostile clients go away.
     drop(held);
@@ -397,12 +397,12 @@ fn hostile_load() {
     let fd_after = procfs::wait_fd_count(pid, fd_before + 2, Duration::from_secs(15));
     let released_in = closing.elapsed();
     let hwm_after = procfs::peak_rss_kib(pid);
-    println!(
+    multipass_system_tests::figure(&format!(
         "hostile_load: daemon file descriptors {fd_before} before, {fd_during} during, \
          {fd_after} {released_in:.1?} after the hostile clients closed; RSS {rss_before} KiB \
          before, {rss_during} KiB during; peak RSS (VmHWM) {hwm_before} KiB before, \
          {hwm_during} KiB under load, {hwm_after} KiB at the end"
-    );
+    ));
 
     // Prompt: a few seconds at worst on a loaded 2-core machine, never the handshake timeout.
     for latency in under_load

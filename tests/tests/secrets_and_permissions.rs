@@ -119,12 +119,12 @@ fn secrets_and_permissions() {
         .filter(|s| s.starts_with(&bin_dir))
         .collect();
     let daemon_log = daemon.log();
-    println!(
+    multipass_system_tests::figure(&format!(
         "secrets_and_permissions: {scans} scans of every /proc/*/cmdline and /proc/*/environ, \
          {} command lines of ours seen:\n  {}",
         seen.len(),
         seen.join("\n  ")
-    );
+    ));
     assert!(
         hits.is_empty(),
         "secrets visible to other processes:\n{}",
@@ -164,12 +164,12 @@ fn secrets_and_permissions() {
             "a secret in a client's or helper's output"
         );
     }
-    println!(
+    multipass_system_tests::figure(&format!(
         "secrets_and_permissions: {} lines of daemon log at -vvv, {} client and helper outputs: \
          no passphrase, no hash",
         daemon_log.lines().count(),
         outputs.len()
-    );
+    ));
 
     // SPEC section 2, with the daemon as its own user.
     let du = daemon_user.uid.as_raw();
@@ -221,7 +221,7 @@ fn secrets_and_permissions() {
         report.push(format!("{what} {m:o} uid {u}"));
         assert_eq!((m, u), (*mode, *uid), "{what} ({})", path.display());
     }
-    println!("secrets_and_permissions: {}", report.join("; "));
+    multipass_system_tests::figure(&format!("secrets_and_permissions: {}", report.join("; ")));
     // Nothing in the state directory is readable by others except the two certificates.
     for entry in walk(data) {
         let meta = std::fs::symlink_metadata(&entry).unwrap();

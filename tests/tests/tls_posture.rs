@@ -184,7 +184,7 @@ fn tls_posture() {
         let refused = list_with(&daemon, Arc::new(tls12))
             .await
             .expect_err("a TLS 1.2-only client must be refused");
-        println!("tls_posture: TLS 1.2-only client: {refused}");
+        multipass_system_tests::figure(&format!("tls_posture: TLS 1.2-only client: {refused}"));
 
         // A trusted certificate, signed for with another key: refused.
         let other = MemoryIdentity::new(&daemon);
@@ -193,7 +193,9 @@ fn tls_posture() {
         let forged = list_with(&daemon, forged_config(&daemon, a_cert.clone(), &b_key))
             .await
             .expect_err("A's certificate with another key must be refused");
-        println!("tls_posture: A's trusted certificate signed for with another key: {forged}");
+        multipass_system_tests::figure(&format!(
+            "tls_posture: A's trusted certificate signed for with another key: {forged}"
+        ));
         // And an untrusted certificate with the key of a trusted one: just untrusted.
         let swapped = list_with(
             &daemon,
@@ -201,7 +203,9 @@ fn tls_posture() {
         )
         .await
         .expect_err("another certificate with A's key must be refused");
-        println!("tls_posture: an untrusted certificate signed for with A's key: {swapped}");
+        multipass_system_tests::figure(&format!(
+            "tls_posture: an untrusted certificate signed for with A's key: {swapped}"
+        ));
 
         // No client certificate: only `authenticate` is reachable.
         let no_cert = grpc::client_config(&daemon.root_cert(), None).unwrap();
@@ -226,7 +230,7 @@ fn tls_posture() {
                 .starts_with("No client certificate was presented"),
             "authenticate was not served: {status:?}"
         );
-        println!(
+        multipass_system_tests::figure(&format!(
             "tls_posture: without a client certificate, {} methods answered UNAUTHENTICATED \
              ({}); authenticate answered {:?}",
             results.len(),
@@ -236,7 +240,7 @@ fn tls_posture() {
                 .collect::<Vec<_>>()
                 .join(", "),
             status.message()
-        );
+        ));
     });
     assert_eq!(daemon.store_certs(), store_before, "nothing was trusted");
     daemon
@@ -247,10 +251,10 @@ fn tls_posture() {
         .lines()
         .filter(|l| l.contains("TLS handshake failed"))
         .collect();
-    println!(
+    multipass_system_tests::figure(&format!(
         "tls_posture: the daemon's log of the refusals:\n  {}",
         refusals.join("\n  ")
-    );
+    ));
     assert!(
         refusals
             .iter()
