@@ -106,6 +106,45 @@ impl MemoryIdentity {
     }
 }
 
+/// Start a daemon that logs at the default level only (under load, `-v` writes a line per
+/// HTTP/2 frame), with `extra_args`.
+pub fn quiet_daemon(dir: &crate::TestDir, admins: &crate::Group, extra_args: &[&str]) -> Daemon {
+    Daemon::start_with(
+        dir,
+        admins,
+        crate::DaemonConfig {
+            verbosity: 0,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            ..crate::DaemonConfig::default()
+        },
+    )
+}
+
+/// `admin` becomes the first client and sets the passphrase to `passphrase`.
+pub fn first_client_sets_passphrase(daemon: &Daemon, admin: &User, passphrase: &str) {
+    daemon
+        .run_as(admin, &["list"], None)
+        .assert_code(0, "the first client");
+    daemon
+        .run_as(
+            admin,
+            &["set", "local.passphrase"],
+            Some(&format!("{passphrase}\n{passphrase}\n")),
+        )
+        .assert_code(0, "set the passphrase");
+}
+
+/// Bytes that are not a TLS handshake, of four kinds by `i`: HTTP/1.1, an HTTP/2 preface without
+/// TLS, a TLS record header announcing more than will ever come, noise.
+pub fn garbage(i: usize) -> Vec<u8> {
+    match i % 4 {
+        0 => b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        1 => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        2 => vec![0x16, 0x03, 0x01, 0x3f, 0xff, 0x01, 0x00, 0x3f, 0xfb],
+        _ => (0..4096).map(|n| (n * 131 + i * 7) as u8).collect(),
+    }
+}
+
 /// Give `path` and everything below it to `user`.
 pub fn chown_tree(path: &Path, user: &User) {
     let uid = nix::unistd::Uid::from_raw(user.uid);

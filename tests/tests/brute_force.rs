@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as, MemoryIdentity};
-use multipass_system_tests::{
-    procfs, require_root, Daemon, DaemonConfig, Group, TestDir, User, PASSPHRASE_NOT_CORRECT,
-};
+use multipass_system_tests::{procfs, require_root, Group, TestDir, User, PASSPHRASE_NOT_CORRECT};
 
 const PASSPHRASE: &str = "the-right-one";
 const ATTEMPTS: usize = 10_000;
@@ -32,25 +30,9 @@ fn brute_force() {
     let attacker = User::create(&dir, None);
     let newcomer = User::create(&dir, None);
     let typo = User::create(&dir, None);
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: 0,
-            extra_args: vec!["--auth-max-delay".into(), MAX_DELAY_SECS.to_string()],
-            ..DaemonConfig::default()
-        },
-    );
-    daemon
-        .run_as(&a, &["list"], None)
-        .assert_code(0, "first client");
-    daemon
-        .run_as(
-            &a,
-            &["set", "local.passphrase"],
-            Some(&format!("{PASSPHRASE}\n{PASSPHRASE}\n")),
-        )
-        .assert_code(0, "passphrase");
+    let max_delay = MAX_DELAY_SECS.to_string();
+    let daemon = clients::quiet_daemon(&dir, &admins, &["--auth-max-delay", &max_delay]);
+    clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
     for user in [&newcomer, &typo] {
         daemon.ensure_client_cert(user, &["version"], None);
     }

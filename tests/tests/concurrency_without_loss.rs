@@ -44,16 +44,7 @@ fn concurrency_without_loss() {
     let admin = User::create(&dir, Some(&admins));
     let users: Vec<User> = (0..USERS).map(|_| User::create(&dir, None)).collect();
     let daemon = Daemon::start(&dir, &admins);
-    daemon
-        .run_as(&admin, &["list"], None)
-        .assert_code(0, "first admin client");
-    daemon
-        .run_as(
-            &admin,
-            &["set", "local.passphrase"],
-            Some(&format!("{PASSPHRASE}\n{PASSPHRASE}\n")),
-        )
-        .assert_code(0, "set the passphrase");
+    clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
 
     let mut expected: Vec<Vec<u8>> = vec![admin.cert_der()];
     let rounds = rounds();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, MemoryIdentity};
-use multipass_system_tests::{grpc, procfs, require_root, Daemon, DaemonConfig, Group, TestDir};
+use multipass_system_tests::{grpc, procfs, require_root, Daemon, Group, TestDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -32,17 +32,6 @@ fn env_count(name: &str, default: usize) -> usize {
 fn random_below(max: u64) -> u64 {
     let r = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
     r % max.max(1)
-}
-
-fn quiet_daemon(dir: &TestDir, admins: &Group) -> Daemon {
-    Daemon::start_with(
-        dir,
-        admins,
-        DaemonConfig {
-            verbosity: 0,
-            ..DaemonConfig::default()
-        },
-    )
 }
 
 /// Temporary files of interrupted writes in the state directory.
@@ -100,7 +89,7 @@ fn daemon_killed_mid_stream_loses_nothing() {
     let kills = env_count("MPT_CRASH_KILLS", 200);
     let dir = TestDir::new();
     let admins = Group::create_admin();
-    let mut daemon = quiet_daemon(&dir, &admins);
+    let mut daemon = clients::quiet_daemon(&dir, &admins, &[]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -322,7 +311,7 @@ fn helper_killed_mid_write_loses_nothing() {
     let passphrase_ops = env_count("MPT_HELPER_PASSPHRASE_OPS", 40);
     let dir = TestDir::new();
     let admins = Group::create_admin();
-    let daemon = quiet_daemon(&dir, &admins);
+    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
     let root_ca = std::fs::read(daemon.root_cert()).unwrap();
     let pick = || match random_below(3) {
         0 => Victim::None,

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use multipass_system_tests::clients;
 use multipass_system_tests::mount::Tmpfs;
 use multipass_system_tests::{require_root, CliOutput, Daemon, Group, TestDir, User};
 
@@ -58,7 +59,7 @@ fn pad_store_to_page_end(daemon: &Daemon) {
     while pad.len() + 64 < room.saturating_sub(100) {
         pad.push_str(&format!("{}\n", "#".repeat(63)));
     }
-    multipass_system_tests::clients::append_by_hand(&daemon.store_path(), &pad);
+    clients::append_by_hand(&daemon.store_path(), &pad);
 }
 
 #[test]
@@ -78,16 +79,7 @@ fn disk_full_and_read_only() {
         fs.path(),
         "the daemon's state lives on the tmpfs"
     );
-    daemon
-        .run_as(&a, &["list"], None)
-        .assert_code(0, "first client");
-    daemon
-        .run_as(
-            &a,
-            &["set", "local.passphrase"],
-            Some(&format!("{PASSPHRASE}\n{PASSPHRASE}\n")),
-        )
-        .assert_code(0, "set the passphrase");
+    clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
     for user in [&b, &c] {
         daemon.ensure_client_cert(user, &["version"], None);
     }

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use multipass_system_tests::clients::{self, connect_as};
-use multipass_system_tests::{
-    grpc, procfs, require_root, Daemon, DaemonConfig, Group, TestDir, User,
-};
+use multipass_system_tests::{grpc, procfs, require_root, Group, TestDir, User};
 
 const PASSPHRASE: &str = "hostile-load-pass";
 /// Connections per hostile user and class (below the per-user connection limit).
@@ -35,15 +33,6 @@ const OVERSIZED_BYTES: usize = 2 << 20;
 const HEADER_FLOODS: usize = 10;
 /// Connections the flooding user attempts at once.
 const FLOOD: usize = 600;
-
-fn garbage(i: usize) -> Vec<u8> {
-    match i % 4 {
-        0 => b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
-        1 => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
-        2 => vec![0x16, 0x03, 0x01, 0x3f, 0xff, 0x01, 0x00, 0x3f, 0xfb],
-        _ => (0..4096).map(|n| (n * 131 + i * 7) as u8).collect(),
-    }
-}
 
 /// Whether the daemon closed `stream` (EOF or reset), waiting up to `wait` for it.
 fn closed_by_daemon(stream: &mut UnixStream, wait: Duration) -> bool {
@@ -151,26 +140,8 @@ fn hostile_load() {
     let streamer = User::create(&dir, None);
     let oversizer = User::create(&dir, None);
     let flooder = User::create(&dir, None);
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: std::env::var("MPT_V")
-                .map(|v| v.parse().unwrap())
-                .unwrap_or(0),
-            ..DaemonConfig::default()
-        },
-    );
-    daemon
-        .run_as(&a, &["list"], None)
-        .assert_code(0, "first client");
-    daemon
-        .run_as(
-            &a,
-            &["set", "local.passphrase"],
-            Some(&format!("{PASSPHRASE}\n{PASSPHRASE}\n")),
-        )
-        .assert_code(0, "passphrase");
+    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
+    clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
     daemon.ensure_client_cert(&newcomer, &["version"], None);
     let pid = daemon.pid();
     let socket = daemon.socket().to_path_buf();
@@ -197,7 +168,7 @@ fn hostile_load() {
         .collect();
     let mut garbled = connect_as(&garbler, &socket, GARBAGE, &scratch);
     for (i, s) in garbled.iter_mut().enumerate() {
-        let _ = s.write_all(&garbage(i));
+        let _ = s.write_all(&clients::garbage(i));
     }
     // The flooder: as many as it can, at once.
     let mut flood = connect_as(&flooder, &socket, FLOOD, &scratch);
