@@ -18,6 +18,11 @@ cargo build --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 
+# Issue 7: the parsers that read what others wrote, fuzzed for FUZZ_SECONDS each (default 60;
+# longer by hand: scripts/fuzz.sh 3600).
+echo "== fuzz"
+./scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+
 echo "== benchmark smoke run (the harness must run; its timings are not judged here)"
 ./scripts/bench.sh --smoke
 

@@ -52,6 +52,11 @@ pub struct Args {
     #[arg(long, hide = true, default_value_t = 30 * 24 * 3600)]
     pub server_cert_renew_before: u64,
 
+    /// Ceiling, in seconds, of the delay imposed after repeated failed authentications
+    /// (tests use short ones).
+    #[arg(long, hide = true, default_value_t = 60, value_name = "SECONDS")]
+    pub auth_max_delay: u64,
+
     /// Seconds a client may take to finish its TLS handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,

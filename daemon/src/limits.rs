@@ -65,6 +65,29 @@ struct Record {
 pub struct FailureLimiter {
     config: LimiterConfig,
     records: Mutex<HashMap<PeerKey, Record>>,
+    turns: Mutex<HashMap<PeerKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One peer's turn to have an attempt checked (see [`FailureLimiter::turn`]).
+#[derive(Debug)]
+pub struct Turn<'a> {
+    limiter: &'a FailureLimiter,
+    key: PeerKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = self.limiter.turns.lock().unwrap_or_else(|e| e.into_inner());
+        // Nobody holds or awaits this peer's turn any more: forget it.
+        if turns
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 impl FailureLimiter {
@@ -73,6 +96,28 @@ impl FailureLimiter {
         FailureLimiter {
             config,
             records: Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Wait until no other attempt of `key` is being checked. Attempts of one peer are checked
+    /// one at a time, so that many at once (on many streams or connections) cannot all pass
+    /// [`FailureLimiter::check`] before the first failure is recorded. Others wait in turn; a
+    /// flood from one peer delays only that peer.
+    pub async fn turn(&self, key: PeerKey) -> Turn<'_> {
+        let mutex = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            // Entries left by waiters that gave up (their request was cancelled) are unused.
+            if turns.len() > self.config.max_records {
+                turns.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            turns.entry(key).or_default().clone()
+        };
+        let guard = mutex.lock_owned().await;
+        Turn {
+            limiter: self,
+            key,
+            guard: Some(guard),
         }
     }
 
@@ -237,6 +282,29 @@ mod tests {
             l.record_failure(PeerKey::Uid(uid));
         }
         assert!(l.records() <= 100);
+    }
+
+    #[tokio::test]
+    async fn one_attempt_per_peer_at_a_time() {
+        let l = limiter();
+        let first = l.turn(PeerKey::Uid(1)).await;
+        // Another peer is not held up.
+        drop(l.turn(PeerKey::Uid(2)).await);
+        // The same peer waits.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            l.turn(PeerKey::Uid(1)),
+        );
+        assert!(
+            waiting.await.is_err(),
+            "a second turn of the same peer did not wait"
+        );
+        drop(first);
+        drop(l.turn(PeerKey::Uid(1)).await);
+        assert!(
+            l.turns.lock().unwrap().is_empty(),
+            "turns are forgotten when unused"
+        );
     }
 
     #[tokio::test]

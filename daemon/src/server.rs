@@ -37,6 +37,18 @@ const PARALLEL_HASHES: usize = 2;
 const QUEUED_HASHES: usize = 64;
 /// How long a SIGTERM waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest request message accepted. Ours are small (a passphrase is at most 1 KiB); tonic's
+/// default of 4 MiB let every stalled stream hold that much (issue 7: 160 streams announcing
+/// 4 MiB grew the daemon by 330 MiB).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection (the CLI uses one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// Largest HTTP/2 header list accepted.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// A request not answered within this is cancelled, so a stream that never sends its request
+/// does not hold a task forever. The slowest legitimate request waits for its turn at the hash
+/// pool: seconds.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Exit status after an idle period: not an error. The unit lists it in `SuccessExitStatus=` and
 /// `RestartPreventExitStatus=`; systemd keeps the listening socket and starts us again on the next
@@ -172,7 +184,10 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let service = Service::new(
         gate.clone(),
         settings,
-        FailureLimiter::new(LimiterConfig::default()),
+        FailureLimiter::new(LimiterConfig {
+            max_delay: Duration::from_secs(args.auth_max_delay.max(1)),
+            ..LimiterConfig::default()
+        }),
         HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
         tokens.clone(),
     );
@@ -205,9 +220,11 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(64))
-        .add_service(RpcServer::new(service))
-        .add_service(TrustServer::new(management))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .timeout(REQUEST_TIMEOUT)
+        .add_service(RpcServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(TrustServer::new(management).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(connections, async move {
             let _ = shutdown_rx.await;
         });

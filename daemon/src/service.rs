@@ -99,6 +99,8 @@ impl Service {
         // Without kernel credentials there is no one to hold responsible; refuse rather than
         // share one bucket with every such peer.
         let key = peer_key(peer).ok_or(Error::NotAuthenticated)?;
+        // One check at a time per peer: a flood queues behind itself, not in front of others.
+        let _turn = self.limiter.turn(key).await;
         self.check_limiter(peer, key)?;
         // Told apart by shape, so a token is never hashed as a passphrase (nor the reverse).
         if looks_like_token(&passphrase) {

@@ -71,6 +71,10 @@ pub struct IncomingOptions {
     /// Handshakes allowed in progress at once; connections beyond are closed at once, so a flood
     /// cannot grow memory without bound (OpenSSH's MaxStartups, without the randomness).
     pub max_pending_handshakes: usize,
+    /// Connections (in their handshake or established) one local user may hold at once, by the
+    /// uid of SO_PEERCRED; root is not limited. Beyond it that user's new connections are closed
+    /// at once, so one user cannot take every handshake slot or file descriptor from the others.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for IncomingOptions {
@@ -78,6 +82,65 @@ impl Default for IncomingOptions {
         IncomingOptions {
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 512,
+            max_connections_per_user: 64,
+        }
+    }
+}
+
+/// Open connections per local user.
+#[derive(Debug, Default, Clone)]
+struct PerUser(Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>);
+
+impl PerUser {
+    /// A slot for one more connection of `uid`, unless it holds `max` already.
+    fn claim(&self, uid: u32, max: usize) -> Option<UserSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(uid).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot {
+            uid,
+            users: self.clone(),
+        })
+    }
+}
+
+/// One connection of a user, given back on drop.
+#[derive(Debug)]
+struct UserSlot {
+    uid: u32,
+    users: PerUser,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut open = self.users.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A warning logged at most once a second, with the number of occurrences it stands for: a
+/// flood of refused connections must not become a flood of log lines.
+#[derive(Debug, Default)]
+struct Throttled(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl Throttled {
+    fn warn(&self, uid: Option<u32>, message: &'static str) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        if state
+            .0
+            .is_none_or(|last| last.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(uid, occurrences = state.1, "{message}");
+            *state = (Some(std::time::Instant::now()), 0);
         }
     }
 }
@@ -141,6 +204,7 @@ pub struct Connection {
     io: Io,
     peer: Peer,
     _guard: ActivityGuard,
+    _slot: Option<UserSlot>,
 }
 
 #[derive(Debug)]
@@ -248,6 +312,8 @@ async fn accept_loop(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let pending = Arc::new(tokio::sync::Semaphore::new(options.max_pending_handshakes));
+    let per_user = PerUser::default();
+    let (too_many_handshakes, too_many_for_user) = (Throttled::default(), Throttled::default());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -263,16 +329,35 @@ async fn accept_loop(
                 continue;
             }
         };
+        let slot = match &raw {
+            Raw::Unix(_, Some(c)) if c.uid != 0 => {
+                match per_user.claim(c.uid, options.max_connections_per_user) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        too_many_for_user.warn(
+                            Some(c.uid),
+                            "a user holds too many connections; closing its new ones",
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         let guard = activity.guard();
         let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::warn!("too many TLS handshakes in progress; closing a new connection");
+            too_many_handshakes.warn(
+                None,
+                "too many TLS handshakes in progress; closing new connections",
+            );
             continue;
         };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
         tokio::spawn(async move {
-            let result = tokio::time::timeout(timeout, handshake(raw, &acceptor, guard)).await;
+            let result =
+                tokio::time::timeout(timeout, handshake(raw, &acceptor, guard, slot)).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {
@@ -318,6 +403,7 @@ async fn handshake(
     raw: Raw,
     acceptor: &TlsAcceptor,
     guard: ActivityGuard,
+    slot: Option<UserSlot>,
 ) -> io::Result<Connection> {
     Ok(match raw {
         Raw::Unix(stream, credentials) => {
@@ -331,6 +417,7 @@ async fn handshake(
                     client,
                 },
                 _guard: guard,
+                _slot: slot,
             }
         }
         Raw::Tcp(stream, addr) => {
@@ -344,6 +431,7 @@ async fn handshake(
                     client,
                 },
                 _guard: guard,
+                _slot: slot,
             }
         }
     })

@@ -67,7 +67,7 @@ fn install(from: &Path, to: &str) {
 }
 
 /// The `multipassd` system user (the package's sysusers.d entry creates it).
-fn ensure_daemon_user() {
+pub fn ensure_daemon_user() {
     if nix::unistd::User::from_name("multipassd")
         .ok()
         .flatten()

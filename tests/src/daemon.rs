@@ -204,6 +204,25 @@ impl Daemon {
         }
     }
 
+    /// Process id of the running daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon is running").id()
+    }
+
+    /// Kill the daemon with SIGKILL (a crash: no clean-up of any kind) and reap it.
+    pub fn kill_hard(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon is running");
+        let _ = child.kill();
+        child.wait().expect("wait for killed multipassd")
+    }
+
+    /// Start the daemon again after [`Daemon::kill_hard`] (or [`Daemon::stop`]), with the same
+    /// data directory and socket path, and wait until it serves.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
     /// Stop (asserting that SIGTERM makes it exit 0) and start again with the same data directory
     /// and socket path.
     pub fn restart(&mut self) {

@@ -13,13 +13,19 @@
 //! - [`pem`]: certificates of the trust store and of users, as DER.
 //! - [`grpc`]: a tonic client over TLS over the Unix socket, for tests that speak gRPC directly.
 //! - [`python`]: a stock-protocol client (Python grpcio, the gRPC C core Multipass uses too).
+//! - [`clients`]: many clients at once (issue 7): identities, the CLI with a chosen
+//!   `XDG_DATA_HOME`, hand appends, the helper's direct mode, connections made as another user.
+//! - [`procfs`]: figures from /proc (peak RSS, descriptors, children, command lines).
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod clients;
 pub mod daemon;
 pub mod grpc;
+pub mod mount;
 pub mod pem;
 pub mod process;
+pub mod procfs;
 pub mod python;
 pub mod users;
 
@@ -170,6 +176,14 @@ impl Default for TestDir {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Print a figure of the reliability tests (issue 7) on standard error, where it shows even when
+/// the test passes: libtest captures `println!`, not direct writes. `scripts/test.sh` output
+/// then carries every figure of docs/RELIABILITY.md.
+pub fn figure(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "figure: {text}");
 }
 
 /// A short random suffix for names unique to this run.

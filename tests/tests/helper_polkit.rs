@@ -410,13 +410,19 @@ fn stuck_administrator_gets_out_without_editing_files() {
     daemon
         .run_as(&admin, &["list"], None)
         .assert_code(0, "unstuck");
-    // Same daemon process all along (no restart), and the store was replaced by the helper's
-    // writer, not edited in place.
+    // Same daemon process all along (no restart), and the helper's writer added the certificate
+    // to the store by appending (additions are appended, so that an unlocked hand append is
+    // never lost: issue 7), keeping the file's owner and mode.
     assert!(
         daemon.log().matches("listening").count() == 1,
         "daemon restarted"
     );
     let store_after = std::fs::metadata(daemon.store_path()).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_ne!(store_before.ino(), store_after.ino());
+    assert_eq!(store_before.ino(), store_after.ino());
+    assert!(store_after.len() > store_before.len());
+    assert_eq!(
+        (store_after.mode() & 0o777, store_after.uid()),
+        (0o600, store_before.uid())
+    );
 }

@@ -11,19 +11,6 @@ use multipass_system_tests::{grpc, require_root, Daemon, Group, TestDir, User, N
 const STALLED: usize = 50;
 const GARBAGE: usize = 20;
 
-fn garbage(i: usize) -> Vec<u8> {
-    match i % 4 {
-        // Plain HTTP/1.1.
-        0 => b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
-        // HTTP/2 preface without TLS.
-        1 => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
-        // A TLS handshake record header announcing more than will ever come.
-        2 => vec![0x16, 0x03, 0x01, 0x3f, 0xff, 0x01, 0x00, 0x3f, 0xfb],
-        // Noise.
-        _ => (0..4096).map(|n| (n * 131 + i * 7) as u8).collect(),
-    }
-}
-
 #[test]
 fn hostile_connections_do_not_disturb() {
     if !require_root() {
@@ -52,7 +39,7 @@ fn hostile_connections_do_not_disturb() {
             let mut s = UnixStream::connect(daemon.socket())
                 .unwrap_or_else(|e| panic!("garbage connection {i}: {e}"));
             // The daemon may already have closed it: that is fine.
-            let _ = s.write_all(&garbage(i));
+            let _ = s.write_all(&multipass_system_tests::clients::garbage(i));
             s
         })
         .collect();

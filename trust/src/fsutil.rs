@@ -105,6 +105,32 @@ impl DirLock {
     }
 }
 
+/// Remove temporary files of `path` that a writer killed mid-write left behind (a crash between
+/// creating the temporary file and renaming it). Call only while holding the lock that every
+/// writer of `path` takes: then no temporary file of `path` belongs to a live writer. Best effort.
+pub fn remove_stale_temporaries(path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp.");
+    let Ok(entries) = fs::read_dir(parent(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    file = %entry.path().display(),
+                    "removed a temporary file left by an interrupted write"
+                ),
+                Err(e) => {
+                    tracing::debug!(file = %entry.path().display(), error = %e, "cannot remove")
+                }
+            }
+        }
+    }
+}
+
 /// Read a whole file; `Ok(None)` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match fs::read(path) {
@@ -161,6 +187,22 @@ mod tests {
         );
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temporaries_of_one_file_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"kept").unwrap();
+        fs::write(temp_name(&path), b"left by a crash").unwrap();
+        fs::write(dir.path().join(".other.tmp.1.x"), b"another file's").unwrap();
+        remove_stale_temporaries(&path);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![".other.tmp.1.x".to_string(), "f".to_string()]);
     }
 
     #[test]

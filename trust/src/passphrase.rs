@@ -12,6 +12,13 @@ use crate::error::{Error, Result};
 /// Longest passphrase accepted, in bytes; bounds the work an attacker can ask for.
 pub const MAX_PASSPHRASE_LEN: usize = 1024;
 
+/// Largest Argon2 memory cost accepted in a stored hash (256 MiB; ours is 19 MiB).
+const MAX_MEMORY_KIB: u32 = 256 * 1024;
+/// Largest Argon2 time cost accepted in a stored hash (ours is 2).
+const MAX_TIME_COST: u32 = 16;
+/// Largest Argon2 parallelism accepted in a stored hash (ours is 1).
+const MAX_LANES: u32 = 16;
+
 /// A stored passphrase hash, parsed. Its `Debug` never shows the hash.
 #[derive(Clone)]
 pub enum PassphraseHash {
@@ -35,7 +42,19 @@ impl PassphraseHash {
     pub fn parse(stored: &str) -> Result<PassphraseHash> {
         let stored = stored.trim();
         if stored.starts_with("$argon2id$") {
-            PasswordHash::new(stored).map_err(|_| Error::UnknownHashFormat)?;
+            let parsed = PasswordHash::new(stored).map_err(|_| Error::UnknownHashFormat)?;
+            // A PHC string without salt or output, or with parameters Argon2 refuses, can never
+            // verify; one with absurd costs would make every attempt allocate gigabytes (found
+            // by fuzzing: "$argon2id$m=17" was accepted as a set passphrase).
+            let params = argon2::Params::try_from(&parsed).map_err(|_| Error::UnknownHashFormat)?;
+            if parsed.salt.is_none()
+                || parsed.hash.is_none()
+                || params.m_cost() > MAX_MEMORY_KIB
+                || params.t_cost() > MAX_TIME_COST
+                || params.p_cost() > MAX_LANES
+            {
+                return Err(Error::UnknownHashFormat);
+            }
             return Ok(PassphraseHash::Argon2id(stored.to_string()));
         }
         if stored.len() == 128 {
@@ -138,6 +157,10 @@ mod tests {
         for bad in [
             "",
             "plain",
+            "$argon2id$m=17",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA",
+            "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=19456,t=1000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
             &"zz".repeat(64),
         ] {

@@ -14,6 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, DirLock, FileMode};
@@ -107,7 +108,7 @@ impl ServerPki {
                 let root = new_root(now)?;
                 fsutil::write_atomic(
                     &dir.root_key(),
-                    root.key.serialize_pem().as_bytes(),
+                    Zeroizing::new(root.key.serialize_pem()).as_bytes(),
                     FileMode::PRIVATE,
                 )?;
                 fsutil::write_atomic(
@@ -130,7 +131,7 @@ impl ServerPki {
                 let (cert_pem, key, not_after) = new_server(&root, now, opts.server_validity)?;
                 fsutil::write_atomic(
                     &dir.server_key(),
-                    key.serialize_pem().as_bytes(),
+                    Zeroizing::new(key.serialize_pem()).as_bytes(),
                     FileMode::PRIVATE,
                 )?;
                 fsutil::write_atomic(
@@ -150,8 +151,8 @@ impl ServerPki {
         };
 
         Ok(ServerPki {
-            root_cert_pem: root.cert_pem,
-            chain: vec![cert_der, root.cert_der],
+            root_cert_pem: root.cert_pem.clone(),
+            chain: vec![cert_der, root.cert_der.clone()],
             key: key_der,
             not_after,
         })
@@ -166,7 +167,7 @@ struct Root {
 
 fn load_root(dir: &DataDir, valid_until: OffsetDateTime) -> Option<Root> {
     let cert_pem = std::fs::read_to_string(dir.root_cert()).ok()?;
-    let key_pem = std::fs::read_to_string(dir.root_key()).ok()?;
+    let key_pem = Zeroizing::new(std::fs::read_to_string(dir.root_key()).ok()?);
     let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
     let key = KeyPair::from_pem(&key_pem).ok()?;
     let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
@@ -196,7 +197,7 @@ fn load_server(
     OffsetDateTime,
 )> {
     let cert_der = CertificateDer::from_pem_file(dir.server_cert()).ok()?;
-    let key_pem = std::fs::read_to_string(dir.server_key()).ok()?;
+    let key_pem = Zeroizing::new(std::fs::read_to_string(dir.server_key()).ok()?);
     let key = KeyPair::from_pem(&key_pem).ok()?;
     let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
     let (_, root_x509) = x509_parser::parse_x509_certificate(&root.cert_der).ok()?;
@@ -303,6 +304,24 @@ pub struct ClientIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Drop for ClientIdentity {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl Drop for ServerPki {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
 impl fmt::Debug for ClientIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientIdentity")
@@ -325,7 +344,11 @@ impl ClientIdentity {
         let (cert_pem, key) = new_client_cert(OffsetDateTime::now_utc())?;
         // Key first: a crash between the two writes leaves a key without a certificate, which the
         // next run reports rather than silently replacing a trusted identity.
-        fsutil::write_atomic(&key_path, key.serialize_pem().as_bytes(), FileMode::PRIVATE)?;
+        fsutil::write_atomic(
+            &key_path,
+            Zeroizing::new(key.serialize_pem()).as_bytes(),
+            FileMode::PRIVATE,
+        )?;
         fsutil::write_atomic(
             &cert_path,
             cert_pem.as_bytes(),

@@ -210,6 +210,7 @@ impl SettingsFile {
     /// keys.
     pub fn update<R>(&self, change: impl FnOnce(&mut Ini) -> R) -> Result<R> {
         let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
+        fsutil::remove_stale_temporaries(&self.path);
         let mut ini = self.load()?;
         let result = change(&mut ini);
         fsutil::write_atomic(&self.path, ini.to_text().as_bytes(), self.mode)?;

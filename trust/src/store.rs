@@ -87,7 +87,8 @@ pub struct Metadata {
 
 impl Metadata {
     fn apply(&mut self, key: &str, value: &str) -> bool {
-        let value = value.trim();
+        let value = sanitize(value);
+        let value = value.as_str();
         match key {
             "name" => self.name = Some(value.to_string()),
             "uid" => self.uid = value.parse().ok(),
@@ -124,14 +125,17 @@ impl Metadata {
     }
 }
 
-/// Metadata values are single printable lines that cannot be mistaken for a PEM boundary.
+/// Metadata values are single printable lines of at most 128 characters that cannot be mistaken
+/// for a PEM boundary. Applied when reading too, so that what is read is exactly what would be
+/// written (found by fuzzing: a control character or an overlong value read from the file was
+/// silently changed by the next rewrite; and a single pass turned nine dashes into five).
 fn sanitize(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(128)
-        .collect::<String>()
-        .replace("-----", "-")
+    let mut clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    while clean.contains("-----") {
+        clean = clean.replace("-----", "-");
+    }
+    let clean: String = clean.trim().chars().take(128).collect();
+    clean.trim_end().to_string()
 }
 
 /// One trusted certificate.
@@ -167,6 +171,9 @@ pub struct Bundle {
     entries: Vec<Entry>,
     index: HashMap<Fingerprint, usize>,
     skipped: usize,
+    /// Set by any change other than adding entries at the end: the file must then be rewritten
+    /// rather than appended to.
+    rewritten: bool,
 }
 
 impl Bundle {
@@ -179,13 +186,23 @@ impl Bundle {
         let mut block: Option<String> = None;
         for line in text.lines() {
             let trimmed = line.trim();
-            match &mut block {
-                None if trimmed == BEGIN => {
-                    let mut b = String::with_capacity(1024);
-                    b.push_str(BEGIN);
-                    b.push('\n');
-                    block = Some(b);
+            // A boundary ends any block in progress: a block cut short (an interrupted write)
+            // followed by a hand append must not swallow the appended certificate. Text glued
+            // before the boundary (the cut block had no final newline) belongs to the cut block.
+            if trimmed.ends_with(BEGIN) {
+                if block.take().is_some() {
+                    bundle.skipped += 1;
+                    pending = Metadata::default();
+                } else if trimmed != BEGIN {
+                    pending = Metadata::default();
                 }
+                let mut b = String::with_capacity(1024);
+                b.push_str(BEGIN);
+                b.push('\n');
+                block = Some(b);
+                continue;
+            }
+            match &mut block {
                 None => {
                     if let Some((key, value)) = trimmed.split_once(':') {
                         pending.apply(key.trim(), value);
@@ -216,8 +233,13 @@ impl Bundle {
 
     /// The file content: each entry's metadata, then its PEM block.
     pub fn to_pem(&self) -> String {
-        let mut out = String::with_capacity(self.entries.len() * 800);
-        for entry in &self.entries {
+        self.pem_from(0)
+    }
+
+    /// The file text of the entries from the `first`-th on.
+    fn pem_from(&self, first: usize) -> String {
+        let mut out = String::with_capacity(self.entries.len().saturating_sub(first) * 800);
+        for entry in &self.entries[first.min(self.entries.len())..] {
             entry.metadata.write(&mut out);
             out.push_str(&crate::pki::certificate_pem(&entry.certificate));
         }
@@ -247,6 +269,7 @@ impl Bundle {
     /// Remove the entry for `fingerprint`.
     pub fn remove(&mut self, fingerprint: &Fingerprint) -> Option<Entry> {
         let i = self.index.remove(fingerprint)?;
+        self.rewritten = true;
         let entry = self.entries.remove(i);
         for slot in self.index.values_mut() {
             if *slot > i {
@@ -406,26 +429,124 @@ impl TrustStore {
     pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
         let dir = fsutil::parent(&self.path);
         let _lock = DirLock::acquire(&dir)?;
+        fsutil::remove_stale_temporaries(&self.path);
         for _ in 0..MERGE_ATTEMPTS {
             let (mut bundle, key) = self.read()?;
+            let before = bundle.len();
             let result = change(&mut bundle);
             if !result.changed() {
                 self.remember(bundle, key);
                 return Ok(result);
             }
-            let text = bundle.to_pem();
-            // A hand append since our read would be lost by the rename: start over.
+            // Something changed on disk since our read (a hand append takes no lock): start over
+            // from the file as it is now.
             if FileKey::stat(&self.path)? != key {
                 continue;
             }
+            // Only additions: append them. An unlocked `tee -a` racing with us lands before or
+            // after our entries, never in a file that a rename then discards.
+            if let Some(key) = key.filter(|_| !bundle.rewritten && bundle.len() > before) {
+                match self.append(&bundle.pem_from(before), key)? {
+                    Appended::Done(now) => {
+                        self.remember(bundle, now);
+                        return Ok(result);
+                    }
+                    Appended::Changed => continue,
+                    Appended::NotOurs => {}
+                }
+            }
+            let text = bundle.to_pem();
             fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)?;
-            self.remember(bundle, FileKey::stat(&self.path)?);
+            // Cache what we wrote only if the file is still exactly that.
+            let now = FileKey::stat(&self.path)?.filter(|k| k.size == text.len() as u64);
+            self.remember(bundle, now);
             return Ok(result);
         }
         Err(Error::Write {
             path: self.path.clone(),
             source: std::io::Error::other("the file kept changing while being merged"),
         })
+    }
+
+    /// Append `text` to the file read as `key`, durably. On failure the file is cut back to its
+    /// previous length (unless someone else appended meanwhile), so a refused change leaves
+    /// nothing behind.
+    fn append(&self, text: &str, key: FileKey) -> Result<Appended> {
+        use std::io::Write;
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let write_err = |source| Error::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            // Not ours to append to (e.g. created by root with `tee -a`): rewrite instead.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Ok(Appended::NotOurs)
+            }
+            Err(e) => return Err(write_err(e)),
+        };
+        let meta = file.metadata().map_err(write_err)?;
+        if FileKey::of(&meta) != key {
+            return Ok(Appended::Changed);
+        }
+        // Appending keeps owner and mode: only when they are already the ones a rewrite would
+        // give; otherwise the rewrite puts them right.
+        let owner_ok = match self.mode.owner {
+            Some((uid, gid)) => meta.uid() == uid && meta.gid() == gid,
+            None => meta.uid() == nix::unistd::geteuid().as_raw(),
+        };
+        if !meta.file_type().is_file() || meta.mode() & 0o7777 != self.mode.mode || !owner_ok {
+            return Ok(Appended::NotOurs);
+        }
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        if key.size > 0 {
+            // A file that does not end its last line (edited by hand) gets the newline first.
+            let mut last = [0u8; 1];
+            file.read_exact_at(&mut last, key.size - 1)
+                .map_err(write_err)?;
+            if last[0] != b'\n' {
+                bytes.push(b'\n');
+            }
+        }
+        bytes.extend_from_slice(text.as_bytes());
+        let mut written = 0;
+        let outcome = (|| -> std::io::Result<()> {
+            while written < bytes.len() {
+                match file.write(&bytes[written..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            file.sync_data()
+        })();
+        let size_now = file.metadata().map(|m| m.size()).ok();
+        if let Err(e) = outcome {
+            if size_now == Some(key.size + written as u64) {
+                let _ = file.set_len(key.size).and_then(|()| file.sync_data());
+            } else {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "a failed append could not be undone (the file changed meanwhile); \
+                     readers skip the incomplete block"
+                );
+            }
+            return Err(write_err(e));
+        }
+        // Cache what we appended only if nobody else appended meanwhile.
+        let exact = size_now == Some(key.size + bytes.len() as u64);
+        Ok(Appended::Done(if exact {
+            file.metadata().ok().map(|m| FileKey::of(&m))
+        } else {
+            None
+        }))
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
@@ -461,6 +582,16 @@ impl TrustStore {
             loaded: true,
         };
     }
+}
+
+/// How [`TrustStore::append`] went.
+enum Appended {
+    /// Appended and synced; the file's key if the file is exactly what we know.
+    Done(Option<FileKey>),
+    /// The file changed since it was read: start over.
+    Changed,
+    /// The file's owner or mode is not ours: rewrite it instead.
+    NotOurs,
 }
 
 /// Whether a [`TrustStore::modify`] closure changed the bundle.
@@ -580,6 +711,84 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_block_does_not_swallow_the_next_one() {
+        let (a, da) = cert();
+        let (b, db) = cert();
+        // An interrupted write, then a hand append: on its own line, or glued to the cut line.
+        for cut in [format!("{BEGIN}\nMIIBcut\n"), format!("{BEGIN}\nMIIBcut")] {
+            let text = format!("{a}name: torn\n{cut}{b}");
+            let bundle = Bundle::parse(text.as_bytes());
+            assert!(bundle.contains(&Fingerprint::of(&da)), "{text}");
+            assert!(bundle.contains(&Fingerprint::of(&db)), "{text}");
+            assert_eq!(bundle.len(), 2);
+            assert_eq!(bundle.skipped(), 1);
+            // The cut entry's metadata does not stick to the appended certificate.
+            assert_eq!(
+                bundle.get(&Fingerprint::of(&db)).unwrap().metadata,
+                Metadata::default()
+            );
+        }
+    }
+
+    #[test]
+    fn additions_are_appended_in_place_and_removals_rewrite() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, a) = cert();
+        let (_, b) = cert();
+        s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
+        let first = std::fs::metadata(s.path()).unwrap();
+        let before = std::fs::read_to_string(s.path()).unwrap();
+        s.add(Entry::new(b.clone(), Metadata::default())).unwrap();
+        let second = std::fs::metadata(s.path()).unwrap();
+        assert_eq!(
+            first.ino(),
+            second.ino(),
+            "an addition appends to the same file"
+        );
+        assert!(std::fs::read_to_string(s.path())
+            .unwrap()
+            .starts_with(&before));
+        assert_eq!(store(dir.path()).current().unwrap().len(), 2);
+        s.remove(&Fingerprint::of(&a)).unwrap();
+        let third = std::fs::metadata(s.path()).unwrap();
+        assert_ne!(second.ino(), third.ino(), "a removal replaces the file");
+        let bundle = store(dir.path()).current().unwrap();
+        assert_eq!(bundle.len(), 1);
+        assert!(bundle.contains(&Fingerprint::of(&b)));
+    }
+
+    #[test]
+    fn appending_supplies_a_missing_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (a, da) = cert();
+        crate::fsutil::write_atomic(s.path(), a.trim_end().as_bytes(), FileMode::PRIVATE).unwrap();
+        let (_, db) = cert();
+        s.add(Entry::new(db.clone(), Metadata::default())).unwrap();
+        let bundle = store(dir.path()).current().unwrap();
+        assert!(bundle.contains(&Fingerprint::of(&da)) && bundle.contains(&Fingerprint::of(&db)));
+        assert_eq!(bundle.skipped(), 0);
+    }
+
+    #[test]
+    fn a_store_with_another_mode_is_rewritten_with_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (a, _) = cert();
+        // Created by `tee -a` under a 022 umask.
+        std::fs::write(s.path(), a).unwrap();
+        std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (_, db) = cert();
+        s.add(Entry::new(db, Metadata::default())).unwrap();
+        let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(store(dir.path()).current().unwrap().len(), 2);
+    }
+
+    #[test]
     fn metadata_cannot_inject_a_block() {
         let (_, der) = cert();
         let mut bundle = Bundle::default();
@@ -593,6 +802,24 @@ mod tests {
         let back = Bundle::parse(bundle.to_pem().as_bytes());
         assert_eq!(back.len(), 1);
         assert_eq!(back.skipped(), 0);
+    }
+
+    #[test]
+    fn metadata_reads_as_it_would_be_written() {
+        let (a, da) = cert();
+        let nine = "-".repeat(9);
+        let long = "x".repeat(300);
+        let text =
+            format!("name: {nine}BEGIN CERTIFICATE{nine}\nuser: a\u{8}b \nwhen: {long}\n{a}");
+        let bundle = Bundle::parse(text.as_bytes());
+        let meta = &bundle.get(&Fingerprint::of(&da)).unwrap().metadata;
+        assert!(!meta.name.as_ref().unwrap().contains("-----"));
+        assert_eq!(meta.user.as_deref(), Some("ab"));
+        assert_eq!(meta.when.as_ref().unwrap().len(), 128);
+        let back = Bundle::parse(bundle.to_pem().as_bytes());
+        assert_eq!(back.skipped(), 0);
+        assert_eq!(&back.get(&Fingerprint::of(&da)).unwrap().metadata, meta);
+        assert_eq!(back.to_pem(), bundle.to_pem());
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! What /proc says about a process: memory high-water mark, open file descriptors, children,
+//! command lines. For the figures of the reliability tests (issue 7).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    text.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Peak resident set size (`VmHWM`), KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// Resident set size now (`VmRSS`), KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Open file descriptors (entries of /proc/PID/fd).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// Wait up to `limit` for the descriptor count of `pid` to fall to `at_most`; the last count.
+pub fn wait_fd_count(pid: u32, at_most: usize, limit: Duration) -> usize {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let now = fd_count(pid);
+        if now <= at_most || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return all;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            all.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    all
+}
+
+/// Every process's pid.
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A background thread that reads `/proc/*/cmdline` and `/proc/*/environ` of every process, as
+/// fast as it can, and records each process whose command line or environment holds one of the
+/// needles. Secrets must never be in either: any user can read every command line.
+pub struct SecretWatch {
+    stop: Arc<AtomicBool>,
+    hits: Arc<Mutex<BTreeSet<String>>>,
+    scans: Arc<Mutex<u64>>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SecretWatch {
+    /// Start watching for `needles`.
+    pub fn start(needles: Vec<String>) -> SecretWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(Mutex::new(BTreeSet::new()));
+        let scans = Arc::new(Mutex::new(0));
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let thread = {
+            let (stop, hits, scans, seen) =
+                (stop.clone(), hits.clone(), scans.clone(), seen.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for pid in pids() {
+                        let dir = format!("/proc/{pid}");
+                        let cmdline =
+                            std::fs::read(Path::new(&dir).join("cmdline")).unwrap_or_default();
+                        let environ =
+                            std::fs::read(Path::new(&dir).join("environ")).unwrap_or_default();
+                        let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                        if let Some(name) = shown.split_whitespace().next() {
+                            let base = name.rsplit('/').next().unwrap_or(name);
+                            if base.starts_with("multipass") {
+                                seen.lock().unwrap().insert(shown.trim().to_string());
+                            }
+                        }
+                        for needle in &needles {
+                            if contains(&cmdline, needle.as_bytes()) {
+                                hits.lock()
+                                    .unwrap()
+                                    .insert(format!("pid {pid} argv: {shown}"));
+                            }
+                            if contains(&environ, needle.as_bytes()) {
+                                hits.lock()
+                                    .unwrap()
+                                    .insert(format!("pid {pid} environment ({shown})"));
+                            }
+                        }
+                    }
+                    *scans.lock().unwrap() += 1;
+                }
+            })
+        };
+        SecretWatch {
+            stop,
+            hits,
+            scans,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; (processes that showed a needle, number of full scans of /proc, distinct command
+    /// lines of our programs seen).
+    pub fn finish(mut self) -> (Vec<String>, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let hits = self.hits.lock().unwrap().iter().cloned().collect();
+        let seen = self.seen.lock().unwrap().iter().cloned().collect();
+        let scans = *self.scans.lock().unwrap();
+        (hits, scans, seen)
+    }
+}
