@@ -20,13 +20,16 @@ impl Service {
     /// Refuse `key` while it must wait after failures, saying so in the audit log.
     pub(super) fn check_limiter(&self, peer: &Peer, key: PeerKey) -> Result<(), Error> {
         self.limiter.check(key).inspect_err(|_| {
-            tracing::info!(
-                target: "audit",
-                event = "refused",
-                reason = "rate-limited",
-                uid = peer.credentials.map(|c| c.uid),
-                "authentication refused: too many failed attempts"
-            );
+            if let Some(refusals) = self.limiter.note_refusal(key) {
+                tracing::info!(
+                    target: "audit",
+                    event = "refused",
+                    reason = "rate-limited",
+                    uid = peer.credentials.map(|c| c.uid),
+                    refusals,
+                    "authentication refused: too many failed attempts"
+                );
+            }
         })
     }
 
