@@ -63,6 +63,25 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
+fn wait_until_exists(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn terminate(child: &Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
 fn status_fields(pid: u32) -> Vec<(String, String)> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("read /proc/PID/status")
@@ -109,11 +128,7 @@ fn systemd_socket_activate_starts_on_demand_and_exits_when_idle() {
         .spawn()
         .expect("systemd-socket-activate (package systemd) must be installed");
     let pid = activator.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "socket never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_exists(&sock);
     // Not running until somebody connects: the process is still the activator.
     std::thread::sleep(Duration::from_millis(300));
     let exe = exe_of(pid).expect("activator alive");
@@ -165,10 +180,7 @@ impl Activator {
                 }
                 if stop2.load(Ordering::SeqCst) {
                     if let Some(mut c) = child.take() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(c.id() as i32),
-                            nix::sys::signal::Signal::SIGTERM,
-                        );
+                        terminate(&c);
                         let _ = c.wait();
                     }
                     return;
@@ -372,11 +384,7 @@ fn daemon_started_as_root_holds_no_capabilities() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn multipassd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "socket never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_exists(&sock);
     let fields = status_fields(daemon.id());
     let uid = fields.iter().find(|(k, _)| k == "Uid").unwrap().1.clone();
     assert!(uid.starts_with('0'), "started as root: Uid {uid}");
@@ -391,10 +399,7 @@ fn daemon_started_as_root_holds_no_capabilities() {
             "thread {tid} holds capabilities"
         );
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    terminate(&daemon);
     let status = wait_timeout(&mut daemon, Duration::from_secs(10)).expect("no exit on SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
