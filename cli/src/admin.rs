@@ -19,8 +19,9 @@ const BUS_NAME: &str = "io.multipass.Helper1";
 const OBJECT_PATH: &str = "/io/multipass/Helper1";
 
 /// What to run instead, for the messages.
-const PKEXEC_HINT: &str = "Without a terminal, an administrator can run instead:\n  \
-     pkexec /usr/libexec/multipassd-helper trust-certificate < ~/.local/share/multipass-client-certificate/multipass_cert.pem";
+const PKEXEC_HINT: &str = "Without a terminal, an administrator can run instead, from one:\n  \
+     pkexec /usr/libexec/multipassd-helper trust-certificate < ~/.local/share/multipass-client-certificate/multipass_cert.pem\n\
+     (with polkit older than 124, start `pkttyagent --process $$ &` in that shell first)";
 
 /// Trust this client's certificate through the helper; returns the fingerprint.
 pub async fn trust_certificate(pem: &str, name: &str) -> Result<String, Error> {

@@ -4,9 +4,10 @@ usage: pty_answer.py PASSWORD COMMAND [ARG...]; exits with the command's status 
 the terminal showed to stdout. The password is read from argv here only because this runs inside
 a throw-away test container, never by the product.
 
-The agent may print its prompt before it switches echo off with TCSAFLUSH, which discards input
-typed in between: if the prompt is still the last thing shown two seconds after an answer, the
-answer is sent again (at most three times). After 90 s the command is killed.
+The agent prints its prompt before it switches echo off with TCSAFLUSH, which discards input
+typed in between: the answer waits until the terminal's echo is off (at most 5 s), and if the
+prompt is still the last thing shown two seconds after an answer, it is sent again (at most three
+times). After 90 s the command is killed.
 """
 import os
 import pty
@@ -14,6 +15,7 @@ import re
 import select
 import signal
 import sys
+import termios
 import time
 
 password, argv = sys.argv[1], sys.argv[2:]
@@ -22,7 +24,18 @@ if pid == 0:
     os.execvp(argv[0], argv)
 
 PROMPT = re.compile(rb"[Pp]assword[^:\n]*:\s*$")
+
+
+def echo_is_on():
+    # On Linux the master side reports the terminal's (slave's) settings.
+    try:
+        return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+    except termios.error:
+        return False
+
+
 shown = b""
+prompt_seen_at = None
 answers = 0
 answered_at = None
 status = None
@@ -37,7 +50,9 @@ while time.time() < deadline:
         if data:
             shown += data
             answered_at = None if answers == 0 else answered_at
-        if data and answers == 0 and PROMPT.search(shown):
+    if answers == 0 and PROMPT.search(shown):
+        prompt_seen_at = prompt_seen_at or time.time()
+        if not echo_is_on() or time.time() - prompt_seen_at > 5:
             os.write(fd, password.encode() + b"\n")
             answers, answered_at = 1, time.time()
             continue
