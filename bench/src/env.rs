@@ -256,3 +256,27 @@ pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
 pub fn rss_kib(pid: u32) -> Result<u64> {
     status_kib(pid, "VmRSS")
 }
+
+/// CPU time (user + system, all threads) `pid` has used so far; `None` for this process.
+pub fn cpu_time(pid: Option<u32>) -> Result<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(&path)?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("unexpected {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, i.e. 12 and 13 after the state (field 3).
+    let ticks: u64 = fields
+        .get(11..13)
+        .with_context(|| format!("short {path}"))?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use multipassd::gate::Gate;
 use multipassd::limits::{FailureLimiter, HashPool, LimiterConfig};
+use multipassd::server::MAX_REQUEST_BYTES;
 use multipassd::service::Service;
 use multipassd::socket::SocketPolicy;
 use rpc::proto::rpc_server::RpcServer;
@@ -93,6 +93,8 @@ impl AsyncWrite for PlainConnection {
 /// `multipass-bench floor-server`: serve until SIGTERM; `READY=1` to `$NOTIFY_SOCKET` once
 /// listening.
 pub fn run(socket: PathBuf, data_dir: PathBuf, client_dir: PathBuf) -> Result<()> {
+    // As the daemon's main does first.
+    multipassd::memory::keep_large_allocations_off_the_heap();
     multipassd::logging::init("info");
     // As the daemon's main builds it: multi-threaded, a worker per core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,12 +153,9 @@ async fn serve(socket: PathBuf, data_dir: PathBuf, client_dir: PathBuf) -> Resul
     if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
         UnixDatagram::unbound()?.send_to(b"READY=1\n", path)?;
     }
-    // The daemon's options (daemon/src/server.rs, `serve`).
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(64))
-        .add_service(RpcServer::new(service))
+    // The daemon's options and limits (daemon/src/server.rs, `serve`).
+    multipassd::server::tonic_server()
+        .add_service(RpcServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, async move {
             term.recv().await;
         })

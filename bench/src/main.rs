@@ -150,7 +150,7 @@ fn bench(smoke: bool, bin_dir: Option<PathBuf>, only: &[Part]) -> Result<()> {
             let (r, rss_load) = sections::throughput(&plan, &pair)?;
             rows.extend(r);
             std::thread::sleep(std::time::Duration::from_millis(300));
-            rows.extend(sections::memory(&pair, rss_load)?);
+            rows.extend(sections::memory(&env, &pair, rss_load)?);
         }
         if want(Part::Cli) || want(Part::Cold) {
             step("3 client processes");

@@ -62,8 +62,8 @@ impl Plan {
             cold_runs: 30,
             start_runs: 20,
             concurrency: vec![1, 8, 64],
-            throughput_rounds: 5,
-            throughput_round: Duration::from_millis(1000),
+            throughput_rounds: 11,
+            throughput_round: Duration::from_millis(600),
             store_sizes: vec![10, 1_000, 10_000, 100_000],
             gate_checks: 200_000,
             argon2_runs: 5,
@@ -272,7 +272,16 @@ pub fn new_connection(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-async fn rate(target: &Target, conns: usize, round: Duration) -> Result<f64> {
+/// One timed round of the throughput test.
+struct Round {
+    /// RPCs per second.
+    rate: f64,
+    /// CPU time per RPC of the server process and of this (the client's) process.
+    server_cpu: Duration,
+    client_cpu: Duration,
+}
+
+async fn rate(target: &Target, server: u32, conns: usize, round: Duration) -> Result<Round> {
     let mut clients = Vec::with_capacity(conns);
     for _ in 0..conns {
         clients.push(RpcClient::new(target.connect().await?));
@@ -280,6 +289,7 @@ async fn rate(target: &Target, conns: usize, round: Duration) -> Result<f64> {
     for c in &mut clients {
         client::ping(c).await?;
     }
+    let (server0, client0) = (env::cpu_time(Some(server))?, env::cpu_time(None)?);
     let start = Instant::now();
     let deadline = start + round;
     let mut tasks = tokio::task::JoinSet::new();
@@ -290,14 +300,25 @@ async fn rate(target: &Target, conns: usize, round: Duration) -> Result<f64> {
                 client::ping(&mut c).await?;
                 n += 1;
             }
-            anyhow::Ok(n)
+            anyhow::Ok((n, c))
         });
     }
     let mut total = 0;
+    // The connections are dropped after the CPU times are read: closing is not an RPC.
+    let mut open = Vec::with_capacity(conns);
     while let Some(done) = tasks.join_next().await {
-        total += done??;
+        let (n, c) = done??;
+        total += n;
+        open.push(c);
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let elapsed = start.elapsed();
+    let (server1, client1) = (env::cpu_time(Some(server))?, env::cpu_time(None)?);
+    let per_rpc = |d: Duration| d / (total.max(1) as u32);
+    Ok(Round {
+        rate: total as f64 / elapsed.as_secs_f64(),
+        server_cpu: per_rpc(server1.saturating_sub(server0)),
+        client_cpu: per_rpc(client1.saturating_sub(client0)),
+    })
 }
 
 /// Samples a process's RSS in the background; the maximum seen.
@@ -338,6 +359,12 @@ impl RssSampler {
 
 /// Item 5 (and the loaded half of item 7): RPCs per second over N connections, one RPC in
 /// flight on each. Returns the rows and the daemon's largest RSS during the largest level.
+///
+/// The machine's speed drifts from second to second (other work shares the two cores), so each
+/// daemon round is paired with the floor round next to it (their order alternates) and the
+/// figure of merit is the median of the pairs' ratios; the rates shown are the medians of each
+/// side. The CPU time per RPC of the server and the client processes is taken from /proc: it
+/// does not depend on how much of the machine the benchmark got, so it says where TLS costs.
 pub fn throughput(plan: &Plan, pair: &Pair) -> Result<(Vec<Row>, u64)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -347,32 +374,43 @@ pub fn throughput(plan: &Plan, pair: &Pair) -> Result<(Vec<Row>, u64)> {
     let mut rss_max = 0;
     let largest = plan.concurrency.iter().copied().max().unwrap_or(0);
     for &n in &plan.concurrency {
-        let (mut tls, mut plain) = (Vec::new(), Vec::new());
+        let mut pairs = Vec::new();
         for round in 0..plan.throughput_rounds {
+            let (mut tls, mut plain) = (None, None);
             for side in [round % 2, 1 - round % 2] {
                 if side == 0 {
                     let sampler = (n == largest).then(|| RssSampler::start(pair.daemon.pid()));
-                    tls.push(runtime.block_on(rate(&pair.tls, n, plan.throughput_round))?);
+                    tls = Some(runtime.block_on(rate(
+                        &pair.tls,
+                        pair.daemon.pid(),
+                        n,
+                        plan.throughput_round,
+                    ))?);
                     if let Some(s) = sampler {
                         rss_max = rss_max.max(s.finish());
                     }
                 } else {
-                    plain.push(runtime.block_on(rate(&pair.plain, n, plan.throughput_round))?);
+                    plain = Some(runtime.block_on(rate(
+                        &pair.plain,
+                        pair.floor.pid(),
+                        n,
+                        plan.throughput_round,
+                    ))?);
                 }
             }
+            pairs.push((tls.expect("ran"), plain.expect("ran")));
         }
-        let median = |v: &mut Vec<f64>| {
+        let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let (t, p) = (median(&mut tls), median(&mut plain));
-        let r = t / p;
+        let r = median(pairs.iter().map(|(t, p)| t.rate / p.rate).collect());
+        let t = median(pairs.iter().map(|(t, _)| t.rate).collect());
+        let p = median(pairs.iter().map(|(_, p)| p.rate).collect());
+        let plural = if n == 1 { "" } else { "s" };
         let mut row = Row::info(
             5,
-            format!(
-                "throughput, {n} connection{}",
-                if n == 1 { "" } else { "s" }
-            ),
+            format!("throughput, {n} connection{plural} (ratio: median of paired rounds)"),
             format!("{t:.0} RPC/s"),
         )
         .floor(format!("{p:.0} RPC/s plaintext"))
@@ -381,6 +419,23 @@ pub fn throughput(plan: &Plan, pair: &Pair) -> Result<(Vec<Row>, u64)> {
             row = row.target("≥ 0.8 of the floor", r >= 0.8);
         }
         rows.push(row);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let cpu = |side: &dyn Fn(&(Round, Round)) -> &Round| {
+            let server = median(pairs.iter().map(|x| us(side(x).server_cpu)).collect());
+            let client = median(pairs.iter().map(|x| us(side(x).client_cpu)).collect());
+            (server, client)
+        };
+        let (ts, tc) = cpu(&|x| &x.0);
+        let (ps, pc) = cpu(&|x| &x.1);
+        rows.push(
+            Row::info(
+                5,
+                format!("… CPU per RPC at {n} connection{plural}: server + client (median)"),
+                format!("{:.1} µs ({ts:.1} + {tc:.1})", ts + tc),
+            )
+            .floor(format!("{:.1} µs ({ps:.1} + {pc:.1}) plaintext", ps + pc))
+            .ratio((ts + tc) / (ps + pc).max(1e-9)),
+        );
     }
     Ok((rows, rss_max))
 }
@@ -438,8 +493,8 @@ pub fn cli(plan: &Plan, env: &Env, pair: &Pair) -> Result<(Vec<Row>, Duration)> 
     Ok((rows, list.median()))
 }
 
-/// Item 7 (idle) and the helper hook.
-pub fn memory(pair: &Pair, rss_load: u64) -> Result<Vec<Row>> {
+/// Item 7: the daemon idle, and the helper.
+pub fn memory(env: &Env, pair: &Pair, rss_load: u64) -> Result<Vec<Row>> {
     let idle_after = pair.daemon.rss_kib()?;
     let mib = |k: u64| k as f64 / 1024.0;
     let mut rows = vec![
@@ -465,35 +520,98 @@ pub fn memory(pair: &Pair, rss_load: u64) -> Result<Vec<Row>> {
             fmt_mib(pair.floor.rss_kib()?)
         )),
     ];
-    rows.push(match helper_rss()? {
-        Some(kib) => Row::info(7, "helper RSS, idle", fmt_mib(kib)),
-        None => Row::info(
-            7,
-            "helper RSS",
-            "n/a: multipassd-helper has no service yet (hook: MULTIPASS_BENCH_HELPER_CMD)",
-        ),
-    });
+    rows.extend(helper_rss(env)?);
     Ok(rows)
 }
 
-/// The helper's idle RSS, once it exists: set `MULTIPASS_BENCH_HELPER_CMD` to a shell command
-/// that starts it in its serving mode (e.g. on a private bus); it is measured after 500 ms and
-/// then stopped.
-fn helper_rss() -> Result<Option<u64>> {
-    let Some(cmd) = std::env::var_os("MULTIPASS_BENCH_HELPER_CMD") else {
-        return Ok(None);
-    };
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("exec {}", cmd.to_string_lossy()))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(500));
-    let rss = env::rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(Some(rss?))
+/// The helper's RSS, serving `io.multipass.Helper1` on a private bus (a `dbus-daemon` of this
+/// run, named to the helper as its system bus): once idle after it took its name, and after
+/// answering one call. Without polkit on that bus the call is denied, which is the path every
+/// unauthorized caller takes; an authorized call adds only the writer, a separate process.
+fn helper_rss(env: &Env) -> Result<Vec<Row>> {
+    let helper = env.bins.join("multipassd-helper");
+    if !helper.exists() {
+        return Ok(vec![Row::info(
+            7,
+            "helper RSS",
+            format!("n/a: no {}", helper.display()),
+        )]);
+    }
+    let address = format!("unix:path={}", env.path().join("bus").display());
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+        .arg(format!("--address={address}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start dbus-daemon (package dbus)")?;
+    // It prints its address once it listens.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(bus.stdout.take().expect("piped")),
+        &mut line,
+    )?;
+    let result = (|| -> Result<Vec<Row>> {
+        let mut child = Command::new(&helper)
+            .args(["serve", "--idle-timeout", "0", "--data-dir"])
+            .arg(&env.data)
+            .arg("--socket")
+            .arg(env.path().join("helper-bench.sock"))
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .env("MULTIPASSD_HELPER_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        let measured = (|| -> Result<(u64, u64)> {
+            let has_name = || {
+                Command::new("dbus-send")
+                    .arg(format!("--bus={address}"))
+                    .args([
+                        "--print-reply",
+                        "--dest=org.freedesktop.DBus",
+                        "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus.NameHasOwner",
+                        "string:io.multipass.Helper1",
+                    ])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !has_name() {
+                if Instant::now() > deadline {
+                    bail!("multipassd-helper did not take its name on the private bus");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let idle = env::rss_kib(child.id())?;
+            let call = Command::new("dbus-send")
+                .arg(format!("--bus={address}"))
+                .args([
+                    "--print-reply",
+                    "--dest=io.multipass.Helper1",
+                    "/io/multipass/Helper1",
+                    "io.multipass.Helper1.SetSocketAccess",
+                    "boolean:true",
+                ])
+                .output()?;
+            // Denied: no polkit answers on this bus.
+            if call.status.success() {
+                bail!("the helper granted a call on a bus without polkit");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            Ok((idle, env::rss_kib(child.id())?))
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let (idle, after) = measured?;
+        Ok(vec![
+            Row::info(7, "helper RSS, idle (serving, name taken)", fmt_mib(idle)),
+            Row::info(7, "helper RSS, after answering a call", fmt_mib(after)),
+        ])
+    })();
+    let _ = bus.kill();
+    let _ = bus.wait();
+    result
 }
 
 /// Item 4: the first `multipass list` while the daemon is not running, under

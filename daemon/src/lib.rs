@@ -18,6 +18,7 @@ pub mod gate;
 pub mod limits;
 pub mod logging;
 pub mod management;
+pub mod memory;
 pub mod privileges;
 pub mod renewal;
 pub mod server;

@@ -50,6 +50,17 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// pool: seconds.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The HTTP/2 and request limits every connection is served with. Public for the benchmark's
+/// plaintext floor, which must do the same work minus TLS.
+pub fn tonic_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .timeout(REQUEST_TIMEOUT)
+}
+
 /// Exit status after an idle period: not an error. The unit lists it in `SuccessExitStatus=` and
 /// `RestartPreventExitStatus=`; systemd keeps the listening socket and starts us again on the next
 /// connection. (75 is EX_TEMPFAIL: "come back later".)
@@ -217,12 +228,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     }
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .timeout(REQUEST_TIMEOUT)
+    let server = tonic_server()
         .add_service(RpcServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(TrustServer::new(management).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(connections, async move {
