@@ -88,6 +88,9 @@ pub struct Listening {
     unpublished: Option<socket::Bound>,
     /// What `--address` or the inherited socket said, for logs.
     description: String,
+    /// The trust store, when it was read to choose the socket's first mode: [`serve`] uses it
+    /// (and what it loaded) instead of parsing the file a second time.
+    store: Option<TrustStore>,
 }
 
 #[derive(Debug)]
@@ -109,6 +112,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
             owns_socket_file: false,
             unpublished: None,
             description,
+            store: None,
         });
     }
     match &args.address {
@@ -128,6 +132,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
                 owns_socket_file: true,
                 unpublished: Some(bound),
                 description: args.address.to_string(),
+                store: Some(store),
             })
         }
         Address::Tcp(hostport) => {
@@ -140,6 +145,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
                 owns_socket_file: false,
                 unpublished: None,
                 description: args.address.to_string(),
+                store: None,
             })
         }
     }
@@ -175,7 +181,12 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let tls = trust::tls::server_config(certificates.clone())?;
     renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
 
-    let store = Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE));
+    let store = Arc::new(
+        listening
+            .store
+            .take()
+            .unwrap_or_else(|| TrustStore::new(dir.trust_store(), FileMode::PRIVATE)),
+    );
     let trusted = store
         .current()
         .context("cannot read the trust store")?

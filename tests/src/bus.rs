@@ -334,3 +334,69 @@ pub fn call_helper(
         ),
     )
 }
+
+/// The set-up every helper test shares: the system bus (locked for this test), a scratch
+/// directory, the daemon's admin group and an "operators" group that test rules may authorize.
+/// Users are made with [`HelperSetup::user`], then [`HelperSetup::serve`] starts the daemon and
+/// the helper for its socket. Fields drop in declaration order: the bus lock last.
+pub struct HelperSetup {
+    /// Where the daemon, the users' homes and the logs live.
+    pub dir: crate::TestDir,
+    /// The daemon's admin group (who may become the first client).
+    pub admins: Group,
+    /// A group the test's rules file may authorize (see [`HelperSetup::grant`]).
+    pub operators: Group,
+    _bus: SystemBus,
+}
+
+/// The polkit actions the operators group may be granted.
+pub const OPERATOR_ACTIONS: [&str; 2] =
+    ["io.multipass.set-passphrase", "io.multipass.trust-client"];
+
+impl HelperSetup {
+    /// `None` when the tests must be skipped (not root, outside CI: see [`crate::require_root`]).
+    pub fn new() -> Option<HelperSetup> {
+        if !crate::require_root() {
+            return None;
+        }
+        let bus = SystemBus::lock();
+        Some(HelperSetup {
+            dir: crate::TestDir::new(),
+            admins: Group::create_admin(),
+            operators: Group::create_admin(),
+            _bus: bus,
+        })
+    }
+
+    /// A user in `groups`.
+    pub fn user(&self, groups: &[&Group]) -> User {
+        User::create_in(&self.dir, groups)
+    }
+
+    /// Authorize the operators group for [`OPERATOR_ACTIONS`] (until dropped); `member` is one of
+    /// them, to wait on until polkitd applies the rules.
+    pub fn grant(&self, member: &User) -> TestRules {
+        TestRules::grant(&self.operators, &OPERATOR_ACTIONS, member)
+    }
+
+    /// Start the daemon (as [`crate::Daemon::start`]) and a helper for its socket and data
+    /// directory.
+    pub fn serve(&self) -> (crate::Daemon, Helper) {
+        self.helper_for(crate::Daemon::start(&self.dir, &self.admins))
+    }
+
+    /// [`HelperSetup::serve`] with the daemon's `config`.
+    pub fn serve_with(&self, config: crate::DaemonConfig) -> (crate::Daemon, Helper) {
+        self.helper_for(crate::Daemon::start_with(&self.dir, &self.admins, config))
+    }
+
+    fn helper_for(&self, daemon: crate::Daemon) -> (crate::Daemon, Helper) {
+        let helper = Helper::start(
+            daemon.socket.as_ref().expect("unix socket"),
+            &daemon.data_dir,
+            &self.admins.name,
+            self.dir.path(),
+        );
+        (daemon, helper)
+    }
+}

@@ -4,23 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::bus::{call_helper, Helper, SystemBus, TestRules};
+use multipass_system_tests::bus::{call_helper, HelperSetup};
 use multipass_system_tests::{
     bin, mode_owner, require_root, Daemon, DaemonConfig, Group, TestDir, User, NOT_AUTHENTICATED,
     PASSPHRASE_NOT_SET,
 };
-
-const SET_PASSPHRASE: &str = "io.multipass.set-passphrase";
-const TRUST_CLIENT: &str = "io.multipass.trust-client";
-
-fn helper_for(daemon: &Daemon, admins: &Group, dir: &TestDir) -> Helper {
-    Helper::start(
-        daemon.socket.as_ref().expect("unix socket"),
-        &daemon.data_dir,
-        &admins.name,
-        dir.path(),
-    )
-}
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
@@ -28,19 +16,14 @@ fn read(path: &std::path::Path) -> Option<Vec<u8>> {
 
 #[test]
 fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
-    if !require_root() {
+    let Some(setup) = HelperSetup::new() else {
         return;
-    }
-    let _bus = SystemBus::lock();
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let operators = Group::create_admin();
-    let first = User::create(&dir, Some(&admins));
-    let operator = User::create(&dir, Some(&operators));
-    let other = User::create(&dir, None);
-    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &operator);
-    let daemon = Daemon::start(&dir, &admins);
-    let helper = helper_for(&daemon, &admins, &dir);
+    };
+    let first = setup.user(&[&setup.admins]);
+    let operator = setup.user(&[&setup.operators]);
+    let other = setup.user(&[]);
+    let _rules = setup.grant(&operator);
+    let (daemon, helper) = setup.serve();
 
     daemon
         .run_as(&first, &["list"], None)
@@ -86,16 +69,12 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
 
 #[test]
 fn unauthorized_user_is_denied_and_nothing_changes() {
-    if !require_root() {
+    let Some(setup) = HelperSetup::new() else {
         return;
-    }
-    let _bus = SystemBus::lock();
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let first = User::create(&dir, Some(&admins));
-    let stranger = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
-    let _helper = helper_for(&daemon, &admins, &dir);
+    };
+    let first = setup.user(&[&setup.admins]);
+    let stranger = setup.user(&[]);
+    let (daemon, _helper) = setup.serve();
     daemon
         .run_as(&first, &["list"], None)
         .assert_code(0, "first client");
@@ -131,20 +110,15 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
 
 #[test]
 fn only_the_daemon_user_manages_the_socket() {
-    if !require_root() {
+    let Some(setup) = HelperSetup::new() else {
         return;
-    }
-    let _bus = SystemBus::lock();
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let operators = Group::create_admin();
-    let operator = User::create(&dir, Some(&operators));
-    let stranger = User::create(&dir, None);
-    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &operator);
-    let daemon = Daemon::start(&dir, &admins);
-    let _helper = helper_for(&daemon, &admins, &dir);
+    };
+    let operator = setup.user(&[&setup.operators]);
+    let stranger = setup.user(&[]);
+    let _rules = setup.grant(&operator);
+    let (daemon, _helper) = setup.serve();
     let socket = daemon.socket.clone().unwrap();
-    let restricted = (0o660, 0, admins.gid);
+    let restricted = (0o660, 0, setup.admins.gid);
     assert_eq!(mode_owner(&socket).unwrap(), restricted);
 
     for (who, user) in [("a stranger", &stranger), ("an operator", &operator)] {
@@ -191,25 +165,17 @@ fn only_the_daemon_user_manages_the_socket() {
 
 #[test]
 fn unprivileged_daemon_opens_its_socket_through_the_helper() {
-    if !require_root() {
+    let Some(setup) = HelperSetup::new() else {
         return;
-    }
-    let _bus = SystemBus::lock();
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let first = User::create(&dir, Some(&admins));
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: 1,
-            extra_args: vec!["--user".into(), "multipassd".into()],
-            ..DaemonConfig::default()
-        },
-    );
-    let _helper = helper_for(&daemon, &admins, &dir);
+    };
+    let first = setup.user(&[&setup.admins]);
+    let (daemon, _helper) = setup.serve_with(DaemonConfig {
+        verbosity: 1,
+        extra_args: vec!["--user".into(), "multipassd".into()],
+        ..DaemonConfig::default()
+    });
     let socket = daemon.socket.clone().unwrap();
-    assert_eq!(mode_owner(&socket).unwrap(), (0o660, 0, admins.gid));
+    assert_eq!(mode_owner(&socket).unwrap(), (0o660, 0, setup.admins.gid));
     daemon
         .run_as(&first, &["list"], None)
         .assert_code(0, "first client");
@@ -235,18 +201,13 @@ fn unprivileged_daemon_opens_its_socket_through_the_helper() {
 
 #[test]
 fn invalid_inputs_are_refused_without_writes() {
-    if !require_root() {
+    let Some(setup) = HelperSetup::new() else {
         return;
-    }
-    let _bus = SystemBus::lock();
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let operators = Group::create_admin();
-    let first = User::create(&dir, Some(&admins));
-    let operator = User::create(&dir, Some(&operators));
-    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &operator);
-    let daemon = Daemon::start(&dir, &admins);
-    let _helper = helper_for(&daemon, &admins, &dir);
+    };
+    let first = setup.user(&[&setup.admins]);
+    let operator = setup.user(&[&setup.operators]);
+    let _rules = setup.grant(&operator);
+    let (daemon, _helper) = setup.serve();
     daemon
         .run_as(&first, &["list"], None)
         .assert_code(0, "first client");
@@ -370,17 +331,12 @@ fn apply_socket_policy_follows_the_store() {
 
 #[test]
 fn stuck_administrator_gets_out_without_editing_files() {
-    if !require_root() {
+    let Some(setup) = HelperSetup::new() else {
         return;
-    }
-    let _bus = SystemBus::lock();
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let operators = Group::create_admin();
-    let admin = User::create_in(&dir, &[&admins, &operators]);
-    let _rules = TestRules::grant(&operators, &[SET_PASSPHRASE, TRUST_CLIENT], &admin);
-    let daemon = Daemon::start(&dir, &admins);
-    let _helper = helper_for(&daemon, &admins, &dir);
+    };
+    let admin = setup.user(&[&setup.admins, &setup.operators]);
+    let _rules = setup.grant(&admin);
+    let (daemon, _helper) = setup.serve();
 
     // Root (say, `sudo multipass list`) became the first client.
     daemon
