@@ -164,6 +164,22 @@ impl Listening {
     }
 }
 
+/// Clear what writes interrupted by a crash left behind (each file's writers hold its
+/// directory's lock from creating their temporary file to renaming it, so under that lock no
+/// temporary file belongs to a live writer). Each file's own next write would clear its own too;
+/// at start-up nothing waits for that.
+fn remove_stale_temporaries(dir: &DataDir) -> anyhow::Result<()> {
+    {
+        let _lock = fsutil::DirLock::acquire(&dir.trust_store_dir())?;
+        fsutil::remove_stale_temporaries(&dir.trust_store());
+    }
+    let _lock = fsutil::DirLock::acquire(dir.root())?;
+    for file in [dir.settings(), dir.tokens(), dir.last_seen()] {
+        fsutil::remove_stale_temporaries(&file);
+    }
+    Ok(())
+}
+
 /// Serve until a signal or the idle timeout.
 pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outcome> {
     let mut signals = ShutdownSignals::install()?;
@@ -171,6 +187,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
     fsutil::ensure_dir(&dir.trust_store_dir(), 0o700)
         .context("cannot prepare the trust store directory")?;
+    remove_stale_temporaries(&dir)?;
     let pki_options = ServerPkiOptions {
         server_validity: time::Duration::seconds(args.server_cert_validity as i64),
         renew_before: time::Duration::seconds(args.server_cert_renew_before as i64),

@@ -96,6 +96,7 @@ impl LastSeen {
             lines.concat()
         };
         let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
+        fsutil::remove_stale_temporaries(&self.path);
         fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)
     }
 

@@ -426,6 +426,7 @@ impl TokenStore {
         change: impl FnOnce(&mut Vec<TokenRecord>) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
         let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
+        fsutil::remove_stale_temporaries(&self.path);
         let mut records = self.read()?;
         let result = change(&mut records)?;
         records.retain(|r| !r.stale(now));
