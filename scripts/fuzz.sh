@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz the parsers that read what others wrote (issue 7): the trust store, the settings file,
-# stored passphrase hashes, and the certificate check the helper applies to a caller's input.
+# stored passphrase hashes, the certificate check the helper applies to a caller's input, and the
+# enrollment-token file with the token a client presents.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s each, all four)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s each, all five)
 #
 # FUZZ_JOBS targets run at once (default 2, one per core of the CI machine). Needs cargo-fuzz
 # (installed here from crates.io if missing) and libFuzzer's nightly compiler flags, which the
@@ -18,7 +19,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(trust_store settings passphrase_hash single_certificate)
+    targets=(trust_store settings passphrase_hash single_certificate token_file)
 fi
 jobs="${FUZZ_JOBS:-2}"
 
@@ -34,6 +35,7 @@ dict_of() {
     case "$1" in
         trust_store | single_certificate) echo fuzz/dict/pem.dict ;;
         settings | passphrase_hash) echo fuzz/dict/ini.dict ;;
+        token_file) echo fuzz/dict/tokens.dict ;;
     esac
 }
 
@@ -67,6 +69,8 @@ for target in "${targets[@]}"; do
 done
 wait
 echo "   ran in $(($(date +%s) - start)) s"
+# The token_file target's scratch files (one directory per fuzzer process).
+rm -rf /dev/shm/multipass-fuzz-tokens-* "${TMPDIR:-/tmp}"/multipass-fuzz-tokens-*
 
 failed=0
 for target in "${targets[@]}"; do
