@@ -378,24 +378,16 @@ pub fn throughput(plan: &Plan, pair: &Pair) -> Result<(Vec<Row>, u64)> {
         for round in 0..plan.throughput_rounds {
             let (mut tls, mut plain) = (None, None);
             for side in [round % 2, 1 - round % 2] {
-                if side == 0 {
-                    let sampler = (n == largest).then(|| RssSampler::start(pair.daemon.pid()));
-                    tls = Some(runtime.block_on(rate(
-                        &pair.tls,
-                        pair.daemon.pid(),
-                        n,
-                        plan.throughput_round,
-                    ))?);
-                    if let Some(s) = sampler {
-                        rss_max = rss_max.max(s.finish());
-                    }
+                let (target, server, slot) = if side == 0 {
+                    (&pair.tls, &pair.daemon, &mut tls)
                 } else {
-                    plain = Some(runtime.block_on(rate(
-                        &pair.plain,
-                        pair.floor.pid(),
-                        n,
-                        plan.throughput_round,
-                    ))?);
+                    (&pair.plain, &pair.floor, &mut plain)
+                };
+                let sampler = (side == 0 && n == largest).then(|| RssSampler::start(server.pid()));
+                *slot =
+                    Some(runtime.block_on(rate(target, server.pid(), n, plan.throughput_round))?);
+                if let Some(s) = sampler {
+                    rss_max = rss_max.max(s.finish());
                 }
             }
             pairs.push((tls.expect("ran"), plain.expect("ran")));
@@ -420,13 +412,15 @@ pub fn throughput(plan: &Plan, pair: &Pair) -> Result<(Vec<Row>, u64)> {
         }
         rows.push(row);
         let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let cpu = |side: &dyn Fn(&(Round, Round)) -> &Round| {
-            let server = median(pairs.iter().map(|x| us(side(x).server_cpu)).collect());
-            let client = median(pairs.iter().map(|x| us(side(x).client_cpu)).collect());
-            (server, client)
+        // Medians of the server's and the client's CPU per RPC over one side's rounds.
+        let cpu = |rounds: Vec<&Round>| {
+            (
+                median(rounds.iter().map(|r| us(r.server_cpu)).collect()),
+                median(rounds.iter().map(|r| us(r.client_cpu)).collect()),
+            )
         };
-        let (ts, tc) = cpu(&|x| &x.0);
-        let (ps, pc) = cpu(&|x| &x.1);
+        let (ts, tc) = cpu(pairs.iter().map(|(t, _)| t).collect());
+        let (ps, pc) = cpu(pairs.iter().map(|(_, p)| p).collect());
         rows.push(
             Row::info(
                 5,
