@@ -47,16 +47,24 @@ mkuser() {
     echo "$name:$name-password" | chpasswd
 }
 
-# as USER ARGS...: run the client as USER (no session); sets $rc, $stdout, $stderr.
+home_of() { getent passwd "$1" | cut -d: -f6; }
+
+# as_user USER COMMAND...: run COMMAND as USER with a clean environment, outside any session.
+# Untraced: callers capture its standard error, which must hold only COMMAND's.
+as_user() {
+    { local -; set +x; } 2>/dev/null
+    local user=$1; shift
+    setpriv --reuid "$user" --regid "$(id -g "$user")" --init-groups \
+        env -i PATH=/usr/bin:/bin HOME="$(home_of "$user")" "$@"
+}
+
+# as USER [--stdin TEXT] ARGS...: run the client as USER; sets $rc, $stdout, $stderr.
 as() {
     local user=$1; shift
     local stdin=""
     if [[ $1 == --stdin ]]; then stdin=$2; shift 2; fi
-    local home
-    home=$(getent passwd "$user" | cut -d: -f6)
     set +e
-    stdout=$(printf '%s' "$stdin" | setpriv --reuid "$user" --regid "$(id -g "$user")" --init-groups \
-        env -i PATH=/usr/bin:/bin HOME="$home" multipass "$@" 2>/tmp/stderr)
+    stdout=$(printf '%s' "$stdin" | as_user "$user" multipass "$@" 2>/tmp/stderr)
     rc=$?
     set -e
     stderr=$(cat /tmp/stderr)

@@ -12,7 +12,7 @@ as dave list; expect "dave (admin) is not authenticated" 2 "$rc"
 # su's --pty keeps a controlling terminal for the command (util-linux su otherwise detaches it).
 rc=0
 /usr/bin/python3 /x/pty_answer.py dave-password \
-    su -l dave --pty -c 'loginctl show-session "$XDG_SESSION_ID" -p Active -p Class; multipass authenticate --admin' \
+    su -l dave --pty -c 'loginctl --no-pager show-session "$XDG_SESSION_ID" -p Active -p Class; multipass authenticate --admin' \
     >"$results/polkit.pty" 2>&1 || rc=$?
 expect "authenticate --admin with the password prompt succeeds" 0 "$rc"
 check "polkit asked for a password" grep -qi "password" "$results/polkit.pty"
@@ -62,16 +62,14 @@ systemctl restart polkit
 pkexec_as() {
     local user=$1 stdin=$2; shift 2
     set +e
-    pk_out=$(setpriv --reuid "$user" --regid "$(id -g "$user")" --init-groups \
-        env -i PATH=/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
-        pkexec /usr/libexec/multipassd-helper "$@" <"$stdin" 2>&1)
+    pk_out=$(as_user "$user" pkexec /usr/libexec/multipassd-helper "$@" <"$stdin" 2>&1)
     rc=$?
     set -e
     echo "[$user] pkexec multipassd-helper $* -> $rc; $pk_out" >>"$results/$scenario.log"
 }
 as gina list; expect "gina is not trusted yet" 2 "$rc"
 as hank list; expect "hank is not trusted yet" 2 "$rc"
-home_cert() { echo "$(getent passwd "$1" | cut -d: -f6)/.local/share/multipass-client-certificate/multipass_cert.pem"; }
+home_cert() { echo "$(home_of "$1")/.local/share/multipass-client-certificate/multipass_cert.pem"; }
 cp "$store" /tmp/store.before
 cp /var/lib/multipassd/multipassd.conf /tmp/conf.before 2>/dev/null || : >/tmp/conf.before
 printf 'from hank\n' >/tmp/hank-pass
