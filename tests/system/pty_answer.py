@@ -5,9 +5,11 @@ the terminal showed to stdout. The password is read from argv here only because 
 a throw-away test container, never by the product.
 
 The agent prints its prompt before it switches echo off with TCSAFLUSH, which discards input
-typed in between: the answer waits until the terminal's echo is off (at most 5 s), and if the
-prompt is still the last thing shown two seconds after an answer, it is sent again (at most three
-times). After 90 s the command is killed.
+typed in between. So the answer waits a second after the prompt (and, on a terminal whose echo
+this script can see, for echo to be off; behind `su --pty` the terminal seen here is su's own raw
+one, so only the wait counts). If three seconds after an answer the terminal showed nothing new
+but that answer's echo, the answer was lost and is sent again (at most three answers in all).
+After 90 s the command is killed.
 """
 import os
 import pty
@@ -38,7 +40,21 @@ shown = b""
 prompt_seen_at = None
 answers = 0
 answered_at = None
+shown_at_answer = 0
 status = None
+
+
+def answer():
+    global answers, answered_at, shown_at_answer
+    os.write(fd, password.encode() + b"\n")
+    answers, answered_at, shown_at_answer = answers + 1, time.time(), len(shown)
+
+
+def answer_lost():
+    # Nothing shown since the answer but, perhaps, its own echo: the agent flushed it unread.
+    return shown[shown_at_answer:].replace(password.encode(), b"").strip() == b""
+
+
 deadline = time.time() + 90
 while time.time() < deadline:
     ready, _, _ = select.select([fd], [], [], 0.25)
@@ -47,18 +63,15 @@ while time.time() < deadline:
             data = os.read(fd, 4096)
         except OSError:
             data = b""
-        if data:
-            shown += data
-            answered_at = None if answers == 0 else answered_at
+        shown += data
+    now = time.time()
     if answers == 0 and PROMPT.search(shown):
-        prompt_seen_at = prompt_seen_at or time.time()
-        if not echo_is_on() or time.time() - prompt_seen_at > 5:
-            os.write(fd, password.encode() + b"\n")
-            answers, answered_at = 1, time.time()
-            continue
-    if answers and answered_at and PROMPT.search(shown) and time.time() - answered_at > 2 and answers < 3:
-        os.write(fd, password.encode() + b"\n")
-        answers, answered_at = answers + 1, time.time()
+        prompt_seen_at = prompt_seen_at or now
+        waited = now - prompt_seen_at
+        if (waited > 1 and not echo_is_on()) or waited > 5:
+            answer()
+    elif 0 < answers < 3 and now - answered_at > 3 and answer_lost():
+        answer()
     done, raw = os.waitpid(pid, os.WNOHANG)
     if done:
         status = raw
