@@ -10,6 +10,11 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "system tests need root" >&2
     exit 1
 fi
+# The packages install the same bus and polkit files that the helper's process tests install:
+# one at a time, whichever checkout runs them.
+mkdir -p /run/lock
+exec 9>/run/lock/multipass-helper-tests.lock
+flock 9
 for p in systemd-container dbus polkitd; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
