@@ -174,7 +174,7 @@ fn entry_for(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) -> Entry
     Entry::new(
         client.certificate().clone(),
         Metadata {
-            name: user.clone().or_else(|| uid.map(|u| format!("uid-{u}"))),
+            name: uid.map(trust::names::default_for_uid),
             uid,
             user,
             how: Some(how),

@@ -95,6 +95,8 @@ pub fn note_seen(seen: Option<&Arc<LastSeen>>, client: &VerifiedClient) {
 pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
     let id = id.trim();
     let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
+    // Shown back in refusals: with its invisible characters escaped.
+    let shown = || trust::names::shown(id).to_string();
     let prefix = (hex && id.len() >= MIN_PREFIX).then(|| id.to_ascii_lowercase());
     let matches: Vec<&Entry> = bundle
         .iter()
@@ -107,10 +109,10 @@ pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
         .collect();
     match matches[..] {
         [one] => Ok(one.fingerprint),
-        [] if hex && prefix.is_none() => Err(Error::ClientIdTooShort(id.to_string())),
-        [] => Err(Error::NoSuchClient(id.to_string())),
+        [] if hex && prefix.is_none() => Err(Error::ClientIdTooShort(shown())),
+        [] => Err(Error::NoSuchClient(shown())),
         _ => Err(Error::AmbiguousClient {
-            id: id.to_string(),
+            id: shown(),
             candidates: matches
                 .iter()
                 .map(|e| {

@@ -194,13 +194,8 @@ impl Helper {
         let _call = self.activity.begin();
         authorize(connection, &header, actions::TRUST_CLIENT).await?;
         let der = ops::validate_certificate(&pem)?;
-        ops::validate_name(&name)?;
         let uid = caller_uid(connection, &header).await?;
-        let name = if name.is_empty() {
-            trust::access::user_name(uid).unwrap_or_else(|| format!("uid-{uid}"))
-        } else {
-            name
-        };
+        let name = ops::client_name(&name, uid)?;
         let config = self.config.clone();
         let who = Requester { uid, name };
         let fingerprint = blocking(move || ops::trust_certificate(&config, &der, &who)).await?;

@@ -79,10 +79,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|u| u.parse().ok())
                 .unwrap_or(0);
-            let name = name
-                .or_else(|| trust::access::user_name(uid))
-                .unwrap_or_else(|| format!("uid-{uid}"));
-            ops::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let name = ops::client_name(name.as_deref().unwrap_or_default(), uid)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let fingerprint =
                 ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
             println!("{fingerprint}");

@@ -49,14 +49,20 @@ pub fn validate_certificate(pem: &str) -> Result<Vec<u8>, HelperError> {
         .map_err(|e| HelperError::InvalidInput(e.to_string()))
 }
 
-/// Check a client name: one printable line, bounded.
-pub fn validate_name(name: &str) -> Result<(), HelperError> {
-    if name.len() > 64 || name.chars().any(|c| c.is_control()) || name.contains("-----") {
-        return Err(HelperError::InvalidInput(
-            "a client name is one printable line of at most 64 bytes".into(),
-        ));
+/// The name to record for a client trusted on behalf of `uid`: `given` if it is a valid name
+/// ([`trust::names::validate`]), the user's login name (or `uid-N`) when `given` is empty.
+pub fn client_name(given: &str, uid: u32) -> Result<String, HelperError> {
+    if given.is_empty() {
+        return Ok(trust::names::default_for_uid(uid));
     }
-    Ok(())
+    trust::names::validate(given)
+        .map(str::to_string)
+        .map_err(|e| {
+            HelperError::InvalidInput(format!(
+                "Invalid client name '{}': {e}.",
+                trust::names::shown(given)
+            ))
+        })
 }
 
 /// Set (or, with an empty passphrase, clear) the passphrase.
@@ -190,7 +196,8 @@ pub fn write_as_owner(data_dir: &std::path::Path) -> anyhow::Result<String> {
                 .unwrap_or_default()
                 .parse()
                 .context("bad uid")?;
-            let name = lines.next().unwrap_or_default().to_string();
+            let name = client_name(lines.next().unwrap_or_default(), uid)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let pem = lines.next().unwrap_or_default();
             let der = validate_certificate(pem).map_err(|e| anyhow::anyhow!("{e}"))?;
             let entry = Entry::new(

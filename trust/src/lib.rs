@@ -3,7 +3,9 @@
 //! This crate owns every yes/no about a peer: the certificates of both sides ([`pki`]), the TLS
 //! configurations and the client-certificate verifier ([`tls`]), the trust store ([`store`]),
 //! passphrase hashes ([`passphrase`]), one-time enrollment tokens ([`tokens`]), last-seen times
-//! ([`seen`]), the settings file ([`settings`]) and the default paths ([`paths`]). It does no
+//! ([`seen`]), the settings file ([`settings`]) and the default paths ([`paths`]); what a name
+//! ([`names`]) and a new passphrase ([`passphrase::validate_new`]) may be; who is an
+//! administrator and the socket's access ([`access`]). It does no
 //! networking and holds no policy about *when* to trust: the daemon decides that and calls in here.
 //!
 //! Every file written here is replaced atomically under a directory lock ([`fsutil`]), so the
@@ -14,6 +16,7 @@
 pub mod access;
 pub mod error;
 pub mod fsutil;
+pub mod names;
 pub mod passphrase;
 pub mod paths;
 pub mod pki;

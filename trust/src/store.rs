@@ -126,11 +126,17 @@ impl Metadata {
 }
 
 /// Metadata values are single printable lines of at most 128 characters that cannot be mistaken
-/// for a PEM boundary. Applied when reading too, so that what is read is exactly what would be
-/// written (found by fuzzing: a control character or an overlong value read from the file was
-/// silently changed by the next rewrite; and a single pass turned nine dashes into five).
+/// for a PEM boundary, without the characters names may not hold ([`crate::names`]: controls,
+/// bidirectional and other format characters, line and paragraph separators), so that a
+/// hand-edited entry cannot make a listing lie either. Applied when reading too, so that what
+/// is read is exactly what would be written (found by fuzzing: a control character or an
+/// overlong value read from the file was silently changed by the next rewrite; and a single
+/// pass turned nine dashes into five).
 fn sanitize(value: &str) -> String {
-    let mut clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    let mut clean: String = value
+        .chars()
+        .filter(|&c| !crate::names::is_forbidden(c))
+        .collect();
     while clean.contains("-----") {
         clean = clean.replace("-----", "-");
     }
@@ -820,6 +826,18 @@ mod tests {
         assert_eq!(back.skipped(), 0);
         assert_eq!(&back.get(&Fingerprint::of(&da)).unwrap().metadata, meta);
         assert_eq!(back.to_pem(), bundle.to_pem());
+    }
+
+    #[test]
+    fn metadata_drops_bidi_and_separator_characters() {
+        let (a, da) = cert();
+        let text =
+            format!("name: admin\u{202E}\u{2066}x\u{2028}y\u{FEFF}\nuser: r\u{200F}oot\n{a}");
+        let bundle = Bundle::parse(text.as_bytes());
+        let meta = &bundle.get(&Fingerprint::of(&da)).unwrap().metadata;
+        assert_eq!(meta.name.as_deref(), Some("adminxy"));
+        assert_eq!(meta.user.as_deref(), Some("root"));
+        assert!(!bundle.to_pem().contains('\u{202E}'));
     }
 
     #[test]

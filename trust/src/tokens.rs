@@ -40,8 +40,8 @@ pub const MAX_LIFETIME: Duration = Duration::days(30);
 pub const TOMBSTONE_RETENTION: Duration = Duration::days(7);
 /// Records the file may hold, so a client cannot grow it without bound.
 pub const MAX_RECORDS: usize = 1000;
-/// Longest token name.
-pub const MAX_NAME_LEN: usize = 64;
+/// Longest token name (that of every name).
+pub const MAX_NAME_LEN: usize = crate::names::MAX_NAME_LEN;
 
 const HEADER: &str =
     "# multipassd enrollment tokens: the SHA-256 of each token, never the token.\n\
@@ -240,7 +240,7 @@ pub enum TokenError {
         /// The name asked for (shown back; it is not a secret).
         name: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
     /// An active token already has this name.
     #[error("An active enrollment token named '{0}' already exists. Please choose another name, or revoke it first.")]
@@ -276,28 +276,24 @@ pub enum TokenError {
     Storage(#[from] Error),
 }
 
-/// Check a token name: 1 to [`MAX_NAME_LEN`] characters of `A-Za-z0-9._@+-`, not starting with
-/// `-` (it would read as an option on the command line).
+/// Check a token name: a valid name ([`crate::names::validate`]: it becomes the enrolled
+/// client's name) of letters, digits and `._@+-` only, not starting with `-` (it would read as
+/// an option on the command line).
 pub fn validate_name(name: &str) -> Result<&str, TokenError> {
-    let invalid = |reason| TokenError::InvalidName {
-        name: name.chars().take(MAX_NAME_LEN + 1).collect(),
+    let invalid = |reason: String| TokenError::InvalidName {
+        name: crate::names::shown(name).to_string(),
         reason,
     };
-    if name.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid("it is longer than 64 characters"));
-    }
+    crate::names::validate(name).map_err(|e| invalid(e.to_string()))?;
     if name.starts_with('-') {
-        return Err(invalid("it starts with '-'"));
+        return Err(invalid("it starts with '-'".into()));
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'))
     {
         return Err(invalid(
-            "only letters, digits and the characters . _ @ + - are allowed",
+            "only letters, digits and the characters . _ @ + - are allowed".into(),
         ));
     }
     Ok(name)
@@ -378,7 +374,7 @@ impl TokenStore {
             let record = records
                 .iter_mut()
                 .find(|r| r.name == name)
-                .ok_or_else(|| TokenError::NoSuchToken(name.to_string()))?;
+                .ok_or_else(|| TokenError::NoSuchToken(crate::names::shown(name).to_string()))?;
             match record.state {
                 Stored::Used => Err(TokenError::AlreadyUsed(name.to_string())),
                 Stored::Revoked => Ok(record.clone()),
@@ -583,7 +579,16 @@ mod tests {
     fn names_are_validated_and_unique_among_active_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        for bad in ["", "-x", "a b", "a\tb", "ü", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "a b",
+            "a\tb",
+            "ü",
+            "a\u{202E}b",
+            "a\u{2028}b",
+            &"a".repeat(65),
+        ] {
             assert!(
                 matches!(
                     s.create(Some(bad), DEFAULT_LIFETIME, None, now()),
@@ -592,6 +597,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // A refused name is shown back with its invisible characters escaped.
+        let refusal = s
+            .create(Some("evil\u{202E}gpj.exe"), DEFAULT_LIFETIME, None, now())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            refusal,
+            "Invalid token name 'evil\\u{202e}gpj.exe': it contains U+202E, an invisible \
+             formatting or bidirectional control character."
+        );
         s.create(Some("dup"), DEFAULT_LIFETIME, None, now())
             .unwrap();
         assert!(matches!(

@@ -72,10 +72,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
 /// `authenticate --admin`: have the helper trust this client's own certificate.
 async fn run_admin() -> Result<(), Error> {
     let identity = crate::connect::identity()?;
+    // A login name that is not a valid client name is not sent: the helper then records a
+    // default it can accept.
     let name = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()
         .map(|u| u.name)
+        .filter(|name| trust::names::validate(name).is_ok())
         .unwrap_or_default();
     let fingerprint = crate::admin::trust_certificate(&identity.cert_pem, &name).await?;
     crate::output::print_line(&format!(

@@ -77,6 +77,13 @@ impl Args {
 
 /// Run `multipass trust token ...`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    // The daemon's own rule, checked before anything is sent.
+    if let TokenCommand::Create(CreateArgs {
+        name: Some(name), ..
+    }) = &args.command
+    {
+        trust::tokens::validate_name(name).map_err(|e| Error::Usage(e.to_string()))?;
+    }
     let mut client = ctx.connect_trust().await?;
     match args.command {
         TokenCommand::Create(args) => {
