@@ -184,20 +184,11 @@ impl Service {
         if key != PASSPHRASE_KEY {
             return Err(Error::UnknownKey(key.to_string()));
         }
-        if value.len() > MAX_PASSPHRASE_LEN {
-            return Err(Error::InvalidValue {
-                key: key.to_string(),
-                reason: format!("the passphrase is longer than {MAX_PASSPHRASE_LEN} bytes"),
-            });
-        }
-        if looks_like_token(&value) {
-            return Err(Error::InvalidValue {
-                key: key.to_string(),
-                reason: "it has the shape of an enrollment token, which `multipass authenticate` \
-                         would take for one"
-                    .to_string(),
-            });
-        }
+        // The helper's own rules: a passphrase refused here is refused there too.
+        trust::passphrase::validate_new(&value).map_err(|e| Error::InvalidValue {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
         let hash = if value.is_empty() {
             None
         } else {

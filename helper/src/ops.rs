@@ -16,7 +16,6 @@ use anyhow::{bail, Context};
 use nix::fcntl::OFlag;
 use trust::access::{apply_to, Access};
 use trust::fsutil::FileMode;
-use trust::passphrase::MAX_PASSPHRASE_LEN;
 use trust::settings::SettingsFile;
 use trust::{Enrolment, Entry, Metadata, PassphraseHash, TrustStore};
 use zeroize::Zeroizing;
@@ -27,19 +26,11 @@ use crate::error::HelperError;
 /// Largest trust store the helper reads to decide the socket's access.
 const MAX_STORE_READ: u64 = 256 * 1024 * 1024;
 
-/// Check a passphrase before anything else happens. Empty means "clear the passphrase".
+/// Check a passphrase before anything else happens, with the daemon's own rules
+/// ([`trust::passphrase::validate_new`]). Empty means "clear the passphrase".
 pub fn validate_passphrase(passphrase: &str) -> Result<(), HelperError> {
-    if passphrase.len() > MAX_PASSPHRASE_LEN {
-        return Err(HelperError::InvalidInput(format!(
-            "the passphrase is longer than {MAX_PASSPHRASE_LEN} bytes"
-        )));
-    }
-    if passphrase.contains(['\n', '\0']) {
-        return Err(HelperError::InvalidInput(
-            "the passphrase contains a newline or NUL character".into(),
-        ));
-    }
-    Ok(())
+    trust::passphrase::validate_new(passphrase)
+        .map_err(|e| HelperError::InvalidInput(e.to_string()))
 }
 
 /// Check a certificate before anything else happens; its DER on success.

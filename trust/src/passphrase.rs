@@ -12,6 +12,41 @@ use crate::error::{Error, Result};
 /// Longest passphrase accepted, in bytes; bounds the work an attacker can ask for.
 pub const MAX_PASSPHRASE_LEN: usize = 1024;
 
+/// Why a new passphrase was refused. The messages never repeat the passphrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidPassphrase {
+    /// Longer than [`MAX_PASSPHRASE_LEN`] bytes.
+    #[error("the passphrase is longer than {MAX_PASSPHRASE_LEN} bytes")]
+    TooLong,
+    /// `mpt_` and 40 hex digits: `authenticate` would take it for an enrollment token and never
+    /// compare it with the passphrase.
+    #[error(
+        "the passphrase has the shape of an enrollment token (mpt_ and 40 hex digits), which \
+         `multipass authenticate` would take for one, so it could never be used"
+    )]
+    TokenShaped,
+    /// A line break or NUL, which no prompt can take and the helper's own protocol cannot carry.
+    #[error("the passphrase contains a line break or NUL character")]
+    LineBreak,
+}
+
+/// Check a passphrase about to be set, wherever it is set (the daemon's `set local.passphrase`,
+/// the helper over D-Bus and through pkexec), before anything is hashed or written. The empty
+/// passphrase is valid: it clears the setting.
+pub fn validate_new(passphrase: &str) -> Result<(), InvalidPassphrase> {
+    if passphrase.len() > MAX_PASSPHRASE_LEN {
+        return Err(InvalidPassphrase::TooLong);
+    }
+    if crate::tokens::looks_like_token(passphrase) {
+        return Err(InvalidPassphrase::TokenShaped);
+    }
+    if passphrase.contains(['\n', '\r', '\0']) {
+        return Err(InvalidPassphrase::LineBreak);
+    }
+    Ok(())
+}
+
 /// Largest Argon2 memory cost accepted in a stored hash (256 MiB; ours is 19 MiB).
 const MAX_MEMORY_KIB: u32 = 256 * 1024;
 /// Largest Argon2 time cost accepted in a stored hash (ours is 2).
@@ -166,6 +201,26 @@ mod tests {
         ] {
             assert!(PassphraseHash::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn new_passphrases_are_validated() {
+        assert_eq!(validate_new(""), Ok(()));
+        assert_eq!(validate_new("correct horse battery staple"), Ok(()));
+        assert_eq!(validate_new(&"p".repeat(MAX_PASSPHRASE_LEN)), Ok(()));
+        assert_eq!(
+            validate_new(&"p".repeat(MAX_PASSPHRASE_LEN + 1)),
+            Err(InvalidPassphrase::TooLong)
+        );
+        let token = format!("mpt_{}", "0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(validate_new(&token), Err(InvalidPassphrase::TokenShaped));
+        // Only the exact shape is a token.
+        assert_eq!(validate_new(&format!("{token}0")), Ok(()));
+        assert_eq!(validate_new(&token.to_uppercase()), Ok(()));
+        for bad in ["a\nb", "a\rb", "a\0b"] {
+            assert_eq!(validate_new(bad), Err(InvalidPassphrase::LineBreak));
+        }
+        assert!(!InvalidPassphrase::TokenShaped.to_string().contains("0123"));
     }
 
     #[test]
