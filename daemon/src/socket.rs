@@ -4,14 +4,15 @@
 //!
 //! Changing the socket's owner needs privileges the daemon does not have under systemd; there the
 //! privileged helper applies the policy. The daemon tries, and says clearly when it may not.
+//! Both change the socket through `trust::access::SocketEntry`: never through a symbolic link,
+//! only a socket, only in a directory nobody else can write.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use trust::access::Access;
-use trust::access::{apply_to, AdminPolicy};
+use trust::access::{apply_to, AdminPolicy, SocketEntry};
 
 /// Applies [`Access`] to a socket path.
 #[derive(Debug, Clone)]
@@ -89,16 +90,12 @@ impl Bound {
 }
 
 /// Bind a listening Unix socket for `path` with `access` (see [`Bound`]). A stale socket left by
-/// a dead daemon is replaced; a live one is an error.
-pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<Bound> {
+/// a dead daemon is replaced; a live one is an error. The owner and mode are set through
+/// [`SocketEntry`], the helper's own checks: a directory that others can write is refused.
+pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> anyhow::Result<Bound> {
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another daemon is listening on {}", path.display()),
-                ))
-            }
+            Ok(_) => anyhow::bail!("another daemon is listening on {}", path.display()),
             Err(_) => fs::remove_file(path)?,
         }
     }
@@ -110,9 +107,16 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<Boun
     let temporary = dir.join(format!(".{name}.{}.bind", std::process::id()));
     let _ = fs::remove_file(&temporary);
     let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
+    let mut entry = match SocketEntry::open(&temporary) {
+        Ok(entry) => entry,
+        Err(e) => {
+            let _ = fs::remove_file(&temporary);
+            return Err(e.into());
+        }
+    };
     // Nobody may connect through the temporary name while its access is being set.
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o600))?;
-    if let Err(e) = apply_to(&temporary, access, admin) {
+    entry.set_mode(0o600)?;
+    if let Err(e) = entry.apply(access, admin) {
         // Without privileges (development): keep it usable by its owner and say so.
         tracing::warn!(
             socket = %path.display(),
@@ -120,8 +124,7 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> io::Result<Boun
             error = %e,
             "cannot give the socket its policy's owner; it stays owned by the daemon's user"
         );
-        let mode = if access == Access::Open { 0o666 } else { 0o660 };
-        fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))?;
+        entry.set_mode(if access == Access::Open { 0o666 } else { 0o660 })?;
     }
     listener.set_nonblocking(true)?;
     Ok(Bound {

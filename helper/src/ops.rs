@@ -86,8 +86,8 @@ pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow
 
 /// Open or restrict the socket.
 pub fn set_socket_access(config: &Config, access: Access) -> anyhow::Result<()> {
-    apply_to(&config.socket, access, &config.admin())
-        .with_context(|| format!("cannot set the access of {}", config.socket.display()))
+    // The error names the socket and why (a symbolic link, a directory others can write...).
+    Ok(apply_to(&config.socket, access, &config.admin())?)
 }
 
 /// Give the socket the access that matches the trust store (`apply-socket-policy`).

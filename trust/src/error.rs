@@ -93,6 +93,43 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The socket's directory cannot be opened (or is itself a symbolic link).
+    #[error("cannot open the socket's directory {path}")]
+    SocketDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket's directory could let someone else swap the socket for another file between
+    /// the check and the change, so nothing was changed.
+    #[error("refusing to change the socket {path}: its directory {reason}")]
+    UnsafeSocketDirectory {
+        /// The socket.
+        path: PathBuf,
+        /// What is wrong with the directory, e.g. "can be written by others (mode 1777)".
+        reason: String,
+    },
+    /// The socket path names something else (a symbolic link, a regular file...), left alone.
+    #[error("refusing to change {path}: it is {found}, not a socket")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// Changing the socket's owner or mode failed.
+    #[error("cannot change the {what} of the socket {path}")]
+    SocketAccess {
+        /// The socket.
+        path: PathBuf,
+        /// "owner" or "mode".
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Shorthand used throughout the crate.
