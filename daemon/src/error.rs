@@ -74,6 +74,17 @@ pub enum Error {
         /// `<fingerprint prefix> (<name>)` of each match.
         candidates: Vec<String>,
     },
+    /// Trust management that needs an administrator (removing another client, enrollment
+    /// tokens), asked by a trusted client that is not one now, or over TCP.
+    #[error("{}", not_administrator(.action, .group.as_deref(), *.over_tcp))]
+    NotAdministrator {
+        /// What was asked, e.g. "create enrollment tokens".
+        action: &'static str,
+        /// The admin group as it exists now, if any.
+        group: Option<String>,
+        /// Whether the request came over TCP, where nobody is an administrator.
+        over_tcp: bool,
+    },
     /// An enrollment token was refused (its message says why), or a token request was invalid.
     #[error("{0}")]
     Token(TokenError),
@@ -114,6 +125,7 @@ impl From<Error> for Status {
                 Status::invalid_argument(message)
             }
             Error::Unimplemented(_) => Status::unimplemented(message),
+            Error::NotAdministrator { .. } => Status::permission_denied(message),
             Error::NoSuchClient(_) => Status::not_found(message),
             Error::ClientIdTooShort(_) | Error::AmbiguousClient { .. } => {
                 Status::invalid_argument(message)
@@ -135,6 +147,28 @@ impl From<Error> for Status {
             Error::Storage(_) | Error::Internal => Status::internal(message),
         }
     }
+}
+
+/// Who may do `action`, and how: trust management is an administrator's right.
+fn not_administrator(action: &str, group: Option<&str>, over_tcp: bool) -> String {
+    let who = match group {
+        Some(group) => format!("root or by a member of the '{group}' group"),
+        None => "root (no admin group exists on this system)".to_string(),
+    };
+    if over_tcp {
+        return format!(
+            "Nobody can {action} over TCP: it needs an administrator's client on the local \
+             socket, run by {who}."
+        );
+    }
+    let how = match group {
+        Some(group) => format!("with `sudo`, or as a member of '{group}'"),
+        None => "with `sudo`".to_string(),
+    };
+    format!(
+        "Only an administrator can {action}: a client run by {who}. Run the command {how}; if \
+         that client is not trusted yet, `multipass authenticate --admin` trusts it."
+    )
 }
 
 /// The line after the Multipass message for an untrusted client.
@@ -212,6 +246,43 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(
             status.message().ends_with("No space left on device"),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn a_non_administrator_is_told_who_may_and_how() {
+        let status = Status::from(Error::NotAdministrator {
+            action: "create enrollment tokens",
+            group: Some("sudo".into()),
+            over_tcp: false,
+        });
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "Only an administrator can create enrollment tokens: a client run by root or by a \
+             member of the 'sudo' group. Run the command with `sudo`, or as a member of 'sudo'; \
+             if that client is not trusted yet, `multipass authenticate --admin` trusts it."
+        );
+        let status = Status::from(Error::NotAdministrator {
+            action: "list enrollment tokens",
+            group: None,
+            over_tcp: false,
+        });
+        assert!(
+            status.message().contains("run by root (no admin group"),
+            "{status:?}"
+        );
+        let status = Status::from(Error::NotAdministrator {
+            action: "remove another client's trust",
+            group: Some("wheel".into()),
+            over_tcp: true,
+        });
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status
+                .message()
+                .starts_with("Nobody can remove another client's trust over TCP"),
             "{status:?}"
         );
     }

@@ -43,6 +43,29 @@ impl Gate {
         &self.socket
     }
 
+    /// Whether `peer` is an administrator now: on the Unix socket, with a SO_PEERCRED uid that
+    /// is 0 or a member of the admin group (looked up at each request, so a membership granted
+    /// or taken away counts at once). Never over TCP, where there are no kernel credentials.
+    pub async fn is_administrator(&self, peer: &Peer) -> bool {
+        let (Transport::Unix, Some(credentials)) = (peer.transport, peer.credentials) else {
+            return false;
+        };
+        let admin = self.admin.clone();
+        // The user database may be remote (NSS): off the async threads.
+        tokio::task::spawn_blocking(move || admin.is_admin(credentials.uid))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The refusal of `action` to `peer`, who is not an administrator: it says who may, and how.
+    pub fn not_administrator(&self, peer: &Peer, action: &'static str) -> Error {
+        Error::NotAdministrator {
+            action,
+            group: self.admin.group().map(|g| g.name),
+            over_tcp: matches!(peer.transport, Transport::Tcp(_)),
+        }
+    }
+
     /// The store, for handlers that read it.
     pub fn store(&self) -> &Arc<TrustStore> {
         &self.store

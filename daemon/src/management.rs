@@ -1,13 +1,18 @@
 //! The `multipass.trust.Trust` service: trust management that Multipass lacks. Listing and
 //! removing trusted clients, creating, listing and revoking one-time enrollment tokens.
 //!
-//! Every method passes the same gate as `multipass.Rpc` (trusted clients only). Every change is
-//! an audit event (`target: "audit"`), and a token appears in exactly one place: the reply to the
-//! request that created it. Redeeming a token is not here but in `authenticate`
+//! Every method passes the same gate as `multipass.Rpc` (trusted clients only). Managing others'
+//! trust is an administrator's right, decided at each request ([`Gate::is_administrator`]):
+//! every trusted client may list the clients and remove its own entry, but removing another
+//! client and creating, listing or revoking tokens need a caller on the Unix socket whose uid is
+//! 0 or in the admin group; over TCP nobody may. Every change, and every such refusal, is an
+//! audit event (`target: "audit"`) naming the caller, and a token appears in exactly one place:
+//! the reply to the request that created it. Redeeming a token is not here but in `authenticate`
 //! (`service::redeem`), so stock Multipass clients can redeem one.
 
 use std::sync::Arc;
 
+use rpc::server::Peer;
 use rpc::trust_proto::trust_server::Trust;
 use rpc::trust_proto::{
     CreateTokenReply, CreateTokenRequest, Enrolment as WireEnrolment, ListClientsReply,
@@ -33,6 +38,20 @@ pub const MIN_PREFIX: usize = 4;
 /// Hex digits of a fingerprint shown to identify a client among others.
 const SHORT_FINGERPRINT: usize = 16;
 
+/// What needs an administrator, as the refusal words it.
+const REMOVE_OTHER: &str = "remove another client's trust";
+const CREATE_TOKENS: &str = "create enrollment tokens";
+const LIST_TOKENS: &str = "list enrollment tokens";
+const REVOKE_TOKENS: &str = "revoke enrollment tokens";
+
+/// Why a removal removed nothing.
+enum Removal {
+    /// The id matched another client's entry and the caller is not an administrator.
+    NotAdministrator,
+    /// The id matched no entry, or several.
+    Refused(Error),
+}
+
 /// Shared state of the trust-management requests.
 #[derive(Debug)]
 pub struct Management {
@@ -54,6 +73,35 @@ impl Management {
     ) -> Result<T, Error> {
         let tokens = self.tokens.clone();
         Ok(tokio::task::spawn_blocking(move || work(&tokens)).await??)
+    }
+
+    /// Refuse `action` unless `peer` is an administrator now.
+    async fn require_administrator(
+        &self,
+        peer: &Peer,
+        caller: &VerifiedClient,
+        action: &'static str,
+    ) -> Result<(), Error> {
+        if self.gate.is_administrator(peer).await {
+            return Ok(());
+        }
+        Err(self.refuse(peer, caller, action))
+    }
+
+    /// The refusal of `action` to a trusted client that is not an administrator, audited.
+    fn refuse(&self, peer: &Peer, caller: &VerifiedClient, action: &'static str) -> Error {
+        let uid = peer.credentials.map(|c| c.uid);
+        tracing::info!(
+            target: "audit",
+            event = "refused",
+            reason = "not-administrator",
+            action,
+            uid,
+            user = uid.and_then(admin::user_name),
+            fingerprint = %caller.fingerprint(),
+            "a trusted client that is not an administrator asked to manage trust"
+        );
+        self.gate.not_administrator(peer, action)
     }
 
     fn describe(&self, entry: &Entry, caller: &VerifiedClient) -> TrustedClient {
@@ -185,23 +233,37 @@ impl Trust for Management {
         let caller = self.gate.admit(&peer).await?;
         let id = request.into_inner().id;
         let store = self.gate.store().clone();
+        // Anybody may remove their own entry; another's needs an administrator.
+        let administrator = self.gate.is_administrator(&peer).await;
+        let own = caller.fingerprint();
         // Resolved against the file as it is under the lock, so the id means what it means now.
-        let (removed, remaining) = tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || {
             let mut refusal = None;
             let removed = store.modify(|bundle| match resolve(bundle, &id) {
+                Ok(fingerprint) if fingerprint != own && !administrator => {
+                    refusal = Some(Removal::NotAdministrator);
+                    None
+                }
                 Ok(fingerprint) => {
                     refusal = None;
                     bundle.remove(&fingerprint).map(|e| (e, bundle.len()))
                 }
                 Err(e) => {
-                    refusal = Some(e);
+                    refusal = Some(Removal::Refused(e));
                     None
                 }
             })?;
-            removed.ok_or_else(|| refusal.unwrap_or(Error::Internal))
+            Ok::<_, Error>(removed.ok_or(refusal.unwrap_or(Removal::Refused(Error::Internal))))
         })
         .await
         .map_err(Error::from)??;
+        let (removed, remaining) = match outcome {
+            Ok(removed) => removed,
+            Err(Removal::NotAdministrator) => {
+                return Err(self.refuse(&peer, &caller, REMOVE_OTHER).into())
+            }
+            Err(Removal::Refused(e)) => return Err(e.into()),
+        };
         let described = self.describe(&removed, &caller);
         let seen = self.seen.clone();
         let fingerprint = removed.fingerprint;
@@ -237,7 +299,9 @@ impl Trust for Management {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenReply>, Status> {
         let peer = peer_of(&request);
-        self.gate.admit(&peer).await?;
+        let caller = self.gate.admit(&peer).await?;
+        self.require_administrator(&peer, &caller, CREATE_TOKENS)
+            .await?;
         let message = request.into_inner();
         let lifetime = match message.expires_in_seconds {
             0 => DEFAULT_LIFETIME,
@@ -271,7 +335,9 @@ impl Trust for Management {
         request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensReply>, Status> {
         let peer = peer_of(&request);
-        self.gate.admit(&peer).await?;
+        let caller = self.gate.admit(&peer).await?;
+        self.require_administrator(&peer, &caller, LIST_TOKENS)
+            .await?;
         let records = self.on_tokens(|tokens| tokens.list()).await?;
         let now = OffsetDateTime::now_utc();
         Ok(Response::new(ListTokensReply {
@@ -284,7 +350,9 @@ impl Trust for Management {
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenReply>, Status> {
         let peer = peer_of(&request);
-        self.gate.admit(&peer).await?;
+        let caller = self.gate.admit(&peer).await?;
+        self.require_administrator(&peer, &caller, REVOKE_TOKENS)
+            .await?;
         let name = request.into_inner().name;
         let now = OffsetDateTime::now_utc();
         let record = self
