@@ -390,6 +390,25 @@ impl HelperSetup {
         self.helper_for(crate::Daemon::start_with(&self.dir, &self.admins, config))
     }
 
+    /// The start most helper tests share: an administrator `first` and an `operator` the rules
+    /// authorize, the daemon and the helper serving, `first` trusted as the first client.
+    pub fn serve_first_and_operator(&self) -> Serving {
+        let first = self.user(&[&self.admins]);
+        let operator = self.user(&[&self.operators]);
+        let rules = self.grant(&operator);
+        let (daemon, helper) = self.serve();
+        daemon
+            .run_as(&first, &["list"], None)
+            .assert_code(0, "first client");
+        Serving {
+            daemon,
+            helper,
+            first,
+            operator,
+            _rules: rules,
+        }
+    }
+
     fn helper_for(&self, daemon: crate::Daemon) -> (crate::Daemon, Helper) {
         let helper = Helper::start(
             daemon.socket.as_ref().expect("unix socket"),
@@ -399,4 +418,17 @@ impl HelperSetup {
         );
         (daemon, helper)
     }
+}
+
+/// See [`HelperSetup::serve_first_and_operator`]. Drop it before its [`HelperSetup`].
+pub struct Serving {
+    /// The daemon.
+    pub daemon: crate::Daemon,
+    /// The helper serving the daemon's socket and data directory.
+    pub helper: Helper,
+    /// An administrator, trusted as the first client.
+    pub first: User,
+    /// A member of the operators group, authorized for [`OPERATOR_ACTIONS`].
+    pub operator: User,
+    _rules: TestRules,
 }

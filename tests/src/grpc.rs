@@ -107,3 +107,17 @@ pub async fn ping(channel: Channel) -> Result<(), tonic::Status> {
         .await
         .map(|_| ())
 }
+
+/// A client of our `multipass.trust.Trust` service on `socket`, presenting the certificate and
+/// key files of `identity`, verifying the daemon against `root_ca`. The daemon sees this test
+/// process's credentials (root), whoever's certificate it presents.
+pub async fn trust_client(
+    socket: &Path,
+    root_ca: &Path,
+    identity: (&Path, &Path),
+) -> Result<rpc::trust_proto::trust_client::TrustClient<Channel>, BoxError> {
+    let config = client_config(root_ca, Some(identity))?;
+    Ok(rpc::trust_proto::trust_client::TrustClient::new(
+        channel(socket, config).await?,
+    ))
+}

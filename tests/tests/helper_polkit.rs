@@ -204,17 +204,12 @@ fn invalid_inputs_are_refused_without_writes() {
     let Some(setup) = HelperSetup::new() else {
         return;
     };
-    let first = setup.user(&[&setup.admins]);
-    let operator = setup.user(&[&setup.operators]);
-    let _rules = setup.grant(&operator);
-    let (daemon, _helper) = setup.serve();
+    let serving = setup.serve_first_and_operator();
+    let (daemon, first, operator) = (&serving.daemon, &serving.first, &serving.operator);
     daemon
-        .run_as(&first, &["list"], None)
-        .assert_code(0, "first client");
-    daemon
-        .run_as(&first, &["set", "local.passphrase"], Some("p1\np1\n"))
+        .run_as(first, &["set", "local.passphrase"], Some("p1\np1\n"))
         .assert_code(0, "passphrase");
-    daemon.run_as(&operator, &["version"], None);
+    daemon.run_as(operator, &["version"], None);
     let cert = std::fs::read_to_string(operator.cert_path()).unwrap();
     let key = std::fs::read_to_string(operator.key_path()).unwrap();
     let other_cert = std::fs::read_to_string(first.cert_path()).unwrap();
@@ -244,7 +239,7 @@ fn invalid_inputs_are_refused_without_writes() {
         ),
     ];
     for (what, method, args) in cases {
-        let (ok, text) = call_helper(Some(&operator), method, "ss", &args);
+        let (ok, text) = call_helper(Some(operator), method, "ss", &args);
         assert!(!ok, "{what} accepted: {text}");
         assert!(
             text.contains("InvalidInput")
@@ -255,7 +250,7 @@ fn invalid_inputs_are_refused_without_writes() {
         );
     }
     let long = "p".repeat(1025);
-    let (ok, text) = call_helper(Some(&operator), "SetPassphrase", "s", &[&long]);
+    let (ok, text) = call_helper(Some(operator), "SetPassphrase", "s", &[&long]);
     assert!(
         !ok && text.contains("longer than"),
         "passphrase over the limit: {text}"

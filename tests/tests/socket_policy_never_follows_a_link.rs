@@ -1,0 +1,210 @@
+//! The socket policy is applied by root (the helper's `apply-socket-policy` and `SetSocketAccess`)
+//! and by the daemon itself when it may; both go through one implementation that never follows a
+//! symbolic link, changes only a socket, and refuses a directory others can write:
+//! - a symbolic link planted where the socket should be, pointing at a root-owned file, is left
+//!   alone (the file keeps its owner, mode and content) with a clear error, whether the policy
+//!   is applied by `apply-socket-policy` or asked for over D-Bus;
+//! - a socket in a directory that others can write is not touched, by the helper or the daemon.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use multipass_system_tests::bus::{Helper, HelperSetup};
+use multipass_system_tests::clients::Identity;
+use multipass_system_tests::process::{self, CliOutput};
+use multipass_system_tests::{bin, mode_owner, require_root, Group, TestDir};
+
+/// `multipassd-helper --socket SOCKET --data-dir DATA --admin-group GROUP apply-socket-policy`.
+fn apply_socket_policy(socket: &Path, data: &Path, group: &Group) -> CliOutput {
+    let mut cmd = Command::new(bin("multipassd-helper"));
+    cmd.arg("--socket")
+        .arg(socket)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--admin-group")
+        .arg(&group.name)
+        .arg("apply-socket-policy");
+    process::run(cmd, None, Duration::from_secs(30))
+}
+
+/// A state directory whose trust store holds one certificate: the policy is then "open"
+/// (root:root 0666), what the planted link would have handed to its target.
+fn data_dir_with_a_trusted_client(dir: &TestDir) -> std::path::PathBuf {
+    let data = dir.subdir("data");
+    let identity = Identity::create(&dir.subdir("client"), None);
+    let store_dir = data.join("authenticated-certs");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    std::fs::write(
+        store_dir.join("multipass_client_certs.pem"),
+        &identity.cert_pem,
+    )
+    .unwrap();
+    data
+}
+
+/// A root-owned file with mode 0600 and known content.
+fn precious_file(dir: &TestDir) -> std::path::PathBuf {
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "root's own, 0600\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    target
+}
+
+#[track_caller]
+fn assert_untouched(target: &Path) {
+    assert_eq!(
+        mode_owner(target).unwrap(),
+        (0o600, 0, 0),
+        "the link's target"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target).unwrap(),
+        "root's own, 0600\n",
+        "the link's target"
+    );
+}
+
+#[test]
+fn apply_socket_policy_leaves_a_planted_symlink_alone() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let data = data_dir_with_a_trusted_client(&dir);
+    let target = precious_file(&dir);
+    let socket = dir.path().join("multipass_socket");
+    std::os::unix::fs::symlink(&target, &socket).unwrap();
+
+    let out = apply_socket_policy(&socket, &data, &admins);
+    assert!(
+        out.code == Some(1)
+            && out.stderr.contains(&format!(
+                "multipassd-helper: refusing to change {}: it is a symbolic link, not a socket",
+                socket.display()
+            )),
+        "{out}"
+    );
+    assert_untouched(&target);
+    assert_eq!(
+        std::fs::read_link(&socket).unwrap(),
+        target,
+        "the link itself"
+    );
+
+    // A regular file in the socket's place is not a socket either.
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::write(&socket, "").unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = apply_socket_policy(&socket, &data, &admins);
+    assert!(
+        out.code == Some(1) && out.stderr.contains("it is a regular file, not a socket"),
+        "{out}"
+    );
+    assert_eq!(mode_owner(&socket).unwrap(), (0o600, 0, 0));
+}
+
+#[test]
+fn set_socket_access_over_dbus_leaves_a_planted_symlink_alone() {
+    let Some(setup) = HelperSetup::new() else {
+        return;
+    };
+    let data = data_dir_with_a_trusted_client(&setup.dir);
+    let target = precious_file(&setup.dir);
+    let socket = setup.dir.path().join("multipass_socket");
+    std::os::unix::fs::symlink(&target, &socket).unwrap();
+    let _helper = Helper::start(&socket, &data, &setup.admins.name, setup.dir.path());
+
+    // As the daemon's user, the only caller polkit lets manage the socket.
+    let multipassd = nix::unistd::User::from_name("multipassd").unwrap().unwrap();
+    for open in ["true", "false"] {
+        let out = Command::new("setpriv")
+            .args(["--reuid", &multipassd.uid.to_string()])
+            .args(["--regid", &multipassd.gid.to_string(), "--init-groups"])
+            .args(["busctl", "--system", "call", "io.multipass.Helper1"])
+            .args(["/io/multipass/Helper1", "io.multipass.Helper1"])
+            .args(["SetSocketAccess", "b", open])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains(&format!(
+                    "refusing to change {}: it is a symbolic link, not a socket",
+                    socket.display()
+                )),
+            "SetSocketAccess({open}) through a planted link: {stderr}"
+        );
+        assert_untouched(&target);
+    }
+}
+
+#[test]
+fn a_socket_directory_others_can_write_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let data = data_dir_with_a_trusted_client(&dir);
+    let shared = dir.subdir("shared");
+    let socket = shared.join("multipass_socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    for mode in [0o777, 0o1777, 0o775] {
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = apply_socket_policy(&socket, &data, &admins);
+        assert!(
+            out.code == Some(1)
+                && out.stderr.contains(&format!(
+                    "multipassd-helper: refusing to change the socket {}: its directory {} can \
+                     be written by others than its owner (mode {mode:04o})",
+                    socket.display(),
+                    shared.display()
+                )),
+            "{out}"
+        );
+        assert_eq!(mode_owner(&socket).unwrap(), (0o600, 0, 0), "mode {mode:o}");
+    }
+
+    // The daemon shares the implementation: it will not set up its socket there either.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let own = shared.join("daemon_socket");
+    let mut cmd = Command::new(bin("multipassd"));
+    cmd.arg("--address")
+        .arg(format!("unix:{}", own.display()))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--admin-group")
+        .arg(&admins.name);
+    let out = process::run(cmd, None, Duration::from_secs(30));
+    assert!(
+        out.code == Some(1)
+            && out
+                .stderr
+                .contains(&format!("cannot listen on {}", own.display()))
+            && out
+                .stderr
+                .contains("can be written by others than its owner"),
+        "{out}"
+    );
+    assert!(!own.exists(), "the daemon left a socket behind");
+    let leftovers: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "multipass_socket")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary sockets left: {leftovers:?}"
+    );
+
+    // The same socket, once only root can write its directory: the policy applies.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = apply_socket_policy(&socket, &data, &admins);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
+}
