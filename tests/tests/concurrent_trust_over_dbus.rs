@@ -1,8 +1,9 @@
 //! `TrustCertificate` calls at once over the real D-Bus system bus, each authorized by the real
-//! polkitd, from two authorized users, while the daemon itself trusts clients that authenticate
-//! with the passphrase: every certificate ends up in the store exactly once, with its own
-//! metadata, the file parses without a skipped block and keeps its owner and mode, and the running
-//! daemon trusts every one of them. The direct mode is covered by `concurrency_without_loss`.
+//! polkitd, from two authorized users (and, among them, calls from a user polkit refuses), while
+//! the daemon itself trusts clients that authenticate with the passphrase: every authorized
+//! certificate ends up in the store exactly once, with its own metadata, no refused one does, the
+//! file parses without a skipped block and keeps its owner and mode, and the running daemon
+//! trusts every one of them. The direct mode is covered by `concurrency_without_loss`.
 
 use std::sync::Barrier;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use multipass_system_tests::{figure, grpc, mode_owner, sha256_hex, User};
 
 /// Helper calls made at once.
 const CALLS: usize = 20;
+/// Calls from a user polkit refuses, meanwhile.
+const REFUSED_CALLS: usize = 4;
 /// Clients authenticating with the passphrase meanwhile.
 const PASSPHRASE_CLIENTS: usize = 4;
 const PASSPHRASE: &str = "while-the-helper-writes";
@@ -28,6 +31,7 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
         setup.user(&[&setup.operators]),
     ];
     let others: Vec<User> = (0..PASSPHRASE_CLIENTS).map(|_| setup.user(&[])).collect();
+    let stranger = setup.user(&[]);
     let _rules = setup.grant(&operators[0]);
     let (daemon, helper) = setup.serve();
     daemon
@@ -41,10 +45,13 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
     let owner_before = mode_owner(&store).unwrap();
     let identities: Vec<MemoryIdentity> =
         (0..CALLS).map(|_| MemoryIdentity::new(&daemon)).collect();
+    let refused: Vec<MemoryIdentity> = (0..REFUSED_CALLS)
+        .map(|_| MemoryIdentity::new(&daemon))
+        .collect();
 
-    let barrier = Barrier::new(CALLS + PASSPHRASE_CLIENTS);
+    let barrier = Barrier::new(CALLS + REFUSED_CALLS + PASSPHRASE_CLIENTS);
     let start = Instant::now();
-    let (replies, logins) = std::thread::scope(|scope| {
+    let (replies, denials, logins) = std::thread::scope(|scope| {
         let calls: Vec<_> = identities
             .iter()
             .enumerate()
@@ -58,6 +65,21 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
                         "TrustCertificate",
                         "ss",
                         &[&identity.pem, &name],
+                    )
+                })
+            })
+            .collect();
+        let denials: Vec<_> = refused
+            .iter()
+            .map(|identity| {
+                let (barrier, stranger) = (&barrier, &stranger);
+                scope.spawn(move || {
+                    barrier.wait();
+                    call_helper(
+                        Some(stranger),
+                        "TrustCertificate",
+                        "ss",
+                        &[&identity.pem, "not-allowed"],
                     )
                 })
             })
@@ -77,6 +99,10 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
                 .into_iter()
                 .map(|c| c.join().unwrap())
                 .collect::<Vec<_>>(),
+            denials
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .collect::<Vec<_>>(),
             logins
                 .into_iter()
                 .map(|c| c.join().unwrap())
@@ -85,8 +111,8 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
     });
     let elapsed = start.elapsed();
     figure(&format!(
-        "{CALLS} TrustCertificate calls at once over D-Bus with polkit (and \
-         {PASSPHRASE_CLIENTS} passphrase logins): all done in {elapsed:.2?}"
+        "{CALLS} authorized and {REFUSED_CALLS} refused TrustCertificate calls at once over \
+         D-Bus with polkit, and {PASSPHRASE_CLIENTS} passphrase logins: all done in {elapsed:.2?}"
     ));
 
     for ((ok, text), identity) in replies.iter().zip(&identities) {
@@ -96,6 +122,12 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
             text.trim(),
             format!("s \"{fingerprint}\""),
             "the reply is the certificate's fingerprint"
+        );
+    }
+    for (ok, text) in &denials {
+        assert!(
+            !ok && text.contains("Not authorized"),
+            "a call polkit should refuse: {text}"
         );
     }
     for out in &logins {
@@ -130,6 +162,12 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
         );
         assert_eq!(entry.metadata.how, Some(trust::Enrolment::Admin));
         assert_eq!(entry.metadata.uid, Some(operator.uid));
+    }
+    for identity in &refused {
+        assert!(
+            !bundle.contains(&trust::Fingerprint::of(&identity.der)),
+            "a refused call's certificate is in the store"
+        );
     }
     for user in &others {
         assert!(
