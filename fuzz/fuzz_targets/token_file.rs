@@ -1,8 +1,8 @@
-//! The enrollment-token file (`DATA/enrollment-tokens`) is ours, but an administrator may edit
-//! it, and a crash or a full disk may cut it short. Reading it must not panic; a token presented
-//! by a client (the input's last line) must not panic the redemption; and whatever file was read,
-//! a write that adds a token must produce a file that reads back with that token in it and no
-//! more records than before plus one.
+//! The enrollment-token file (`DATA/enrollment-tokens`: JSON lines, and the tab-separated lines of
+//! the first release) is ours, but an administrator may edit it, and a crash or a full disk may
+//! cut it short. Reading it must not panic; a token presented by a client (the input's last line)
+//! must not panic the redemption; and whatever file was read, a write that adds a token must
+//! produce a file that reads back with that token in it and no more records than before plus one.
 #![no_main]
 
 use std::path::PathBuf;

@@ -1,6 +1,12 @@
 //! The daemon's settings file, `multipassd.conf`: INI with a `[General]` section, the format
 //! Multipass writes. Parsed in two stages: [`Ini`] keeps every section and key as read (so a write
 //! never drops what another tool put there), typed accessors interpret the keys we own.
+//!
+//! The INI reading and writing are our own on purpose. The file is Qt's (QSettings): keys before
+//! any section belong to `[General]`, values may be double-quoted, and what Multipass or an
+//! administrator wrote must come back unchanged apart from the one key we set. The INI crates
+//! (rust-ini, configparser) apply their own quoting, escaping and layout when they write, so a
+//! round trip through them would not keep Qt's file byte-for-byte.
 
 use std::path::{Path, PathBuf};
 

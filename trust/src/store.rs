@@ -272,6 +272,23 @@ impl Bundle {
         true
     }
 
+    /// `base`, or if a client already has that name, `base-2`, `base-3`... the first that none
+    /// has.
+    pub fn unique_name(&self, base: &str) -> String {
+        let taken = |name: &str| {
+            self.entries
+                .iter()
+                .any(|e| e.metadata.name.as_deref() == Some(name))
+        };
+        if !taken(base) {
+            return base.to_string();
+        }
+        (2..)
+            .map(|n| format!("{base}-{n}"))
+            .find(|name| !taken(name))
+            .expect("some suffix is free")
+    }
+
     /// Remove the entry for `fingerprint`.
     pub fn remove(&mut self, fingerprint: &Fingerprint) -> Option<Entry> {
         let i = self.index.remove(fingerprint)?;
@@ -657,6 +674,27 @@ mod tests {
         let bundle = fresh.current().unwrap();
         let entry = bundle.get(&Fingerprint::of(&der)).unwrap();
         assert_eq!(entry.metadata, meta);
+    }
+
+    #[test]
+    fn unique_names_take_the_first_free_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let named = |name: &str| Metadata {
+            name: Some(name.into()),
+            ..Metadata::default()
+        };
+        s.modify(|bundle| {
+            assert_eq!(bundle.unique_name("alice"), "alice");
+            bundle.insert(Entry::new(cert().1, named("alice")));
+            bundle.insert(Entry::new(cert().1, named("alice-3")));
+            assert_eq!(bundle.unique_name("alice"), "alice-2");
+            bundle.insert(Entry::new(cert().1, named("alice-2")));
+            assert_eq!(bundle.unique_name("alice"), "alice-4");
+            assert_eq!(bundle.unique_name("bob"), "bob");
+            true
+        })
+        .unwrap();
     }
 
     #[test]

@@ -13,11 +13,15 @@
 //! lock, like every other file of the service. Used and revoked tokens stay in it as tombstones
 //! for [`TOMBSTONE_RETENTION`], so that a second redemption is told "already used" rather than
 //! "not valid".
+//!
+//! The file holds one JSON object per record, after `#` comment lines. The first release wrote
+//! tab-separated lines instead; those are still read, and the next write replaces them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
@@ -45,7 +49,7 @@ pub const MAX_NAME_LEN: usize = crate::names::MAX_NAME_LEN;
 
 const HEADER: &str =
     "# multipassd enrollment tokens: the SHA-256 of each token, never the token.\n\
-                      # name\tsha256\tcreated\texpires\tcreator-uid\tstate\tstate-changed\n";
+     # One JSON object per token; lines starting with # are comments.\n";
 
 /// Whether `candidate` has the shape of a token (prefix and exactly the right number of lower-case
 /// hex digits). Anything else is treated as a passphrase.
@@ -104,30 +108,12 @@ impl TokenHash {
 }
 
 /// What happened to a token, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Stored {
     Active,
     Used,
     Revoked,
-}
-
-impl Stored {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stored::Active => "active",
-            Stored::Used => "used",
-            Stored::Revoked => "revoked",
-        }
-    }
-
-    fn parse(word: &str) -> Option<Stored> {
-        Some(match word {
-            "active" => Stored::Active,
-            "used" => Stored::Used,
-            "revoked" => Stored::Revoked,
-            _ => return None,
-        })
-    }
 }
 
 /// Where a token stands now.
@@ -158,7 +144,7 @@ impl TokenStatus {
 /// One token as the file records it (never the token itself).
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
-    /// Identifies the token for listing and revoking; the enrolled client's default name.
+    /// Identifies the token for listing and revoking.
     pub name: String,
     hash: TokenHash,
     /// When it was created.
@@ -169,6 +155,8 @@ pub struct TokenRecord {
     pub created_by: Option<u32>,
     state: Stored,
     state_changed: Option<OffsetDateTime>,
+    /// Whether its creator chose the name, which then names the client it enrolls too.
+    named: bool,
 }
 
 impl TokenRecord {
@@ -182,6 +170,12 @@ impl TokenRecord {
         }
     }
 
+    /// The name the client it enrolls is trusted under: the token's, if its creator chose one;
+    /// otherwise `None`, and the client is named after the user who redeems it.
+    pub fn client_name(&self) -> Option<&str> {
+        self.named.then_some(self.name.as_str())
+    }
+
     /// Whether it may be forgotten at `now`.
     fn stale(&self, now: OffsetDateTime) -> bool {
         let since = match self.state {
@@ -190,43 +184,107 @@ impl TokenRecord {
         };
         now - since > TOMBSTONE_RETENTION
     }
+}
 
-    fn to_line(&self) -> String {
-        format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            self.name,
-            hex::encode(self.hash.0),
-            rfc3339(self.created),
-            rfc3339(self.expires),
-            self.created_by
-                .map_or_else(|| "-".to_string(), |u| u.to_string()),
-            self.state.as_str(),
-            self.state_changed.map_or_else(|| "-".to_string(), rfc3339),
-        )
+/// A record as one line of the file holds it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    name: String,
+    #[serde(with = "hex::serde")]
+    sha256: [u8; 32],
+    #[serde(with = "time::serde::rfc3339")]
+    created: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires: OffsetDateTime,
+    creator_uid: Option<u32>,
+    state: Stored,
+    #[serde(with = "time::serde::rfc3339::option")]
+    state_changed: Option<OffsetDateTime>,
+    /// A hand-written record without it names the client after the token, as the first release
+    /// did with every token.
+    #[serde(default = "named_by_default")]
+    named: bool,
+}
+
+fn named_by_default() -> bool {
+    true
+}
+
+impl From<&TokenRecord> for Line {
+    fn from(r: &TokenRecord) -> Line {
+        Line {
+            name: r.name.clone(),
+            sha256: r.hash.0,
+            created: r.created,
+            expires: r.expires,
+            creator_uid: r.created_by,
+            state: r.state,
+            state_changed: r.state_changed,
+            named: r.named,
+        }
     }
+}
 
-    fn parse_line(line: &str) -> Option<TokenRecord> {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [name, hash, created, expires, creator, state, changed] = fields[..] else {
-            return None;
-        };
-        let mut digest = [0u8; 32];
-        hex::decode_to_slice(hash, &mut digest).ok()?;
-        let time = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
-        Some(TokenRecord {
-            name: validate_name(name).ok()?.to_string(),
-            hash: TokenHash(digest),
-            created: time(created)?,
-            expires: time(expires)?,
-            created_by: creator.parse().ok(),
-            state: Stored::parse(state)?,
-            state_changed: time(changed),
+impl TryFrom<Line> for TokenRecord {
+    type Error = TokenError;
+
+    fn try_from(line: Line) -> Result<TokenRecord, TokenError> {
+        validate_name(&line.name)?;
+        Ok(TokenRecord {
+            name: line.name,
+            hash: TokenHash(line.sha256),
+            created: line.created,
+            expires: line.expires,
+            created_by: line.creator_uid,
+            state: line.state,
+            state_changed: line.state_changed,
+            named: line.named,
         })
     }
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
+/// A line of the first release's tab-separated file: name, sha256, created, expires, creator uid
+/// (`-` for none), state, state changed (`-` for never). Its tokens named the clients they
+/// enrolled, as their creators were told.
+#[derive(Deserialize)]
+struct LegacyLine(String, String, String, String, String, String, String);
+
+impl LegacyLine {
+    fn parse(line: &str) -> Option<Line> {
+        let LegacyLine(name, sha256, created, expires, creator, state, changed) =
+            csv::ReaderBuilder::new()
+                .delimiter(b'\t')
+                .has_headers(false)
+                .quoting(false)
+                .from_reader(line.as_bytes())
+                .deserialize()
+                .next()?
+                .ok()?;
+        let time = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&sha256, &mut digest).ok()?;
+        Some(Line {
+            name,
+            sha256: digest,
+            created: time(&created)?,
+            expires: time(&expires)?,
+            creator_uid: creator.parse().ok(),
+            state: serde_json::from_value(serde_json::Value::String(state)).ok()?,
+            state_changed: time(&changed),
+            named: true,
+        })
+    }
+}
+
+/// A record from one line of the file, in either format; `None` if it is not one.
+fn parse_line(line: &str) -> Option<TokenRecord> {
+    let line = if line.starts_with('{') {
+        serde_json::from_str::<Line>(line).ok()?
+    } else {
+        LegacyLine::parse(line)?
+    };
+    TokenRecord::try_from(line).ok()
 }
 
 /// Why a token operation was refused. Refusals read as sentences for the person at the client;
@@ -337,6 +395,7 @@ impl TokenStore {
         if lifetime <= Duration::ZERO || lifetime > MAX_LIFETIME {
             return Err(TokenError::InvalidLifetime);
         }
+        let named = name.is_some();
         let name = match name {
             Some(name) => validate_name(name)?.to_string(),
             None => format!("token-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
@@ -362,6 +421,7 @@ impl TokenStore {
                 created_by,
                 state: Stored::Active,
                 state_changed: None,
+                named,
             };
             records.push(record.clone());
             Ok((token, record))
@@ -428,7 +488,12 @@ impl TokenStore {
         records.retain(|r| !r.stale(now));
         let mut text = String::from(HEADER);
         for record in &records {
-            text.push_str(&record.to_line());
+            // Its times come from the clock or were parsed as RFC 3339, so they format as RFC
+            // 3339; nothing else in a record can fail to serialise.
+            let line = serde_json::to_string(&Line::from(record))
+                .expect("a token record always serialises");
+            text.push_str(&line);
+            text.push('\n');
         }
         fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)?;
         Ok(result)
@@ -445,7 +510,7 @@ impl TokenStore {
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
-            match TokenRecord::parse_line(line) {
+            match parse_line(line) {
                 Some(record) => records.push(record),
                 None => skipped += 1,
             }
@@ -651,6 +716,66 @@ mod tests {
     }
 
     #[test]
+    fn a_chosen_name_names_the_client_a_generated_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, named) = s
+            .create(Some("bob-laptop"), DEFAULT_LIFETIME, None, now())
+            .unwrap();
+        let (token, generated) = s.create(None, DEFAULT_LIFETIME, None, now()).unwrap();
+        assert_eq!(named.client_name(), Some("bob-laptop"));
+        assert!(generated.name.starts_with("token-"), "{}", generated.name);
+        assert_eq!(generated.client_name(), None);
+        // Remembered across a write and a read.
+        let redeemed = s.redeem(token.expose(), now()).unwrap();
+        assert_eq!(redeemed.client_name(), None);
+        let listed = s.list().unwrap();
+        assert_eq!(listed[0].client_name(), Some("bob-laptop"));
+        assert_eq!(listed[1].client_name(), None);
+    }
+
+    /// The file as the first release wrote it (tab-separated lines).
+    const LEGACY_FILE: &str = "\
+# multipassd enrollment tokens: the SHA-256 of each token, never the token.
+# name\tsha256\tcreated\texpires\tcreator-uid\tstate\tstate-changed
+ci-runner\taaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\t2027-01-15T08:00:00Z\t2027-01-15T08:15:00Z\t0\tactive\t-
+old\tbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\t2027-01-14T08:00:00Z\t2027-01-14T08:15:00Z\t1000\tused\t2027-01-14T08:05:00Z
+";
+
+    #[test]
+    fn a_legacy_file_is_read_and_rewritten_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        std::fs::write(s.path(), LEGACY_FILE).unwrap();
+        let at = OffsetDateTime::parse("2027-01-15T08:01:00Z", &Rfc3339).unwrap();
+        let before = s.list().unwrap();
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[0].name, "ci-runner");
+        assert_eq!(before[0].created_by, Some(0));
+        assert_eq!(before[0].status(at), TokenStatus::Active);
+        assert_eq!(before[0].client_name(), Some("ci-runner"));
+        assert_eq!(before[1].status(at), TokenStatus::Used);
+        assert_eq!(before[1].created_by, Some(1000));
+
+        // The next write migrates the whole file.
+        s.revoke("ci-runner", at).unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        let records: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(records.len(), 2, "{text}");
+        for line in &records {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(value["sha256"].as_str().unwrap().len() == 64, "{line}");
+        }
+        assert!(!text.contains('\t'), "{text}");
+        let after = s.list().unwrap();
+        assert_eq!(after[0].status(at), TokenStatus::Revoked);
+        assert_eq!(after[1].name, "old");
+        assert_eq!(after[1].status(at), TokenStatus::Used);
+        assert_eq!(after[1].state_changed, before[1].state_changed);
+        assert_eq!(after[1].hash, before[1].hash);
+    }
+
+    #[test]
     fn records_roundtrip_and_damaged_lines_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
@@ -658,7 +783,7 @@ mod tests {
             .create(Some("a.b@c+d-e_f"), DEFAULT_LIFETIME, Some(7), now())
             .unwrap();
         let mut text = std::fs::read_to_string(s.path()).unwrap();
-        text.push_str("garbage line\n\tno\tname\n");
+        text.push_str("garbage line\n\tno\tname\n{\"name\": \"half\"}\n{not json\n");
         std::fs::write(s.path(), text).unwrap();
         let back = s.list().unwrap();
         assert_eq!(back.len(), 1);
