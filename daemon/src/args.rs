@@ -5,9 +5,24 @@ use std::path::PathBuf;
 use clap::Parser;
 use rpc::Address;
 
-/// The multipass daemon: serves the Multipass protocol over TLS and decides which clients to trust.
+/// The multipass daemon: serves the Multipass protocol over TLS and decides which clients to trust
+///
+/// multipassd serves Multipass's gRPC protocol over TLS on a Unix socket (or TCP), and decides
+/// which clients to trust by their TLS client certificates. On a fresh service the first client
+/// of an administrator (root, or a member of the admin group) is trusted automatically; other
+/// clients get in with the passphrase (`multipass set local.passphrase`, `multipass
+/// authenticate`) or a one-time enrollment token (`multipass trust token create`).
+///
+/// It is not meant to be started by hand: the package's multipass.socket listens on
+/// /run/multipass_socket and starts it (as the unprivileged multipassd user, with no
+/// capabilities) on the first connection; it exits again after --idle-timeout. Privileged steps
+/// (the socket's owner and mode) are done by multipassd-helper. Started as root by hand, it drops
+/// every capability before serving (and switches to --user if given).
+///
+/// Every trust decision and refusal is logged as a structured event (journald fields under
+/// systemd); passphrases, tokens and their hashes never are.
 #[derive(Debug, Parser)]
-#[command(name = "multipassd", version, about, long_about = None)]
+#[command(name = "multipassd", version)]
 pub struct Args {
     /// Where to listen: `unix:PATH` or `HOST:PORT` (TCP has no first-client trust).
     #[arg(long, default_value_t = Address::default())]

@@ -158,7 +158,9 @@ impl Gate {
         self.trust_as(peer, client, how, None).await
     }
 
-    /// [`Gate::trust`], under `name` rather than the user's login name (a token's name).
+    /// [`Gate::trust`], under `name` rather than the user's login name (a token's name). Either
+    /// name is made unique among the trusted clients (`alice`, then `alice-2`), so that it
+    /// designates one client for `trust remove`.
     pub async fn trust_as(
         &self,
         peer: &Peer,
@@ -175,7 +177,11 @@ impl Gate {
         let added = tokio::task::spawn_blocking(move || {
             store.modify(|bundle| {
                 let was_empty = bundle.is_empty();
-                bundle.insert(entry.clone()).then_some(was_empty)
+                let mut entry = entry.clone();
+                if let Some(name) = &entry.metadata.name {
+                    entry.metadata.name = Some(bundle.unique_name(name));
+                }
+                bundle.insert(entry).then_some(was_empty)
             })
         })
         .await??;

@@ -13,6 +13,7 @@
 
 pub mod activation;
 pub mod args;
+pub mod doc;
 pub mod error;
 pub mod gate;
 pub mod limits;

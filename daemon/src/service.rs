@@ -24,6 +24,15 @@ use crate::limits::{FailureLimiter, HashPool, PeerKey};
 /// Settings keys this service has.
 pub const SETTINGS_KEYS: [&str; 1] = [PASSPHRASE_KEY];
 
+/// What a successful `authenticate` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// The client is trusted (now, or it was already).
+    Trusted,
+    /// An enrollment token from a client that is trusted already: left unused.
+    TokenNotNeeded,
+}
+
 /// Shared state of all requests.
 #[derive(Debug)]
 pub struct Service {
@@ -87,15 +96,15 @@ impl Service {
         }
     }
 
+    /// Check `passphrase` (or redeem it, if it is an enrollment token) and trust the peer's
+    /// client if it is right. A client that is trusted already is checked all the same, as
+    /// Multipass does: `authenticate` with a wrong passphrase never succeeds.
     async fn check_passphrase(
         &self,
         peer: &Peer,
         passphrase: Zeroizing<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<Checked, Error> {
         let client = peer.client.clone().ok_or(Error::NoClientCertificate)?;
-        if self.gate.is_trusted(&client)? {
-            return Ok(());
-        }
         // Without kernel credentials there is no one to hold responsible; refuse rather than
         // share one bucket with every such peer.
         let key = peer_key(peer).ok_or(Error::NotAuthenticated)?;
@@ -104,7 +113,13 @@ impl Service {
         self.check_limiter(peer, key)?;
         // Told apart by shape, so a token is never hashed as a passphrase (nor the reverse).
         if looks_like_token(&passphrase) {
-            return self.redeem_token(peer, &client, key, passphrase).await;
+            // Redeeming would spend the token on a client that gains nothing from it; it is left
+            // for the person it was made for, and not even looked up.
+            if self.gate.is_trusted(&client)? {
+                return Ok(Checked::TokenNotNeeded);
+            }
+            self.redeem_token(peer, &client, key, passphrase).await?;
+            return Ok(Checked::Trusted);
         }
         let Some(hash) = self.settings.load()?.passphrase()? else {
             return Err(Error::PassphraseNotSet);
@@ -136,7 +151,7 @@ impl Service {
         if hash.needs_upgrade() {
             self.upgrade_hash(&hash, passphrase).await;
         }
-        Ok(())
+        Ok(Checked::Trusted)
     }
 
     /// Replace a legacy scrypt hash by Argon2id, unless the passphrase changed meanwhile.
@@ -254,12 +269,16 @@ impl Rpc for Service {
         &self,
         request: Request<Streaming<ListRequest>>,
     ) -> Result<Response<Self::listStream>, Status> {
-        let (peer, _) = first(request).await?;
+        let (peer, message) = first(request).await?;
         self.gate.admit(&peer).await?;
+        // No instances, and so no snapshots either.
+        let list_contents = if message.snapshots {
+            list_reply::ListContents::SnapshotList(SnapshotsList { snapshots: vec![] })
+        } else {
+            list_reply::ListContents::InstanceList(InstancesList { instances: vec![] })
+        };
         Ok(reply(ListReply {
-            list_contents: Some(list_reply::ListContents::InstanceList(InstancesList {
-                instances: vec![],
-            })),
+            list_contents: Some(list_contents),
             log_line: String::new(),
         }))
     }
@@ -283,10 +302,15 @@ impl Rpc for Service {
         let (peer, mut message) = first(request).await?;
         // A passphrase or an enrollment token.
         let passphrase = Zeroizing::new(std::mem::take(&mut message.passphrase));
-        self.check_passphrase(&peer, passphrase).await?;
-        Ok(reply(AuthenticateReply {
-            log_line: self.trusted_as(&peer)?,
-        }))
+        let checked = self.check_passphrase(&peer, passphrase).await?;
+        let mut log_line = self.trusted_as(&peer)?;
+        if checked == Checked::TokenNotNeeded {
+            log_line.push_str(
+                "The enrollment token was not used: this client did not need it, and it can \
+                 still enroll another.\n",
+            );
+        }
+        Ok(reply(AuthenticateReply { log_line }))
     }
 
     type versionStream = ReplyStream<VersionReply>;

@@ -33,8 +33,9 @@ impl Service {
         })
     }
 
-    /// Redeem `token` and trust `client` under the token's name. The token is consumed before the
-    /// client is trusted: a failure in between costs the token, never enrolls a second client.
+    /// Redeem `token` and trust `client` under the token's name if its creator chose one, else
+    /// under the redeeming user's login name, as a passphrase would. The token is consumed before
+    /// the client is trusted: a failure in between costs the token, never enrolls a second client.
     pub(super) async fn redeem_token(
         &self,
         peer: &Peer,
@@ -73,8 +74,9 @@ impl Service {
             fingerprint = %client.fingerprint(),
             "an enrollment token was redeemed"
         );
+        let name = record.client_name().map(str::to_string);
         self.gate
-            .trust_as(peer, client, Enrolment::Token, Some(record.name))
+            .trust_as(peer, client, Enrolment::Token, name)
             .await
     }
 
