@@ -4,8 +4,17 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
-/// Privileged helper of the multipass service: sets the passphrase, trusts client certificates
-/// and sets the daemon socket's access, each authorized by polkit (or run directly by root).
+/// Privileged helper of the multipass service: passphrase, trusted certificates, socket access
+///
+/// multipassd-helper performs the few privileged operations of the multipass service, so that
+/// the daemon (multipassd) needs no privileges: set the passphrase, trust a client's certificate,
+/// and give the daemon's socket its owner and mode. It runs as root.
+///
+/// Normally D-Bus starts it (`serve`) when a client calls io.multipass.Helper1 on the system
+/// bus, as `multipass authenticate --admin` and `multipass set local.passphrase --admin` do; each
+/// call is authorized by polkit for the caller, who is asked for an administrator's password.
+/// An administrator can also run the operations directly through pkexec, with the passphrase or
+/// the certificate on standard input or the terminal, never on the command line.
 #[derive(Debug, Parser)]
 #[command(name = "multipassd-helper", version)]
 pub struct Cli {
@@ -19,23 +28,39 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve io.multipass.Helper1 on the system bus (D-Bus activated).
+    /// Serve io.multipass.Helper1 on the system bus (D-Bus activated)
+    ///
+    /// Serve io.multipass.Helper1 on the system bus: SetPassphrase, TrustCertificate and
+    /// SetSocketAccess, each after polkit authorized the caller. Started by D-Bus activation
+    /// through multipassd-helper.service; exits when idle.
     Serve {
         /// Exit after this many seconds without a call (0: never).
         #[arg(long, default_value_t = 30)]
         idle_timeout: u64,
     },
-    /// Give the socket the owner, group and mode that match the trust store (root; the socket
-    /// unit's ExecStartPost=).
+    /// Give the socket the owner, group and mode that match the trust store
+    ///
+    /// Give the daemon's socket the owner, group and mode that match the trust store:
+    /// root:<admin group> 0660 while it is empty, root:root 0666 otherwise. Run by root, as
+    /// multipass.socket's ExecStartPost=, so the socket is right before the daemon ever starts.
     ApplySocketPolicy,
-    /// Set the passphrase, read from the terminal (twice) or one line of standard input (root,
-    /// e.g. through pkexec).
+    /// Set the passphrase, read from the terminal (twice) or one line of standard input
+    ///
+    /// Set the passphrase other clients authenticate with, read from the terminal (twice, without
+    /// echo) or as one line of standard input. Runs as root, e.g. `pkexec
+    /// /usr/libexec/multipassd-helper set-passphrase` (polkit action io.multipass.set-passphrase).
+    /// An empty passphrase is refused; use --clear to clear it.
     SetPassphrase {
         /// Clear the passphrase instead (nobody can authenticate with one until it is set again).
         #[arg(long)]
         clear: bool,
     },
-    /// Trust the certificate read from standard input (root, e.g. through pkexec).
+    /// Trust the certificate read from standard input
+    ///
+    /// Trust the client certificate (PEM) read from standard input, e.g. `pkexec
+    /// /usr/libexec/multipassd-helper trust-certificate <
+    /// ~/.local/share/multipass-client-certificate/multipass_cert.pem` (polkit action
+    /// io.multipass.trust-client). Prints its fingerprint.
     TrustCertificate {
         /// Name to record [default: the invoking user's login name].
         #[arg(long)]

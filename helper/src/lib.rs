@@ -12,5 +12,6 @@
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod doc;
 pub mod error;
 pub mod ops;

@@ -1,0 +1,55 @@
+//! The parts of `multipassd-helper(8)` that are not about one option: the files the helper
+//! reads and writes, its signals and its exit statuses. `multipass-docgen` renders them as man
+//! page sections.
+
+/// The files the helper reads and writes, at their default paths (`--data-dir`, `--socket`).
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "/usr/share/polkit-1/actions/io.multipass.policy",
+        "The polkit actions: io.multipass.set-passphrase and io.multipass.trust-client \
+         (auth_admin), io.multipass.manage-socket (no, except for the multipassd user through \
+         /usr/share/polkit-1/rules.d/io.multipass.rules).",
+    ),
+    (
+        "/usr/share/dbus-1/system.d/io.multipass.Helper1.conf",
+        "The bus policy: only root may own io.multipass.Helper1; anyone may call it, polkit \
+         decides.",
+    ),
+    (
+        "/run/multipass_socket",
+        "The daemon's socket, whose owner and mode the helper sets (--socket; never a path from \
+         a caller).",
+    ),
+    (
+        "/var/lib/multipassd/multipassd.conf",
+        "Written by set-passphrase / SetPassphrase (the Argon2id hash, never the passphrase).",
+    ),
+    (
+        "/var/lib/multipassd/authenticated-certs/multipass_client_certs.pem",
+        "Read to decide the socket's access; written by trust-certificate / TrustCertificate. \
+         The writes are made by a child process running as the state directory's owner, under \
+         the lock the daemon uses.",
+    ),
+];
+
+/// The signals the helper handles.
+pub const SIGNALS: &[(&str, &str)] = &[(
+    "SIGTERM, SIGINT",
+    "Not handled: the helper ends at once. A write in progress is made by replacing the file \
+     with a complete new one, so it happens entirely or not at all.",
+)];
+
+/// What each exit status means.
+pub const EXIT_STATUS: &[(&str, &str)] = &[
+    (
+        "0",
+        "Done; for serve, it was idle for --idle-timeout seconds (D-Bus starts it again on the \
+         next call).",
+    ),
+    (
+        "1",
+        "The operation failed or was refused (not root, invalid input, polkit said no, a write \
+         failed); the reason is on standard error.",
+    ),
+    ("2", "Invalid command-line arguments."),
+];
