@@ -15,7 +15,7 @@ use rpc::client::ConnectError;
 use rpc::proto::rpc_client::RpcClient;
 use rpc::Address;
 use tonic::transport::Channel;
-use trust::paths::{client_cert_dir, client_root_cert, ENV_SERVER_ADDRESS};
+use trust::paths::{client_cert_dir, client_root_cert, ENV_ROOT_CERT, ENV_SERVER_ADDRESS};
 use trust::ClientIdentity;
 
 use crate::error::{Error, Unreachable};
@@ -79,10 +79,25 @@ pub async fn channel() -> Result<Channel, Error> {
             reason: format!("{:#}", anyhow::Error::new(e)),
         })?;
 
-    dialed
-        .handshake(tls)
-        .await
-        .map_err(|e| unreachable(&address, e))
+    dialed.handshake(tls).await.map_err(|e| match e {
+        ConnectError::Tls { address, source } if rejects_server_certificate(&source) => {
+            Error::Unreachable(Unreachable::ServerNotVerified {
+                reason: source.to_string(),
+                address,
+                root_cert: root_path,
+                from_env: std::env::var_os(ENV_ROOT_CERT).is_some_and(|v| !v.is_empty()),
+            })
+        }
+        other => unreachable(&address, other),
+    })
+}
+
+/// Whether a failed handshake is our verification of the daemon's certificate saying no (rather
+/// than the connection or the daemon failing).
+fn rejects_server_certificate(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)))
 }
 
 /// Read the root CA file, waiting up to [`ROOT_CERT_WAIT`] for it to appear.

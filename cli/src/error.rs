@@ -153,6 +153,18 @@ pub enum Unreachable {
         /// Why, with its whole chain.
         reason: String,
     },
+    /// The daemon's certificate does not verify against the root CA file: the file is not the
+    /// root CA of the daemon at that address.
+    ServerNotVerified {
+        /// Where we tried.
+        address: Address,
+        /// The root CA file used.
+        root_cert: PathBuf,
+        /// Whether `MULTIPASS_ROOT_CERT` chose it.
+        from_env: bool,
+        /// What TLS said.
+        reason: String,
+    },
     /// The TLS handshake failed.
     Tls {
         /// Where we tried.
@@ -244,6 +256,33 @@ impl fmt::Display for Unreachable {
                  Set MULTIPASS_ROOT_CERT if the daemon keeps it elsewhere.",
                 path.display()
             ),
+            Unreachable::ServerNotVerified {
+                address,
+                root_cert,
+                from_env,
+                reason,
+            } => {
+                writeln!(f, "TLS handshake with {address} failed: {reason}")?;
+                let file = root_cert.display();
+                if *from_env {
+                    write!(
+                        f,
+                        "The daemon's certificate is not signed by the root certificate {file} \
+                         that MULTIPASS_ROOT_CERT names. Check that MULTIPASS_ROOT_CERT names the \
+                         multipass_root_cert.pem in the data directory of the daemon at \
+                         {address}, or unset it to use {}.",
+                        trust::paths::DataDir::default().root_cert().display()
+                    )
+                } else {
+                    write!(
+                        f,
+                        "The daemon's certificate is not signed by the root certificate {file}. \
+                         If the daemon at {address} keeps its data elsewhere, set \
+                         MULTIPASS_ROOT_CERT to the multipass_root_cert.pem in its data \
+                         directory."
+                    )
+                }
+            }
             Unreachable::Tls { address, source } => {
                 write!(f, "TLS handshake with {address} failed: {source}")?;
                 let mut next = std::error::Error::source(source);
@@ -372,6 +411,43 @@ mod tests {
             "version failed: TLS handshake with unix:/run/multipass_socket failed: \
              invalid peer certificate: UnknownIssuer"
         );
+    }
+
+    #[test]
+    fn a_root_certificate_that_is_not_the_daemons_names_the_variable() {
+        let e = Error::Unreachable(Unreachable::ServerNotVerified {
+            address: unix("/tmp/s"),
+            root_cert: PathBuf::from("/tmp/other-ca.pem"),
+            from_env: true,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        });
+        assert_eq!(e.exit(), Exit::Unreachable);
+        let text = e.message("list").unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "list failed: TLS handshake with unix:/tmp/s failed: invalid peer certificate: \
+                 UnknownIssuer"
+            )
+        );
+        let hint = lines.next().unwrap();
+        assert!(
+            hint.contains("/tmp/other-ca.pem that MULTIPASS_ROOT_CERT names")
+                && hint.contains("unset it to use /var/lib/multipassd/multipass_root_cert.pem"),
+            "{hint}"
+        );
+
+        let e = Error::Unreachable(Unreachable::ServerNotVerified {
+            address: unix("/run/multipass_socket"),
+            root_cert: PathBuf::from("/var/lib/multipassd/multipass_root_cert.pem"),
+            from_env: false,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        });
+        assert!(e
+            .message("list")
+            .unwrap()
+            .contains("set MULTIPASS_ROOT_CERT to the multipass_root_cert.pem"));
     }
 
     #[test]

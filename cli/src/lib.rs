@@ -6,9 +6,11 @@
 mod admin;
 mod commands;
 mod connect;
+pub mod doc;
 mod error;
 mod output;
 mod passphrase;
+mod render;
 
 use std::process::ExitCode;
 

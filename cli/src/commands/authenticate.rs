@@ -7,16 +7,26 @@ use super::Context;
 use crate::error::Error;
 use crate::passphrase;
 
-/// Arguments of `multipass authenticate`.
+/// Authenticate this client with the multipass service
+///
+/// Have this client's certificate trusted by the multipass service, with the passphrase an
+/// administrator set with `multipass set local.passphrase`, or with a one-time enrollment token
+/// from `multipass trust token create`. Once it is trusted, the other commands work. Each user
+/// (and root) has their own client: authenticate as the user who will run the commands.
+///
+/// The passphrase is asked for when it is not given: without echo on a terminal, otherwise as one
+/// line of standard input (`echo "$PASSPHRASE" | multipass authenticate`). Prefer either to the
+/// argument: other users can see command-line arguments. An empty answer is refused (`No
+/// passphrase given`).
+///
+/// The passphrase is checked even when this client is trusted already: a wrong one is refused,
+/// the right one answers which name the client is trusted under. Wrong passphrases and tokens
+/// make the service wait longer before each next attempt from the same user.
+///
+/// An administrator whose client is not trusted (because someone else was the first client) can
+/// trust it without a passphrase: `multipass authenticate --admin` asks polkit, which asks for the
+/// administrator's password.
 #[derive(clap::Args)]
-#[command(
-    long_about = "Authenticate this client with the multipass service, using the passphrase an \
-                  administrator set with `multipass set local.passphrase`. Once authenticated, \
-                  the client's certificate is trusted and other commands are allowed.\n\n\
-                  The passphrase is prompted for when it is not given (without echo on a \
-                  terminal; otherwise one line is read from stdin). Prefer the prompt: other \
-                  users can see command-line arguments."
-)]
 pub struct Args {
     /// The passphrase (prompted for when omitted)
     #[arg(value_name = "PASSPHRASE", conflicts_with = "admin")]
@@ -47,9 +57,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     }
     let mut passphrase = match args.passphrase {
         Some(given) => Zeroizing::new(given),
-        None => passphrase::read_hidden("Please enter passphrase: ").map_err(|e| {
-            Error::Local(anyhow::Error::new(e).context("cannot read the passphrase"))
-        })?,
+        None => passphrase::read_hidden("Please enter passphrase: ")
+            .map_err(|e| passphrase::read_error("the passphrase", e))?,
     };
     if passphrase.is_empty() {
         return Err(Error::Usage("No passphrase given".into()));

@@ -1,18 +1,60 @@
 //! `multipass get <key>` and `multipass get --keys`.
 
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::ArgGroup;
 use rpc::proto::{GetRequest, KeysRequest};
 
 use super::Context;
+use crate::doc::{help_section, SETTINGS_KEYS};
 use crate::error::Error;
 use crate::output;
 
-/// Arguments of `multipass get`.
+/// What `get --help` says after its one line.
+fn long_about() -> String {
+    format!(
+        "Print the value of a setting of the multipass service, or with --keys the settings keys \
+         it has. Needs a client the service trusts.\n\n{}",
+        help_section("Settings keys", SETTINGS_KEYS)
+    )
+}
+
+/// The settings keys, as shell completion offers them after `get` and `set`.
+pub(super) fn settings_keys() -> Option<Box<dyn Iterator<Item = PossibleValue>>> {
+    Some(Box::new(
+        SETTINGS_KEYS.iter().map(|k| PossibleValue::new(k.term)),
+    ))
+}
+
+/// Any key is accepted (the daemon knows which exist); the known ones go to shell completion.
+#[derive(Clone)]
+struct KeyParser;
+
+impl TypedValueParser for KeyParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        settings_keys()
+    }
+}
+
+/// Get a setting's value, or list the settings keys
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("what").required(true).args(["key", "keys"])))]
+#[command(
+    long_about = long_about(),
+    group(ArgGroup::new("what").required(true).args(["key", "keys"]))
+)]
 pub struct Args {
-    /// The setting to read
-    #[arg(value_name = "KEY")]
+    /// The setting to read (see "Settings keys")
+    #[arg(value_name = "KEY", value_parser = KeyParser, hide_possible_values = true)]
     key: Option<String>,
 
     /// List the settings keys instead

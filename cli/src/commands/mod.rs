@@ -17,33 +17,21 @@ pub mod set;
 pub mod trust;
 pub mod version;
 
-const EXIT_STATUS: &str = "\
-Exit status:
-  0  the command succeeded
-  1  command-line error: bad arguments, no passphrase given, passphrases that do not match,
-     or an unusable client environment (MULTIPASS_SERVER_ADDRESS, HOME/XDG_DATA_HOME)
-  2  the command failed: the daemon answered with an error, or the client failed locally
-  3  the daemon could not be reached: socket missing or refused, permission denied, root
-     certificate missing or invalid, TLS handshake failed, connection lost
-
-Environment:
-  MULTIPASS_SERVER_ADDRESS  the daemon's address, unix:PATH or HOST:PORT
-                            (default unix:/run/multipass_socket)
-  MULTIPASS_ROOT_CERT       the daemon's root CA certificate
-                            (default /var/lib/multipassd/multipass_root_cert.pem)
-  XDG_DATA_HOME             where the client certificate is kept, in
-                            multipass-client-certificate/ (default ~/.local/share)";
-
 /// The multipass command-line client.
 #[derive(Debug, Parser)]
 #[command(
     name = "multipass",
     version,
     about = "Talk to the multipass service",
-    long_about = "Talk to the multipass service: authenticate this client (with the passphrase \
-                  or a one-time enrollment token), read and change settings, list instances, and \
-                  manage who is trusted.",
-    after_long_help = EXIT_STATUS,
+    long_about = "Talk to the multipass service (multipassd): authenticate this client with the \
+                  passphrase or a one-time enrollment token, read and change settings, list \
+                  instances, and manage who is trusted.\n\n\
+                  Every command but `version` needs a client the service trusts. On a fresh \
+                  service the first administrator (root, or a member of the admin group) to \
+                  run a command is trusted automatically; anyone else runs `multipass \
+                  authenticate`. Each user has their own client certificate, and root has its \
+                  own: `sudo multipass ...` is a different client from `multipass ...`.",
+    after_long_help = crate::doc::after_long_help(),
     subcommand_required = true,
     arg_required_else_help = true
 )]
@@ -56,22 +44,17 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each one's short and long description is the doc comment of its `Args`
+/// struct: a doc comment here would replace that long description with its one line.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Authenticate this client with the multipass service
     #[command(visible_alias = "auth")]
     Authenticate(authenticate::Args),
-    /// Set a setting
     Set(set::Args),
-    /// Get a setting's value, or list the settings keys
     Get(get::Args),
-    /// List instances
     #[command(visible_alias = "ls")]
     List(list::Args),
-    /// Show the versions of the client and of the daemon
     Version(version::Args),
-    /// Manage trusted clients and one-time enrollment tokens
     Trust(trust::Args),
 }
 
@@ -260,7 +243,7 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Exit status:"), "{help}");
         assert!(
-            help.contains("3  the daemon could not be reached"),
+            help.contains("  3   The daemon could not be reached"),
             "{help}"
         );
     }

@@ -1,28 +1,45 @@
 //! `multipass set <key>[=<value>]`: change a setting.
 
-use rpc::proto::SetRequest;
+use rpc::proto::rpc_client::RpcClient;
+use rpc::proto::{KeysRequest, SetRequest};
+use tonic::transport::Channel;
+use trust::settings::PASSPHRASE_KEY;
 use zeroize::Zeroizing;
 
 use super::Context;
+use crate::doc::{help_section, SETTINGS_KEYS};
 use crate::error::Error;
 use crate::{output, passphrase};
 
-/// The setting whose value is a secret, prompted for twice and without echo.
-const PASSPHRASE_KEY: &str = "local.passphrase";
+/// What `set --help` says after its one line.
+fn long_about() -> String {
+    format!(
+        "Set a setting of the multipass service, from a client the service trusts. Give the key \
+         alone to be asked for the value, or KEY=VALUE.\n\n\
+         For local.passphrase the client first checks that the service trusts it, and only then \
+         asks for the passphrase, twice: without echo on a terminal, otherwise as two lines of \
+         standard input. The service keeps only a salted Argon2id hash of it.\n\n\
+         An empty answer changes nothing. To clear the passphrase (nobody can then authenticate \
+         with one until it is set again; trusted clients stay trusted), give the empty value \
+         explicitly: `multipass set local.passphrase=`.\n\n\
+         root has its own client: `sudo multipass set local.passphrase` works only if root's \
+         client is trusted, whoever runs sudo. Run it without sudo from your trusted client, or, \
+         as an administrator without a trusted client, add --admin (polkit asks for the \
+         administrator's password).\n\n\
+         {}",
+        help_section("Settings keys", SETTINGS_KEYS)
+    )
+}
 
-/// Arguments of `multipass set`.
+/// Set a setting
 #[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Set a setting. Without `=<value>` the value is prompted for; for \
-                  `local.passphrase` it is asked twice, without echo on a terminal (otherwise two \
-                  lines are read from stdin). An empty passphrase clears it."
-)]
+#[command(long_about = long_about())]
 pub struct Args {
-    /// The key and, after the first `=`, the value (prompted for when absent)
-    #[arg(value_name = "<key>[=<value>]", value_parser = parse_setting)]
+    /// The key (see "Settings keys") and, after the first `=`, the value (asked for when absent)
+    #[arg(value_name = "KEY[=VALUE]", value_parser = SettingParser, hide_possible_values = true)]
     setting: Setting,
 
-    /// Set `local.passphrase` through multipassd-helper, as an administrator, without a trusted
+    /// Set local.passphrase through multipassd-helper, as an administrator, without a trusted
     /// client (polkit asks for the administrator's password on a terminal)
     #[arg(long)]
     admin: bool,
@@ -60,71 +77,176 @@ fn parse_setting(text: &str) -> Result<Setting, String> {
     })
 }
 
-fn read_error(e: std::io::Error) -> Error {
-    Error::Local(anyhow::Error::new(e).context("cannot read the value"))
+/// Parses `<key>[=<value>]` and offers the known keys to shell completion. Any key is accepted:
+/// the daemon is the one that knows which exist.
+#[derive(Clone)]
+struct SettingParser;
+
+impl clap::builder::TypedValueParser for SettingParser {
+    type Value = Setting;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Setting, clap::Error> {
+        let text = clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)?;
+        parse_setting(&text).map_err(|reason| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{text}' for '<KEY[=VALUE]>': {reason}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        super::get::settings_keys()
+    }
 }
 
-/// Ask for the value of `key` (before connecting: a daemon that is down costs no typing twice).
+fn read_error(e: std::io::Error) -> Error {
+    passphrase::read_error("the value", e)
+}
+
+/// Ask for the passphrase, twice. An empty first answer ends it: clearing takes an explicit
+/// empty value.
+fn prompt_passphrase() -> Result<Zeroizing<String>, Error> {
+    let first = passphrase::read_hidden("Please enter passphrase: ").map_err(read_error)?;
+    if first.is_empty() {
+        return Err(Error::Usage(
+            "No passphrase given; nothing was changed. To clear the passphrase, run \
+             `multipass set local.passphrase=`."
+                .into(),
+        ));
+    }
+    let second = passphrase::read_hidden("Please re-enter passphrase: ").map_err(read_error)?;
+    if *first != *second {
+        return Err(Error::Usage("Passphrases do not match".into()));
+    }
+    Ok(first)
+}
+
+/// Ask for the value of `key`.
 fn prompt_value(key: &str) -> Result<Zeroizing<String>, Error> {
     if key == PASSPHRASE_KEY {
-        let first = passphrase::read_hidden("Please enter passphrase: ").map_err(read_error)?;
-        let second = passphrase::read_hidden("Please re-enter passphrase: ").map_err(read_error)?;
-        if *first != *second {
-            return Err(Error::Usage("Passphrases do not match".into()));
-        }
-        Ok(first)
+        prompt_passphrase()
     } else {
         passphrase::read_visible("Please enter value: ").map_err(read_error)
     }
 }
 
+/// What a cleared passphrase means, said after clearing it.
+const CLEARED: &str = "The passphrase was cleared: nobody can authenticate with a passphrase \
+                       until it is set again. Trusted clients stay trusted.";
+
 /// Run `multipass set`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let Setting { key, value } = args.setting;
-    let mut value = match value {
-        Some(value) => value,
-        None => prompt_value(&key)?,
-    };
+    let is_passphrase = key == PASSPHRASE_KEY;
 
     if args.admin {
-        if key != PASSPHRASE_KEY {
+        if !is_passphrase {
             return Err(Error::Usage(format!(
                 "--admin can only set {PASSPHRASE_KEY}, not '{key}'"
             )));
         }
-        return crate::admin::set_passphrase(value).await;
+        let value = match value {
+            Some(value) => value,
+            None => prompt_passphrase()?,
+        };
+        let cleared = value.is_empty();
+        crate::admin::set_passphrase(value).await?;
+        return if cleared {
+            output::print_line(CLEARED)
+        } else {
+            Ok(())
+        };
     }
 
-    let is_passphrase = key == PASSPHRASE_KEY;
     let mut client = ctx.connect().await?;
+    let mut value = match value {
+        Some(value) => value,
+        None => {
+            // Nobody should type a passphrase twice only to learn that this client may not set
+            // it (the classic case: `sudo`, whose root is a client of its own).
+            ensure_trusted(ctx, &mut client)
+                .await
+                .map_err(|e| explain_untrusted(e, is_passphrase))?;
+            prompt_value(&key)?
+        }
+    };
+    let cleared = is_passphrase && value.is_empty();
     let request = SetRequest {
         key,
         val: std::mem::take(&mut *value),
         verbosity_level: ctx.verbosity_level(),
         authorized: false,
     };
-    let replies = match ctx
+    let replies = ctx
         .replies(client.set(tokio_stream::once(request)).await)
         .await
-    {
-        Err(Error::Status(status))
-            if status.code() == tonic::Code::Unauthenticated && is_passphrase =>
-        {
-            // The stuck state of Multipass's documentation: offer the way out.
-            return Err(Error::Status(tonic::Status::unauthenticated(format!(
-                "{}\nAn administrator can set the passphrase without a trusted client: \
-                 `multipass set local.passphrase --admin`.",
-                status.message()
-            ))));
-        }
-        other => other?,
-    };
+        .map_err(|e| explain_untrusted(e, is_passphrase))?;
     for reply in replies {
         if !reply.reply_message.is_empty() {
             output::print_line(&reply.reply_message)?;
         }
     }
+    if cleared {
+        output::print_line(CLEARED)?;
+    }
     Ok(())
+}
+
+/// Ask a gated question whose answer does not matter: it fails as `set` would if this client is
+/// not trusted (and, on a fresh service, makes an administrator the first client as `set` would).
+async fn ensure_trusted(ctx: &Context, client: &mut RpcClient<Channel>) -> Result<(), Error> {
+    let request = KeysRequest {
+        verbosity_level: ctx.verbosity_level(),
+    };
+    ctx.replies(client.keys(tokio_stream::once(request)).await)
+        .await
+        .map(drop)
+}
+
+/// Add to a "not authenticated" refusal what this user can do about it.
+fn explain_untrusted(e: Error, is_passphrase: bool) -> Error {
+    let Error::Status(status) = e else { return e };
+    if status.code() != tonic::Code::Unauthenticated {
+        return Error::Status(status);
+    }
+    let mut text = status.message().trim_end().to_string();
+    if nix::unistd::geteuid().is_root() {
+        let sudo_user = std::env::var("SUDO_USER")
+            .ok()
+            .filter(|u| !u.is_empty() && u != "root");
+        text.push('\n');
+        text.push_str(&match sudo_user {
+            Some(user) => format!(
+                "This command ran as root (through sudo), and root is a client of its own, \
+                 separate from {user}'s: the service does not trust root's client. Run it \
+                 without sudo, as {user}, from a trusted client"
+            ),
+            None => "This command ran as root, and root is a client of its own, separate from \
+                     every user's: the service does not trust root's client. Run it as a user \
+                     whose client is trusted"
+                .to_string(),
+        });
+        text.push_str(if is_passphrase {
+            ", or keep sudo and add --admin: `sudo multipass set local.passphrase --admin`."
+        } else {
+            ", or trust root's client: `sudo multipass authenticate --admin`."
+        });
+    } else if is_passphrase {
+        text.push_str(
+            "\nAn administrator can set the passphrase without a trusted client: \
+             `multipass set local.passphrase --admin`.",
+        );
+    }
+    Error::Status(tonic::Status::unauthenticated(text))
 }
 
 #[cfg(test)]

@@ -13,16 +13,15 @@ use clap::Subcommand;
 use super::Context;
 use crate::error::Error;
 
-/// Arguments of `multipass trust`.
+/// Manage trusted clients and one-time enrollment tokens
+///
+/// Manage who the multipass service trusts: list the trusted clients, stop trusting one, and
+/// create one-time enrollment tokens that let a new user in with `multipass authenticate` (no
+/// shared passphrase needed). These commands need a trusted client. Any trusted client may list
+/// the trusted clients and remove its own entry; removing others and managing tokens also needs
+/// an administrator (root or a member of the admin group).
 #[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Manage who the multipass service trusts: list the trusted clients, stop \
-                  trusting one, and create one-time enrollment tokens that let a new user in with \
-                  `multipass authenticate TOKEN` (no shared passphrase needed). Only a trusted \
-                  client may use these commands.",
-    subcommand_required = true,
-    arg_required_else_help = true
-)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
 pub struct Args {
     #[command(subcommand)]
     command: TrustCommand,
@@ -30,11 +29,8 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum TrustCommand {
-    /// List the trusted clients: name, fingerprint, who enrolled them and how, when, last seen
     List(list::Args),
-    /// Stop trusting a client, by name or fingerprint prefix
     Remove(remove::Args),
-    /// Create, list and revoke one-time enrollment tokens
     Token(token::Args),
 }
 

@@ -6,12 +6,11 @@ use super::Context;
 use crate::error::Error;
 use crate::output;
 
-/// Arguments of `multipass version`.
+/// Show the versions of the client and of the daemon
+///
+/// Show the version of this client and, when the daemon can be reached and trusts this client,
+/// of the daemon. An unreachable daemon is not an error here (use -v to see why).
 #[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Show the version of this client and, when the daemon can be reached, of the \
-                  daemon. An unreachable daemon is not an error here (use -v to see why)."
-)]
 pub struct Args {}
 
 /// The client's line.

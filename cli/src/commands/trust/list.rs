@@ -4,12 +4,21 @@ use rpc::trust_proto::{Enrolment, ListClientsRequest, TrustedClient};
 use serde_json::{json, Value};
 
 use super::records::{Column, Records};
-use crate::commands::list::Format;
 use crate::commands::Context;
 use crate::error::Error;
 use crate::output;
+use crate::render::Format;
 
-/// Arguments of `multipass trust list`.
+/// List the clients the service trusts
+///
+/// List the clients the multipass service trusts. For each: its name (what `multipass trust
+/// remove` takes), the start of its certificate's fingerprint (which `trust remove` takes too),
+/// the user who enrolled it and their uid, how it came to be trusted (first-client, passphrase,
+/// token, admin, or by-hand for a certificate appended to the trust store by hand), when, and when
+/// it was last seen. The client running the command is marked with `*`. The other formats show
+/// whole fingerprints and times, and whether each client is this one.
+///
+/// Any trusted client may list the trusted clients.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Output format
@@ -69,15 +78,16 @@ fn text_or_null(s: &str) -> Value {
     }
 }
 
-/// An RFC 3339 time without its fraction of a second, for the table's narrow columns.
-fn whole_seconds(time: &str) -> String {
-    match time.split_once('.') {
-        Some((head, tail)) => {
-            let zone = tail.trim_start_matches(|c: char| c.is_ascii_digit());
-            format!("{head}{zone}")
-        }
-        None => time.to_string(),
-    }
+/// An RFC 3339 time without its fraction of a second, for the table's narrow columns. Text that
+/// is not such a time (a hand-edited store) is shown as it is.
+fn whole_seconds(text: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| text.to_string())
 }
 
 /// The whole output for `clients` in `format`.
@@ -208,5 +218,6 @@ mod tests {
             whole_seconds("2026-01-02T03:04:05Z"),
             "2026-01-02T03:04:05Z"
         );
+        assert_eq!(whole_seconds("last tuesday"), "last tuesday");
     }
 }

@@ -1,8 +1,9 @@
-//! Rows of records in the output formats of `list`: an aligned table, JSON, CSV or YAML.
+//! Rows of records in the output formats of the listings: an aligned table, JSON, CSV or YAML.
 
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
-use crate::commands::list::{csv_field, yaml_str, Format};
+use crate::render::{self, Format};
 
 /// One column: its table/CSV header and its JSON/YAML key.
 pub struct Column {
@@ -52,14 +53,57 @@ fn text(value: &Value) -> String {
     raw.chars().filter(|c| !c.is_control()).collect()
 }
 
+/// One record as a JSON/YAML mapping, its keys in column order.
+struct Record<'a> {
+    columns: &'a [Column],
+    values: &'a [Value],
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.columns.len()))?;
+        for (column, value) in self.columns.iter().zip(self.values) {
+            map.serialize_entry(column.key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// The whole listing: `{root: [records]}`.
+struct Listing<'a>(&'a Records<'a>);
+
+impl Serialize for Listing<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let records: Vec<Record> = self
+            .0
+            .rows
+            .iter()
+            .map(|values| Record {
+                columns: self.0.columns,
+                values,
+            })
+            .collect();
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0.root, &records)?;
+        map.end()
+    }
+}
+
 impl Records<'_> {
     /// The whole output in `format`, ending with a newline.
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => self.table(),
-            Format::Json => self.json(),
-            Format::Csv => self.csv(),
-            Format::Yaml => self.yaml(),
+            Format::Json => render::json(&Listing(self)),
+            Format::Csv => render::csv(
+                &self.columns.iter().map(|c| c.header).collect::<Vec<_>>(),
+                &self
+                    .rows
+                    .iter()
+                    .map(|row| row.iter().map(text).collect())
+                    .collect::<Vec<_>>(),
+            ),
+            Format::Yaml => render::yaml(&Listing(self)),
         }
     }
 
@@ -67,19 +111,19 @@ impl Records<'_> {
         if self.rows.is_empty() {
             return format!("{}\n", self.empty);
         }
-        let shown: Vec<usize> = (0..self.columns.len())
-            .filter(|&i| self.columns[i].in_table)
-            .collect();
+        let shown: Vec<&Column> = self.columns.iter().filter(|c| c.in_table).collect();
         let cells: Vec<Vec<String>> = self
             .rows
             .iter()
             .map(|row| {
-                shown
+                self.columns
                     .iter()
-                    .map(|&i| {
-                        let t = text(&row[i]);
+                    .zip(row)
+                    .filter(|(c, _)| c.in_table)
+                    .map(|(column, value)| {
+                        let t = text(value);
                         let t = if t.is_empty() { "-".to_string() } else { t };
-                        match self.columns[i].table_chars {
+                        match column.table_chars {
                             Some(n) => t.chars().take(n).collect(),
                             None => t,
                         }
@@ -87,91 +131,11 @@ impl Records<'_> {
                     .collect()
             })
             .collect();
-        let widths: Vec<usize> = shown
-            .iter()
-            .enumerate()
-            .map(|(c, &i)| {
-                cells
-                    .iter()
-                    .map(|r| r[c].chars().count())
-                    .chain([self.columns[i].header.len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |values: Vec<&str>| {
-            let mut out = String::new();
-            for (c, value) in values.iter().enumerate() {
-                if c + 1 == values.len() {
-                    out.push_str(value);
-                } else {
-                    out.push_str(&format!("{value:<w$}", w = widths[c] + 2));
-                }
-            }
-            out.truncate(out.trim_end().len());
-            out.push('\n');
-            out
-        };
-        let mut out = line(shown.iter().map(|&i| self.columns[i].header).collect());
-        for row in &cells {
-            out.push_str(&line(row.iter().map(String::as_str).collect()));
-        }
-        out
-    }
-
-    fn objects(&self) -> Vec<Value> {
-        self.rows
-            .iter()
-            .map(|row| {
-                let map: Map<String, Value> = self
-                    .columns
-                    .iter()
-                    .zip(row)
-                    .map(|(c, v)| (c.key.to_string(), v.clone()))
-                    .collect();
-                Value::Object(map)
-            })
-            .collect()
-    }
-
-    fn json(&self) -> String {
-        let mut root = Map::new();
-        root.insert(self.root.to_string(), Value::Array(self.objects()));
-        let mut text = serde_json::to_string_pretty(&Value::Object(root))
-            .expect("JSON values always serialise");
-        text.push('\n');
-        text
-    }
-
-    fn csv(&self) -> String {
-        let header: Vec<&str> = self.columns.iter().map(|c| c.header).collect();
-        let mut out = header.join(",");
-        out.push('\n');
-        for row in &self.rows {
-            let fields: Vec<String> = row.iter().map(|v| csv_field(&text(v))).collect();
-            out.push_str(&fields.join(","));
-            out.push('\n');
-        }
-        out
-    }
-
-    fn yaml(&self) -> String {
-        if self.rows.is_empty() {
-            return format!("{}: []\n", self.root);
-        }
-        let mut out = format!("{}:\n", self.root);
-        for row in &self.rows {
-            for (n, (column, value)) in self.columns.iter().zip(row).enumerate() {
-                let lead = if n == 0 { "  - " } else { "    " };
-                let scalar = match value {
-                    Value::Null => "null".to_string(),
-                    Value::String(s) => yaml_str(s),
-                    other => other.to_string(),
-                };
-                out.push_str(&format!("{lead}{}: {scalar}\n", column.key));
-            }
-        }
-        out
+        render::table(
+            &shown.iter().map(|c| c.header).collect::<Vec<_>>(),
+            &cells,
+            &[],
+        )
     }
 }
 
@@ -228,11 +192,13 @@ mod tests {
             records().render(Format::Csv),
             "Name,Fingerprint,Mine\nalice,abcdef,yes\n\"b,\"\"x\"\"[31m\",,no\n"
         );
-        assert_eq!(
-            records().render(Format::Yaml),
-            "things:\n  - name: \"alice\"\n    fingerprint: \"abcdef\"\n    mine: true\n  \
-             - name: \"b,\\\"x\\\"\\u001b[31m\"\n    fingerprint: null\n    mine: false\n"
-        );
+        let yaml = records().render(Format::Yaml);
+        let back: Value = yaml_serde::from_str(&yaml).unwrap();
+        assert_eq!(back, json, "{yaml}");
+        // Keys in column order, not sorted.
+        let name = yaml.find("name:").unwrap();
+        assert!(name < yaml.find("fingerprint:").unwrap(), "{yaml}");
+        assert!(yaml.find("fingerprint:").unwrap() < yaml.find("mine:").unwrap());
     }
 
     #[test]

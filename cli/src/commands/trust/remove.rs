@@ -6,15 +6,16 @@ use crate::commands::Context;
 use crate::error::Error;
 use crate::output;
 
-/// Arguments of `multipass trust remove`.
+/// Stop trusting a client, by name or fingerprint prefix
+///
+/// Stop trusting a client. Its next request is refused; nothing else changes. ID is a client's
+/// name or the start of its fingerprint (at least 4 hex digits), as `multipass trust list` shows
+/// them; an ID that matches more than one client removes nothing and names the candidates.
+/// Removing the last trusted client restricts the socket to administrators again.
+///
+/// Shell completion cannot offer the names: only the daemon knows them, and completion does not
+/// ask it. Use `multipass trust list`.
 #[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Stop trusting a client. Its next request is refused; nothing else changes. \
-                  ID is a client's name or the start of its fingerprint (at least 4 hex digits, \
-                  as `multipass trust list` shows them); an ID that matches more than one client \
-                  removes nothing. Removing the last trusted client restricts the socket to \
-                  administrators again."
-)]
 pub struct Args {
     /// The client's name, or a prefix of its fingerprint
     #[arg(value_name = "ID")]

@@ -7,12 +7,18 @@ use rpc::trust_proto::{
 use serde_json::{json, Value};
 
 use super::records::{Column, Records};
-use crate::commands::list::Format;
 use crate::commands::Context;
 use crate::error::Error;
 use crate::output;
+use crate::render::Format;
 
-/// Arguments of `multipass trust token`.
+/// Create, list and revoke one-time enrollment tokens
+///
+/// One-time enrollment tokens let a new user in without a shared passphrase: an administrator
+/// creates a token and gives it to the user, who redeems it once with `multipass authenticate`.
+/// A token works once, until it expires (15 minutes unless --expires says otherwise) or is
+/// revoked. The service keeps only its hash. Managing tokens needs a trusted client run by an
+/// administrator (root or a member of the admin group).
 #[derive(Debug, clap::Args)]
 #[command(subcommand_required = true, arg_required_else_help = true)]
 pub struct Args {
@@ -22,33 +28,35 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create a one-time enrollment token and print it (it is shown only this once)
-    #[command(
-        long_about = "Create a one-time enrollment token and print it on stdout. It is shown only \
-                      this once: the service keeps only its hash. A new user redeems it with \
-                      `multipass authenticate` (typing it at the prompt, or as the argument); \
-                      their client is then trusted under the token's name. The token works once, \
-                      until it expires or is revoked."
-    )]
     Create(CreateArgs),
-    /// List enrollment tokens and whether they are still usable
     List(ListArgs),
-    /// Revoke an enrollment token so that nobody can use it
     Revoke(RevokeArgs),
 }
 
-/// Arguments of `multipass trust token create`.
+/// Create a one-time enrollment token and print it (it is shown only this once)
+///
+/// Create a one-time enrollment token and print it on standard output, alone on its line (the
+/// explanation goes to standard error). It is shown only this once: the service keeps only its
+/// hash. The new user redeems it with `multipass authenticate`, typing it at the prompt (or
+/// piping it in), and their client is then trusted under the token's --name, or, without one,
+/// under their login name (made unique, as alice-2, if a client has it already). The token works
+/// once, until it expires or is revoked.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
-    /// The token's name, which the enrolled client will be trusted under [default: generated]
+    /// The token's name, and the name the enrolled client is trusted under [default: a generated
+    /// token name; the client gets the redeeming user's login name]
     #[arg(long)]
     name: Option<String>,
-    /// How long the token works: e.g. 90s, 15m, 2h, 1d, 1h30m (at most 30 days) [default: 15m]
+    /// How long the token works, e.g. 90s, 15m, 2h, 1d, "1h 30m" (at most 30 days) [default: 15m]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     expires: Option<u64>,
 }
 
-/// Arguments of `multipass trust token list`.
+/// List enrollment tokens and whether they can still be used
+///
+/// List the enrollment tokens the service remembers: name, status (active, expired, used,
+/// revoked), when each was created and expires, and who created it. Used, revoked and expired
+/// tokens are forgotten 7 days later. Tokens themselves are never shown again.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// Output format
@@ -56,7 +64,11 @@ pub struct ListArgs {
     format: Format,
 }
 
-/// Arguments of `multipass trust token revoke`.
+/// Revoke an enrollment token so that nobody can use it
+///
+/// Revoke the enrollment token NAME (as `multipass trust token list` shows it): it can no longer
+/// be redeemed. A token that was already used cannot be revoked; remove the client it enrolled
+/// with `multipass trust remove` instead.
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's name
@@ -120,39 +132,17 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     }
 }
 
-/// Parse a duration such as `90s`, `15m`, `2h`, `1d` or `1h30m` into seconds.
+/// Parse a duration such as `90s`, `15m`, `2h`, `1d` or `1h 30m` into whole seconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    const SHAPE: &str = "expected a duration such as 90s, 15m, 2h, 1d or 1h30m";
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut parts = 0;
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(SHAPE.into()),
-        };
-        let n: u64 = digits.parse().map_err(|_| SHAPE.to_string())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or("the duration is too long")?;
-        parts += 1;
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}: expected a duration such as 90s, 15m, 2h, 1d or 1h30m"))?;
+    if duration.subsec_nanos() != 0 {
+        return Err("the duration must be a whole number of seconds".into());
     }
-    if parts == 0 || !digits.is_empty() {
-        return Err(SHAPE.into());
+    match duration.as_secs() {
+        0 => Err("the duration must be longer than zero".into()),
+        seconds => Ok(seconds),
     }
-    if total == 0 {
-        return Err("the duration must be longer than zero".into());
-    }
-    Ok(total)
 }
 
 const COLUMNS: [Column; 6] = [
@@ -221,7 +211,10 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(7200));
         assert_eq!(parse_duration("1d"), Ok(86_400));
         assert_eq!(parse_duration("1h30m"), Ok(5400));
-        for bad in ["", "15", "m", "1x", "1.5h", "-1m", "0s", "1h30"] {
+        assert_eq!(parse_duration("1h 30m"), Ok(5400));
+        assert_eq!(parse_duration("2days"), Ok(172_800));
+        assert_eq!(parse_duration("1.5h"), Ok(5400));
+        for bad in ["", "15", "m", "1x", "-1m", "0s", "1h30", "500ms", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert!(parse_duration("99999999999999999999d").is_err());

@@ -1,0 +1,132 @@
+//! The parts of `multipass`'s documentation that are not about one option: exit statuses,
+//! environment, files, and the settings keys. `--help` shows them after the options, and
+//! `multipass-docgen` renders the same entries as the man page's EXIT STATUS, ENVIRONMENT and
+//! FILES sections, so the two cannot drift apart.
+
+/// One entry of a section: a term (a number, a variable, a path, a key) and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// What is described.
+    pub term: &'static str,
+    /// The description: one paragraph.
+    pub text: &'static str,
+}
+
+const fn entry(term: &'static str, text: &'static str) -> Entry {
+    Entry { term, text }
+}
+
+/// What each exit status means.
+pub const EXIT_STATUS: &[Entry] = &[
+    entry("0", "The command succeeded."),
+    entry(
+        "1",
+        "Command-line error: bad arguments, no passphrase given, passphrases that do not match, \
+         or an unusable client environment (MULTIPASS_SERVER_ADDRESS, HOME, XDG_DATA_HOME).",
+    ),
+    entry(
+        "2",
+        "The command failed: the daemon answered with an error (for example \"not \
+         authenticated\"), or the client failed locally.",
+    ),
+    entry(
+        "3",
+        "The daemon could not be reached: socket missing or refused, permission denied, root \
+         certificate missing or not the daemon's, TLS handshake failed, connection lost.",
+    ),
+];
+
+/// The environment variables the client reads.
+pub const ENVIRONMENT: &[Entry] = &[
+    entry(
+        "MULTIPASS_SERVER_ADDRESS",
+        "The daemon's address: unix:PATH or HOST:PORT (default unix:/run/multipass_socket).",
+    ),
+    entry(
+        "MULTIPASS_ROOT_CERT",
+        "The daemon's root CA certificate, which the client verifies the daemon against \
+         (default /var/lib/multipassd/multipass_root_cert.pem). It must be the one in the data \
+         directory of the daemon at MULTIPASS_SERVER_ADDRESS.",
+    ),
+    entry(
+        "XDG_DATA_HOME",
+        "Where the client keeps its certificate, in multipass-client-certificate/ (default \
+         ~/.local/share).",
+    ),
+];
+
+/// The files the client reads or writes.
+pub const FILES: &[Entry] = &[
+    entry(
+        "~/.local/share/multipass-client-certificate/multipass_cert.pem",
+        "This client's certificate, created on first use. It is the client's identity: the \
+         service trusts this certificate, not the user. Each user has their own, and so does \
+         root: `sudo multipass ...` is a different client from `multipass ...`.",
+    ),
+    entry(
+        "~/.local/share/multipass-client-certificate/multipass_cert_key.pem",
+        "Its private key (mode 0600, in a 0700 directory).",
+    ),
+    entry(
+        "/var/lib/multipassd/multipass_root_cert.pem",
+        "The daemon's root CA certificate (see MULTIPASS_ROOT_CERT).",
+    ),
+    entry(
+        "/run/multipass_socket",
+        "The daemon's socket (see MULTIPASS_SERVER_ADDRESS). Until a first client is trusted, \
+         only root and members of the admin group (the first that exists of multipass, sudo, \
+         admin, wheel) can connect to it.",
+    ),
+];
+
+/// The settings keys `get` and `set` know, with what each holds.
+pub const SETTINGS_KEYS: &[Entry] = &[entry(
+    trust::settings::PASSPHRASE_KEY,
+    "The passphrase other clients give to `multipass authenticate`. `get` answers only whether \
+     one is set (true or false); the passphrase and its hash never leave the daemon.",
+)];
+
+/// `entries` under `heading`, for `--help`: each term, and its text indented below it (beside
+/// it when the term is short, as exit statuses are).
+pub fn help_section(heading: &str, entries: &[Entry]) -> String {
+    const INDENT: &str = "      ";
+    let mut out = format!("{heading}:");
+    for e in entries {
+        let beside = format!("  {:<4}", e.term);
+        let first = if beside.len() == INDENT.len() {
+            beside
+        } else {
+            out.push_str(&format!("\n  {}", e.term));
+            INDENT.to_string()
+        };
+        let options = textwrap::Options::new(80)
+            .initial_indent(&first)
+            .subsequent_indent(INDENT);
+        out.push('\n');
+        out.push_str(&textwrap::fill(e.text, &options));
+    }
+    out
+}
+
+/// What `multipass --help` shows after the options.
+pub fn after_long_help() -> String {
+    [
+        help_section("Exit status", EXIT_STATUS),
+        help_section("Environment", ENVIRONMENT),
+        help_section("Files", FILES),
+    ]
+    .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_list_every_entry() {
+        let help = after_long_help();
+        for e in EXIT_STATUS.iter().chain(ENVIRONMENT).chain(FILES) {
+            assert!(help.contains(&format!("  {}", e.term)), "{help}");
+        }
+    }
+}
