@@ -9,6 +9,7 @@ packages=(
     util-linux passwd procps         # setpriv, useradd, ps
     systemd                          # systemd-socket-activate, systemd-analyze, busctl
     dbus polkitd                     # the helper's tests: a real system bus and polkitd
+    man-db                           # the man page tests read the generated pages with man
 )
 
 missing=()

@@ -337,7 +337,7 @@ impl Daemon {
     }
 
     /// The client's environment besides `PATH` and `HOME`.
-    fn client_env(&self, xdg_data_home: &Path) -> Vec<(&'static str, String)> {
+    pub fn client_env(&self, xdg_data_home: &Path) -> Vec<(&'static str, String)> {
         vec![
             ("XDG_DATA_HOME", xdg_data_home.display().to_string()),
             ("MULTIPASS_SERVER_ADDRESS", self.address.clone()),
@@ -358,11 +358,22 @@ impl Daemon {
 
     /// Run `multipass args...` as root (with its own home in the test directory).
     pub fn run_as_root(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        self.run_as_root_with(args, stdin, &[])
+    }
+
+    /// [`Daemon::run_as_root`] with more environment variables (`SUDO_USER`, as `sudo` sets it).
+    pub fn run_as_root_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> CliOutput {
         let mut cmd = Command::new(crate::bin("multipass"));
         cmd.args(args)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", &self.root_home)
+            .envs(env.iter().copied())
             .current_dir(&self.root_home);
         for (key, value) in self.client_env(&self.root_xdg_data_home()) {
             cmd.env(key, value);

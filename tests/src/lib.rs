@@ -16,6 +16,7 @@
 //! - [`clients`]: many clients at once (issue 7): identities, the CLI with a chosen
 //!   `XDG_DATA_HOME`, hand appends, the helper's direct mode, connections made as another user.
 //! - [`procfs`]: figures from /proc (peak RSS, descriptors, children, command lines).
+//! - [`pty`]: a command on a pseudo-terminal, answering its prompts as a person would.
 #![warn(missing_docs)]
 
 pub mod bus;
@@ -26,6 +27,7 @@ pub mod mount;
 pub mod pem;
 pub mod process;
 pub mod procfs;
+pub mod pty;
 pub mod python;
 pub mod users;
 

@@ -1,0 +1,462 @@
+//! What a new user does in the first ten minutes, with real users against the real daemon: the
+//! flows that used to surprise (root under sudo is a client of its own, empty answers at the
+//! passphrase prompt, `authenticate` from a trusted client, tokens without a name, no controlling
+//! terminal, the wrong root certificate, `list --snapshots`), each answered clearly.
+
+use std::time::Duration;
+
+use multipass_system_tests::pty::PtySession;
+use multipass_system_tests::{
+    clients, ini_passphrase, require_root, token_in, CliOutput, Daemon, Group, TestDir, User,
+    NOT_AUTHENTICATED, PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
+};
+use serde_json::Value;
+
+/// The passphrase prompt, as the CLI writes it to stdout when stdin is not a terminal.
+const PROMPT: &str = "Please enter passphrase: ";
+
+/// A daemon whose first client is administrator alice's, and bob, who is nobody special.
+/// Fields drop in order: the daemon, then the users, then their group, then the directory.
+struct Scene {
+    daemon: Daemon,
+    alice: User,
+    bob: User,
+    _admins: Group,
+    dir: TestDir,
+}
+
+impl Scene {
+    /// Start the daemon with `extra_args`; alice becomes the first client.
+    fn new(extra_args: &[&str]) -> Scene {
+        let dir = TestDir::new();
+        let admins = Group::create_admin();
+        let alice = User::create(&dir, Some(&admins));
+        let bob = User::create(&dir, None);
+        let daemon = Daemon::start_with(
+            &dir,
+            &admins,
+            multipass_system_tests::DaemonConfig {
+                verbosity: 1,
+                extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            },
+        );
+        daemon
+            .run_as(&alice, &["list"], None)
+            .assert_code(0, "the administrator's first `list`");
+        Scene {
+            daemon,
+            alice,
+            bob,
+            _admins: admins,
+            dir,
+        }
+    }
+}
+
+/// The hash in the settings file, if any.
+fn stored_hash(daemon: &Daemon) -> Option<String> {
+    std::fs::read_to_string(daemon.conf_path())
+        .ok()
+        .and_then(|text| ini_passphrase(&text))
+}
+
+/// `multipass trust list --format json` as `user`: the clients.
+fn trusted_clients(daemon: &Daemon, user: &User) -> Vec<Value> {
+    let out = daemon.run_as(user, &["trust", "list", "--format", "json"], None);
+    out.assert_code(0, "`trust list --format json`");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    json["clients"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let bob = &scene.bob;
+
+    // `sudo multipass set local.passphrase`, typed by alice: root's own client asks.
+    let alice_uid = alice.uid.to_string();
+    let out = daemon.run_as_root_with(
+        &["set", "local.passphrase"],
+        Some("typed-for-nothing\ntyped-for-nothing\n"),
+        &[("SUDO_USER", &alice.name), ("SUDO_UID", &alice_uid)],
+    );
+    out.assert_not_authenticated("set", "`sudo multipass set local.passphrase`");
+    assert_eq!(out.stdout, "", "no prompt before the refusal\n{out}");
+    let advice = out
+        .stderr_trimmed()
+        .lines()
+        .skip(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needed in [
+        "root",
+        "sudo",
+        &alice.name,
+        "without sudo",
+        "sudo multipass set local.passphrase --admin",
+    ] {
+        assert!(
+            advice.contains(needed),
+            "{needed:?} missing from the advice\n{out}"
+        );
+    }
+    assert_eq!(stored_hash(&daemon), None, "nothing was set");
+
+    // root without sudo, and an ordinary untrusted user: refused before the prompt too.
+    let out = daemon.run_as_root(&["set", "local.passphrase"], Some("x\nx\n"));
+    out.assert_not_authenticated("set", "root's `set local.passphrase`");
+    assert_eq!(out.stdout, "", "{out}");
+    assert!(out.stderr.contains("root is a client of its own"), "{out}");
+    let out = daemon.run_as(&bob, &["set", "local.passphrase"], Some("x\nx\n"));
+    out.assert_not_authenticated("set", "bob's `set local.passphrase`");
+    assert_eq!(out.stdout, "", "{out}");
+    assert!(
+        out.stderr
+            .contains("`multipass set local.passphrase --admin`"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("root"), "{out}");
+
+    // From the trusted client the same command asks, twice, and sets it.
+    let out = daemon.run_as(&alice, &["set", "local.passphrase"], Some("right\nright\n"));
+    out.assert_code(0, "alice's `set local.passphrase`");
+    assert_eq!(
+        out.stdout,
+        "Please enter passphrase: Please re-enter passphrase: "
+    );
+    assert!(stored_hash(&daemon).is_some());
+    let out = daemon.run_as(&alice, &["set", "local.passphrase"], Some("one\ntwo\n"));
+    out.assert_failure(1, "Passphrases do not match", "a mismatch");
+}
+
+#[test]
+fn empty_answers_do_not_clear_the_passphrase() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let bob = &scene.bob;
+    daemon.set_passphrase(&alice, "kept");
+    let before = stored_hash(&daemon).expect("a passphrase is set");
+
+    // Enter, Enter: nothing changes, and the user is told how to clear it on purpose.
+    let out = daemon.run_as(&alice, &["set", "local.passphrase"], Some("\n\n"));
+    out.assert_failure(
+        1,
+        "No passphrase given; nothing was changed. To clear the passphrase, run `multipass set \
+         local.passphrase=`.",
+        "two empty answers",
+    );
+    assert_eq!(stored_hash(&daemon).as_deref(), Some(before.as_str()));
+    let out = daemon.run_as(&alice, &["get", "local.passphrase"], None);
+    assert_eq!(out.stdout_trimmed(), "true", "{out}");
+    daemon
+        .run_as(&bob, &["authenticate"], Some("kept\n"))
+        .assert_code(0, "bob with the passphrase that was kept");
+
+    // The explicit empty value clears it, and says so.
+    let out = daemon.run_as(&alice, &["set", "local.passphrase="], None);
+    out.assert_code(0, "`set local.passphrase=`");
+    assert!(
+        out.stdout
+            .starts_with("The passphrase was cleared: nobody can authenticate"),
+        "{out}"
+    );
+    assert_eq!(stored_hash(&daemon), None);
+    let out = daemon.run_as(&alice, &["get", "local.passphrase"], None);
+    assert_eq!(out.stdout_trimmed(), "false", "{out}");
+
+    // `set --help` documents both.
+    let help = daemon.run_as(&alice, &["set", "--help"], None);
+    help.assert_code(0, "`set --help`");
+    let text = help.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("An empty answer changes nothing"), "{help}");
+    assert!(text.contains("`multipass set local.passphrase=`"), "{help}");
+}
+
+#[test]
+fn authenticate_from_a_trusted_client_checks_the_passphrase() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&["--auth-max-delay", "1"]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let bob = &scene.bob;
+
+    daemon
+        .run_as(&alice, &["authenticate", "anything"], None)
+        .assert_failure(
+            2,
+            &format!("authenticate failed: {PASSPHRASE_NOT_SET}"),
+            "a trusted client, no passphrase set",
+        );
+    daemon.set_passphrase(&alice, "s3cret");
+
+    // A token is not spent on a client that is trusted already.
+    let out = daemon.run_as(&alice, &["trust", "token", "create"], None);
+    out.assert_code(0, "`trust token create`");
+    let token = token_in(&out.stdout).expect("a token");
+    let out = daemon.run_as(&alice, &["authenticate"], Some(&format!("{token}\n")));
+    out.assert_code(0, "alice (trusted) presents a token");
+    assert!(
+        out.stdout.contains("The enrollment token was not used"),
+        "{out}"
+    );
+    daemon
+        .run_as(&bob, &["authenticate"], Some(&format!("{token}\n")))
+        .assert_code(0, "bob redeems the token alice did not spend");
+
+    let out = daemon.run_as(&alice, &["authenticate", "wrong"], None);
+    out.assert_failure(
+        2,
+        &format!("authenticate failed: {PASSPHRASE_NOT_CORRECT}"),
+        "a trusted client with a wrong passphrase",
+    );
+    assert!(!out.stdout.contains("trusted as"), "{out}");
+    let out = daemon.run_as(&alice, &["authenticate"], Some("s3cret\n"));
+    out.assert_code(0, "a trusted client with the right passphrase");
+    assert_eq!(
+        out.stdout_trimmed().trim_start_matches(PROMPT),
+        format!("This client is trusted as '{}'.", alice.name)
+    );
+
+    // The failure limiter counts a trusted client's wrong passphrases too.
+    let mut limited = None;
+    for attempt in 1..=5 {
+        let out = daemon.run_as(&alice, &["authenticate", "wrong"], None);
+        if out
+            .stderr
+            .contains("Too many failed authentication attempts")
+        {
+            limited = Some(attempt);
+            break;
+        }
+        out.assert_failure(
+            2,
+            &format!("authenticate failed: {PASSPHRASE_NOT_CORRECT}"),
+            "a wrong passphrase again",
+        );
+    }
+    assert!(limited.is_some(), "the limiter never refused");
+    // Wrong passphrases take nothing away: alice is still trusted.
+    daemon
+        .run_as(&alice, &["list"], None)
+        .assert_code(0, "alice after wrong passphrases");
+}
+
+#[test]
+fn a_token_without_a_name_enrols_the_login_name() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let bob = &scene.bob;
+
+    let redeem = |xdg: Option<&std::path::Path>| -> CliOutput {
+        let out = daemon.run_as(&alice, &["trust", "token", "create"], None);
+        out.assert_code(0, "`trust token create` without --name");
+        let token = token_in(&out.stdout).expect("a token");
+        match xdg {
+            None => daemon.run_as(&bob, &["authenticate"], Some(&format!("{token}\n"))),
+            Some(xdg) => clients::cli(
+                &daemon,
+                &bob,
+                xdg,
+                &["authenticate"],
+                Some(&format!("{token}\n")),
+            ),
+        }
+    };
+    let out = redeem(None);
+    out.assert_code(0, "bob redeems an unnamed token");
+    assert_eq!(
+        out.stdout_trimmed().trim_start_matches(PROMPT),
+        format!("This client is trusted as '{}'.", bob.name)
+    );
+    // Bob's second client (another certificate) gets a name of its own.
+    let laptop = clients::user_dir(&bob, "laptop");
+    let out = redeem(Some(&laptop));
+    out.assert_code(0, "bob's second client redeems an unnamed token");
+    let second = format!("{}-2", bob.name);
+    assert_eq!(
+        out.stdout_trimmed().trim_start_matches(PROMPT),
+        format!("This client is trusted as '{second}'.")
+    );
+
+    let clients = trusted_clients(&daemon, &alice);
+    let by_name = |name: &str| {
+        clients
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no client named {name}: {clients:?}"))
+            .clone()
+    };
+    for name in [&bob.name, &second] {
+        let c = by_name(name);
+        assert_eq!(c["how"], "token");
+        assert_eq!(c["user"], bob.name.as_str());
+    }
+
+    // The login name designates one client, so `trust remove` by name works.
+    let out = daemon.run_as(&alice, &["trust", "remove", &bob.name], None);
+    out.assert_code(0, "`trust remove` by the login name");
+    daemon
+        .run_as(&bob, &["list"], None)
+        .assert_not_authenticated("list", "bob's removed client");
+    clients::cli(&daemon, &bob, &laptop, &["list"], None)
+        .assert_code(0, "bob's second client stays trusted");
+}
+
+/// `su USER -c COMMAND` on a terminal, as an administrator types it; the command runs with the
+/// daemon's client environment. `su` runs the command in a new session, without a controlling
+/// terminal, but with the terminal as its standard input.
+fn su_on_a_terminal(daemon: &Daemon, user: &User, multipass_args: &str) -> PtySession {
+    let env: Vec<String> = daemon
+        .client_env(&user.xdg_data_home())
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let command = format!(
+        "env {} {} {multipass_args}",
+        env.join(" "),
+        multipass_system_tests::bin("multipass").display()
+    );
+    let mut su = std::process::Command::new("su");
+    su.args(["--shell", "/bin/sh", &user.name, "--command", &command])
+        .current_dir(&user.home)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("TERM", "dumb");
+    PtySession::spawn(su)
+}
+
+#[test]
+fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let bob = &scene.bob;
+    let carol = User::create(&scene.dir, None);
+    daemon.set_passphrase(&alice, "over-su");
+    let wait = Duration::from_secs(30);
+
+    let mut session = su_on_a_terminal(&daemon, &bob, "authenticate");
+    session.wait_for(PROMPT, 1, wait);
+    session.type_text("over-su\n");
+    let (code, screen) = session.finish(wait);
+    assert_eq!(
+        code,
+        Some(0),
+        "`su bob -c 'multipass authenticate'`:\n{screen}"
+    );
+    assert!(
+        screen.contains(&format!("This client is trusted as '{}'.", bob.name)),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("over-su"),
+        "the passphrase was echoed:\n{screen}"
+    );
+    daemon
+        .run_as(&bob, &["list"], None)
+        .assert_code(0, "bob after authenticating over su");
+
+    // Setting it the same way: asked twice, never echoed.
+    let mut session = su_on_a_terminal(&daemon, &bob, "set local.passphrase");
+    session.wait_for(PROMPT, 1, wait);
+    session.type_text("changed-over-su\n");
+    session.wait_for("Please re-enter passphrase: ", 1, wait);
+    session.type_text("changed-over-su\n");
+    let (code, screen) = session.finish(wait);
+    assert_eq!(
+        code,
+        Some(0),
+        "`su bob -c 'multipass set local.passphrase'`:\n{screen}"
+    );
+    assert!(!screen.contains("changed-over-su"), "echoed:\n{screen}");
+    daemon
+        .run_as(&carol, &["authenticate"], Some("changed-over-su\n"))
+        .assert_code(0, "carol with the passphrase bob set over su");
+
+    // Without a terminal at all, one line of standard input, as before.
+    daemon
+        .run_as(&carol, &["authenticate"], Some("changed-over-su\n"))
+        .assert_code(0, "carol again, from a pipe");
+}
+
+#[test]
+fn a_wrong_root_certificate_names_multipass_root_cert() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+
+    // A perfectly good root CA certificate, of another daemon.
+    let other = trust::DataDir::new(scene.dir.subdir("other-daemon"));
+    trust::ServerPki::load_or_create(&other, trust::ServerPkiOptions::default())
+        .expect("another daemon's certificates");
+    let wrong = other.root_cert();
+    let env = [
+        ("XDG_DATA_HOME", alice.xdg_data_home().display().to_string()),
+        ("MULTIPASS_SERVER_ADDRESS", daemon.address.clone()),
+        ("MULTIPASS_ROOT_CERT", wrong.display().to_string()),
+    ];
+    let mut cmd = alice.command(&multipass_system_tests::bin("multipass"), &env);
+    cmd.arg("list");
+    let out = multipass_system_tests::process::run(
+        cmd,
+        None,
+        multipass_system_tests::process::DEFAULT_TIMEOUT,
+    );
+    out.assert_code(3, "`list` with another daemon's root certificate");
+    let lines: Vec<&str> = out.stderr_trimmed().lines().collect();
+    assert!(
+        lines[0].starts_with("list failed: TLS handshake with")
+            && lines[0].contains("invalid peer certificate"),
+        "{out}"
+    );
+    let advice = lines[1..].join(" ");
+    assert!(
+        advice.contains(&format!(
+            "{} that MULTIPASS_ROOT_CERT names",
+            wrong.display()
+        )) && advice.contains("Check that MULTIPASS_ROOT_CERT names the multipass_root_cert.pem"),
+        "{out}"
+    );
+}
+
+#[test]
+fn list_snapshots_answers_as_multipass_does() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let bob = &scene.bob;
+
+    let out = daemon.run_as(&alice, &["list", "--snapshots"], None);
+    out.assert_code(0, "`list --snapshots`");
+    assert_eq!(out.stdout, "No snapshots found.\n", "{out}");
+    let out = daemon.run_as(&alice, &["list", "--snapshots", "--format", "json"], None);
+    out.assert_code(0, "`list --snapshots --format json`");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(json, serde_json::json!({"errors": [], "info": {}}));
+    let out = daemon.run_as(&alice, &["list", "--snapshots", "--format", "csv"], None);
+    assert_eq!(out.stdout, "Instance,Snapshot,Parent,Comment\n", "{out}");
+    let out = daemon.run_as(&alice, &["ls"], None);
+    assert_eq!(out.stdout, "No instances found.\n", "{out}");
+
+    daemon
+        .run_as(&bob, &["list", "--snapshots"], None)
+        .assert_failure(2, &format!("list failed: {NOT_AUTHENTICATED}"), "bob");
+}

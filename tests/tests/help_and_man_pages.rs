@@ -1,0 +1,447 @@
+//! What a new user reads: `--help` of every subcommand of the real `multipass`, and the man pages
+//! the real `multipass-docgen` writes (the ones the package installs), read with the real `man`.
+//! Each subcommand's long description reaches both; every page's synopsis names a real command,
+//! and every option it offers is accepted by that command.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use multipass_system_tests::bin;
+use multipass_system_tests::process::{run, CliOutput, DEFAULT_TIMEOUT};
+
+/// Run `program args...` with an empty environment.
+fn output(program: &str, args: &[&str]) -> CliOutput {
+    let mut cmd = Command::new(bin(program));
+    cmd.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+    run(cmd, None, DEFAULT_TIMEOUT)
+}
+
+/// `text` with every run of whitespace made one space.
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The subcommands `multipass <path> --help` lists (clap's own `help` left out).
+fn subcommands_of(path: &[String]) -> Vec<String> {
+    let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+    args.push("--help");
+    let out = output("multipass", &args);
+    out.assert_code(0, "--help");
+    out.stdout
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every subcommand path of `multipass`, found by reading `--help` as a user would.
+fn subcommand_paths() -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    let mut todo = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        for name in subcommands_of(&path) {
+            let mut sub = path.clone();
+            sub.push(name);
+            todo.push(sub.clone());
+            paths.push(sub);
+        }
+    }
+    paths.sort();
+    paths
+}
+
+/// The text of a help before its `Usage:` line.
+fn description(help: &str) -> &str {
+    help.split("\nUsage:").next().unwrap_or_default()
+}
+
+#[test]
+fn every_subcommand_shows_its_long_description() {
+    let paths = subcommand_paths();
+    let names: Vec<String> = paths.iter().map(|p| p.join(" ")).collect();
+    for expected in [
+        "authenticate",
+        "set",
+        "get",
+        "list",
+        "version",
+        "trust",
+        "trust list",
+        "trust remove",
+        "trust token",
+        "trust token create",
+        "trust token list",
+        "trust token revoke",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "no `{expected}` in {names:?}"
+        );
+    }
+    for path in &paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let long = output("multipass", &args);
+        long.assert_code(0, "--help");
+        *args.last_mut().unwrap() = "-h";
+        let short = output("multipass", &args);
+        short.assert_code(0, "-h");
+        let (long_text, short_text) = (description(&long.stdout), description(&short.stdout));
+        // More than the one line of `-h`: paragraphs of its own.
+        assert!(
+            long_text.trim().split("\n\n").count() >= 2 && long_text.len() > 2 * short_text.len(),
+            "`multipass {}` --help shows no long description:\n{long_text}",
+            path.join(" ")
+        );
+    }
+}
+
+#[test]
+fn help_texts_say_what_each_command_needs() {
+    for (command, needed, absent) in [
+        (
+            &["set", "--help"][..],
+            &["Settings keys:", "local.passphrase", "KEY=VALUE"][..],
+            &[][..],
+        ),
+        (
+            &["get", "--help"],
+            &["Settings keys:", "local.passphrase", "--keys"],
+            &[],
+        ),
+        (
+            &["trust", "list", "--help"],
+            &[
+                "trusted",
+                "fingerprint",
+                "how it came to be trusted",
+                "Possible values",
+            ],
+            &["instance"],
+        ),
+        (
+            &["authenticate", "--help"],
+            &["enrollment token", "standard input", "--admin"],
+            &[],
+        ),
+        (
+            &["trust", "remove", "--help"],
+            &["fingerprint", "at least 4 hex digits"],
+            &[],
+        ),
+        (
+            &["trust", "token", "create", "--help"],
+            &["login name", "only this once"],
+            &[],
+        ),
+        (
+            &["list", "--help"],
+            &["--snapshots", "No snapshots found."],
+            &[],
+        ),
+        (
+            &["--help"],
+            &[
+                "Exit status:",
+                "Environment:",
+                "Files:",
+                "MULTIPASS_ROOT_CERT",
+            ],
+            &[],
+        ),
+    ] {
+        let out = output("multipass", command);
+        out.assert_code(0, "--help");
+        let text = flat(&out.stdout);
+        for n in needed {
+            assert!(
+                text.contains(n),
+                "`multipass {}` lacks {n:?}\n{out}",
+                command.join(" ")
+            );
+        }
+        for a in absent {
+            assert!(
+                !text.to_lowercase().contains(a),
+                "`multipass {}` mentions {a:?}\n{out}",
+                command.join(" ")
+            );
+        }
+    }
+}
+
+/// The man pages `multipass-docgen` writes into `dir`, by file name.
+fn generate(dir: &Path) -> BTreeSet<String> {
+    let out = output("multipass-docgen", &[dir.to_str().expect("utf-8 path")]);
+    out.assert_code(0, "multipass-docgen");
+    std::fs::read_dir(dir.join("man"))
+        .expect("the man directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A page as `man` shows it, one paragraph per line.
+fn read_page(path: &Path) -> String {
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(path)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("MANWIDTH", "2000")
+        .env("LANG", "C.UTF-8")
+        .output()
+        .expect("man (package man-db)");
+    assert!(out.status.success(), "man -l {}", path.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sections of a rendered page: heading and body.
+fn sections(page: &str) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for line in page.lines() {
+        let heading = !line.is_empty() && !line.starts_with(' ') && line.to_uppercase() == line;
+        if heading {
+            all.push((line.trim().to_string(), String::new()));
+        } else if let Some((_, body)) = all.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    all
+}
+
+fn section<'a>(sections: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    sections
+        .iter()
+        .find(|(h, _)| h == name)
+        .map(|(_, b)| b.as_str())
+}
+
+/// The program, the words of the command and the options of a synopsis (`multipass trust list
+/// [--format] [-v|--verbose]... [-h|--help]`).
+fn parse_synopsis(synopsis: &str) -> (Vec<String>, Vec<String>) {
+    let words: Vec<&str> = synopsis.split_whitespace().collect();
+    let command: Vec<String> = words
+        .iter()
+        .take_while(|w| !w.starts_with('[') && !w.starts_with('<'))
+        .map(|w| w.to_string())
+        .collect();
+    let options = words
+        .iter()
+        .filter(|w| w.starts_with("[-"))
+        .map(|w| {
+            let inner = w
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default();
+            // `-v|--verbose`: the long form; both name the same option.
+            inner.rsplit('|').next().unwrap_or(inner).to_string()
+        })
+        .collect();
+    (command, options)
+}
+
+/// A value the option accepts, from the page's OPTIONS section: its default, its first possible
+/// value, or something of the shape its value name asks for.
+fn value_for(options_section: &str, option: &str) -> Option<String> {
+    let mut lines = options_section.lines().map(str::trim);
+    let head = lines.find(|l| l.split([',', ' ']).any(|word| word == option))?;
+    let value_name = head.split('<').nth(1)?.split('>').next()?;
+    if let Some(default) = head.split("[default: ").nth(1) {
+        return Some(default.trim_end_matches(']').to_string());
+    }
+    let rest: Vec<&str> = lines.take_while(|l| !l.starts_with('-')).collect();
+    if let Some(i) = rest.iter().position(|l| l.starts_with("Possible values")) {
+        let first = rest[i + 1..].iter().find(|l| !l.is_empty())?;
+        return Some(first.trim_start_matches('•').trim().to_string());
+    }
+    Some(
+        match value_name {
+            "DURATION" => "1h",
+            "SECONDS" => "1",
+            _ => "x",
+        }
+        .to_string(),
+    )
+}
+
+#[test]
+fn man_pages_name_real_commands_and_offer_options_that_work() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pages = generate(dir.path());
+    let mut expected: BTreeSet<String> = ["multipass.1", "multipassd.8", "multipassd-helper.8"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for path in subcommand_paths() {
+        expected.insert(format!("multipass-{}.1", path.join("-")));
+    }
+    assert_eq!(pages, expected, "one page per command, no more");
+    assert!(pages.contains("multipass-trust-token.1"));
+
+    for page in &pages {
+        let text = read_page(&dir.path().join("man").join(page));
+        let parts = sections(&text);
+        assert!(
+            section(&parts, "EXTRA").is_none(),
+            "{page}: an EXTRA section\n{text}"
+        );
+        let synopsis = section(&parts, "SYNOPSIS").unwrap_or_else(|| panic!("{page}: no SYNOPSIS"));
+        let (command, options) = parse_synopsis(synopsis);
+        let title = page.rsplit_once('.').unwrap().0;
+        assert_eq!(
+            command.join("-"),
+            title,
+            "{page}: the synopsis names {command:?}"
+        );
+        let program = command[0].as_str();
+        let words: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+
+        let mut help = words.clone();
+        help.push("--help");
+        let out = output(program, &help);
+        out.assert_code(0, &format!("{page}: its synopsis as a command"));
+
+        let options_section = section(&parts, "OPTIONS").unwrap_or_default();
+        for option in &options {
+            let mut args = words.clone();
+            args.push(option);
+            let value = value_for(options_section, option);
+            if let Some(value) = &value {
+                args.push(value);
+            }
+            args.push("--help");
+            let out = output(program, &args);
+            assert!(
+                out.code == Some(0) && (out.stdout.contains("Usage:") || option == "--version"),
+                "{page}: the synopsis offers {option}, which `{program} {}` refuses\n{out}",
+                args.join(" ")
+            );
+        }
+
+        // The description is the long one: more than the NAME line.
+        let description = section(&parts, "DESCRIPTION").unwrap_or_default();
+        let name = flat(section(&parts, "NAME").unwrap_or_default());
+        assert!(
+            description.trim().split("\n\n").count() >= 2 && description.len() > 2 * name.len(),
+            "{page}: a short DESCRIPTION\n{text}"
+        );
+    }
+}
+
+#[test]
+fn the_long_description_of_each_subcommand_reaches_its_man_page() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    generate(dir.path());
+    for path in subcommand_paths() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = output("multipass", &args);
+        let page = read_page(
+            &dir.path()
+                .join("man")
+                .join(format!("multipass-{}.1", path.join("-"))),
+        );
+        let described = flat(section(&sections(&page), "DESCRIPTION").unwrap_or_default());
+        for paragraph in description(&help.stdout).split("\n\n") {
+            assert!(
+                described.contains(&flat(paragraph)),
+                "`multipass {}`: {paragraph:?} is not in the man page\n{page}",
+                path.join(" ")
+            );
+        }
+    }
+}
+
+/// Panics unless the page `file` in `man` has each section of `expected` and each of those holds
+/// the texts listed for it. `DESCRIPTION` is compared with its lines joined.
+fn assert_sections(man: &Path, file: &str, expected: &[(&str, &[&str])]) {
+    let parts = sections(&read_page(&man.join(file)));
+    for (heading, needed) in expected {
+        let body = section(&parts, heading).unwrap_or_else(|| panic!("{file}: no {heading}"));
+        let body = flat(body);
+        for n in needed.iter() {
+            assert!(body.contains(n), "{file}: {heading} lacks {n:?}:\n{body}");
+        }
+    }
+}
+
+#[test]
+fn pages_of_the_client_daemon_and_helper_have_their_sections() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    generate(dir.path());
+    let man = dir.path().join("man");
+    assert_sections(
+        &man,
+        "multipass.1",
+        &[
+            ("EXIT STATUS", &["0", "1", "2", "3", "could not be reached"]),
+            (
+                "ENVIRONMENT",
+                &[
+                    "MULTIPASS_SERVER_ADDRESS",
+                    "MULTIPASS_ROOT_CERT",
+                    "XDG_DATA_HOME",
+                ],
+            ),
+            (
+                "FILES",
+                &[
+                    "multipass_cert.pem",
+                    "multipass_root_cert.pem",
+                    "/run/multipass_socket",
+                ],
+            ),
+        ],
+    );
+    assert_sections(
+        &man,
+        "multipassd.8",
+        &[
+            (
+                "DESCRIPTION",
+                &[
+                    "multipass.socket",
+                    "first client",
+                    "passphrase",
+                    "multipassd-helper",
+                ],
+            ),
+            (
+                "FILES",
+                &[
+                    "multipass_client_certs.pem",
+                    "multipassd.conf",
+                    "enrollment-tokens",
+                ],
+            ),
+            ("SIGNALS", &["SIGTERM"]),
+            ("EXIT STATUS", &["75", "--idle-timeout"]),
+        ],
+    );
+    assert_sections(
+        &man,
+        "multipassd-helper.8",
+        &[
+            ("DESCRIPTION", &["polkit", "pkexec", "io.multipass.Helper1"]),
+            (
+                "COMMANDS",
+                &[
+                    "serve",
+                    "apply-socket-policy",
+                    "set-passphrase",
+                    "trust-certificate",
+                ],
+            ),
+            ("FILES", &["io.multipass.policy", "multipassd.conf"]),
+            ("SIGNALS", &["SIGTERM"]),
+            ("EXIT STATUS", &["0", "1", "2"]),
+        ],
+    );
+}

@@ -1,0 +1,103 @@
+//! Shell completion as the package installs it (written by the real `multipass-docgen`): bash,
+//! run for real, and zsh, read, offer the settings keys after `get` and `set`. Trusted clients'
+//! names are not offered after `trust remove`: only the daemon knows them, and completion never
+//! asks it (README.md, "Shell completion").
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use multipass_system_tests::bin;
+use multipass_system_tests::process::{run, DEFAULT_TIMEOUT};
+
+/// The completion scripts, generated into `dir`.
+fn generate(dir: &Path) -> PathBuf {
+    let mut cmd = Command::new(bin("multipass-docgen"));
+    cmd.arg(dir).env_clear().env("PATH", "/usr/bin:/bin");
+    run(cmd, None, DEFAULT_TIMEOUT).assert_code(0, "multipass-docgen");
+    dir.join("completions")
+}
+
+/// What bash offers for the command line `line` (the cursor at its end), with the generated
+/// script loaded, as bash calls the completion function on Tab.
+fn bash_completes(script: &Path, line: &str) -> Vec<String> {
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    if line.ends_with(' ') {
+        words.push("");
+    }
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let cword = words.len() - 1;
+    let prev = if cword > 0 { words[cword - 1] } else { "" };
+    let program = format!(
+        "source '{}'\n\
+         COMP_WORDS=({})\n\
+         COMP_CWORD={cword}\n\
+         COMP_LINE='{line}'\n\
+         COMP_POINT=${{#COMP_LINE}}\n\
+         _multipass multipass '{}' '{prev}'\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        script.display(),
+        quoted.join(" "),
+        words[cword],
+    );
+    let mut bash = Command::new("bash");
+    bash.arg("--norc")
+        .arg("--noprofile")
+        .arg("-c")
+        .arg(program)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    let out = run(bash, None, DEFAULT_TIMEOUT);
+    out.assert_code(0, &format!("bash completion of {line:?}"));
+    out.stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bash_offers_the_settings_keys_after_get_and_set() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let script = generate(dir.path()).join("multipass");
+
+    for line in ["multipass get ", "multipass set "] {
+        let offered = bash_completes(&script, line);
+        assert!(
+            offered.iter().any(|w| w == "local.passphrase"),
+            "{line:?} offers {offered:?}"
+        );
+    }
+    assert_eq!(
+        bash_completes(&script, "multipass get loc"),
+        ["local.passphrase"]
+    );
+    assert_eq!(
+        bash_completes(&script, "multipass set local.pa"),
+        ["local.passphrase"]
+    );
+    // The rest of the completion still works around them.
+    assert_eq!(
+        bash_completes(&script, "multipass trust list --format "),
+        ["table", "json", "csv", "yaml"]
+    );
+    assert!(bash_completes(&script, "multipass tr").contains(&"trust".to_string()));
+    assert!(bash_completes(&script, "multipass list --sn").contains(&"--snapshots".to_string()));
+}
+
+#[test]
+fn zsh_offers_the_settings_keys_after_get_and_set() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let script =
+        std::fs::read_to_string(generate(dir.path()).join("_multipass")).expect("the zsh script");
+    for command in ["set", "get"] {
+        let case = script
+            .split(&format!("\n({command})\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no case for {command} in the zsh script"));
+        let case = case.split(";;").next().unwrap_or_default();
+        assert!(
+            case.contains(":(local.passphrase)'"),
+            "zsh completion of `multipass {command}` offers no settings keys:\n{case}"
+        );
+    }
+}
