@@ -168,7 +168,12 @@ fn inline_subcommands(roff: &mut Roff, cmd: &clap::Command) {
         roff.control("TP", []);
         roff.text([bold(usage.trim_start_matches("Usage: "))]);
         if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
-            roff.text([roman(about.to_string())]);
+            for (i, paragraph) in about.to_string().split("\n\n").enumerate() {
+                if i > 0 {
+                    roff.control("IP", []);
+                }
+                roff.text([roman(paragraph)]);
+            }
         }
         // `--help` goes without saying on every command.
         for arg in sub

@@ -58,8 +58,8 @@ pub enum Command {
     /// Trust the certificate read from standard input
     ///
     /// Trust the client certificate (PEM) read from standard input, e.g. `pkexec
-    /// /usr/libexec/multipassd-helper trust-certificate <
-    /// ~/.local/share/multipass-client-certificate/multipass_cert.pem` (polkit action
+    /// /usr/libexec/multipassd-helper trust-certificate < multipass_cert.pem` (the client's
+    /// certificate is in ~/.local/share/multipass-client-certificate/; polkit action
     /// io.multipass.trust-client). Prints its fingerprint.
     TrustCertificate {
         /// Name to record [default: the invoking user's login name].

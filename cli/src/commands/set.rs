@@ -91,14 +91,7 @@ impl clap::builder::TypedValueParser for SettingParser {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<Setting, clap::Error> {
-        let text = clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)?;
-        parse_setting(&text).map_err(|reason| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value '{text}' for '<KEY[=VALUE]>': {reason}\n"),
-            )
-            .with_cmd(cmd)
-        })
+        clap::builder::TypedValueParser::parse_ref(&parse_setting, cmd, arg, value)
     }
 
     fn possible_values(
