@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build, start multipassd on a private socket and state directory, and walk through
-# the authentication flow of the reference document with real users (as root), or with the
-# current user alone (otherwise).
+# the whole story with real users (as root): the first administrator, the stuck user of the
+# reference document and the documented recovery, the passphrase, root as a client of its own,
+# one-time enrollment tokens, `trust list` and `trust remove`. Without root, a one-user walkthrough.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,24 +35,36 @@ start_daemon() {
     echo "multipassd did not start:" >&2; cat "$work/multipassd.log" >&2; exit 1
 }
 
-# Run the client as USER, showing the command like a terminal would.
+# Run the client as USER, showing the command like a terminal would. `--stdin TEXT` pipes TEXT in
+# (what a person would type at the prompts); `--sudo-from USER` runs it as root the way `sudo`
+# run by USER would. The output is kept in $last.
 as() {
     local user=$1; shift
-    local stdin=""
-    if [[ $1 == --stdin ]]; then stdin=$2; shift 2; fi
+    local stdin="" sudo_from=""
+    while [[ $1 == --* ]]; do
+        case $1 in
+            --stdin) stdin=$2 ;;
+            --sudo-from) sudo_from=$2 ;;
+        esac
+        shift 2
+    done
     local home="$work/home/$user"
-    printf '\n%s$ multipass %s\n' "$user" "$*"
+    if [[ -n $sudo_from ]]; then
+        printf '\n%s$ sudo multipass %s\n' "$sudo_from" "$*"
+    else
+        printf '\n%s$ multipass %s\n' "$user" "$*"
+    fi
     local cmd=(env -i PATH=/usr/bin:/bin HOME="$home" XDG_DATA_HOME="$home/.local/share"
         MULTIPASS_SERVER_ADDRESS="unix:$sock" MULTIPASS_ROOT_CERT="$data/multipass_root_cert.pem"
-        "$bin/multipass" "$@")
+        ${sudo_from:+SUDO_USER=$sudo_from} "$bin/multipass" "$@")
     if [[ $(id -u) -eq 0 && $user != root ]]; then
         cmd=(setpriv --reuid "$user" --regid "$(id -g "$user")" --init-groups "${cmd[@]}")
     fi
     set +e
-    printf '%s' "$stdin" | "${cmd[@]}"
+    last=$(printf '%s' "$stdin" | "${cmd[@]}" 2>&1)
     local rc=$?
     set -e
-    echo "[exit $rc]"
+    printf '%s\n[exit %s]\n' "$last" "$rc"
 }
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -71,11 +84,12 @@ mkuser() {
     install -d -o "$1" -m 0700 "$work/home/$1"
 }
 alice="mpdemo-a-$suffix"; bob="mpdemo-b-$suffix"; carol="mpdemo-c-$suffix"
+dave="mpdemo-d-$suffix"; erin="mpdemo-e-$suffix"
 mkuser "$alice" -G "$admins"
-mkuser "$bob"
-mkuser "$carol"
+for u in "$bob" "$carol" "$dave" "$erin"; do mkuser "$u"; done
+install -d -m 0700 "$work/home/root"
 
-echo "Users: $alice (administrator, group $admins), $bob and $carol (not administrators)."
+echo "Users: $alice (administrator, group $admins); $bob, $carol, $dave and $erin (not administrators)."
 start_daemon
 ls -l "$sock"
 
@@ -83,7 +97,8 @@ echo; echo "== The first administrator to use the service is trusted; the socket
 as "$alice" list
 ls -l "$sock"
 
-echo; echo "== Anyone else is not authenticated, and stuck as in the reference document."
+echo; echo "== Anyone else is not authenticated, and stuck as in the reference document; set asks"
+echo "   nothing before saying so."
 as "$bob" list
 as "$bob" --stdin $'x\n' authenticate
 as "$bob" --stdin $'x\nx\n' set local.passphrase
@@ -93,15 +108,39 @@ cat "$work/home/$bob/.local/share/multipass-client-certificate/multipass_cert.pe
     >>"$data/authenticated-certs/multipass_client_certs.pem"
 as "$bob" list
 
-echo; echo "== The administrator sets a passphrase; $carol authenticates with it."
+echo; echo "== root is a client of its own: 'sudo' from $alice is not $alice's trusted client."
+as root --sudo-from "$alice" --stdin $'p\np\n' set local.passphrase
+
+echo; echo "== The administrator sets a passphrase (an empty answer changes nothing); $carol authenticates."
+as "$alice" --stdin $'\n' set local.passphrase
 as "$alice" --stdin $'correct horse battery\ncorrect horse battery\n' set local.passphrase
 as "$alice" get local.passphrase
 as "$carol" --stdin $'wrong guess\n' authenticate
 as "$carol" --stdin $'correct horse battery\n' authenticate
 as "$carol" list
+as "$carol" list --snapshots
 as "$carol" version
+echo "   A trusted client's passphrase is checked all the same:"
+as "$carol" --stdin $'wrong guess\n' authenticate
+
+echo; echo "== One-time enrollment tokens: no shared secret; each works once."
+as "$alice" trust token create --name dave-laptop --expires 10m
+dave_token=$(printf '%s\n' "$last" | grep -o 'mpt_[0-9a-f]*' | head -1)
+as "$dave" --stdin "$dave_token"$'\n' authenticate
+as "$erin" --stdin "$dave_token"$'\n' authenticate
+echo "   Without --name, the client is named after the user who redeems the token:"
+as "$alice" trust token create
+erin_token=$(printf '%s\n' "$last" | grep -o 'mpt_[0-9a-f]*' | head -1)
+as "$erin" --stdin "$erin_token"$'\n' authenticate
+as "$alice" trust token list
+
+echo; echo "== Who is trusted, and taking trust back."
+as "$alice" trust list
+as "$alice" trust remove "$carol"
+as "$carol" list
+as "$alice" trust list --format yaml
 
 echo; echo "== Trust store (metadata before each certificate):"
 grep -v '^[A-Za-z0-9+/=]*$' "$data/authenticated-certs/multipass_client_certs.pem" | grep -v -- '-----END'
-echo; echo "== Daemon log:"
-cat "$work/multipassd.log"
+echo; echo "== Daemon log (audit events):"
+grep ' audit: ' "$work/multipassd.log" || cat "$work/multipassd.log"
