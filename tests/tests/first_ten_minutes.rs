@@ -105,14 +105,14 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
             "{needed:?} missing from the advice\n{out}"
         );
     }
-    assert_eq!(stored_hash(&daemon), None, "nothing was set");
+    assert_eq!(stored_hash(daemon), None, "nothing was set");
 
     // root without sudo, and an ordinary untrusted user: refused before the prompt too.
     let out = daemon.run_as_root(&["set", "local.passphrase"], Some("x\nx\n"));
     out.assert_not_authenticated("set", "root's `set local.passphrase`");
     assert_eq!(out.stdout, "", "{out}");
     assert!(out.stderr.contains("root is a client of its own"), "{out}");
-    let out = daemon.run_as(&bob, &["set", "local.passphrase"], Some("x\nx\n"));
+    let out = daemon.run_as(bob, &["set", "local.passphrase"], Some("x\nx\n"));
     out.assert_not_authenticated("set", "bob's `set local.passphrase`");
     assert_eq!(out.stdout, "", "{out}");
     assert!(
@@ -123,14 +123,14 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
     assert!(!out.stderr.contains("root"), "{out}");
 
     // From the trusted client the same command asks, twice, and sets it.
-    let out = daemon.run_as(&alice, &["set", "local.passphrase"], Some("right\nright\n"));
+    let out = daemon.run_as(alice, &["set", "local.passphrase"], Some("right\nright\n"));
     out.assert_code(0, "alice's `set local.passphrase`");
     assert_eq!(
         out.stdout,
         "Please enter passphrase: Please re-enter passphrase: "
     );
-    assert!(stored_hash(&daemon).is_some());
-    let out = daemon.run_as(&alice, &["set", "local.passphrase"], Some("one\ntwo\n"));
+    assert!(stored_hash(daemon).is_some());
+    let out = daemon.run_as(alice, &["set", "local.passphrase"], Some("one\ntwo\n"));
     out.assert_failure(1, "Passphrases do not match", "a mismatch");
 }
 
@@ -142,38 +142,38 @@ fn empty_answers_do_not_clear_the_passphrase() {
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
-    daemon.set_passphrase(&alice, "kept");
-    let before = stored_hash(&daemon).expect("a passphrase is set");
+    daemon.set_passphrase(alice, "kept");
+    let before = stored_hash(daemon).expect("a passphrase is set");
 
     // Enter, Enter: nothing changes, and the user is told how to clear it on purpose.
-    let out = daemon.run_as(&alice, &["set", "local.passphrase"], Some("\n\n"));
+    let out = daemon.run_as(alice, &["set", "local.passphrase"], Some("\n\n"));
     out.assert_failure(
         1,
         "No passphrase given; nothing was changed. To clear the passphrase, run `multipass set \
          local.passphrase=`.",
         "two empty answers",
     );
-    assert_eq!(stored_hash(&daemon).as_deref(), Some(before.as_str()));
-    let out = daemon.run_as(&alice, &["get", "local.passphrase"], None);
+    assert_eq!(stored_hash(daemon).as_deref(), Some(before.as_str()));
+    let out = daemon.run_as(alice, &["get", "local.passphrase"], None);
     assert_eq!(out.stdout_trimmed(), "true", "{out}");
     daemon
-        .run_as(&bob, &["authenticate"], Some("kept\n"))
+        .run_as(bob, &["authenticate"], Some("kept\n"))
         .assert_code(0, "bob with the passphrase that was kept");
 
     // The explicit empty value clears it, and says so.
-    let out = daemon.run_as(&alice, &["set", "local.passphrase="], None);
+    let out = daemon.run_as(alice, &["set", "local.passphrase="], None);
     out.assert_code(0, "`set local.passphrase=`");
     assert!(
         out.stdout
             .starts_with("The passphrase was cleared: nobody can authenticate"),
         "{out}"
     );
-    assert_eq!(stored_hash(&daemon), None);
-    let out = daemon.run_as(&alice, &["get", "local.passphrase"], None);
+    assert_eq!(stored_hash(daemon), None);
+    let out = daemon.run_as(alice, &["get", "local.passphrase"], None);
     assert_eq!(out.stdout_trimmed(), "false", "{out}");
 
     // `set --help` documents both.
-    let help = daemon.run_as(&alice, &["set", "--help"], None);
+    let help = daemon.run_as(alice, &["set", "--help"], None);
     help.assert_code(0, "`set --help`");
     let text = help.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(text.contains("An empty answer changes nothing"), "{help}");
@@ -190,36 +190,36 @@ fn authenticate_from_a_trusted_client_checks_the_passphrase() {
     let bob = &scene.bob;
 
     daemon
-        .run_as(&alice, &["authenticate", "anything"], None)
+        .run_as(alice, &["authenticate", "anything"], None)
         .assert_failure(
             2,
             &format!("authenticate failed: {PASSPHRASE_NOT_SET}"),
             "a trusted client, no passphrase set",
         );
-    daemon.set_passphrase(&alice, "s3cret");
+    daemon.set_passphrase(alice, "s3cret");
 
     // A token is not spent on a client that is trusted already.
-    let out = daemon.run_as(&alice, &["trust", "token", "create"], None);
+    let out = daemon.run_as(alice, &["trust", "token", "create"], None);
     out.assert_code(0, "`trust token create`");
     let token = token_in(&out.stdout).expect("a token");
-    let out = daemon.run_as(&alice, &["authenticate"], Some(&format!("{token}\n")));
+    let out = daemon.run_as(alice, &["authenticate"], Some(&format!("{token}\n")));
     out.assert_code(0, "alice (trusted) presents a token");
     assert!(
         out.stdout.contains("The enrollment token was not used"),
         "{out}"
     );
     daemon
-        .run_as(&bob, &["authenticate"], Some(&format!("{token}\n")))
+        .run_as(bob, &["authenticate"], Some(&format!("{token}\n")))
         .assert_code(0, "bob redeems the token alice did not spend");
 
-    let out = daemon.run_as(&alice, &["authenticate", "wrong"], None);
+    let out = daemon.run_as(alice, &["authenticate", "wrong"], None);
     out.assert_failure(
         2,
         &format!("authenticate failed: {PASSPHRASE_NOT_CORRECT}"),
         "a trusted client with a wrong passphrase",
     );
     assert!(!out.stdout.contains("trusted as"), "{out}");
-    let out = daemon.run_as(&alice, &["authenticate"], Some("s3cret\n"));
+    let out = daemon.run_as(alice, &["authenticate"], Some("s3cret\n"));
     out.assert_code(0, "a trusted client with the right passphrase");
     assert_eq!(
         out.stdout_trimmed().trim_start_matches(PROMPT),
@@ -229,7 +229,7 @@ fn authenticate_from_a_trusted_client_checks_the_passphrase() {
     // The failure limiter counts a trusted client's wrong passphrases too.
     let mut limited = None;
     for attempt in 1..=5 {
-        let out = daemon.run_as(&alice, &["authenticate", "wrong"], None);
+        let out = daemon.run_as(alice, &["authenticate", "wrong"], None);
         if out
             .stderr
             .contains("Too many failed authentication attempts")
@@ -246,7 +246,7 @@ fn authenticate_from_a_trusted_client_checks_the_passphrase() {
     assert!(limited.is_some(), "the limiter never refused");
     // Wrong passphrases take nothing away: alice is still trusted.
     daemon
-        .run_as(&alice, &["list"], None)
+        .run_as(alice, &["list"], None)
         .assert_code(0, "alice after wrong passphrases");
 }
 
@@ -260,14 +260,14 @@ fn a_token_without_a_name_enrols_the_login_name() {
     let bob = &scene.bob;
 
     let redeem = |xdg: Option<&std::path::Path>| -> CliOutput {
-        let out = daemon.run_as(&alice, &["trust", "token", "create"], None);
+        let out = daemon.run_as(alice, &["trust", "token", "create"], None);
         out.assert_code(0, "`trust token create` without --name");
         let token = token_in(&out.stdout).expect("a token");
         match xdg {
-            None => daemon.run_as(&bob, &["authenticate"], Some(&format!("{token}\n"))),
+            None => daemon.run_as(bob, &["authenticate"], Some(&format!("{token}\n"))),
             Some(xdg) => clients::cli(
-                &daemon,
-                &bob,
+                daemon,
+                bob,
                 xdg,
                 &["authenticate"],
                 Some(&format!("{token}\n")),
@@ -281,7 +281,7 @@ fn a_token_without_a_name_enrols_the_login_name() {
         format!("This client is trusted as '{}'.", bob.name)
     );
     // Bob's second client (another certificate) gets a name of its own.
-    let laptop = clients::user_dir(&bob, "laptop");
+    let laptop = clients::user_dir(bob, "laptop");
     let out = redeem(Some(&laptop));
     out.assert_code(0, "bob's second client redeems an unnamed token");
     let second = format!("{}-2", bob.name);
@@ -290,7 +290,7 @@ fn a_token_without_a_name_enrols_the_login_name() {
         format!("This client is trusted as '{second}'.")
     );
 
-    let clients = trusted_clients(&daemon, &alice);
+    let clients = trusted_clients(daemon, alice);
     let by_name = |name: &str| {
         clients
             .iter()
@@ -305,12 +305,12 @@ fn a_token_without_a_name_enrols_the_login_name() {
     }
 
     // The login name designates one client, so `trust remove` by name works.
-    let out = daemon.run_as(&alice, &["trust", "remove", &bob.name], None);
+    let out = daemon.run_as(alice, &["trust", "remove", &bob.name], None);
     out.assert_code(0, "`trust remove` by the login name");
     daemon
-        .run_as(&bob, &["list"], None)
+        .run_as(bob, &["list"], None)
         .assert_not_authenticated("list", "bob's removed client");
-    clients::cli(&daemon, &bob, &laptop, &["list"], None)
+    clients::cli(daemon, bob, &laptop, &["list"], None)
         .assert_code(0, "bob's second client stays trusted");
 }
 
@@ -346,10 +346,10 @@ fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
     let carol = User::create(&scene.dir, None);
-    daemon.set_passphrase(&alice, "over-su");
+    daemon.set_passphrase(alice, "over-su");
     let wait = Duration::from_secs(30);
 
-    let mut session = su_on_a_terminal(&daemon, &bob, "authenticate");
+    let mut session = su_on_a_terminal(daemon, bob, "authenticate");
     session.wait_for(PROMPT, 1, wait);
     session.type_text("over-su\n");
     let (code, screen) = session.finish(wait);
@@ -367,11 +367,11 @@ fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
         "the passphrase was echoed:\n{screen}"
     );
     daemon
-        .run_as(&bob, &["list"], None)
+        .run_as(bob, &["list"], None)
         .assert_code(0, "bob after authenticating over su");
 
     // Setting it the same way: asked twice, never echoed.
-    let mut session = su_on_a_terminal(&daemon, &bob, "set local.passphrase");
+    let mut session = su_on_a_terminal(daemon, bob, "set local.passphrase");
     session.wait_for(PROMPT, 1, wait);
     session.type_text("changed-over-su\n");
     session.wait_for("Please re-enter passphrase: ", 1, wait);
@@ -444,19 +444,19 @@ fn list_snapshots_answers_as_multipass_does() {
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
 
-    let out = daemon.run_as(&alice, &["list", "--snapshots"], None);
+    let out = daemon.run_as(alice, &["list", "--snapshots"], None);
     out.assert_code(0, "`list --snapshots`");
     assert_eq!(out.stdout, "No snapshots found.\n", "{out}");
-    let out = daemon.run_as(&alice, &["list", "--snapshots", "--format", "json"], None);
+    let out = daemon.run_as(alice, &["list", "--snapshots", "--format", "json"], None);
     out.assert_code(0, "`list --snapshots --format json`");
     let json: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(json, serde_json::json!({"errors": [], "info": {}}));
-    let out = daemon.run_as(&alice, &["list", "--snapshots", "--format", "csv"], None);
+    let out = daemon.run_as(alice, &["list", "--snapshots", "--format", "csv"], None);
     assert_eq!(out.stdout, "Instance,Snapshot,Parent,Comment\n", "{out}");
-    let out = daemon.run_as(&alice, &["ls"], None);
+    let out = daemon.run_as(alice, &["ls"], None);
     assert_eq!(out.stdout, "No instances found.\n", "{out}");
 
     daemon
-        .run_as(&bob, &["list", "--snapshots"], None)
+        .run_as(bob, &["list", "--snapshots"], None)
         .assert_failure(2, &format!("list failed: {NOT_AUTHENTICATED}"), "bob");
 }
