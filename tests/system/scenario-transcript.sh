@@ -33,4 +33,12 @@ as carol get local.passphrase; expect "get local.passphrase prints true" true "$
 hash=$(sed -n 's/^local.passphrase="\?\([^"]*\)"\?$/\1/p' /var/lib/multipassd/multipassd.conf)
 check "the hash is Argon2id" grep -q '^\$argon2id\$' <<<"$hash"
 check "neither hash nor passphrase in the journal" bash -c "! journalctl -u multipass --no-pager -o cat | grep -F -e '$hash' -e 's3cret pass'"
+
+# What a new user reads after installing: the man pages and the shell completion.
+check "man multipass-trust-token-create is installed" man -w multipass-trust-token-create
+check "man multipassd(8) is installed" man -w 8 multipassd
+keys=$(bash -c 'source /usr/share/bash-completion/completions/multipass
+    COMP_WORDS=(multipass get ""); COMP_CWORD=2; _multipass multipass "" get
+    printf "%s\n" "${COMPREPLY[@]}"')
+check "bash completion offers the settings keys after get" grep -qx local.passphrase <<<"$keys"
 finish
