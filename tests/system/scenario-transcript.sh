@@ -35,8 +35,10 @@ check "the hash is Argon2id" grep -q '^\$argon2id\$' <<<"$hash"
 check "neither hash nor passphrase in the journal" bash -c "! journalctl -u multipass --no-pager -o cat | grep -F -e '$hash' -e 's3cret pass'"
 
 # What a new user reads after installing: the man pages and the shell completion.
-check "man multipass-trust-token-create is installed" man -w multipass-trust-token-create
-check "man multipassd(8) is installed" man -w 8 multipassd
+# /etc is empty in the container: man reads the host's configuration, as on an installed system.
+check "man multipass-trust-token-create is installed" \
+    man -C /host-etc/manpath.config -w multipass-trust-token-create
+check "man multipassd(8) is installed" man -C /host-etc/manpath.config -w 8 multipassd
 keys=$(bash -c 'source /usr/share/bash-completion/completions/multipass
     COMP_WORDS=(multipass get ""); COMP_CWORD=2; _multipass multipass "" get
     printf "%s\n" "${COMPREPLY[@]}"')
