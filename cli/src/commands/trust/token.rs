@@ -99,6 +99,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let mut client = ctx.connect_trust().await?;
     match args.command {
         TokenCommand::Create(args) => {
+            let named = args.name.is_some();
             let reply = client
                 .create_token(CreateTokenRequest {
                     name: args.name.unwrap_or_default(),
@@ -107,10 +108,16 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 .await?
                 .into_inner();
             let info = reply.info.unwrap_or_default();
+            let client_name = if named {
+                format!("'{}'", info.name)
+            } else {
+                "their login name".to_string()
+            };
             // The token alone on stdout, for scripts; the explanation on stderr.
             eprintln!(
                 "Enrollment token '{}' created. It works once, until {}. The new user runs \
-                 `multipass authenticate` and enters it.",
+                 `multipass authenticate` and enters it; their client is then trusted under \
+                 {client_name}.",
                 info.name, info.expires
             );
             output::print_line(&reply.token)
