@@ -273,7 +273,7 @@ impl Bundle {
     }
 
     /// `base`, or if a client already has that name, `base-2`, `base-3`... the first that none
-    /// has.
+    /// has; `base` is shortened when the suffix would make a name longer than names may be.
     pub fn unique_name(&self, base: &str) -> String {
         let taken = |name: &str| {
             self.entries
@@ -284,7 +284,14 @@ impl Bundle {
             return base.to_string();
         }
         (2..)
-            .map(|n| format!("{base}-{n}"))
+            .map(|n| {
+                let suffix = format!("-{n}");
+                let mut head = crate::names::MAX_NAME_LEN.saturating_sub(suffix.len());
+                while !base.is_char_boundary(head.min(base.len())) {
+                    head -= 1;
+                }
+                format!("{}{suffix}", &base[..head.min(base.len())])
+            })
             .find(|name| !taken(name))
             .expect("some suffix is free")
     }
@@ -692,6 +699,12 @@ mod tests {
             bundle.insert(Entry::new(cert().1, named("alice-2")));
             assert_eq!(bundle.unique_name("alice"), "alice-4");
             assert_eq!(bundle.unique_name("bob"), "bob");
+            // Never longer than a name may be, even for a base of the longest length.
+            let long = "é".repeat(32);
+            bundle.insert(Entry::new(cert().1, named(&long)));
+            let unique = bundle.unique_name(&long);
+            assert!(unique.len() <= crate::names::MAX_NAME_LEN, "{unique}");
+            assert!(unique.ends_with("-2") && long.starts_with(&unique[..unique.len() - 2]));
             true
         })
         .unwrap();
