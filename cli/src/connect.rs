@@ -92,12 +92,18 @@ pub async fn channel() -> Result<Channel, Error> {
     })
 }
 
-/// Whether a failed handshake is our verification of the daemon's certificate saying no (rather
-/// than the connection or the daemon failing).
+/// Whether a failed handshake is our verification finding the daemon's certificate not signed
+/// by the root CA we read (rather than expired, or the connection or the daemon failing).
 fn rejects_server_certificate(e: &io::Error) -> bool {
+    use rustls::CertificateError::{BadSignature, UnknownIssuer};
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)))
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)
+            )
+        })
 }
 
 /// Read the root CA file, waiting up to [`ROOT_CERT_WAIT`] for it to appear.
