@@ -139,11 +139,7 @@ async fn serve(socket: PathBuf, data_dir: PathBuf, client_dir: PathBuf) -> Resul
             });
             PlainConnection {
                 io,
-                peer: Peer {
-                    transport: Transport::Unix,
-                    credentials,
-                    client: Some(client.clone()),
-                },
+                peer: Peer::new(Transport::Unix, credentials, Some(client.clone())),
             }
         })
     });

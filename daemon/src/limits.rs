@@ -8,7 +8,6 @@
 //!   a bounded number may queue; beyond that callers are told the service is busy.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,14 +16,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::Error;
 
-/// Whose failures are counted together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerKey {
-    /// A local user.
-    Uid(u32),
-    /// A TCP peer.
-    Ip(IpAddr),
-}
+/// Whose failures are counted together: a local user, or a TCP peer's address.
+pub use rpc::server::PeerKey;
 
 /// Tuning of [`FailureLimiter`].
 #[derive(Debug, Clone, Copy)]

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rpc::proto::rpc_server::RpcServer;
-use rpc::server::{incoming, Activity, IncomingOptions, Listener};
+use rpc::server::{incoming, Activity, IncomingOptions, Listener, RequestLimitLayer};
 use rpc::trust_proto::trust_server::TrustServer;
 use rpc::Address;
 use sd_notify::NotifyState;
+use tower::layer::util::{Identity, Stack};
 use trust::fsutil::{self, FileMode};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
@@ -43,6 +44,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection (the CLI uses one).
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// HTTP/2 flow-control window of a stream: one largest request with its 5-byte gRPC frame
+/// header, so a request never waits for a window update. hyper's default (1 MiB) let every
+/// stream hold 1 MiB that its handler had not asked for.
+const STREAM_WINDOW: u32 = MAX_REQUEST_BYTES as u32 + 5;
+/// Flow-control window of a connection: two largest requests at once; more streams sending at
+/// once share it (their handlers read as data arrives, which reopens it).
+const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
+/// Requests in flight per peer (a local user but root, a TCP address), over all its
+/// connections: as many as the connections it may hold, one each. Each may hold a half-sent
+/// request of up to `MAX_REQUEST_BYTES` plus a window, and its headers: this cap, not the
+/// number of connections times the number of streams, is what bounds one user's share of the
+/// daemon's memory (docs/SECURITY.md).
+pub const MAX_REQUESTS_PER_PEER: usize = 64;
 /// Largest HTTP/2 header list accepted.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// A request not answered within this is cancelled, so a stream that never sends its request
@@ -52,13 +66,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP/2 and request limits every connection is served with. Public for the benchmark's
 /// plaintext floor, which must do the same work minus TLS.
-pub fn tonic_server() -> tonic::transport::Server {
+pub fn tonic_server() -> tonic::transport::Server<Stack<RequestLimitLayer, Identity>> {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .timeout(REQUEST_TIMEOUT)
+        .layer(RequestLimitLayer::new(MAX_REQUESTS_PER_PEER))
 }
 
 /// Exit status after an idle period: not an error. The unit lists it in `SuccessExitStatus=` and
@@ -240,6 +257,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         tls,
         IncomingOptions {
             handshake_timeout: Duration::from_secs(args.handshake_timeout),
+            idle_timeout: Some(Duration::from_secs(args.connection_idle_timeout.max(1))),
             ..IncomingOptions::default()
         },
         activity.clone(),

@@ -63,19 +63,15 @@ async fn first<T>(request: Request<Streaming<T>>) -> Result<(Peer, T), Error> {
 
 /// The connection's peer, as the transport recorded it.
 pub(crate) fn peer_of<T>(request: &Request<T>) -> Peer {
-    request.extensions().get::<Peer>().cloned().unwrap_or(Peer {
-        transport: Transport::Unix,
-        credentials: None,
-        client: None,
-    })
+    request
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or_else(|| Peer::new(Transport::Unix, None, None))
 }
 
 fn peer_key(peer: &Peer) -> Option<PeerKey> {
-    match (peer.transport, peer.credentials) {
-        (Transport::Unix, Some(c)) => Some(PeerKey::Uid(c.uid)),
-        (Transport::Tcp(addr), _) => Some(PeerKey::Ip(addr.ip())),
-        _ => None,
-    }
+    peer.key()
 }
 
 impl Service {

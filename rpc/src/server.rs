@@ -4,13 +4,18 @@
 //! timeout, so a client that stalls its handshake (or sends garbage) costs one small task and
 //! blocks nobody. Finished connections are handed to tonic through [`incoming`], each carrying a
 //! [`Peer`] that handlers read from the request extensions.
+//!
+//! Per peer (a local user by uid, a TCP peer by address; root is not limited) the number of
+//! connections is bounded at accept, and the number of requests in flight by
+//! [`RequestLimitLayer`]; a connection with no request in flight for the idle limit is closed.
 
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -20,6 +25,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use trust::VerifiedClient;
+
+use crate::collapse::Collapse;
 
 /// The credentials the kernel reports for the other end of a Unix socket (SO_PEERCRED), taken
 /// when the connection was accepted. Never re-parsed from text.
@@ -52,6 +59,106 @@ pub struct Peer {
     pub credentials: Option<PeerCredentials>,
     /// The client certificate, if one was presented (its handshake signature is verified).
     pub client: Option<VerifiedClient>,
+    /// The connection's requests in flight and since when it has had none.
+    pub clock: IdleClock,
+}
+
+impl Peer {
+    /// The other end of a new connection.
+    pub fn new(
+        transport: Transport,
+        credentials: Option<PeerCredentials>,
+        client: Option<VerifiedClient>,
+    ) -> Peer {
+        Peer {
+            transport,
+            credentials,
+            client,
+            clock: IdleClock::default(),
+        }
+    }
+
+    /// Whose account this peer's doings go on: its uid on the Unix socket, its address on TCP.
+    /// `None` on a Unix socket without kernel credentials.
+    pub fn key(&self) -> Option<PeerKey> {
+        PeerKey::of(self.transport, self.credentials.as_ref())
+    }
+
+    /// The key its connections and requests are limited by: [`Peer::key`], except for root,
+    /// who is never limited.
+    pub fn limited_key(&self) -> Option<PeerKey> {
+        self.key().filter(|k| *k != PeerKey::Uid(0))
+    }
+}
+
+/// Whose account a connection, a request or a failure goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKey {
+    /// A local user.
+    Uid(u32),
+    /// A TCP peer (IPv4-mapped IPv6 addresses as IPv4).
+    Ip(IpAddr),
+}
+
+impl PeerKey {
+    fn of(transport: Transport, credentials: Option<&PeerCredentials>) -> Option<PeerKey> {
+        match (transport, credentials) {
+            (Transport::Unix, Some(c)) => Some(PeerKey::Uid(c.uid)),
+            (Transport::Tcp(addr), _) => Some(PeerKey::Ip(addr.ip().to_canonical())),
+            (Transport::Unix, None) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerKey::Uid(uid) => write!(f, "uid {uid}"),
+            PeerKey::Ip(ip) => write!(f, "address {ip}"),
+        }
+    }
+}
+
+/// Requests in flight on one connection, and when the last one started or ended: the
+/// connection's idle clock. HTTP/2 keepalive pings do not move it (a client answers them while
+/// idle); only requests do, through [`RequestLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct IdleClock(Arc<Mutex<(usize, Instant)>>);
+
+impl Default for IdleClock {
+    fn default() -> Self {
+        IdleClock(Arc::new(Mutex::new((0, Instant::now()))))
+    }
+}
+
+impl IdleClock {
+    /// A request starts; it ends when the returned guard is dropped.
+    pub fn begin(&self) -> InFlight {
+        let mut state = lock(&self.0);
+        *state = (state.0 + 1, Instant::now());
+        InFlight(self.clone())
+    }
+
+    /// Since when no request has been in flight; `None` while one is.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let (in_flight, since) = *lock(&self.0);
+        (in_flight == 0).then_some(since)
+    }
+}
+
+/// One request in flight (see [`IdleClock::begin`]).
+#[derive(Debug)]
+pub struct InFlight(IdleClock);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0 .0);
+        *state = (state.0.saturating_sub(1), Instant::now());
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A listening socket the daemon serves.
@@ -71,10 +178,14 @@ pub struct IncomingOptions {
     /// Handshakes allowed in progress at once; connections beyond are closed at once, so a flood
     /// cannot grow memory without bound (OpenSSH's MaxStartups, without the randomness).
     pub max_pending_handshakes: usize,
-    /// Connections (in their handshake or established) one local user may hold at once, by the
-    /// uid of SO_PEERCRED; root is not limited. Beyond it that user's new connections are closed
-    /// at once, so one user cannot take every handshake slot or file descriptor from the others.
-    pub max_connections_per_user: usize,
+    /// Connections (in their handshake or established) one peer may hold at once: a local user
+    /// by the uid of SO_PEERCRED (root is not limited), a TCP peer by its address. Beyond it that
+    /// peer's new connections are closed at once, so one peer cannot take every handshake slot or
+    /// file descriptor from the others.
+    pub max_connections_per_peer: usize,
+    /// An established connection with no request in flight for this long is closed (`None`:
+    /// never). HTTP/2 keepalive pings do not count as requests.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for IncomingOptions {
@@ -82,67 +193,70 @@ impl Default for IncomingOptions {
         IncomingOptions {
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 512,
-            max_connections_per_user: 64,
+            max_connections_per_peer: 64,
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
 
-/// Open connections per local user.
+/// Open connections, or requests in flight, per peer.
 #[derive(Debug, Default, Clone)]
-struct PerUser(Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>);
+struct PerPeer(Arc<Mutex<std::collections::HashMap<PeerKey, usize>>>);
 
-impl PerUser {
-    /// A slot for one more connection of `uid`, unless it holds `max` already.
-    fn claim(&self, uid: u32, max: usize) -> Option<UserSlot> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(uid).or_insert(0);
+impl PerPeer {
+    /// A slot for one more of `key`'s, unless it holds `max` already.
+    fn claim(&self, key: PeerKey, max: usize) -> Option<PeerSlot> {
+        let mut open = lock(&self.0);
+        let count = open.entry(key).or_insert(0);
         if *count >= max {
             return None;
         }
         *count += 1;
-        Some(UserSlot {
-            uid,
-            users: self.clone(),
+        Some(PeerSlot {
+            key,
+            peers: self.clone(),
         })
     }
 }
 
-/// One connection of a user, given back on drop.
+/// One connection or request of a peer, given back on drop.
 #[derive(Debug)]
-struct UserSlot {
-    uid: u32,
-    users: PerUser,
+struct PeerSlot {
+    key: PeerKey,
+    peers: PerPeer,
 }
 
-impl Drop for UserSlot {
+impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut open = self.users.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.uid) {
+        let mut open = lock(&self.peers.0);
+        if let Some(count) = open.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.uid);
+                open.remove(&self.key);
             }
         }
     }
 }
 
-/// A warning logged at most once a second, with the number of occurrences it stands for: a
-/// flood of refused connections must not become a flood of log lines.
-#[derive(Debug, Default)]
-struct Throttled(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+/// Warnings about refused connections or requests, collapsed per peer (`None`: about no peer in
+/// particular) to at most one a second carrying the number they stand for: a flood of refusals
+/// must not become a flood of log lines.
+type Warnings = Collapse<(Option<PeerKey>, &'static str), (Option<PeerKey>, &'static str)>;
 
-impl Throttled {
-    fn warn(&self, uid: Option<u32>, message: &'static str) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state.1 += 1;
-        if state
-            .0
-            .is_none_or(|last| last.elapsed() >= Duration::from_secs(1))
-        {
-            tracing::warn!(uid, occurrences = state.1, "{message}");
-            *state = (Some(std::time::Instant::now()), 0);
-        }
-    }
+fn warnings() -> Warnings {
+    Collapse::new(
+        Duration::from_secs(1),
+        Arc::new(
+            |(peer, message): &(Option<PeerKey>, &'static str), occurrences| match peer {
+                Some(peer) => tracing::warn!(%peer, occurrences, "{message} ({peer})"),
+                None => tracing::warn!(occurrences, "{message}"),
+            },
+        ),
+    )
+}
+
+fn warn(warnings: &Warnings, peer: Option<PeerKey>, message: &'static str) {
+    warnings.note((peer, message), (peer, message));
 }
 
 /// Counts connections from accept (handshake included) to close, for the daemon's idle logic.
@@ -203,8 +317,58 @@ impl Drop for ActivityGuard {
 pub struct Connection {
     io: Io,
     peer: Peer,
+    idle: Option<IdleLimit>,
+    _held: Held,
+}
+
+/// What a connection holds from accept to close: its place in the daemon's count of open
+/// connections and in its peer's.
+#[derive(Debug)]
+struct Held {
     _guard: ActivityGuard,
-    _slot: Option<UserSlot>,
+    _slot: Option<PeerSlot>,
+}
+
+/// Closes a connection that has had no request in flight for `limit`. hyper keeps a read
+/// pending on every connection, so the read side is where the timer is polled; a connection
+/// past its limit reads as closed by the client, and hyper ends it.
+#[derive(Debug)]
+struct IdleLimit {
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl IdleLimit {
+    /// Whether `clock` has been idle for the limit; otherwise the timer is armed to wake `cx`
+    /// when it might be.
+    fn expired(&mut self, clock: &IdleClock, cx: &mut Context<'_>) -> bool {
+        if self.expired {
+            return true;
+        }
+        loop {
+            let now = Instant::now();
+            let armed = self.timer.deadline().into_std();
+            let deadline = match clock.idle_since() {
+                Some(since) if since + self.limit <= now => {
+                    self.expired = true;
+                    tracing::debug!(limit = ?self.limit, "closing an idle connection");
+                    return true;
+                }
+                Some(since) => since + self.limit,
+                // A request is in flight: look again a whole limit later at the latest (its end
+                // wakes the connection anyway: the answer is written).
+                None if armed > now => armed,
+                None => now + self.limit,
+            };
+            if armed != deadline {
+                self.timer.as_mut().reset(deadline.into());
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -238,10 +402,17 @@ macro_rules! delegate {
 
 impl AsyncRead for Connection {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(idle) = &mut this.idle {
+            if idle.expired(&this.peer.clock, cx) {
+                // End of stream.
+                return Poll::Ready(Ok(()));
+            }
+        }
         delegate!(self, io => io.poll_read(cx, buf))
     }
 }
@@ -312,8 +483,8 @@ async fn accept_loop(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let pending = Arc::new(tokio::sync::Semaphore::new(options.max_pending_handshakes));
-    let per_user = PerUser::default();
-    let (too_many_handshakes, too_many_for_user) = (Throttled::default(), Throttled::default());
+    let per_peer = PerPeer::default();
+    let warnings = warnings();
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -329,24 +500,24 @@ async fn accept_loop(
                 continue;
             }
         };
-        let slot = match &raw {
-            Raw::Unix(_, Some(c)) if c.uid != 0 => {
-                match per_user.claim(c.uid, options.max_connections_per_user) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        too_many_for_user.warn(
-                            Some(c.uid),
-                            "a user holds too many connections; closing its new ones",
-                        );
-                        continue;
-                    }
+        let slot = match raw.limited_key() {
+            Some(key) => match per_peer.claim(key, options.max_connections_per_peer) {
+                Some(slot) => Some(slot),
+                None => {
+                    warn(
+                        &warnings,
+                        Some(key),
+                        "a peer holds too many connections; closing its new ones",
+                    );
+                    continue;
                 }
-            }
-            _ => None,
+            },
+            None => None,
         };
         let guard = activity.guard();
         let Ok(permit) = pending.clone().try_acquire_owned() else {
-            too_many_handshakes.warn(
+            warn(
+                &warnings,
                 None,
                 "too many TLS handshakes in progress; closing new connections",
             );
@@ -355,9 +526,14 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
+        let held = Held {
+            _guard: guard,
+            _slot: slot,
+        };
+        let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
             let result =
-                tokio::time::timeout(timeout, handshake(raw, &acceptor, guard, slot)).await;
+                tokio::time::timeout(timeout, handshake(raw, &acceptor, held, idle_timeout)).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {
@@ -377,6 +553,16 @@ async fn accept_loop(
 enum Raw {
     Unix(UnixStream, Option<PeerCredentials>),
     Tcp(TcpStream, SocketAddr),
+}
+
+impl Raw {
+    fn limited_key(&self) -> Option<PeerKey> {
+        let key = match self {
+            Raw::Unix(_, credentials) => PeerKey::of(Transport::Unix, credentials.as_ref()),
+            Raw::Tcp(_, addr) => PeerKey::of(Transport::Tcp(*addr), None),
+        };
+        key.filter(|k| *k != PeerKey::Uid(0))
+    }
 }
 
 async fn accept(listener: &Listener) -> io::Result<Raw> {
@@ -402,37 +588,154 @@ async fn accept(listener: &Listener) -> io::Result<Raw> {
 async fn handshake(
     raw: Raw,
     acceptor: &TlsAcceptor,
-    guard: ActivityGuard,
-    slot: Option<UserSlot>,
+    held: Held,
+    idle_timeout: Option<Duration>,
 ) -> io::Result<Connection> {
-    Ok(match raw {
+    let (io, peer) = match raw {
         Raw::Unix(stream, credentials) => {
             let tls = acceptor.accept(stream).await?;
             let client = VerifiedClient::from_connection(tls.get_ref().1);
-            Connection {
-                io: Io::Unix(Box::new(tls)),
-                peer: Peer {
-                    transport: Transport::Unix,
-                    credentials,
-                    client,
-                },
-                _guard: guard,
-                _slot: slot,
-            }
+            let peer = Peer::new(Transport::Unix, credentials, client);
+            (Io::Unix(Box::new(tls)), peer)
         }
         Raw::Tcp(stream, addr) => {
             let tls = acceptor.accept(stream).await?;
             let client = VerifiedClient::from_connection(tls.get_ref().1);
-            Connection {
-                io: Io::Tcp(Box::new(tls)),
-                peer: Peer {
-                    transport: Transport::Tcp(addr),
-                    credentials: None,
-                    client,
-                },
-                _guard: guard,
-                _slot: slot,
-            }
+            (
+                Io::Tcp(Box::new(tls)),
+                Peer::new(Transport::Tcp(addr), None, client),
+            )
         }
+    };
+    Ok(Connection {
+        io,
+        peer,
+        idle: idle_timeout.map(|limit| IdleLimit {
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            expired: false,
+        }),
+        _held: held,
     })
+}
+
+/// What a peer is told when it has too many requests in flight.
+pub const TOO_MANY_REQUESTS: &str =
+    "Too many requests from this user (or address) are in flight; try again once some have \
+     finished.";
+
+/// Tower layer of the daemon's tonic server. At most `max_per_peer` requests are in flight per
+/// peer (a local user but root by uid, a TCP peer by address); beyond that a request is refused
+/// with `RESOURCE_EXHAUSTED` before any of its message is read, so the memory one peer can make
+/// the daemon hold for half-sent messages is bounded whatever its number of connections. Every
+/// request also moves its connection's [`IdleClock`].
+#[derive(Debug, Clone)]
+pub struct RequestLimitLayer {
+    max_per_peer: usize,
+    in_flight: PerPeer,
+    warnings: Arc<Warnings>,
+}
+
+impl RequestLimitLayer {
+    /// At most `max_per_peer` requests in flight per peer.
+    pub fn new(max_per_peer: usize) -> RequestLimitLayer {
+        RequestLimitLayer {
+            max_per_peer,
+            in_flight: PerPeer::default(),
+            warnings: Arc::new(warnings()),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestLimitLayer {
+    type Service = RequestLimit<S>;
+
+    fn layer(&self, inner: S) -> RequestLimit<S> {
+        RequestLimit {
+            inner,
+            limits: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RequestLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestLimit<S> {
+    inner: S,
+    limits: RequestLimitLayer,
+}
+
+type Reply = http::Response<tonic::body::Body>;
+
+impl<S, B> tower::Service<http::Request<B>> for RequestLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = Reply>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Reply;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let peer = request.extensions().get::<Peer>();
+        let slot = match peer.and_then(Peer::limited_key) {
+            Some(key) => match self.limits.in_flight.claim(key, self.limits.max_per_peer) {
+                Some(slot) => Some(slot),
+                None => {
+                    warn(
+                        &self.limits.warnings,
+                        Some(key),
+                        "a peer has too many requests in flight; refusing its new ones",
+                    );
+                    let refusal = tonic::Status::resource_exhausted(TOO_MANY_REQUESTS);
+                    return Box::pin(std::future::ready(Ok(refusal.into_http())));
+                }
+            },
+            None => None,
+        };
+        let in_flight = peer.map(|p| p.clock.begin());
+        let reply = self.inner.call(request);
+        Box::pin(async move {
+            let reply = reply.await?;
+            // Held until the answer has been sent (or abandoned), not only until the handler
+            // returned: a streamed answer is still part of the request.
+            Ok(reply.map(|body| {
+                tonic::body::Body::new(Holding {
+                    body,
+                    _held: (slot, in_flight),
+                })
+            }))
+        })
+    }
+}
+
+/// An answer's body, holding its request's place until it is dropped.
+struct Holding {
+    body: tonic::body::Body,
+    _held: (Option<PeerSlot>, Option<InFlight>),
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }

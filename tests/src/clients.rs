@@ -382,3 +382,57 @@ fn receive_fd(ctl: RawFd) -> Option<OwnedFd> {
     }
     None
 }
+
+/// A connected stream socket whose reads can time out (Unix or TCP).
+pub trait Stream: io::Read {
+    /// `set_read_timeout` of the standard library's sockets.
+    fn read_timeout(&self, wait: Option<Duration>) -> io::Result<()>;
+}
+
+impl Stream for std::os::unix::net::UnixStream {
+    fn read_timeout(&self, wait: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(wait)
+    }
+}
+
+impl Stream for std::net::TcpStream {
+    fn read_timeout(&self, wait: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(wait)
+    }
+}
+
+/// Whether the daemon closed `stream` (EOF or reset), waiting up to `wait` for it.
+pub fn closed_by_daemon(stream: &mut impl Stream, wait: Duration) -> bool {
+    stream.read_timeout(Some(wait)).expect("set a read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a TLS alert, then EOF
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Count of `streams` the daemon closed within `wait` (each waited for in turn, so the first one
+/// takes the wait and the others are checked at once).
+pub fn count_closed(streams: &mut [impl Stream], wait: Duration) -> usize {
+    let deadline = std::time::Instant::now() + wait;
+    streams
+        .iter_mut()
+        .filter_map(|s| {
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(1));
+            closed_by_daemon(s, left).then_some(())
+        })
+        .count()
+}

@@ -121,3 +121,104 @@ pub async fn trust_client(
         channel(socket, config).await?,
     ))
 }
+
+/// TLS over any connected `stream`, server name `localhost`.
+pub async fn tls_over<S>(
+    stream: S,
+    config: Arc<rustls::ClientConfig>,
+) -> io::Result<tokio_rustls::client::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from("localhost").expect("valid server name");
+    TlsConnector::from(config).connect(name, stream).await
+}
+
+/// An HTTP/2 connection of our own over TLS: full control over streams, frames, headers and
+/// pings, and the moment the daemon closes it.
+pub struct H2Connection {
+    /// Opens streams.
+    pub send: h2::client::SendRequest<bytes::Bytes>,
+    /// Sends pings and awaits their answers.
+    pub pings: h2::PingPong,
+    /// Resolves when the connection has ended (closed by either side), with the time it did.
+    pub ended: tokio::task::JoinHandle<std::time::Instant>,
+}
+
+/// [`H2Connection`] over TLS over `stream`.
+pub async fn h2_over<S>(
+    stream: S,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<H2Connection, BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let tls = tls_over(stream, config).await?;
+    let (send, mut connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await?;
+    let pings = connection.ping_pong().ok_or("no ping handle")?;
+    let ended = tokio::spawn(async move {
+        let _ = connection.await;
+        std::time::Instant::now()
+    });
+    Ok(H2Connection {
+        send: send.ready().await?,
+        pings,
+        ended,
+    })
+}
+
+/// [`h2_over`] a connected Unix stream of the standard library (e.g. one made as another user).
+pub async fn h2_over_unix(
+    stream: std::os::unix::net::UnixStream,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<H2Connection, BoxError> {
+    stream.set_nonblocking(true)?;
+    h2_over(UnixStream::from_std(stream)?, config).await
+}
+
+/// The headers of a gRPC call of `method` of `multipass.Rpc` (e.g. `list`).
+pub fn grpc_request(method: &str) -> http::Request<()> {
+    http::Request::post(format!("http://localhost/multipass.Rpc/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a valid request")
+}
+
+/// A gRPC message frame announcing `announced` bytes of message and carrying `body` (all of the
+/// message, or only its beginning).
+pub fn grpc_frame(announced: u32, body: &[u8]) -> bytes::Bytes {
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.push(0);
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.extend_from_slice(body);
+    frame.into()
+}
+
+/// One whole call of `method` of `multipass.Rpc` on `send`: the request `message` (encoded
+/// protobuf), then the answer read to its end. The call's `grpc-status` (`"0"` is OK).
+pub async fn h2_call(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    method: &str,
+    message: &[u8],
+) -> Result<String, BoxError> {
+    *send = send.clone().ready().await?;
+    let (response, mut body) = send.send_request(grpc_request(method), false)?;
+    body.send_data(grpc_frame(message.len() as u32, message), true)?;
+    let response = response.await?;
+    // A refusal before any message comes as headers only.
+    if let Some(status) = response.headers().get("grpc-status") {
+        return Ok(status.to_str()?.to_string());
+    }
+    let mut replies = response.into_body();
+    while let Some(data) = replies.data().await {
+        let data = data?;
+        let _ = replies.flow_control().release_capacity(data.len());
+    }
+    let trailers = replies.trailers().await?.ok_or("no trailers")?;
+    let status = trailers.get("grpc-status").ok_or("no grpc-status")?;
+    Ok(status.to_str()?.to_string())
+}

@@ -6,12 +6,10 @@
 //! daemon's peak RSS stays bounded (VmHWM printed) and its file descriptors are released once
 //! the hostile clients go away (/proc/PID/fd counted before, during, after).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use multipass_system_tests::clients::{self, connect_as};
 use multipass_system_tests::{grpc, procfs, require_root, Group, TestDir, User};
 
@@ -33,78 +31,6 @@ const OVERSIZED_BYTES: usize = 2 << 20;
 const HEADER_FLOODS: usize = 10;
 /// Connections the flooding user attempts at once.
 const FLOOD: usize = 600;
-
-/// Whether the daemon closed `stream` (EOF or reset), waiting up to `wait` for it.
-fn closed_by_daemon(stream: &mut UnixStream, wait: Duration) -> bool {
-    stream.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue, // a TLS alert, then EOF
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
-/// Count of `streams` the daemon closed within `wait` (each waited for in turn, so the first one
-/// takes the wait and the others are checked at once).
-fn count_closed(streams: &mut [UnixStream], wait: Duration) -> usize {
-    let deadline = Instant::now() + wait;
-    streams
-        .iter_mut()
-        .filter_map(|s| {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            closed_by_daemon(s, left).then_some(())
-        })
-        .count()
-}
-
-async fn tls_no_cert(
-    stream: UnixStream,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::UnixStream>> {
-    stream.set_nonblocking(true)?;
-    let stream = tokio::net::UnixStream::from_std(stream)?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, stream)
-        .await
-}
-
-/// An HTTP/2 connection of our own over TLS: full control over streams, frames and headers.
-async fn h2_connection(
-    stream: UnixStream,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<h2::client::SendRequest<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
-    let tls = tls_no_cert(stream, config).await?;
-    let (send, connection) = h2::client::Builder::new()
-        .initial_window_size(1 << 20)
-        .handshake::<_, Bytes>(tls)
-        .await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(send.ready().await?)
-}
-
-fn grpc_request(method: &str) -> http::Request<()> {
-    http::Request::post(format!("http://localhost/multipass.Rpc/{method}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap()
-}
 
 struct Figures {
     latencies: Vec<Duration>,
@@ -172,8 +98,8 @@ fn hostile_load() {
     }
     // The flooder: as many as it can, at once.
     let mut flood = connect_as(&flooder, &socket, FLOOD, &scratch);
-    let flood_refused = count_closed(&mut flood, Duration::from_millis(500));
-    let stalled_refused = count_closed(&mut stalled, Duration::from_millis(100));
+    let flood_refused = clients::count_closed(&mut flood, Duration::from_millis(500));
+    let stalled_refused = clients::count_closed(&mut stalled, Duration::from_millis(100));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -213,11 +139,13 @@ fn hostile_load() {
         // Stalled HTTP/2 streams: headers, then nothing.
         let mut stalled_streams = 0;
         for s in stream_conns {
-            let Ok(mut send) = h2_connection(s, no_cert.clone()).await else {
+            let Ok(grpc::H2Connection { mut send, .. }) =
+                grpc::h2_over_unix(s, no_cert.clone()).await
+            else {
                 continue;
             };
             for _ in 0..STREAMS {
-                match send.send_request(grpc_request("list"), false) {
+                match send.send_request(grpc::grpc_request("list"), false) {
                     Ok(pair) => {
                         stalled_streams += 1;
                         held.push(Box::new(pair));
@@ -235,20 +163,19 @@ fn hostile_load() {
         let mut oversized_conns = oversized_conns.into_iter();
         let (mut oversized_streams, mut oversized_sent) = (0, 0usize);
         for s in oversized_conns.by_ref().take(OVERSIZED_CONNS) {
-            let Ok(mut send) = h2_connection(s, no_cert.clone()).await else {
+            let Ok(grpc::H2Connection { mut send, .. }) =
+                grpc::h2_over_unix(s, no_cert.clone()).await
+            else {
                 continue;
             };
             for _ in 0..STREAMS {
                 let Ok((response, mut body)) =
-                    send.send_request(grpc_request("authenticate"), false)
+                    send.send_request(grpc::grpc_request("authenticate"), false)
                 else {
                     break;
                 };
-                let mut message = Vec::with_capacity(OVERSIZED_BYTES + 5);
-                message.push(0);
-                message.extend_from_slice(&((4u32 << 20) - 1).to_be_bytes());
-                message.resize(OVERSIZED_BYTES + 5, b'x');
-                if body.send_data(Bytes::from(message), false).is_ok() {
+                let message = grpc::grpc_frame((4 << 20) - 1, &vec![b'x'; OVERSIZED_BYTES]);
+                if body.send_data(message, false).is_ok() {
                     oversized_streams += 1;
                     oversized_sent += OVERSIZED_BYTES;
                 }
@@ -263,11 +190,13 @@ fn hostile_load() {
         // Oversized header lists: each must be refused, not buffered.
         let mut header_refused = 0;
         for s in oversized_conns {
-            let Ok(mut send) = h2_connection(s, no_cert.clone()).await else {
+            let Ok(grpc::H2Connection { mut send, .. }) =
+                grpc::h2_over_unix(s, no_cert.clone()).await
+            else {
                 header_refused += 1;
                 continue;
             };
-            let mut request = grpc_request("ping");
+            let mut request = grpc::grpc_request("ping");
             for i in 0..64 {
                 request.headers_mut().insert(
                     http::HeaderName::from_bytes(format!("x-flood-{i}").as_bytes()).unwrap(),
@@ -338,7 +267,7 @@ fn hostile_load() {
     let (rss_during, hwm_during) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
 
     // What the daemon did with the raw connections.
-    let garbage_closed = count_closed(&mut garbled, Duration::from_secs(5));
+    let garbage_closed = clients::count_closed(&mut garbled, Duration::from_secs(5));
 
     multipass_system_tests::figure(&format!(
         "hostile_load: {} connections that never finish TLS ({} users, {stalled_refused} \

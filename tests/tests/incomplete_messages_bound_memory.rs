@@ -1,0 +1,111 @@
+//! One local user opens as many connections as the daemon lets it (64), as many streams on each
+//! as HTTP/2 lets it (16), and on every stream sends all but the last byte of a 64 KiB request
+//! (the largest the daemon accepts), then waits. The daemon's memory must not grow by more than
+//! the bound docs/SECURITY.md states, while a trusted client is still served.
+
+use std::time::{Duration, Instant};
+
+use multipass_system_tests::clients::{self, connect_as};
+use multipass_system_tests::{grpc, procfs, require_root, Group, TestDir, User};
+
+/// The per-user connection limit (`rpc::server::IncomingOptions`).
+const CONNECTIONS: usize = 64;
+/// The per-connection stream limit (`daemon/src/server.rs`).
+const STREAMS: usize = 16;
+/// The largest request message the daemon accepts (`daemon::server::MAX_REQUEST_BYTES`).
+const MESSAGE: usize = 64 * 1024;
+/// The bound of docs/SECURITY.md ("Hostile connections cost little"): growth of the daemon's
+/// peak RSS under this attack.
+const BOUND_MIB: u64 = 16;
+
+#[test]
+fn incomplete_messages_bound_memory() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let scratch = dir.subdir("scratch");
+    let admins = Group::create_admin();
+    let admin = User::create(&dir, Some(&admins));
+    let hog = User::create(&dir, None);
+    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
+    daemon
+        .run_as(&admin, &["list"], None)
+        .assert_code(0, "the first client");
+    let pid = daemon.pid();
+    // Warm up the paths every connection takes (TLS, HTTP/2, a refused request), so that the
+    // figures compare the attack with a daemon that has served, not with a fresh one.
+    daemon.run_as(&hog, &["list"], None);
+    let (rss_before, hwm_before) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
+
+    let connections = connect_as(&hog, daemon.socket(), CONNECTIONS, &scratch);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = grpc::client_config(&daemon.root_cert(), None).unwrap();
+    let started = Instant::now();
+    let (held, opened, refused) = runtime.block_on(async {
+        let (mut streams, mut conns) = (Vec::new(), Vec::new());
+        let (mut opened, mut refused) = (0, 0);
+        for stream in connections {
+            let mut conn = grpc::h2_over_unix(stream, config.clone())
+                .await
+                .expect("an HTTP/2 connection within the user's limit");
+            for _ in 0..STREAMS {
+                let Ok((response, mut body)) = conn
+                    .send
+                    .send_request(grpc::grpc_request("authenticate"), false)
+                else {
+                    break;
+                };
+                let frame = grpc::grpc_frame(MESSAGE as u32, &vec![b'x'; MESSAGE - 1]);
+                if body.send_data(frame, false).is_ok() {
+                    opened += 1;
+                }
+                streams.push((response, body));
+                match conn.send.clone().ready().await {
+                    Ok(send) => conn.send = send,
+                    Err(_) => break,
+                }
+            }
+            conns.push(conn);
+        }
+        // Let the daemon read what it will of the messages.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (response, _) in streams.iter_mut() {
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(1), response).await {
+                if r.headers().get("grpc-status").is_some_and(|v| v != "0") {
+                    refused += 1;
+                }
+            }
+        }
+        ((streams, conns), opened, refused)
+    });
+    let (rss_during, hwm_during) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
+    let attack = started.elapsed();
+
+    // A trusted client is still served meanwhile.
+    daemon
+        .run_as(&admin, &["list"], None)
+        .assert_code(0, "the trusted client during the attack");
+
+    drop(held);
+    drop(runtime);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = procfs::rss_kib(pid);
+    let growth_kib = hwm_during.saturating_sub(hwm_before);
+    multipass_system_tests::figure(&format!(
+        "incomplete_messages_bound_memory: one user, {CONNECTIONS} connections x {STREAMS} \
+         streams, {opened} streams sending {MESSAGE} bytes less one ({refused} refused by the \
+         daemon) over {attack:.1?}: RSS {rss_before} KiB before, {rss_during} KiB during, \
+         {rss_after} KiB 2 s after; peak RSS (VmHWM) {hwm_before} KiB before, {hwm_during} KiB \
+         during: grew by {} KiB (bound {BOUND_MIB} MiB)",
+        growth_kib
+    ));
+    assert!(
+        growth_kib <= BOUND_MIB << 10,
+        "the daemon's peak RSS grew by {growth_kib} KiB, above the documented {BOUND_MIB} MiB"
+    );
+}
