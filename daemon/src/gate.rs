@@ -8,6 +8,7 @@ use rpc::server::{Peer, Transport};
 use trust::seen::LastSeen;
 use trust::{Enrolment, Entry, Metadata, TrustStore, VerifiedClient};
 
+use crate::audit::{self, Reason, Refusals};
 use crate::error::Error;
 use crate::socket::{Access, SocketPolicy};
 use trust::access::{self as admin, AdminPolicy};
@@ -19,6 +20,7 @@ pub struct Gate {
     admin: AdminPolicy,
     socket: SocketPolicy,
     seen: Option<Arc<LastSeen>>,
+    refusals: Refusals,
 }
 
 impl Gate {
@@ -29,7 +31,14 @@ impl Gate {
             admin,
             socket,
             seen: None,
+            refusals: Refusals::default(),
         }
+    }
+
+    /// Audit that `peer` was refused for `reason` (collapsed per peer and reason: see
+    /// [`Refusals`]).
+    pub fn refused(&self, peer: &Peer, reason: Reason, failures: Option<u32>) {
+        self.refusals.note(peer, reason, failures);
     }
 
     /// Record in `seen` when each admitted client was last seen.
@@ -86,14 +95,7 @@ impl Gate {
             crate::management::note_seen(self.seen.as_ref(), &client);
             return Ok(client);
         }
-        tracing::info!(
-            target: "audit",
-            event = "refused",
-            reason = "not-trusted",
-            uid = peer.credentials.map(|c| c.uid),
-            fingerprint = %client.fingerprint(),
-            "refused a request from an untrusted client"
-        );
+        self.refused(peer, Reason::NotTrusted, None);
         Err(Error::Untrusted {
             trusted: self.store.current()?.len(),
         })
@@ -118,16 +120,10 @@ impl Gate {
         let admin = self.admin.clone();
         let store = self.store.clone();
         let entry = entry_for(client, Some(credentials.uid), Enrolment::FirstClient);
-        let won = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
+        // `None`: not an administrator.
+        let won = tokio::task::spawn_blocking(move || -> Result<Option<bool>, Error> {
             if !admin.is_admin(credentials.uid) {
-                tracing::info!(
-                    target: "audit",
-                    event = "refused",
-                    reason = "first-client-not-admin",
-                    uid = credentials.uid,
-                    "a client that is not an administrator cannot become the first client"
-                );
-                return Ok(false);
+                return Ok(None);
             }
             // The decision and the write happen under the store's lock, against the file as it
             // is now: of simultaneous first clients exactly one finds it empty.
@@ -138,11 +134,15 @@ impl Gate {
                     false
                 }
             })?;
-            Ok(won)
+            Ok(Some(won))
         })
         .await??;
+        let Some(won) = won else {
+            self.refused(peer, Reason::FirstClientNotAdmin, None);
+            return Ok(false);
+        };
         if won {
-            audit_trusted(client, Some(credentials.uid), Enrolment::FirstClient);
+            audit::trusted(peer, client, Enrolment::FirstClient);
             self.socket.apply(Access::Open).await;
         }
         Ok(won)
@@ -186,7 +186,7 @@ impl Gate {
         })
         .await??;
         if let Some(was_empty) = added {
-            audit_trusted(client, uid, how);
+            audit::trusted(peer, client, how);
             if was_empty {
                 self.socket.apply(Access::Open).await;
             }
@@ -210,16 +210,4 @@ fn entry_for(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) -> Entry
             when,
         },
     )
-}
-
-fn audit_trusted(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) {
-    tracing::info!(
-        target: "audit",
-        event = "trusted",
-        how = how.as_str(),
-        uid,
-        user = uid.and_then(admin::user_name),
-        fingerprint = %client.fingerprint(),
-        "trusted a client"
-    );
 }

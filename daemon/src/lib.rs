@@ -13,6 +13,7 @@
 
 pub mod activation;
 pub mod args;
+pub mod audit;
 pub mod doc;
 pub mod error;
 pub mod gate;

@@ -51,9 +51,6 @@ struct Record {
     failures: u32,
     blocked_until: Instant,
     last_failure: Instant,
-    /// Attempts refused during penalties since the last one that was logged.
-    unlogged_refusals: u64,
-    last_refusal_logged: Option<Instant>,
 }
 
 /// Failed-attempt bookkeeping; cheap, in memory, shared by all requests.
@@ -128,24 +125,6 @@ impl FailureLimiter {
         }
     }
 
-    /// Count an attempt of `key` refused during its penalty. `Some(n)` when it should be logged:
-    /// the first refusal, then at most one a second, `n` counting the refusals it stands for. A
-    /// flood of attempts must not become a flood of log lines.
-    pub fn note_refusal(&self, key: PeerKey) -> Option<u64> {
-        let now = Instant::now();
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        let record = records.get_mut(&key)?;
-        record.unlogged_refusals += 1;
-        let due = record
-            .last_refusal_logged
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-        if !due {
-            return None;
-        }
-        record.last_refusal_logged = Some(now);
-        Some(std::mem::take(&mut record.unlogged_refusals))
-    }
-
     /// Count a failure of `key`; returns the number of consecutive failures.
     pub fn record_failure(&self, key: PeerKey) -> u32 {
         let now = Instant::now();
@@ -167,8 +146,6 @@ impl FailureLimiter {
             failures: 0,
             blocked_until: now,
             last_failure: now,
-            unlogged_refusals: 0,
-            last_refusal_logged: None,
         });
         if now.duration_since(record.last_failure) >= self.config.forget_after {
             record.failures = 0;

@@ -282,7 +282,10 @@ impl Trust for Management {
             by_uid = uid,
             by_user = uid.and_then(admin::user_name),
             remaining,
-            "stopped trusting a client"
+            "stopped trusting client {} ('{}') at the request of {}",
+            removed.fingerprint,
+            removed.metadata.name.as_deref().unwrap_or("unnamed"),
+            crate::audit::who(&peer)
         );
         if remaining == 0 {
             // Nobody is trusted: only administrators may reach the socket again (SPEC 5).

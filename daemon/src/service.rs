@@ -17,6 +17,7 @@ use trust::tokens::{looks_like_token, TokenStore};
 use trust::{Enrolment, PassphraseHash};
 use zeroize::Zeroizing;
 
+use crate::audit::Reason;
 use crate::error::Error;
 use crate::gate::Gate;
 use crate::limits::{FailureLimiter, HashPool, PeerKey};
@@ -129,15 +130,8 @@ impl Service {
         };
         if !verified {
             let failures = self.limiter.record_failure(key);
-            tracing::info!(
-                target: "audit",
-                event = "refused",
-                reason = "wrong-passphrase",
-                uid = peer.credentials.map(|c| c.uid),
-                failures,
-                fingerprint = %client.fingerprint(),
-                "authentication with a wrong passphrase"
-            );
+            self.gate
+                .refused(peer, Reason::WrongPassphrase, Some(failures));
             return Err(Error::PassphraseIncorrect);
         }
         self.limiter.record_success(key);

@@ -199,7 +199,7 @@ impl Helper {
         let config = self.config.clone();
         let who = Requester { uid, name };
         let fingerprint = blocking(move || ops::trust_certificate(&config, &der, &who)).await?;
-        tracing::info!(target: "audit", event = "trusted", how = "admin", uid, fingerprint = %fingerprint, "trusted a client through the helper");
+        crate::audit::trusted(uid, &fingerprint, "helper");
         Ok(fingerprint)
     }
 

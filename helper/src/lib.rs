@@ -5,10 +5,12 @@
 //! - [`ops`]: the operations themselves (set the passphrase, trust a certificate, set the
 //!   socket's access), also reachable directly by root (`pkexec`, the socket unit's hook).
 //! - [`config`]: paths, from the helper's own command line only.
+//! - [`audit`]: its audit events.
 //!
 //! It deliberately depends on neither tonic nor rustls nor the daemon.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod config;

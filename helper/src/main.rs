@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let fingerprint =
                 ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
+            multipassd_helper::audit::trusted(uid, &fingerprint, "direct");
             println!("{fingerprint}");
             Ok(())
         }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use multipass_system_tests::bus::{call_helper, HelperSetup};
 use multipass_system_tests::{
-    bin, mode_owner, require_root, Daemon, DaemonConfig, Group, TestDir, User, NOT_AUTHENTICATED,
-    PASSPHRASE_NOT_SET,
+    bin, mode_owner, require_root, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
+    NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
 };
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -64,6 +64,19 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
     assert!(
         !helper.log().contains("helper-pass"),
         "passphrase in the helper's log"
+    );
+    // Its audit line says who and which certificate in its text.
+    let (fingerprint, who) = (
+        sha256_hex(&operator.cert_der()),
+        format!("user {}, uid {}", operator.name, operator.uid),
+    );
+    assert!(
+        helper.log().lines().any(|l| {
+            let text = l.split(" event=").next().unwrap_or_default();
+            l.contains("event=\"trusted\"") && text.contains(&fingerprint) && text.contains(&who)
+        }),
+        "no `trusted` line of the helper names {fingerprint} and {who}:\n{}",
+        helper.log()
     );
 }
 

@@ -73,6 +73,14 @@ pub fn user_name(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
+/// `user NAME, uid N` (or `uid N` for a uid without a name): who, in the words of a log line.
+pub fn describe_user(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("user {name}, uid {uid}"),
+        None => format!("uid {uid}"),
+    }
+}
+
 /// Which access the socket should give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

@@ -13,24 +13,16 @@ use trust::{Enrolment, VerifiedClient};
 use zeroize::Zeroizing;
 
 use super::Service;
+use crate::audit::Reason;
 use crate::error::Error;
 use crate::limits::PeerKey;
 
 impl Service {
     /// Refuse `key` while it must wait after failures, saying so in the audit log.
     pub(super) fn check_limiter(&self, peer: &Peer, key: PeerKey) -> Result<(), Error> {
-        self.limiter.check(key).inspect_err(|_| {
-            if let Some(refusals) = self.limiter.note_refusal(key) {
-                tracing::info!(
-                    target: "audit",
-                    event = "refused",
-                    reason = "rate-limited",
-                    uid = peer.credentials.map(|c| c.uid),
-                    refusals,
-                    "authentication refused: too many failed attempts"
-                );
-            }
-        })
+        self.limiter
+            .check(key)
+            .inspect_err(|_| self.gate.refused(peer, Reason::RateLimited, None))
     }
 
     /// Redeem `token` and trust `client` under the token's name if its creator chose one, else
@@ -52,15 +44,8 @@ impl Service {
             Err(TokenError::Storage(e)) => return Err(Error::Storage(e)),
             Err(refusal) => {
                 let failures = self.limiter.record_failure(key);
-                tracing::info!(
-                    target: "audit",
-                    event = "refused",
-                    reason = refusal_reason(&refusal),
-                    uid,
-                    failures,
-                    fingerprint = %client.fingerprint(),
-                    "authentication with an enrollment token that was refused"
-                );
+                self.gate
+                    .refused(peer, refusal_reason(&refusal), Some(failures));
                 return Err(refusal.into());
             }
         };
@@ -72,7 +57,10 @@ impl Service {
             uid,
             user = uid.and_then(trust::access::user_name),
             fingerprint = %client.fingerprint(),
-            "an enrollment token was redeemed"
+            "enrollment token '{}' was redeemed by client {} ({})",
+            record.name,
+            client.fingerprint(),
+            crate::audit::who(peer)
         );
         let name = record.client_name().map(str::to_string);
         self.gate
@@ -97,11 +85,11 @@ impl Service {
     }
 }
 
-fn refusal_reason(refusal: &TokenError) -> &'static str {
+fn refusal_reason(refusal: &TokenError) -> Reason {
     match refusal {
-        TokenError::Used => "token-used",
-        TokenError::Expired => "token-expired",
-        TokenError::Revoked => "token-revoked",
-        _ => "token-unknown",
+        TokenError::Used => Reason::TokenUsed,
+        TokenError::Expired => Reason::TokenExpired,
+        TokenError::Revoked => Reason::TokenRevoked,
+        _ => Reason::TokenUnknown,
     }
 }

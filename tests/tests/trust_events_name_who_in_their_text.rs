@@ -1,0 +1,134 @@
+//! The audit lines of trust events say who (user name and uid) and which certificate (its
+//! fingerprint) in their message text, not only in structured fields that `journalctl` shows
+//! only with `-o verbose`: in the daemon (first client, passphrase, token, refusals, removal) and
+//! in the helper.
+
+use multipass_system_tests::clients::{self, Identity};
+use multipass_system_tests::{
+    audit_events, require_root, sha256_hex, token_in, Daemon, Group, TestDir, User,
+};
+
+const PASSPHRASE: &str = "events-pass";
+
+/// The message text of a log line of the `fmt` format (`TIME LEVEL target: TEXT field=...`),
+/// without its fields.
+fn text(line: &str) -> &str {
+    let after_target = line.split_once(" audit: ").map_or(line, |(_, t)| t);
+    after_target.split(" event=").next().unwrap_or(after_target)
+}
+
+/// The one line of `event` whose text names `fingerprint`; it must also name `who`.
+#[track_caller]
+fn assert_names<'a>(lines: &[&'a str], event: &str, fingerprint: &str, who: &str) -> &'a str {
+    let line = lines
+        .iter()
+        .find(|l| text(l).contains(fingerprint))
+        .unwrap_or_else(|| {
+            panic!(
+                "no `{event}` line names {fingerprint} in its text:\n{}",
+                lines.join("\n")
+            )
+        });
+    assert!(
+        text(line).contains(who),
+        "the text of the `{event}` line must name {who:?}: {line}"
+    );
+    line
+}
+
+fn who(user: &User) -> String {
+    format!("user {}, uid {}", user.name, user.uid)
+}
+
+#[test]
+fn trust_events_name_who_in_their_text() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let admin = User::create(&dir, Some(&admins));
+    let bob = User::create(&dir, None);
+    let carol = User::create(&dir, None);
+    let dave = User::create(&dir, None);
+    let daemon = Daemon::start(&dir, &admins);
+    clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
+    daemon
+        .run_as(&bob, &["authenticate"], Some(&format!("{PASSPHRASE}\n")))
+        .assert_code(0, "bob authenticates");
+    daemon
+        .run_as(&carol, &["list"], None)
+        .assert_not_authenticated("list", "carol, untrusted");
+    daemon
+        .run_as(&carol, &["authenticate"], Some("not-the-passphrase\n"))
+        .assert_code(2, "carol with a wrong passphrase");
+    let out = daemon.run_as(
+        &admin,
+        &["trust", "token", "create", "--name", "dave"],
+        None,
+    );
+    out.assert_code(0, "create a token");
+    let token = token_in(&out.stdout).expect("a token");
+    daemon
+        .run_as(&dave, &["authenticate"], Some(&format!("{token}\n")))
+        .assert_code(0, "dave redeems the token");
+    daemon
+        .run_as(&admin, &["trust", "remove", &bob.name], None)
+        .assert_code(0, "the administrator removes bob");
+    // The helper's direct mode (root, as through pkexec) trusts a certificate too.
+    let helped = Identity::create(&clients::user_dir(&carol, "helped"), Some(&carol));
+    let out = clients::helper_trust(&daemon, &admins.name, &helped.cert_pem, "helped");
+    out.assert_code(0, "the helper trusts a certificate");
+
+    let fp = |user: &User| sha256_hex(&user.cert_der());
+    let log = daemon.log();
+    let trusted = audit_events(&log, "trusted");
+    let refused = audit_events(&log, "refused");
+    let removed = audit_events(&log, "removed");
+    let redeemed = audit_events(&log, "token-redeemed");
+    let samples = [
+        assert_names(&trusted, "trusted", &fp(&admin), &who(&admin)),
+        assert_names(&trusted, "trusted", &fp(&bob), &who(&bob)),
+        assert_names(&trusted, "trusted", &fp(&dave), &who(&dave)),
+        assert_names(&redeemed, "token-redeemed", &fp(&dave), &who(&dave)),
+        assert_names(&removed, "removed", &fp(&bob), &who(&admin)),
+    ];
+    for reason in ["not-trusted", "wrong-passphrase"] {
+        let of_reason: Vec<&str> = refused
+            .iter()
+            .copied()
+            .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
+            .collect();
+        assert_names(&of_reason, reason, &fp(&carol), &who(&carol));
+    }
+    for (line, how) in [
+        (samples[0], "as the first client"),
+        (samples[1], "by passphrase"),
+        (samples[2], "by enrollment token"),
+    ] {
+        assert!(text(line).contains(how), "{line}");
+    }
+    let helper_lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" audit: ") && l.contains("event=\"trusted\""))
+        .collect();
+    let root = "user root, uid 0";
+    let helper_line = text(assert_names(
+        &helper_lines,
+        "trusted (helper)",
+        &sha256_hex(&helped.der),
+        root,
+    ));
+    multipass_system_tests::figure(&format!(
+        "trust_events_name_who_in_their_text: e.g.\n  {}\n  {}\n  {}\n  {helper_line}",
+        text(samples[1]),
+        text(samples[4]),
+        text(
+            refused
+                .iter()
+                .find(|l| l.contains("wrong-passphrase"))
+                .unwrap()
+        ),
+    ));
+}
