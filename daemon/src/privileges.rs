@@ -5,19 +5,28 @@ use anyhow::{bail, Context};
 use caps::CapSet;
 use nix::unistd::{setgid, setgroups, setuid, User};
 
-/// Optionally become `user`, then drop every capability and set no_new_privs. Fails if the
-/// process is still privileged afterwards.
+/// Drop the capability bounding set (where we may), optionally become `user`, drop every
+/// capability, set no_new_privs and mark the process non-dumpable. Fails if the process is still
+/// privileged afterwards.
+///
+/// The order matters:
+/// 1. the bounding set first: dropping from it needs CAP_SETPCAP, which the switch to a user
+///    other than root takes away;
+/// 2. then the user: its own capabilities go with the switch;
+/// 3. then what is left, and no_new_privs;
+/// 4. non-dumpable last: every credential change resets it to the `suid_dumpable` default.
 pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
-    if let Some(name) = user {
-        become_user(name)?;
-    }
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes below. "Where it
-    // may": an unprivileged process cannot, and has nothing to gain from it either.
-    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
+    // "Where it may": an unprivileged process cannot, and has nothing to gain from it either.
+    let drops_bounding_set =
+        caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false);
+    if drops_bounding_set {
         for cap in caps::read(None, CapSet::Bounding).context("cannot read the bounding set")? {
             caps::drop(None, CapSet::Bounding, cap)
                 .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
         }
+    }
+    if let Some(name) = user {
+        become_user(name)?;
     }
     for set in [
         CapSet::Ambient,
@@ -36,14 +45,21 @@ pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
         }
     }
     nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs")?;
+    // The root CA key, the server key and passphrases on their way to the hash are in memory: no
+    // core dump, no same-user ptrace or /proc/PID/mem.
+    nix::sys::prctl::set_dumpable(false).context("cannot mark the process non-dumpable")?;
 
     // Verify rather than trust the calls above.
-    for set in [
+    let mut sets = vec![
         CapSet::Ambient,
         CapSet::Inheritable,
         CapSet::Effective,
         CapSet::Permitted,
-    ] {
+    ];
+    if drops_bounding_set {
+        sets.push(CapSet::Bounding);
+    }
+    for set in sets {
         let held = caps::read(None, set).context("cannot read capabilities")?;
         if !held.is_empty() {
             bail!(
@@ -53,6 +69,9 @@ pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
     }
     if !nix::sys::prctl::get_no_new_privs().unwrap_or(false) {
         bail!("no_new_privs is not set; refusing to run");
+    }
+    if nix::sys::prctl::get_dumpable().unwrap_or(true) {
+        bail!("the process is still dumpable; refusing to run");
     }
     Ok(())
 }

@@ -9,6 +9,14 @@ use multipassd_helper::{bus, ops};
 use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
+    // Before anything else: no core dump (nor a same-user ptrace or /proc/PID/mem read) may
+    // expose a passphrase or the trust store. Every mode, the writer child included, runs this
+    // after its last credential change (the writer is started with its user already set), and a
+    // credential change would reset it.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("multipassd-helper: cannot mark the process non-dumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,5 +1,6 @@
 #!/bin/bash
-# 5. The online exposure score, and structured trust events in the journal.
+# 5. The online exposure score, no core dumps, and trust events in the journal (structured
+# fields, and who and which certificate in the message text).
 source /x/lib.sh security
 mkuser alice 2001 sudo
 mkuser bob 2002
@@ -11,6 +12,32 @@ check "exposure score $score <= 1.5" /usr/bin/python3 -c "import sys; sys.exit(n
 
 as alice list; expect "alice trusted" 0 "$rc"
 as bob list; expect "bob refused" 2 "$rc"
+
+# No core files, and neither program dumpable (the daemon and the helper, which the first client
+# activated to open the socket, both hold secrets in memory).
+for unit in multipass.service multipassd-helper.service; do
+    expect "$unit has LimitCORE=0" 0 "$(systemctl show -p LimitCORE --value "$unit")"
+done
+pid=$(systemctl show -p MainPID --value multipass.service)
+expect "the daemon runs as multipassd" multipassd "$(ps -o user= -p "$pid")"
+expect "its /proc/PID belongs to root: not dumpable" root "$(stat -c %U /proc/"$pid"/status)"
+expect "its capability bounding set is empty" 0000000000000000 \
+    "$(sed -n 's/^CapBnd:\t//p' /proc/"$pid"/status)"
+hpid=$(systemctl show -p MainPID --value multipassd-helper.service)
+# The helper runs as root: what shows it is that root without CAP_SYS_PTRACE may not look into it
+# (a dumpable process of root with no more capabilities may be looked into: the control).
+no_ptrace() { setpriv --inh-caps -sys_ptrace --bounding-set -sys_ptrace "$@"; }
+peek() { no_ptrace readlink -v /proc/"$1"/exe; }
+no_peek() { ! peek "$1"; }
+check "the helper is running" test "$hpid" -gt 0
+check "the helper is not dumpable" no_peek "$hpid"
+# Not through the function: a function run in the background is a subshell of ours, with all our
+# capabilities, and $! would be that subshell.
+setpriv --inh-caps -sys_ptrace --bounding-set -sys_ptrace sleep 30 &
+control=$!
+sleep 0.2
+check "control: a dumpable process of root can be looked into" peek "$control"
+kill "$control" 2>/dev/null
 sleep 1
 journalctl -u multipass.service -o json --no-pager >/tmp/journal.json
 check "journal has EVENT=trusted HOW=first-client UID=2001" bash -c \
@@ -18,6 +45,10 @@ check "journal has EVENT=trusted HOW=first-client UID=2001" bash -c \
 check "journal has EVENT=refused for bob (UID=2002)" bash -c \
     "grep '\"EVENT\":\"refused\"' /tmp/journal.json | grep -q '\"UID\":\"2002\"'"
 check "journalctl can select them by field" bash -c \
-    "journalctl --no-pager -o cat EVENT=trusted | grep -q 'trusted a client'"
+    "journalctl --no-pager -o cat EVENT=trusted | grep -q 'trusted client'"
+check "the trusted line's text names alice and her certificate" bash -c \
+    "journalctl --no-pager -o cat EVENT=trusted | grep -Eq '^trusted client [0-9a-f]{64} \\(user alice, uid 2001\\) as the first client$'"
+check "the refused line's text names bob and his certificate" bash -c \
+    "journalctl --no-pager -o cat EVENT=refused | grep -Eq '^refused client [0-9a-f]{64} \\(user bob, uid 2002\\): not trusted$'"
 journalctl -o verbose --no-pager EVENT=trusted >>"$results/security.log" 2>&1 || true
 finish
