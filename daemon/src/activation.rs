@@ -19,34 +19,34 @@ pub struct Inherited {
     pub path: Option<PathBuf>,
 }
 
-/// The listening socket passed with `LISTEN_FDS`, if any: the one named `name` when
-/// `LISTEN_FDNAMES` is set, else the only one. The fd must be a listening Unix stream socket.
+/// The listening socket passed with `LISTEN_FDS`, if any. A single socket is served whatever
+/// its name: `multipass` in our socket unit, the unit's own name (`multipass.socket`) in a unit
+/// without `FileDescriptorName=`, whatever a `systemd-socket-activate` user typed. The name only
+/// chooses among several sockets. The fd must be a listening Unix stream socket.
 pub fn inherited_socket(name: &str) -> anyhow::Result<Option<Inherited>> {
     let fds: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names()
         .context("invalid socket activation environment")?
         .collect();
-    if fds.is_empty() {
-        return Ok(None);
-    }
     let named = std::env::var_os("LISTEN_FDNAMES").is_some();
-    let fd = if named {
-        match fds.iter().find(|(_, n)| n == name) {
+    let fd = match fds.as_slice() {
+        [] => return Ok(None),
+        [(fd, _)] => *fd,
+        several if named => match several.iter().find(|(_, n)| n == name) {
             Some((fd, _)) => *fd,
             None => bail!(
-                "socket activation passed no socket named '{name}' (names: {})",
-                fds.iter()
+                "socket activation passed {} sockets and none named '{name}' (names: {})",
+                several.len(),
+                several
+                    .iter()
                     .map(|(_, n)| n.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        }
-    } else if fds.len() == 1 {
-        fds[0].0
-    } else {
-        bail!(
+        },
+        several => bail!(
             "socket activation passed {} sockets and no names; expected one",
-            fds.len()
-        )
+            several.len()
+        ),
     };
     // SAFETY: `fd` comes from LISTEN_FDS for this very process (sd_notify checked LISTEN_PID),
     // was set close-on-exec by sd_notify, and nothing else in this process has taken ownership of

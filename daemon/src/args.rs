@@ -50,7 +50,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
 
-    /// Name of the socket to take from systemd when `LISTEN_FDNAMES` is set.
+    /// Name of the socket to take when systemd passes several (`LISTEN_FDNAMES`); a single
+    /// socket is served whatever its name.
     #[arg(long, default_value = "multipass")]
     pub fd_name: String,
 

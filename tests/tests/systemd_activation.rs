@@ -155,6 +155,58 @@ fn systemd_socket_activate_starts_on_demand_and_exits_when_idle() {
     assert_eq!(status.code(), Some(IDLE_EXIT), "idle exit status");
 }
 
+/// A single socket is served whatever name it comes with: systemd's default for a unit without
+/// `FileDescriptorName=` (the unit's name, `multipass.socket`), or none at all, as
+/// `systemd-socket-activate` passes it without `--fdname`.
+#[test]
+fn a_single_socket_is_served_whatever_its_name() {
+    if !require_root() {
+        return;
+    }
+    for fdname in [Some("multipass.socket"), None] {
+        let dir = TestDir::new();
+        let sock = dir.path().join("sock");
+        let data = dir.path().join("data");
+        let home = dir.subdir("root-home");
+        let mut activate = Command::new("systemd-socket-activate");
+        activate.arg("-l").arg(&sock);
+        if let Some(name) = fdname {
+            activate.arg(format!("--fdname={name}"));
+        }
+        let mut activator = activate
+            .arg(bin("multipassd"))
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("systemd-socket-activate (package systemd) must be installed");
+        wait_until_exists(&sock);
+        let out = client(&sock, &data, &home, &["list"]);
+        let exe = exe_of(activator.id());
+        terminate(&activator);
+        let status = wait_timeout(&mut activator, Duration::from_secs(10));
+        let mut stderr = String::new();
+        if let Some(mut err) = activator.stderr.take() {
+            use std::io::Read;
+            let _ = err.read_to_string(&mut stderr);
+        }
+        assert_ok(
+            &out,
+            &format!("list through a socket named {fdname:?}\n{stderr}"),
+        );
+        assert!(
+            exe.is_some_and(|e| e.ends_with("multipassd")),
+            "the daemon was not serving the socket named {fdname:?}\n{stderr}"
+        );
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "SIGTERM after serving the socket named {fdname:?}\n{stderr}"
+        );
+    }
+}
+
 /// What systemd does for an `Accept=no` socket: keep listening across daemon exits; whenever a
 /// connection waits and no daemon runs, start one with the socket as fd 3.
 struct Activator {
