@@ -37,6 +37,8 @@ pub enum Reason {
     TokenExpired,
     /// A revoked enrollment token.
     TokenRevoked,
+    /// Trust management (the action asked) by a trusted client that is not an administrator.
+    NotAdministrator(&'static str),
 }
 
 impl Reason {
@@ -51,10 +53,19 @@ impl Reason {
             Reason::TokenUsed => "token-used",
             Reason::TokenExpired => "token-expired",
             Reason::TokenRevoked => "token-revoked",
+            Reason::NotAdministrator(_) => "not-administrator",
         }
     }
 
-    fn says(self) -> &'static str {
+    /// The action asked, for refusals of one.
+    fn action(self) -> Option<&'static str> {
+        match self {
+            Reason::NotAdministrator(action) => Some(action),
+            _ => None,
+        }
+    }
+
+    fn says(self) -> String {
         match self {
             Reason::NotTrusted => "not trusted",
             Reason::FirstClientNotAdmin => {
@@ -66,7 +77,11 @@ impl Reason {
             Reason::TokenUsed => "enrollment token already used",
             Reason::TokenExpired => "enrollment token expired",
             Reason::TokenRevoked => "enrollment token revoked",
+            Reason::NotAdministrator(action) => {
+                return format!("not an administrator, so it may not {action}")
+            }
         }
+        .to_string()
     }
 }
 
@@ -146,6 +161,7 @@ fn write_refused(refused: &Refused, refusals: u64) {
         target: "audit",
         event = "refused",
         reason = refused.reason.as_str(),
+        action = refused.reason.action(),
         uid = refused.uid,
         user = refused.uid.and_then(trust::access::user_name),
         address = refused.address.map(tracing::field::display),

@@ -26,6 +26,7 @@ use trust::seen::LastSeen;
 use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LIFETIME};
 use trust::{Bundle, Enrolment, Entry, Fingerprint, VerifiedClient};
 
+use crate::audit::Reason;
 use crate::error::Error;
 use crate::gate::Gate;
 use crate::service::peer_of;
@@ -76,31 +77,18 @@ impl Management {
     }
 
     /// Refuse `action` unless `peer` is an administrator now.
-    async fn require_administrator(
-        &self,
-        peer: &Peer,
-        caller: &VerifiedClient,
-        action: &'static str,
-    ) -> Result<(), Error> {
+    async fn require_administrator(&self, peer: &Peer, action: &'static str) -> Result<(), Error> {
         if self.gate.is_administrator(peer).await {
             return Ok(());
         }
-        Err(self.refuse(peer, caller, action))
+        Err(self.refuse(peer, action))
     }
 
-    /// The refusal of `action` to a trusted client that is not an administrator, audited.
-    fn refuse(&self, peer: &Peer, caller: &VerifiedClient, action: &'static str) -> Error {
-        let uid = peer.credentials.map(|c| c.uid);
-        tracing::info!(
-            target: "audit",
-            event = "refused",
-            reason = "not-administrator",
-            action,
-            uid,
-            user = uid.and_then(admin::user_name),
-            fingerprint = %caller.fingerprint(),
-            "a trusted client that is not an administrator asked to manage trust"
-        );
+    /// The refusal of `action` to a trusted client that is not an administrator, audited (and
+    /// collapsed per peer, as every refusal: a trusted client must not flood the journal either).
+    fn refuse(&self, peer: &Peer, action: &'static str) -> Error {
+        self.gate
+            .refused(peer, Reason::NotAdministrator(action), None);
         self.gate.not_administrator(peer, action)
     }
 
@@ -259,9 +247,7 @@ impl Trust for Management {
         .map_err(Error::from)??;
         let (removed, remaining) = match outcome {
             Ok(removed) => removed,
-            Err(Removal::NotAdministrator) => {
-                return Err(self.refuse(&peer, &caller, REMOVE_OTHER).into())
-            }
+            Err(Removal::NotAdministrator) => return Err(self.refuse(&peer, REMOVE_OTHER).into()),
             Err(Removal::Refused(e)) => return Err(e.into()),
         };
         let described = self.describe(&removed, &caller);
@@ -302,9 +288,8 @@ impl Trust for Management {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenReply>, Status> {
         let peer = peer_of(&request);
-        let caller = self.gate.admit(&peer).await?;
-        self.require_administrator(&peer, &caller, CREATE_TOKENS)
-            .await?;
+        self.gate.admit(&peer).await?;
+        self.require_administrator(&peer, CREATE_TOKENS).await?;
         let message = request.into_inner();
         let lifetime = match message.expires_in_seconds {
             0 => DEFAULT_LIFETIME,
@@ -325,7 +310,10 @@ impl Trust for Management {
             expires = %rfc3339(record.expires),
             by_uid = uid,
             by_user = uid.and_then(admin::user_name),
-            "created an enrollment token"
+            "created enrollment token '{}', valid until {}, at the request of {}",
+            record.name,
+            rfc3339(record.expires),
+            crate::audit::who(&peer)
         );
         Ok(Response::new(CreateTokenReply {
             token: token.expose().to_string(),
@@ -338,9 +326,8 @@ impl Trust for Management {
         request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensReply>, Status> {
         let peer = peer_of(&request);
-        let caller = self.gate.admit(&peer).await?;
-        self.require_administrator(&peer, &caller, LIST_TOKENS)
-            .await?;
+        self.gate.admit(&peer).await?;
+        self.require_administrator(&peer, LIST_TOKENS).await?;
         let records = self.on_tokens(|tokens| tokens.list()).await?;
         let now = OffsetDateTime::now_utc();
         Ok(Response::new(ListTokensReply {
@@ -353,9 +340,8 @@ impl Trust for Management {
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenReply>, Status> {
         let peer = peer_of(&request);
-        let caller = self.gate.admit(&peer).await?;
-        self.require_administrator(&peer, &caller, REVOKE_TOKENS)
-            .await?;
+        self.gate.admit(&peer).await?;
+        self.require_administrator(&peer, REVOKE_TOKENS).await?;
         let name = request.into_inner().name;
         let now = OffsetDateTime::now_utc();
         let record = self
@@ -368,7 +354,9 @@ impl Trust for Management {
             token_name = %record.name,
             by_uid = uid,
             by_user = uid.and_then(admin::user_name),
-            "revoked an enrollment token"
+            "revoked enrollment token '{}' at the request of {}",
+            record.name,
+            crate::audit::who(&peer)
         );
         Ok(Response::new(RevokeTokenReply {
             info: Some(token_info(&record, now)),

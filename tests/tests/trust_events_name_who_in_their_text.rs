@@ -73,6 +73,9 @@ fn trust_events_name_who_in_their_text() {
         .run_as(&dave, &["authenticate"], Some(&format!("{token}\n")))
         .assert_code(0, "dave redeems the token");
     daemon
+        .run_as(&bob, &["trust", "token", "list"], None)
+        .assert_code(2, "bob, not an administrator, lists tokens");
+    daemon
         .run_as(&admin, &["trust", "remove", &bob.name], None)
         .assert_code(0, "the administrator removes bob");
     // The helper's direct mode (root, as through pkexec) trusts a certificate too.
@@ -93,14 +96,26 @@ fn trust_events_name_who_in_their_text() {
         assert_names(&redeemed, "token-redeemed", &fp(&dave), &who(&dave)),
         assert_names(&removed, "removed", &fp(&bob), &who(&admin)),
     ];
-    for reason in ["not-trusted", "wrong-passphrase"] {
+    for (reason, user) in [
+        ("not-trusted", &carol),
+        ("wrong-passphrase", &carol),
+        ("not-administrator", &bob),
+    ] {
         let of_reason: Vec<&str> = refused
             .iter()
             .copied()
             .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
             .collect();
-        assert_names(&of_reason, reason, &fp(&carol), &who(&carol));
+        assert_names(&of_reason, reason, &fp(user), &who(user));
     }
+    let created = audit_events(&log, "token-created");
+    assert!(
+        created
+            .iter()
+            .any(|l| text(l).contains("'dave'") && text(l).contains(&who(&admin))),
+        "the text of the token-created line must name the token and who made it:\n{}",
+        created.join("\n")
+    );
     for (line, how) in [
         (samples[0], "as the first client"),
         (samples[1], "by passphrase"),
