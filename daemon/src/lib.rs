@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod activation;
+pub mod admission;
 pub mod args;
 pub mod audit;
 pub mod doc;

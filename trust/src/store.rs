@@ -24,6 +24,8 @@ use crate::pki::Fingerprint;
 
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const END: &str = "-----END CERTIFICATE-----";
+/// The metadata key naming the certificate its metadata belongs to.
+const FINGERPRINT_KEY: &str = "fingerprint";
 
 /// How a client came to be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +191,10 @@ impl Bundle {
         let text = String::from_utf8_lossy(bytes);
         let mut bundle = Bundle::default();
         let mut pending = Metadata::default();
+        // The `fingerprint:` line that opens the metadata of entries we write: metadata is given
+        // only to the certificate it names, so the metadata of a write torn before its
+        // certificate is never lent to a certificate appended by hand after it.
+        let mut pending_for: Option<Option<Fingerprint>> = None;
         let mut block: Option<String> = None;
         for line in text.lines() {
             let trimmed = line.trim();
@@ -199,8 +205,10 @@ impl Bundle {
                 if block.take().is_some() {
                     bundle.skipped += 1;
                     pending = Metadata::default();
+                    pending_for = None;
                 } else if trimmed != BEGIN {
                     pending = Metadata::default();
+                    pending_for = None;
                 }
                 let mut b = String::with_capacity(1024);
                 b.push_str(BEGIN);
@@ -211,7 +219,11 @@ impl Bundle {
             match &mut block {
                 None => {
                     if let Some((key, value)) = trimmed.split_once(':') {
-                        pending.apply(key.trim(), value);
+                        if key.trim() == FINGERPRINT_KEY {
+                            pending_for = Some(Fingerprint::from_hex(value.trim()));
+                        } else {
+                            pending.apply(key.trim(), value);
+                        }
                     }
                 }
                 Some(b) => {
@@ -220,11 +232,16 @@ impl Bundle {
                     if trimmed == END {
                         match CertificateDer::from_pem_slice(b.as_bytes()) {
                             Ok(der) => {
-                                bundle.insert(Entry::new(der, std::mem::take(&mut pending)));
+                                let mut entry = Entry::new(der, std::mem::take(&mut pending));
+                                if pending_for.is_some_and(|f| f != Some(entry.fingerprint)) {
+                                    entry.metadata = Metadata::default();
+                                }
+                                bundle.insert(entry);
                             }
                             Err(_) => bundle.skipped += 1,
                         }
                         pending = Metadata::default();
+                        pending_for = None;
                         block = None;
                     }
                 }
@@ -246,6 +263,11 @@ impl Bundle {
     fn pem_from(&self, first: usize) -> String {
         let mut out = String::with_capacity(self.entries.len().saturating_sub(first) * 800);
         for entry in &self.entries[first.min(self.entries.len())..] {
+            // First, so that any metadata line that survives a torn write comes after it.
+            out.push_str(FINGERPRINT_KEY);
+            out.push_str(": ");
+            out.push_str(&entry.fingerprint.to_hex());
+            out.push('\n');
             entry.metadata.write(&mut out);
             out.push_str(&crate::pki::certificate_pem(&entry.certificate));
         }
@@ -785,6 +807,39 @@ mod tests {
                 Metadata::default()
             );
         }
+    }
+
+    #[test]
+    fn metadata_of_a_torn_write_is_not_lent_to_a_hand_append() {
+        let (_, torn) = cert();
+        let mut written = Bundle::default();
+        written.insert(Entry::new(
+            torn,
+            Metadata {
+                name: Some("root".into()),
+                uid: Some(0),
+                how: Some(Enrolment::FirstClient),
+                ..Metadata::default()
+            },
+        ));
+        let text = written.to_pem();
+        // Cut after the metadata lines, before the certificate; then an administrator appends
+        // a certificate by hand (found by the admission model check).
+        let cut = &text[..text.find(BEGIN).unwrap()];
+        let (pem, by_hand) = cert();
+        let bundle = Bundle::parse(format!("{cut}{pem}").as_bytes());
+        assert_eq!(bundle.len(), 1);
+        let entry = bundle.get(&Fingerprint::of(&by_hand)).unwrap();
+        assert_eq!(entry.metadata, Metadata::default());
+        assert_eq!(entry.enrolment(), Enrolment::ByHand);
+        // Metadata without the line (written by hand, or by earlier releases) still applies.
+        let legacy = format!("name: laptop\nhow: admin\n{pem}");
+        let entry = Bundle::parse(legacy.as_bytes())
+            .get(&Fingerprint::of(&by_hand))
+            .cloned()
+            .unwrap();
+        assert_eq!(entry.metadata.name.as_deref(), Some("laptop"));
+        assert_eq!(entry.enrolment(), Enrolment::Admin);
     }
 
     #[test]

@@ -1,0 +1,464 @@
+//! Admission: every trust decision of the daemon, as pure functions over facts.
+//!
+//! Nothing here reads a file, looks up a user or talks to a socket. The gate
+//! ([`crate::gate::Gate`]) gathers the [`Facts`] of a request (how the peer reached us, who it is,
+//! whether its certificate is in the store as the store is now), asks [`decide`], and carries out
+//! the [`Decision`]: the store write under its lock, the socket's access, last-seen times, the
+//! audit event. Because the decisions are pure, the same functions are driven by the model check
+//! in `daemon/tests/admission_model.rs`, which explores every interleaving of several peers, the
+//! store's writers and crashes (see docs/ARCHITECTURE.md, "The admission model").
+//!
+//! The rules, in one place:
+//! - a trusted certificate passes the gate; `ping` answers only trusted clients and never trusts;
+//! - the first client: on the Unix socket only, while the store is empty, only an administrator
+//!   (uid 0 or the admin group); decided again under the store's lock against the file as it is
+//!   then, so of simultaneous first clients exactly one wins;
+//! - `authenticate` checks the secret even for a trusted client (as Multipass does), after the
+//!   per-peer failure limiter; a token is told from a passphrase by its shape and redeemed once;
+//! - managing others' trust (removing another client, tokens) needs a trusted client whose peer
+//!   is an administrator at the time of the request, on the Unix socket; never over TCP.
+
+use std::time::Duration;
+
+/// How the peer reached the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The local Unix socket: the kernel tells who the peer is.
+    Unix,
+    /// TCP: nobody vouches for the peer but its certificate.
+    Tcp,
+}
+
+/// What the peer's certificate is, against the store as it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Presented {
+    /// No client certificate (only possible from clients that are not ours).
+    Nothing,
+    /// A certificate the store does not hold.
+    Unknown,
+    /// A trusted certificate.
+    Trusted,
+}
+
+/// Everything a decision depends on, gathered by the gate at the time of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Facts {
+    /// Unix socket or TCP.
+    pub transport: Transport,
+    /// The peer's uid from SO_PEERCRED (Unix socket only).
+    pub uid: Option<u32>,
+    /// Whether that uid is an administrator now (uid 0 or a member of the admin group).
+    pub admin: bool,
+    /// The certificate against the store.
+    pub presented: Presented,
+    /// Whether the store holds no certificate at all.
+    pub store_empty: bool,
+    /// How long the peer must still wait after failed attempts (`None`: it may try now).
+    pub wait: Option<Duration>,
+}
+
+/// What the peer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// `ping`: answered for trusted clients, never trusts anybody.
+    Ping,
+    /// Any gated call a trusted client may make: `list`, `version`, settings, listing trusted
+    /// clients, removing its own entry.
+    Use,
+    /// Managing others' trust: removing another client's entry, creating, listing or revoking
+    /// enrollment tokens.
+    Manage,
+    /// `authenticate` with a secret of this kind.
+    Authenticate(Secret),
+}
+
+/// What `authenticate` carries, told apart by shape so that neither is ever checked as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Secret {
+    /// A passphrase.
+    Passphrase,
+    /// A one-time enrollment token (`mpt_` and 40 hex digits).
+    Token,
+}
+
+/// How a client came to be trusted.
+pub use trust::Enrolment;
+
+/// What the gate must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Go on with the request.
+    Admit,
+    /// The peer may become the first client: take the store's lock and call [`decide`] again
+    /// with the facts read under it; write only if it says [`Decision::TryFirstClient`] again.
+    TryFirstClient,
+    /// Verify the passphrase, then call [`checked`].
+    CheckPassphrase,
+    /// Redeem the token, then call [`checked`].
+    RedeemToken,
+    /// No.
+    Refuse(Refusal),
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The client presented no certificate.
+    NoCertificate,
+    /// The certificate is not trusted (and the peer cannot become the first client).
+    NotTrusted,
+    /// The store is empty but the peer is not an administrator: it cannot be the first client.
+    FirstClientNotAdmin,
+    /// Managing others' trust needs an administrator's peer.
+    NotAdministrator,
+    /// Managing others' trust is never allowed over TCP.
+    OverTcp,
+    /// A Unix-socket peer without kernel credentials: nobody to hold responsible.
+    NoCredentials,
+    /// Too many failed attempts: wait this long.
+    RateLimited(Duration),
+    /// No passphrase is set.
+    PassphraseNotSet,
+    /// The passphrase is wrong.
+    PassphraseIncorrect,
+    /// The token was refused.
+    Token(TokenRefusal),
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenRefusal {
+    /// No such token.
+    Unknown,
+    /// Already redeemed.
+    Used,
+    /// Past its expiry.
+    Expired,
+    /// Revoked by an administrator.
+    Revoked,
+}
+
+impl Refusal {
+    /// The `reason` of the audit event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoCertificate => "no-certificate",
+            Refusal::NotTrusted => "not-trusted",
+            Refusal::FirstClientNotAdmin => "first-client-not-admin",
+            Refusal::NotAdministrator => "not-administrator",
+            Refusal::OverTcp => "over-tcp",
+            Refusal::NoCredentials => "no-credentials",
+            Refusal::RateLimited(_) => "rate-limited",
+            Refusal::PassphraseNotSet => "passphrase-not-set",
+            Refusal::PassphraseIncorrect => "wrong-passphrase",
+            Refusal::Token(TokenRefusal::Unknown) => "token-unknown",
+            Refusal::Token(TokenRefusal::Used) => "token-used",
+            Refusal::Token(TokenRefusal::Expired) => "token-expired",
+            Refusal::Token(TokenRefusal::Revoked) => "token-revoked",
+        }
+    }
+
+    /// Whether this refusal counts as a failed attempt against the peer's limiter.
+    pub fn is_failed_attempt(self) -> bool {
+        matches!(self, Refusal::PassphraseIncorrect | Refusal::Token(_))
+    }
+}
+
+/// The decision for `request` given `facts`.
+pub fn decide(facts: &Facts, request: Request) -> Decision {
+    if facts.presented == Presented::Nothing {
+        return Decision::Refuse(Refusal::NoCertificate);
+    }
+    let trusted = facts.presented == Presented::Trusted;
+    match request {
+        Request::Ping if trusted => Decision::Admit,
+        Request::Ping => Decision::Refuse(Refusal::NotTrusted),
+        Request::Use if trusted => Decision::Admit,
+        Request::Use => first_client(facts),
+        Request::Manage if !trusted => Decision::Refuse(Refusal::NotTrusted),
+        Request::Manage if facts.transport == Transport::Tcp => Decision::Refuse(Refusal::OverTcp),
+        Request::Manage if facts.admin && facts.uid.is_some() => Decision::Admit,
+        Request::Manage => Decision::Refuse(Refusal::NotAdministrator),
+        Request::Authenticate(secret) => {
+            if facts.transport == Transport::Unix && facts.uid.is_none() {
+                return Decision::Refuse(Refusal::NoCredentials);
+            }
+            if let Some(wait) = facts.wait {
+                return Decision::Refuse(Refusal::RateLimited(wait));
+            }
+            match secret {
+                Secret::Passphrase => Decision::CheckPassphrase,
+                Secret::Token => Decision::RedeemToken,
+            }
+        }
+    }
+}
+
+fn first_client(facts: &Facts) -> Decision {
+    if facts.transport != Transport::Unix || facts.uid.is_none() || !facts.store_empty {
+        return Decision::Refuse(Refusal::NotTrusted);
+    }
+    if !facts.admin {
+        return Decision::Refuse(Refusal::FirstClientNotAdmin);
+    }
+    Decision::TryFirstClient
+}
+
+/// What checking a secret found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Checked {
+    /// The passphrase matched the stored hash.
+    RightPassphrase,
+    /// It did not.
+    WrongPassphrase,
+    /// No passphrase is set.
+    NoPassphrase,
+    /// The token was valid and is now used up.
+    TokenRedeemed,
+    /// The token was refused.
+    TokenRefused(TokenRefusal),
+}
+
+/// The outcome of a secret check: trust the client as [`Verdict::Enrol`] says, or refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Add the client to the store (a no-op if it is there already), how it got in.
+    Enrol(Enrolment),
+    /// No.
+    Refuse(Refusal),
+}
+
+/// What to do after checking the secret of an `authenticate`.
+pub fn checked(outcome: Checked) -> Verdict {
+    match outcome {
+        Checked::RightPassphrase => Verdict::Enrol(Enrolment::Passphrase),
+        Checked::TokenRedeemed => Verdict::Enrol(Enrolment::Token),
+        Checked::WrongPassphrase => Verdict::Refuse(Refusal::PassphraseIncorrect),
+        Checked::NoPassphrase => Verdict::Refuse(Refusal::PassphraseNotSet),
+        Checked::TokenRefused(why) => Verdict::Refuse(Refusal::Token(why)),
+    }
+}
+
+/// The name a newly enrolled client is trusted under: the token's name if it has one, else the
+/// enrolling user's login name (or `uid-N`), made unique among `taken` names by a numeric suffix
+/// (`alice`, `alice-2`, ...), so that `trust remove NAME` designates one client.
+pub fn enrolled_name(
+    token_name: Option<&str>,
+    login: Option<&str>,
+    uid: Option<u32>,
+    taken: impl Fn(&str) -> bool,
+) -> Option<String> {
+    if let Some(name) = token_name {
+        return Some(name.to_string());
+    }
+    let base = match (login, uid) {
+        (Some(login), _) => login.to_string(),
+        (None, Some(uid)) => format!("uid-{uid}"),
+        (None, None) => return None,
+    };
+    if !taken(&base) {
+        return Some(base);
+    }
+    (2u32..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|candidate| !taken(candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(uid: u32, admin: bool, presented: Presented, store_empty: bool) -> Facts {
+        Facts {
+            transport: Transport::Unix,
+            uid: Some(uid),
+            admin,
+            presented,
+            store_empty,
+            wait: None,
+        }
+    }
+
+    fn tcp(presented: Presented, store_empty: bool) -> Facts {
+        Facts {
+            transport: Transport::Tcp,
+            uid: None,
+            admin: false,
+            presented,
+            store_empty,
+            wait: None,
+        }
+    }
+
+    #[test]
+    fn a_trusted_client_passes_and_an_unknown_one_does_not() {
+        let trusted = unix(1000, false, Presented::Trusted, false);
+        assert_eq!(decide(&trusted, Request::Use), Decision::Admit);
+        assert_eq!(decide(&trusted, Request::Ping), Decision::Admit);
+        let unknown = unix(1000, false, Presented::Unknown, false);
+        assert_eq!(
+            decide(&unknown, Request::Use),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+        assert_eq!(
+            decide(&unknown, Request::Ping),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+        let nothing = unix(1000, true, Presented::Nothing, true);
+        assert_eq!(
+            decide(&nothing, Request::Use),
+            Decision::Refuse(Refusal::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn only_an_administrator_on_the_unix_socket_can_be_the_first_client() {
+        let admin = unix(0, true, Presented::Unknown, true);
+        assert_eq!(decide(&admin, Request::Use), Decision::TryFirstClient);
+        let user = unix(1000, false, Presented::Unknown, true);
+        assert_eq!(
+            decide(&user, Request::Use),
+            Decision::Refuse(Refusal::FirstClientNotAdmin)
+        );
+        assert_eq!(
+            decide(&tcp(Presented::Unknown, true), Request::Use),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+        let no_credentials = Facts { uid: None, ..admin };
+        assert_eq!(
+            decide(&no_credentials, Request::Use),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+        // Once anybody is trusted, nobody else becomes the first client.
+        let late = unix(0, true, Presented::Unknown, false);
+        assert_eq!(
+            decide(&late, Request::Use),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+        // Ping never trusts.
+        assert_eq!(
+            decide(&admin, Request::Ping),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+    }
+
+    #[test]
+    fn managing_others_needs_an_administrator_on_the_unix_socket() {
+        let admin = unix(1000, true, Presented::Trusted, false);
+        assert_eq!(decide(&admin, Request::Manage), Decision::Admit);
+        let user = unix(1001, false, Presented::Trusted, false);
+        assert_eq!(
+            decide(&user, Request::Manage),
+            Decision::Refuse(Refusal::NotAdministrator)
+        );
+        let untrusted_admin = unix(0, true, Presented::Unknown, false);
+        assert_eq!(
+            decide(&untrusted_admin, Request::Manage),
+            Decision::Refuse(Refusal::NotTrusted)
+        );
+        assert_eq!(
+            decide(&tcp(Presented::Trusted, false), Request::Manage),
+            Decision::Refuse(Refusal::OverTcp)
+        );
+    }
+
+    #[test]
+    fn authenticate_checks_the_secret_even_for_a_trusted_client() {
+        for presented in [Presented::Trusted, Presented::Unknown] {
+            let facts = unix(1000, false, presented, false);
+            assert_eq!(
+                decide(&facts, Request::Authenticate(Secret::Passphrase)),
+                Decision::CheckPassphrase
+            );
+            assert_eq!(
+                decide(&facts, Request::Authenticate(Secret::Token)),
+                Decision::RedeemToken
+            );
+        }
+        assert_eq!(
+            decide(
+                &tcp(Presented::Unknown, false),
+                Request::Authenticate(Secret::Passphrase)
+            ),
+            Decision::CheckPassphrase
+        );
+    }
+
+    #[test]
+    fn a_peer_that_must_wait_is_refused_before_any_check() {
+        let facts = Facts {
+            wait: Some(Duration::from_secs(4)),
+            ..unix(1000, false, Presented::Unknown, false)
+        };
+        for secret in [Secret::Passphrase, Secret::Token] {
+            assert_eq!(
+                decide(&facts, Request::Authenticate(secret)),
+                Decision::Refuse(Refusal::RateLimited(Duration::from_secs(4)))
+            );
+        }
+        let anonymous = Facts {
+            uid: None,
+            ..unix(0, true, Presented::Unknown, false)
+        };
+        assert_eq!(
+            decide(&anonymous, Request::Authenticate(Secret::Passphrase)),
+            Decision::Refuse(Refusal::NoCredentials)
+        );
+    }
+
+    #[test]
+    fn each_checked_secret_has_one_verdict() {
+        assert_eq!(
+            checked(Checked::RightPassphrase),
+            Verdict::Enrol(Enrolment::Passphrase)
+        );
+        assert_eq!(
+            checked(Checked::TokenRedeemed),
+            Verdict::Enrol(Enrolment::Token)
+        );
+        assert_eq!(
+            checked(Checked::WrongPassphrase),
+            Verdict::Refuse(Refusal::PassphraseIncorrect)
+        );
+        assert_eq!(
+            checked(Checked::NoPassphrase),
+            Verdict::Refuse(Refusal::PassphraseNotSet)
+        );
+        for why in [
+            TokenRefusal::Unknown,
+            TokenRefusal::Used,
+            TokenRefusal::Expired,
+            TokenRefusal::Revoked,
+        ] {
+            let verdict = checked(Checked::TokenRefused(why));
+            assert_eq!(verdict, Verdict::Refuse(Refusal::Token(why)));
+            let Verdict::Refuse(refusal) = verdict else {
+                unreachable!()
+            };
+            assert!(refusal.is_failed_attempt());
+        }
+        assert!(!Refusal::PassphraseNotSet.is_failed_attempt());
+    }
+
+    #[test]
+    fn enrolled_names_are_unique() {
+        let taken = |n: &str| matches!(n, "alice" | "alice-2");
+        assert_eq!(
+            enrolled_name(None, Some("alice"), Some(1000), taken).as_deref(),
+            Some("alice-3")
+        );
+        assert_eq!(
+            enrolled_name(None, Some("bob"), Some(1001), taken).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            enrolled_name(None, None, Some(1002), taken).as_deref(),
+            Some("uid-1002")
+        );
+        assert_eq!(
+            enrolled_name(Some("laptop"), Some("alice"), Some(1000), taken).as_deref(),
+            Some("laptop")
+        );
+        assert_eq!(enrolled_name(None, None, None, taken), None);
+    }
+}
