@@ -245,9 +245,11 @@ fn fingerprints() -> &'static Vec<Fingerprint> {
 
 /// The store as the daemon reads it: (client, how) of each entry, in order. Memoized: the model
 /// reaches the same few files again and again.
-fn parse(file: &[Block]) -> Vec<(u8, Enrolment)> {
+type Parsed = Vec<(u8, Enrolment)>;
+
+fn parse(file: &[Block]) -> Parsed {
     thread_local! {
-        static PARSED: std::cell::RefCell<HashMap<Vec<Block>, Vec<(u8, Enrolment)>>> =
+        static PARSED: std::cell::RefCell<HashMap<Vec<Block>, Parsed>> =
             std::cell::RefCell::new(HashMap::new());
     }
     if let Some(hit) = PARSED.with(|p| p.borrow().get(file).cloned()) {

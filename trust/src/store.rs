@@ -216,10 +216,20 @@ impl Bundle {
                 block = Some(b);
                 continue;
             }
+            // A metadata line also ends a block in progress: base64 has no colon, so the block
+            // was cut short and the next writer's metadata belongs to the next certificate.
+            if block.is_some() && trimmed.contains(':') {
+                block = None;
+                bundle.skipped += 1;
+                pending = Metadata::default();
+                pending_for = None;
+            }
             match &mut block {
                 None => {
                     if let Some((key, value)) = trimmed.split_once(':') {
                         if key.trim() == FINGERPRINT_KEY {
+                            // It opens an entry: what came before belongs to a torn write.
+                            pending = Metadata::default();
                             pending_for = Some(Fingerprint::from_hex(value.trim()));
                         } else {
                             pending.apply(key.trim(), value);
@@ -812,6 +822,7 @@ mod tests {
     #[test]
     fn metadata_of_a_torn_write_is_not_lent_to_a_hand_append() {
         let (_, torn) = cert();
+        let torn_fp = Fingerprint::of(&torn);
         let mut written = Bundle::default();
         written.insert(Entry::new(
             torn,
@@ -832,6 +843,23 @@ mod tests {
         let entry = bundle.get(&Fingerprint::of(&by_hand)).unwrap();
         assert_eq!(entry.metadata, Metadata::default());
         assert_eq!(entry.enrolment(), Enrolment::ByHand);
+        // The same cut, then an entry whose own metadata is only its `fingerprint:` line.
+        let mut plain = Bundle::default();
+        plain.insert(Entry::new(by_hand.clone(), Metadata::default()));
+        let bundle = Bundle::parse(format!("{cut}{}", plain.to_pem()).as_bytes());
+        assert_eq!(
+            bundle.get(&Fingerprint::of(&by_hand)).unwrap().enrolment(),
+            Enrolment::ByHand
+        );
+        // Cut inside the base64 instead, then a whole write: the whole write keeps its metadata.
+        let cut = &text[..text.find(END).unwrap() - 10];
+        let after = Bundle::parse(format!("{cut}\n{text}").as_bytes());
+        assert_eq!(after.len(), 1);
+        assert_eq!(after.skipped, 1);
+        assert_eq!(
+            after.get(&torn_fp).unwrap().enrolment(),
+            Enrolment::FirstClient
+        );
         // Metadata without the line (written by hand, or by earlier releases) still applies.
         let legacy = format!("name: laptop\nhow: admin\n{pem}");
         let entry = Bundle::parse(legacy.as_bytes())
