@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use anyhow::{Context as _, Result};
-use multipassd::gate::Gate;
-use multipassd::limits::{FailureLimiter, HashPool, LimiterConfig};
+use multipassd::gate::{Gate, Parts};
 use multipassd::server::MAX_REQUEST_BYTES;
 use multipassd::service::Service;
 use multipassd::socket::SocketPolicy;
@@ -29,12 +28,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::server::Connected;
 use trust::access::AdminPolicy;
 use trust::fsutil::FileMode;
-use trust::settings::SettingsFile;
 use trust::{ClientIdentity, DataDir, ServerPki, ServerPkiOptions, TrustStore, VerifiedClient};
-
-/// What the daemon passes to `HashPool::new` (daemon/src/server.rs).
-const PARALLEL_HASHES: usize = 2;
-const QUEUED_HASHES: usize = 64;
 
 /// A plaintext connection that looks to the service like a TLS one from the bench's client.
 struct PlainConnection {
@@ -112,21 +106,13 @@ async fn serve(socket: PathBuf, data_dir: PathBuf, client_dir: PathBuf) -> Resul
     let store = Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE));
     store.current().context("cannot read the trust store")?;
     let admin = AdminPolicy::new(None);
-    let gate = Arc::new(Gate::new(
+    let gate = Arc::new(Gate::new(Parts::in_dir(
         store,
-        admin.clone(),
-        SocketPolicy::new(None, admin),
-    ));
-    let service = Service::new(
-        gate,
-        SettingsFile::new(dir.settings(), FileMode::PRIVATE),
-        FailureLimiter::new(LimiterConfig::default()),
-        HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
-        Arc::new(trust::tokens::TokenStore::new(
-            dir.tokens(),
-            FileMode::PRIVATE,
-        )),
-    );
+        &dir,
+        Arc::new(admin.clone()),
+        Arc::new(SocketPolicy::new(None, admin)),
+    )));
+    let service = Service::new(gate);
 
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;

@@ -760,11 +760,12 @@ pub fn trust_scale(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
         let store = Arc::new(TrustStore::new(&path, FileMode::PRIVATE));
         let bundle = store.current()?;
         let admin = trust::access::AdminPolicy::new(None);
-        let gate = multipassd::gate::Gate::new(
+        let gate = multipassd::gate::Gate::new(multipassd::gate::Parts::in_dir(
             store,
-            admin.clone(),
-            multipassd::socket::SocketPolicy::new(None, admin),
-        );
+            &trust::DataDir::new(dir),
+            std::sync::Arc::new(admin.clone()),
+            std::sync::Arc::new(multipassd::socket::SocketPolicy::new(None, admin)),
+        ));
         sizes.push(Size {
             n,
             file_mb: std::fs::metadata(&path)?.len() as f64 / 1e6,

@@ -239,29 +239,18 @@ pub fn checked(outcome: Checked) -> Verdict {
     }
 }
 
-/// The name a newly enrolled client is trusted under: the token's name if it has one, else the
-/// enrolling user's login name (or `uid-N`), made unique among `taken` names by a numeric suffix
-/// (`alice`, `alice-2`, ...), so that `trust remove NAME` designates one client.
-pub fn enrolled_name(
-    token_name: Option<&str>,
-    login: Option<&str>,
-    uid: Option<u32>,
-    taken: impl Fn(&str) -> bool,
-) -> Option<String> {
-    if let Some(name) = token_name {
-        return Some(name.to_string());
-    }
-    let base = match (login, uid) {
-        (Some(login), _) => login.to_string(),
-        (None, Some(uid)) => format!("uid-{uid}"),
-        (None, None) => return None,
-    };
-    if !taken(&base) {
-        return Some(base);
-    }
-    (2u32..)
-        .map(|n| format!("{base}-{n}"))
-        .find(|candidate| !taken(candidate))
+/// Whether the `admin` fact can change the decision for `request`: looking a user up in the
+/// group database costs a lookup (remote, with some NSS setups), so the gate asks only then.
+pub fn needs_admin(facts: &Facts, request: Request) -> bool {
+    let trusted = facts.presented == Presented::Trusted;
+    facts.transport == Transport::Unix
+        && facts.uid.is_some()
+        && facts.presented != Presented::Nothing
+        && match request {
+            Request::Manage => trusted,
+            Request::Use => !trusted && facts.store_empty,
+            Request::Ping | Request::Authenticate(_) => false,
+        }
 }
 
 #[cfg(test)]
@@ -441,24 +430,43 @@ mod tests {
     }
 
     #[test]
-    fn enrolled_names_are_unique() {
-        let taken = |n: &str| matches!(n, "alice" | "alice-2");
-        assert_eq!(
-            enrolled_name(None, Some("alice"), Some(1000), taken).as_deref(),
-            Some("alice-3")
-        );
-        assert_eq!(
-            enrolled_name(None, Some("bob"), Some(1001), taken).as_deref(),
-            Some("bob")
-        );
-        assert_eq!(
-            enrolled_name(None, None, Some(1002), taken).as_deref(),
-            Some("uid-1002")
-        );
-        assert_eq!(
-            enrolled_name(Some("laptop"), Some("alice"), Some(1000), taken).as_deref(),
-            Some("laptop")
-        );
-        assert_eq!(enrolled_name(None, None, None, taken), None);
+    fn the_admin_fact_is_looked_up_only_where_it_counts() {
+        let requests = [
+            Request::Ping,
+            Request::Use,
+            Request::Manage,
+            Request::Authenticate(Secret::Passphrase),
+            Request::Authenticate(Secret::Token),
+        ];
+        let presented = [Presented::Nothing, Presented::Unknown, Presented::Trusted];
+        for transport in [Transport::Unix, Transport::Tcp] {
+            for uid in [None, Some(0), Some(1000)] {
+                for presented in presented {
+                    for store_empty in [false, true] {
+                        let facts = Facts {
+                            transport,
+                            uid,
+                            admin: false,
+                            presented,
+                            store_empty,
+                            wait: None,
+                        };
+                        let admin = Facts {
+                            admin: true,
+                            ..facts
+                        };
+                        for request in requests {
+                            if !needs_admin(&facts, request) {
+                                assert_eq!(
+                                    decide(&facts, request),
+                                    decide(&admin, request),
+                                    "{facts:?} {request:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

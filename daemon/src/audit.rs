@@ -15,74 +15,37 @@ use rpc::collapse::Collapse;
 use rpc::server::{Peer, PeerKey, Transport};
 use trust::{Enrolment, Fingerprint, VerifiedClient};
 
+use crate::admission::{Refusal, TokenRefusal};
+
 /// At most one line per peer and reason in this period.
 const REFUSAL_PERIOD: Duration = Duration::from_secs(1);
 
-/// Why a request or an attempt to be trusted was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// A gated request from a certificate that is not trusted.
-    NotTrusted,
-    /// First-client trust asked by a peer that is not an administrator.
-    FirstClientNotAdmin,
-    /// `authenticate` with a wrong passphrase.
-    WrongPassphrase,
-    /// `authenticate` while the peer must wait after failures.
-    RateLimited,
-    /// An enrollment token nobody issued.
-    TokenUnknown,
-    /// An enrollment token already redeemed.
-    TokenUsed,
-    /// An enrollment token past its expiry.
-    TokenExpired,
-    /// A revoked enrollment token.
-    TokenRevoked,
-    /// Trust management (the action asked) by a trusted client that is not an administrator.
-    NotAdministrator(&'static str),
-}
-
-impl Reason {
-    /// The `reason` field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NotTrusted => "not-trusted",
-            Reason::FirstClientNotAdmin => "first-client-not-admin",
-            Reason::WrongPassphrase => "wrong-passphrase",
-            Reason::RateLimited => "rate-limited",
-            Reason::TokenUnknown => "token-unknown",
-            Reason::TokenUsed => "token-used",
-            Reason::TokenExpired => "token-expired",
-            Reason::TokenRevoked => "token-revoked",
-            Reason::NotAdministrator(_) => "not-administrator",
+/// What a refusal's line says after the client and who it is.
+fn says(refusal: Refusal, action: Option<&'static str>) -> String {
+    match refusal {
+        Refusal::NoCertificate => "no client certificate",
+        Refusal::NotTrusted => "not trusted",
+        Refusal::FirstClientNotAdmin => {
+            "not an administrator, so it cannot become the first client"
+        }
+        Refusal::NoCredentials => "no kernel credentials, so nobody to hold responsible",
+        Refusal::PassphraseNotSet => "no passphrase is set",
+        Refusal::PassphraseIncorrect => "wrong passphrase",
+        Refusal::RateLimited(_) => "too many failed attempts; must wait",
+        Refusal::Token(TokenRefusal::Unknown) => "unknown enrollment token",
+        Refusal::Token(TokenRefusal::Used) => "enrollment token already used",
+        Refusal::Token(TokenRefusal::Expired) => "enrollment token expired",
+        Refusal::Token(TokenRefusal::Revoked) => "enrollment token revoked",
+        Refusal::NotAdministrator | Refusal::OverTcp => {
+            let action = action.unwrap_or("manage other clients' trust");
+            return if refusal == Refusal::OverTcp {
+                format!("over TCP nobody may {action}")
+            } else {
+                format!("not an administrator, so it may not {action}")
+            };
         }
     }
-
-    /// The action asked, for refusals of one.
-    fn action(self) -> Option<&'static str> {
-        match self {
-            Reason::NotAdministrator(action) => Some(action),
-            _ => None,
-        }
-    }
-
-    fn says(self) -> String {
-        match self {
-            Reason::NotTrusted => "not trusted",
-            Reason::FirstClientNotAdmin => {
-                "not an administrator, so it cannot become the first client"
-            }
-            Reason::WrongPassphrase => "wrong passphrase",
-            Reason::RateLimited => "too many failed attempts; must wait",
-            Reason::TokenUnknown => "unknown enrollment token",
-            Reason::TokenUsed => "enrollment token already used",
-            Reason::TokenExpired => "enrollment token expired",
-            Reason::TokenRevoked => "enrollment token revoked",
-            Reason::NotAdministrator(action) => {
-                return format!("not an administrator, so it may not {action}")
-            }
-        }
-        .to_string()
-    }
+    .to_string()
 }
 
 /// Who a peer is, for the text of a log line: `user alice, uid 1001`, `address 192.0.2.7`.
@@ -108,7 +71,8 @@ fn address_of(peer: &Peer) -> Option<IpAddr> {
 /// One refusal, as its line tells it.
 #[derive(Debug, Clone)]
 struct Refused {
-    reason: Reason,
+    refusal: Refusal,
+    action: Option<&'static str>,
     uid: Option<u32>,
     address: Option<IpAddr>,
     fingerprint: Option<Fingerprint>,
@@ -120,7 +84,7 @@ struct Refused {
 /// (`refusals`), the latest one's certificate and failure count. Every refusal is counted in
 /// exactly one line.
 #[derive(Debug)]
-pub struct Refusals(Collapse<(Option<PeerKey>, Reason), Refused>);
+pub struct Refusals(Collapse<(Option<PeerKey>, &'static str), Refused>);
 
 impl Default for Refusals {
     fn default() -> Self {
@@ -129,17 +93,24 @@ impl Default for Refusals {
 }
 
 impl Refusals {
-    /// `peer` was refused for `reason`; `failures` is its count of consecutive failed
-    /// authentications, where that applies.
-    pub fn note(&self, peer: &Peer, reason: Reason, failures: Option<u32>) {
+    /// `peer` was refused for `refusal` (of `action`, where that is trust management);
+    /// `failures` is its count of consecutive failed authentications, where that applies.
+    pub fn note(
+        &self,
+        peer: &Peer,
+        refusal: Refusal,
+        action: Option<&'static str>,
+        failures: Option<u32>,
+    ) {
         let refused = Refused {
-            reason,
+            refusal,
+            action,
             uid: peer.credentials.map(|c| c.uid),
             address: address_of(peer),
             fingerprint: peer.client.as_ref().map(VerifiedClient::fingerprint),
             failures,
         };
-        self.0.note((peer.key(), reason), refused);
+        self.0.note((peer.key(), refusal.as_str()), refused);
     }
 }
 
@@ -151,7 +122,7 @@ fn write_refused(refused: &Refused, refusals: u64) {
         Some(fingerprint) => format!("client {fingerprint}"),
         None => "a client without a certificate".to_string(),
     };
-    let reason = refused.reason.says();
+    let reason = says(refused.refusal, refused.action);
     let times = if refusals == 1 {
         String::new()
     } else {
@@ -160,8 +131,8 @@ fn write_refused(refused: &Refused, refusals: u64) {
     tracing::info!(
         target: "audit",
         event = "refused",
-        reason = refused.reason.as_str(),
-        action = refused.reason.action(),
+        reason = refused.refusal.as_str(),
+        action = refused.action,
         uid = refused.uid,
         user = refused.uid.and_then(trust::access::user_name),
         address = refused.address.map(tracing::field::display),
@@ -192,5 +163,30 @@ pub fn trusted(peer: &Peer, client: &VerifiedClient, how: Enrolment) {
         fingerprint = %fingerprint,
         "trusted client {fingerprint} ({}) {how_text}",
         who(peer)
+    );
+}
+
+/// Enrollment token `token_name` was redeemed by `client`, which came as `peer`.
+pub fn token_redeemed(peer: &Peer, client: &VerifiedClient, token_name: &str) {
+    let uid = peer.credentials.map(|c| c.uid);
+    let fingerprint = client.fingerprint();
+    tracing::info!(
+        target: "audit",
+        event = "token-redeemed",
+        token_name,
+        uid,
+        user = uid.and_then(trust::access::user_name),
+        fingerprint = %fingerprint,
+        "enrollment token '{token_name}' was redeemed by client {fingerprint} ({})",
+        who(peer)
+    );
+}
+
+/// The legacy scrypt passphrase hash was replaced by Argon2id.
+pub fn passphrase_upgraded() {
+    tracing::info!(
+        target: "audit",
+        event = "passphrase-upgraded",
+        "replaced the legacy scrypt passphrase hash with Argon2id"
     );
 }

@@ -13,6 +13,9 @@ pub const PASSPHRASE_NOT_SET: &str =
 /// Authenticate with the wrong passphrase.
 pub const PASSPHRASE_INCORRECT: &str = "Passphrase is not correct. Please try again.";
 
+/// Fewest hex digits accepted as a fingerprint prefix: shorter ones match by accident.
+pub const MIN_PREFIX: usize = 4;
+
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,7 +67,7 @@ pub enum Error {
     #[error("No trusted client is named '{0}' or has a fingerprint starting with it.")]
     NoSuchClient(String),
     /// `trust remove` with an id too short to be meant as a fingerprint prefix.
-    #[error("No trusted client is named '{0}'; a fingerprint prefix needs at least {min} hex digits.", min = crate::management::MIN_PREFIX)]
+    #[error("No trusted client is named '{0}'; a fingerprint prefix needs at least {min} hex digits.", min = MIN_PREFIX)]
     ClientIdTooShort(String),
     /// `trust remove` with an id that matches more than one client: nothing is removed.
     #[error("'{id}' matches {} trusted clients ({}); nothing was removed. Please give a longer fingerprint prefix.", .candidates.len(), .candidates.join(", "))]

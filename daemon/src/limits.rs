@@ -114,15 +114,14 @@ impl FailureLimiter {
         }
     }
 
-    /// `Err(RateLimited)` while `key` must wait.
-    pub fn check(&self, key: PeerKey) -> Result<(), Error> {
+    /// How long `key` must still wait after its failures (`None`: it may try now).
+    pub fn wait(&self, key: PeerKey) -> Option<Duration> {
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        match records.get(&key) {
-            Some(r) if r.blocked_until > Instant::now() => Err(Error::RateLimited {
-                retry_after: r.blocked_until - Instant::now(),
-            }),
-            _ => Ok(()),
-        }
+        let now = Instant::now();
+        records
+            .get(&key)
+            .filter(|r| r.blocked_until > now)
+            .map(|r| r.blocked_until - now)
     }
 
     /// Count a failure of `key`; returns the number of consecutive failures.
@@ -236,15 +235,12 @@ mod tests {
         let l = limiter();
         for _ in 0..3 {
             l.record_failure(PeerKey::Uid(1));
-            assert!(l.check(PeerKey::Uid(1)).is_ok());
+            assert!(l.wait(PeerKey::Uid(1)).is_none());
         }
         l.record_failure(PeerKey::Uid(1));
-        assert!(matches!(
-            l.check(PeerKey::Uid(1)),
-            Err(Error::RateLimited { .. })
-        ));
+        assert!(l.wait(PeerKey::Uid(1)).is_some());
         // Others are unaffected.
-        assert!(l.check(PeerKey::Uid(2)).is_ok());
+        assert!(l.wait(PeerKey::Uid(2)).is_none());
     }
 
     #[test]
@@ -261,7 +257,7 @@ mod tests {
             l.record_failure(PeerKey::Uid(7));
         }
         l.record_success(PeerKey::Uid(7));
-        assert!(l.check(PeerKey::Uid(7)).is_ok());
+        assert!(l.wait(PeerKey::Uid(7)).is_none());
         assert_eq!(l.records(), 0);
     }
 

@@ -2,13 +2,13 @@
 //! removing trusted clients, creating, listing and revoking one-time enrollment tokens.
 //!
 //! Every method passes the same gate as `multipass.Rpc` (trusted clients only). Managing others'
-//! trust is an administrator's right, decided at each request ([`Gate::is_administrator`]):
+//! trust is an administrator's right, decided at each request ([`Gate::manage`]):
 //! every trusted client may list the clients and remove its own entry, but removing another
 //! client and creating, listing or revoking tokens need a caller on the Unix socket whose uid is
 //! 0 or in the admin group; over TCP nobody may. Every change, and every such refusal, is an
 //! audit event (`target: "audit"`) naming the caller, and a token appears in exactly one place:
 //! the reply to the request that created it. Redeeming a token is not here but in `authenticate`
-//! (`service::redeem`), so stock Multipass clients can redeem one.
+//! (`gate::authenticate`), so stock Multipass clients can redeem one.
 
 use std::sync::Arc;
 
@@ -26,15 +26,9 @@ use trust::seen::LastSeen;
 use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LIFETIME};
 use trust::{Bundle, Enrolment, Entry, Fingerprint, VerifiedClient};
 
-use crate::audit::Reason;
-use crate::error::Error;
+use crate::error::{Error, MIN_PREFIX};
 use crate::gate::Gate;
-use crate::service::peer_of;
-use crate::socket::Access;
 use trust::access as admin;
-
-/// Fewest hex digits accepted as a fingerprint prefix: shorter ones match by accident.
-pub const MIN_PREFIX: usize = 4;
 
 /// Hex digits of a fingerprint shown to identify a client among others.
 const SHORT_FINGERPRINT: usize = 16;
@@ -76,22 +70,6 @@ impl Management {
         Ok(tokio::task::spawn_blocking(move || work(&tokens)).await??)
     }
 
-    /// Refuse `action` unless `peer` is an administrator now.
-    async fn require_administrator(&self, peer: &Peer, action: &'static str) -> Result<(), Error> {
-        if self.gate.is_administrator(peer).await {
-            return Ok(());
-        }
-        Err(self.refuse(peer, action))
-    }
-
-    /// The refusal of `action` to a trusted client that is not an administrator, audited (and
-    /// collapsed per peer, as every refusal: a trusted client must not flood the journal either).
-    fn refuse(&self, peer: &Peer, action: &'static str) -> Error {
-        self.gate
-            .refused(peer, Reason::NotAdministrator(action), None);
-        self.gate.not_administrator(peer, action)
-    }
-
     fn describe(&self, entry: &Entry, caller: &VerifiedClient) -> TrustedClient {
         let meta = &entry.metadata;
         TrustedClient {
@@ -108,20 +86,6 @@ impl Management {
                 .unwrap_or_default(),
             is_caller: entry.fingerprint == caller.fingerprint(),
         }
-    }
-}
-
-/// Note that `client` was admitted now; when the file is a minute behind, write it off the
-/// request path.
-pub fn note_seen(seen: Option<&Arc<LastSeen>>, client: &VerifiedClient) {
-    let Some(seen) = seen else { return };
-    if seen.record(client.fingerprint(), OffsetDateTime::now_utc()) {
-        let seen = seen.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = seen.persist() {
-                tracing::warn!(error = %e, "cannot write the last-seen times");
-            }
-        });
     }
 }
 
@@ -206,7 +170,7 @@ impl Trust for Management {
         &self,
         request: Request<ListClientsRequest>,
     ) -> Result<Response<ListClientsReply>, Status> {
-        let peer = peer_of(&request);
+        let peer = Peer::of(&request);
         let caller = self.gate.admit(&peer).await?;
         let bundle = self.gate.store().current().map_err(Error::from)?;
         let clients = bundle.iter().map(|e| self.describe(e, &caller)).collect();
@@ -217,12 +181,12 @@ impl Trust for Management {
         &self,
         request: Request<RemoveClientRequest>,
     ) -> Result<Response<RemoveClientReply>, Status> {
-        let peer = peer_of(&request);
+        let peer = Peer::of(&request);
         let caller = self.gate.admit(&peer).await?;
         let id = request.into_inner().id;
         let store = self.gate.store().clone();
         // Anybody may remove their own entry; another's needs an administrator.
-        let administrator = self.gate.is_administrator(&peer).await;
+        let administrator = self.gate.may_manage(&peer).await?;
         let own = caller.fingerprint();
         // Resolved against the file as it is under the lock, so the id means what it means now.
         let outcome = tokio::task::spawn_blocking(move || {
@@ -247,7 +211,9 @@ impl Trust for Management {
         .map_err(Error::from)??;
         let (removed, remaining) = match outcome {
             Ok(removed) => removed,
-            Err(Removal::NotAdministrator) => return Err(self.refuse(&peer, REMOVE_OTHER).into()),
+            Err(Removal::NotAdministrator) => {
+                return Err(self.gate.not_administrator(&peer, REMOVE_OTHER).into())
+            }
             Err(Removal::Refused(e)) => return Err(e.into()),
         };
         let described = self.describe(&removed, &caller);
@@ -273,10 +239,8 @@ impl Trust for Management {
             removed.metadata.name.as_deref().unwrap_or("unnamed"),
             crate::audit::who(&peer)
         );
-        if remaining == 0 {
-            // Nobody is trusted: only administrators may reach the socket again (SPEC 5).
-            self.gate.socket_policy().apply(Access::Restricted).await;
-        }
+        // The last one gone: only administrators may reach the socket again.
+        self.gate.sync_socket().await;
         Ok(Response::new(RemoveClientReply {
             removed: Some(described),
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
@@ -287,9 +251,8 @@ impl Trust for Management {
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenReply>, Status> {
-        let peer = peer_of(&request);
-        self.gate.admit(&peer).await?;
-        self.require_administrator(&peer, CREATE_TOKENS).await?;
+        let peer = Peer::of(&request);
+        self.gate.manage(&peer, CREATE_TOKENS).await?;
         let message = request.into_inner();
         let lifetime = match message.expires_in_seconds {
             0 => DEFAULT_LIFETIME,
@@ -325,9 +288,8 @@ impl Trust for Management {
         &self,
         request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensReply>, Status> {
-        let peer = peer_of(&request);
-        self.gate.admit(&peer).await?;
-        self.require_administrator(&peer, LIST_TOKENS).await?;
+        let peer = Peer::of(&request);
+        self.gate.manage(&peer, LIST_TOKENS).await?;
         let records = self.on_tokens(|tokens| tokens.list()).await?;
         let now = OffsetDateTime::now_utc();
         Ok(Response::new(ListTokensReply {
@@ -339,9 +301,8 @@ impl Trust for Management {
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenReply>, Status> {
-        let peer = peer_of(&request);
-        self.gate.admit(&peer).await?;
-        self.require_administrator(&peer, REVOKE_TOKENS).await?;
+        let peer = Peer::of(&request);
+        self.gate.manage(&peer, REVOKE_TOKENS).await?;
         let name = request.into_inner().name;
         let now = OffsetDateTime::now_utc();
         let record = self

@@ -24,7 +24,7 @@ use trust::{DataDir, ServerCertResolver, ServerPki, ServerPkiOptions, TrustStore
 
 use crate::activation;
 use crate::args::Args;
-use crate::gate::Gate;
+use crate::gate::{Gate, Parts, PARALLEL_HASHES, QUEUED_HASHES};
 use crate::limits::{FailureLimiter, HashPool, LimiterConfig};
 use crate::management::Management;
 use crate::renewal;
@@ -32,10 +32,6 @@ use crate::service::Service;
 use crate::socket::{self, Access, SocketPolicy};
 use trust::access::AdminPolicy;
 
-/// Passphrase hashes computed at once (each ~19 MiB and a core for ~50 ms).
-const PARALLEL_HASHES: usize = 2;
-/// Passphrase checks allowed to wait for a turn.
-const QUEUED_HASHES: usize = 64;
 /// How long a SIGTERM waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request message accepted. Ours are small (a passphrase is at most 1 KiB); tonic's
@@ -234,20 +230,22 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
 
     let socket_policy = SocketPolicy::new(listening.socket_path.clone(), admin.clone());
     let seen = Arc::new(LastSeen::new(dir.last_seen(), FileMode::PRIVATE));
-    let gate = Arc::new(Gate::new(store, admin, socket_policy).with_last_seen(seen.clone()));
-    let settings = SettingsFile::new(dir.settings(), FileMode::PRIVATE);
     let tokens = Arc::new(TokenStore::new(dir.tokens(), FileMode::PRIVATE));
-    let service = Service::new(
-        gate.clone(),
-        settings,
-        FailureLimiter::new(LimiterConfig {
+    let gate = Arc::new(Gate::new(Parts {
+        store,
+        admin: Arc::new(admin),
+        socket: Arc::new(socket_policy),
+        seen: Some(seen.clone()),
+        settings: SettingsFile::new(dir.settings(), FileMode::PRIVATE),
+        limiter: FailureLimiter::new(LimiterConfig {
             max_delay: Duration::from_secs(args.auth_max_delay.max(1)),
             ..LimiterConfig::default()
         }),
-        HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
-        tokens.clone(),
-    );
-    let management = Management::new(gate, tokens, seen);
+        hashes: HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
+        tokens: tokens.clone(),
+    }));
+    let service = Service::new(gate.clone());
+    let management = Management::new(gate.clone(), tokens, seen);
 
     let activity = Activity::default();
     let (stop_accepting, accept_stopped) = tokio::sync::watch::channel(false);
@@ -272,6 +270,9 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
             .publish()
             .context("cannot move the socket into place")?;
     }
+    // The store may have changed while no daemon ran (by hand, by the helper, a crash): the
+    // socket's access follows the store as it is now. Nothing is done when it matches.
+    gate.sync_socket().await;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic_server()

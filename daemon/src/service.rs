@@ -1,47 +1,28 @@
 //! The `multipass.Rpc` service: reads one request, applies the gate, answers.
 
-mod redeem;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use rpc::proto::rpc_server::Rpc;
 use rpc::proto::*;
-use rpc::server::{Peer, Transport};
+use rpc::server::Peer;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use trust::passphrase::MAX_PASSPHRASE_LEN;
-use trust::settings::{SettingsFile, PASSPHRASE_KEY};
-use trust::tokens::{looks_like_token, TokenStore};
-use trust::{Enrolment, PassphraseHash};
+use trust::settings::PASSPHRASE_KEY;
+use trust::PassphraseHash;
 use zeroize::Zeroizing;
 
-use crate::audit::Reason;
 use crate::error::Error;
-use crate::gate::Gate;
-use crate::limits::{FailureLimiter, HashPool, PeerKey};
+use crate::gate::{Authenticated, Gate};
 
 /// Settings keys this service has.
 pub const SETTINGS_KEYS: [&str; 1] = [PASSPHRASE_KEY];
-
-/// What a successful `authenticate` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Checked {
-    /// The client is trusted (now, or it was already).
-    Trusted,
-    /// An enrollment token from a client that is trusted already: left unused.
-    TokenNotNeeded,
-}
 
 /// Shared state of all requests.
 #[derive(Debug)]
 pub struct Service {
     gate: Arc<Gate>,
-    settings: SettingsFile,
-    limiter: FailureLimiter,
-    hashes: Arc<HashPool>,
-    tokens: Arc<TokenStore>,
 }
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -52,7 +33,7 @@ fn reply<T: Send + 'static>(message: T) -> Response<ReplyStream<T>> {
 
 /// The connection's peer and the first request of the stream.
 async fn first<T>(request: Request<Streaming<T>>) -> Result<(Peer, T), Error> {
-    let peer = peer_of(&request);
+    let peer = Peer::of(&request);
     let message = request
         .into_inner()
         .message()
@@ -62,122 +43,18 @@ async fn first<T>(request: Request<Streaming<T>>) -> Result<(Peer, T), Error> {
     Ok((peer, message))
 }
 
-/// The connection's peer, as the transport recorded it.
-pub(crate) fn peer_of<T>(request: &Request<T>) -> Peer {
-    request
-        .extensions()
-        .get::<Peer>()
-        .cloned()
-        .unwrap_or_else(|| Peer::new(Transport::Unix, None, None))
-}
-
-fn peer_key(peer: &Peer) -> Option<PeerKey> {
-    peer.key()
+/// The `log_line` of a successful `authenticate`: which name the client is trusted under.
+fn trusted_as(name: Option<String>) -> String {
+    match name {
+        Some(name) => format!("This client is trusted as '{name}'.\n"),
+        None => "This client is trusted.\n".to_string(),
+    }
 }
 
 impl Service {
-    /// A service deciding with `gate`, keeping settings in `settings`, redeeming `tokens`.
-    pub fn new(
-        gate: Arc<Gate>,
-        settings: SettingsFile,
-        limiter: FailureLimiter,
-        hashes: Arc<HashPool>,
-        tokens: Arc<TokenStore>,
-    ) -> Service {
-        Service {
-            gate,
-            settings,
-            limiter,
-            hashes,
-            tokens,
-        }
-    }
-
-    /// Check `passphrase` (or redeem it, if it is an enrollment token) and trust the peer's
-    /// client if it is right. A client that is trusted already is checked all the same, as
-    /// Multipass does: `authenticate` with a wrong passphrase never succeeds.
-    async fn check_passphrase(
-        &self,
-        peer: &Peer,
-        passphrase: Zeroizing<String>,
-    ) -> Result<Checked, Error> {
-        let client = peer.client.clone().ok_or(Error::NoClientCertificate)?;
-        // Without kernel credentials there is no one to hold responsible; refuse rather than
-        // share one bucket with every such peer.
-        let key = peer_key(peer).ok_or(Error::NotAuthenticated)?;
-        // One check at a time per peer: a flood queues behind itself, not in front of others.
-        let _turn = self.limiter.turn(key).await;
-        self.check_limiter(peer, key)?;
-        // Told apart by shape, so a token is never hashed as a passphrase (nor the reverse).
-        if looks_like_token(&passphrase) {
-            // Redeeming would spend the token on a client that gains nothing from it; it is left
-            // for the person it was made for, and not even looked up.
-            if self.gate.is_trusted(&client)? {
-                return Ok(Checked::TokenNotNeeded);
-            }
-            self.redeem_token(peer, &client, key, passphrase).await?;
-            return Ok(Checked::Trusted);
-        }
-        let Some(hash) = self.settings.load()?.passphrase()? else {
-            return Err(Error::PassphraseNotSet);
-        };
-        let verified = if passphrase.len() > MAX_PASSPHRASE_LEN || passphrase.is_empty() {
-            false
-        } else {
-            let hash = hash.clone();
-            let candidate = passphrase.clone();
-            self.hashes.run(move || hash.verify(&candidate)).await?
-        };
-        if !verified {
-            let failures = self.limiter.record_failure(key);
-            self.gate
-                .refused(peer, Reason::WrongPassphrase, Some(failures));
-            return Err(Error::PassphraseIncorrect);
-        }
-        self.limiter.record_success(key);
-        self.gate
-            .trust(peer, &client, Enrolment::Passphrase)
-            .await?;
-        if hash.needs_upgrade() {
-            self.upgrade_hash(&hash, passphrase).await;
-        }
-        Ok(Checked::Trusted)
-    }
-
-    /// Replace a legacy scrypt hash by Argon2id, unless the passphrase changed meanwhile.
-    async fn upgrade_hash(&self, old: &PassphraseHash, passphrase: Zeroizing<String>) {
-        let new = match self
-            .hashes
-            .run(move || PassphraseHash::new(&passphrase))
-            .await
-        {
-            Ok(Ok(new)) => new,
-            _ => return,
-        };
-        let settings = self.settings.clone();
-        let old_value = old.to_setting();
-        let result = tokio::task::spawn_blocking(move || {
-            settings.update(|ini| {
-                let current = ini.passphrase().ok().flatten().map(|h| h.to_setting());
-                if current.as_deref() == Some(old_value.as_str()) {
-                    ini.set_passphrase(Some(&new));
-                    true
-                } else {
-                    false
-                }
-            })
-        })
-        .await;
-        match result {
-            Ok(Ok(true)) => tracing::info!(
-                target: "audit",
-                event = "passphrase-upgraded",
-                "replaced the legacy scrypt passphrase hash with Argon2id"
-            ),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not upgrade the passphrase hash"),
-            Err(_) => tracing::warn!("could not upgrade the passphrase hash"),
-        }
+    /// A service deciding with `gate`.
+    pub fn new(gate: Arc<Gate>) -> Service {
+        Service { gate }
     }
 
     async fn store_setting(
@@ -198,13 +75,14 @@ impl Service {
             None
         } else {
             Some(
-                self.hashes
+                self.gate
+                    .hashes()
                     .run(move || PassphraseHash::new(&value))
                     .await?
                     .map_err(Error::Storage)?,
             )
         };
-        let settings = self.settings.clone();
+        let settings = self.gate.settings().clone();
         let cleared = hash.is_none();
         tokio::task::spawn_blocking(move || {
             settings.update(|ini| ini.set_passphrase(hash.as_ref()))
@@ -224,7 +102,13 @@ impl Service {
             return Err(Error::UnknownKey(key.to_string()));
         }
         // Whether one is set, never the hash.
-        Ok(self.settings.load()?.passphrase()?.is_some().to_string())
+        Ok(self
+            .gate
+            .settings()
+            .load()?
+            .passphrase()?
+            .is_some()
+            .to_string())
     }
 }
 
@@ -274,14 +158,8 @@ impl Rpc for Service {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
-        // Never trusts anybody: no first-client rule here.
-        let peer = peer_of(&request);
-        let client = peer.client.ok_or(Error::NotAuthenticated)?;
-        if self.gate.is_trusted(&client)? {
-            Ok(Response::new(PingReply {}))
-        } else {
-            Err(Error::NotAuthenticated.into())
-        }
+        self.gate.ping(&Peer::of(&request)).await?;
+        Ok(Response::new(PingReply {}))
     }
 
     type authenticateStream = ReplyStream<AuthenticateReply>;
@@ -291,15 +169,15 @@ impl Rpc for Service {
     ) -> Result<Response<Self::authenticateStream>, Status> {
         let (peer, mut message) = first(request).await?;
         // A passphrase or an enrollment token.
-        let passphrase = Zeroizing::new(std::mem::take(&mut message.passphrase));
-        let checked = self.check_passphrase(&peer, passphrase).await?;
-        let mut log_line = self.trusted_as(&peer)?;
-        if checked == Checked::TokenNotNeeded {
-            log_line.push_str(
-                "The enrollment token was not used: this client did not need it, and it can \
-                 still enroll another.\n",
-            );
-        }
+        let secret = Zeroizing::new(std::mem::take(&mut message.passphrase));
+        // Stock clients show the log line too, which is why it is a sentence.
+        let log_line =
+            match self.gate.authenticate(&peer, secret).await? {
+                Authenticated::Trusted(name) => trusted_as(name),
+                Authenticated::TokenNotNeeded(name) => trusted_as(name)
+                    + "The enrollment token was not used: this client did not need it, and it can \
+                   still enroll another.\n",
+            };
         Ok(reply(AuthenticateReply { log_line }))
     }
 

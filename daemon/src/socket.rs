@@ -1,6 +1,5 @@
 //! The Unix socket's file: binding it so that it appears with its final mode, and the socket
-//! policy of SPEC section 5 (restricted root:<admin> 0660 while nobody is trusted, open root:root
-//! 0666 afterwards).
+//! policy (restricted root:<admin> 0660 while nobody is trusted, open root:root 0666 afterwards).
 //!
 //! Changing the socket's owner needs privileges the daemon does not have under systemd; there the
 //! privileged helper applies the policy. The daemon tries, and says clearly when it may not.
@@ -53,6 +52,24 @@ impl SocketPolicy {
                  `multipassd-helper apply-socket-policy` (as root) fixes it"
             ),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl crate::gate::SocketAccess for SocketPolicy {
+    /// What the file's mode says: others may connect (open) or not (restricted).
+    fn current(&self) -> Option<Access> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(self.path.as_ref()?).ok()?.permissions().mode();
+        Some(if mode & 0o006 == 0o006 {
+            Access::Open
+        } else {
+            Access::Restricted
+        })
+    }
+
+    async fn set(&self, access: Access) {
+        self.apply(access).await
     }
 }
 

@@ -84,6 +84,17 @@ impl Peer {
         PeerKey::of(self.transport, self.credentials.as_ref())
     }
 
+    /// The peer of `request`, as [`incoming`] recorded it in the request's extensions. A request
+    /// that did not come through it (none does in the daemon) is a Unix peer without credentials
+    /// or certificate, which nothing trusts.
+    pub fn of<T>(request: &tonic::Request<T>) -> Peer {
+        request
+            .extensions()
+            .get::<Peer>()
+            .cloned()
+            .unwrap_or_else(|| Peer::new(Transport::Unix, None, None))
+    }
+
     /// The key its connections and requests are limited by: [`Peer::key`], except for root,
     /// who is never limited.
     pub fn limited_key(&self) -> Option<PeerKey> {

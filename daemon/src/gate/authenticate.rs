@@ -1,0 +1,181 @@
+//! `authenticate`: a passphrase, or a one-time enrollment token in its place.
+//!
+//! A token travels in `AuthenticateRequest.passphrase`, so stock Multipass clients can redeem
+//! one; the two are told apart by shape, so that neither is ever checked as the other. Wrong
+//! passphrases and refused tokens count against the same per-peer failure limiter.
+
+use rpc::server::Peer;
+use time::OffsetDateTime;
+use trust::passphrase::MAX_PASSPHRASE_LEN;
+use trust::tokens::{looks_like_token, TokenError};
+use trust::PassphraseHash;
+use zeroize::Zeroizing;
+
+use super::Gate;
+use crate::admission::{
+    self, Checked, Decision, Presented, Request, Secret, TokenRefusal, Verdict,
+};
+use crate::error::Error;
+
+/// What a successful `authenticate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticated {
+    /// The client is trusted, under this name if it has one (now, or it was already: the
+    /// secret is checked all the same, as Multipass does).
+    Trusted(Option<String>),
+    /// A token from a client trusted already: left unused, for the person it was made for.
+    TokenNotNeeded(Option<String>),
+}
+
+impl Gate {
+    /// Check `secret` and trust the peer's client if it is right.
+    pub async fn authenticate(
+        &self,
+        peer: &Peer,
+        secret: Zeroizing<String>,
+    ) -> Result<Authenticated, Error> {
+        let kind = if looks_like_token(&secret) {
+            Secret::Token
+        } else {
+            Secret::Passphrase
+        };
+        let request = Request::Authenticate(kind);
+        // One check at a time per peer: many at once (on many streams or connections) cannot
+        // all pass the limiter before the first failure is recorded; a flood queues behind
+        // itself, not in front of others.
+        let key = peer.key();
+        let _turn = match key {
+            Some(key) => Some(self.limiter.turn(key).await),
+            None => None,
+        };
+        let wait = key.and_then(|key| self.limiter.wait(key));
+        let facts = self.facts(peer, request, wait).await?;
+        let (outcome, name) = match admission::decide(&facts, request) {
+            Decision::Refuse(refusal) => {
+                return Err(self.refuse(peer, refusal, request, None, None))
+            }
+            Decision::CheckPassphrase => (self.check_passphrase(&secret).await?, None),
+            // Redeeming would spend the token on a client that gains nothing from it.
+            Decision::RedeemToken if facts.presented == Presented::Trusted => {
+                return Ok(Authenticated::TokenNotNeeded(self.trusted_name(peer)?));
+            }
+            Decision::RedeemToken => self.redeem(peer, secret.clone()).await?,
+            other => unreachable!("{other:?} is no answer to authenticate"),
+        };
+        let key = key.ok_or(Error::Internal)?;
+        match admission::checked(outcome) {
+            Verdict::Refuse(refusal) => {
+                let failures = refusal
+                    .is_failed_attempt()
+                    .then(|| self.limiter.record_failure(key));
+                Err(self.refuse(peer, refusal, request, None, failures))
+            }
+            Verdict::Enrol(how) => {
+                self.limiter.record_success(key);
+                let client = peer.client.as_ref().ok_or(Error::NoClientCertificate)?;
+                self.enrol(peer, client, how, name).await?;
+                if kind == Secret::Passphrase {
+                    self.upgrade_hash(secret).await;
+                }
+                Ok(Authenticated::Trusted(self.trusted_name(peer)?))
+            }
+        }
+    }
+
+    async fn check_passphrase(&self, passphrase: &Zeroizing<String>) -> Result<Checked, Error> {
+        let Some(hash) = self.settings.load()?.passphrase()? else {
+            return Ok(Checked::NoPassphrase);
+        };
+        if passphrase.len() > MAX_PASSPHRASE_LEN || passphrase.is_empty() {
+            return Ok(Checked::WrongPassphrase);
+        }
+        let candidate = passphrase.clone();
+        let right = self.hashes.run(move || hash.verify(&candidate)).await?;
+        Ok(if right {
+            Checked::RightPassphrase
+        } else {
+            Checked::WrongPassphrase
+        })
+    }
+
+    /// Redeem `token`: consumed before the client is trusted, so a failure in between costs the
+    /// token and never enrols a second client. The name is the token's if its creator chose one.
+    async fn redeem(
+        &self,
+        peer: &Peer,
+        token: Zeroizing<String>,
+    ) -> Result<(Checked, Option<String>), Error> {
+        let tokens = self.tokens.clone();
+        let now = OffsetDateTime::now_utc();
+        let record = match tokio::task::spawn_blocking(move || tokens.redeem(&token, now)).await? {
+            Ok(record) => record,
+            Err(TokenError::Storage(e)) => return Err(Error::Storage(e)),
+            Err(refused) => {
+                let why = match refused {
+                    TokenError::Used => TokenRefusal::Used,
+                    TokenError::Expired => TokenRefusal::Expired,
+                    TokenError::Revoked => TokenRefusal::Revoked,
+                    _ => TokenRefusal::Unknown,
+                };
+                return Ok((Checked::TokenRefused(why), None));
+            }
+        };
+        if let Some(client) = &peer.client {
+            crate::audit::token_redeemed(peer, client, &record.name);
+        }
+        Ok((
+            Checked::TokenRedeemed,
+            record.client_name().map(str::to_string),
+        ))
+    }
+
+    /// The name the peer's client is trusted under.
+    fn trusted_name(&self, peer: &Peer) -> Result<Option<String>, Error> {
+        let Some(client) = &peer.client else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .current()?
+            .get(&client.fingerprint())
+            .and_then(|e| e.metadata.name.clone()))
+    }
+
+    /// Replace a legacy scrypt hash by Argon2id, unless the passphrase changed meanwhile.
+    async fn upgrade_hash(&self, passphrase: Zeroizing<String>) {
+        let Ok(Some(old)) = self.settings.load().and_then(|s| s.passphrase()) else {
+            return;
+        };
+        if !old.needs_upgrade() {
+            return;
+        }
+        let new = match self
+            .hashes
+            .run(move || PassphraseHash::new(&passphrase))
+            .await
+        {
+            Ok(Ok(new)) => new,
+            _ => return,
+        };
+        let settings = self.settings.clone();
+        let old_value = old.to_setting();
+        let result = tokio::task::spawn_blocking(move || {
+            settings.update(|ini| {
+                let current = ini.passphrase().ok().flatten().map(|h| h.to_setting());
+                if current.as_deref() == Some(old_value.as_str()) {
+                    ini.set_passphrase(Some(&new));
+                    true
+                } else {
+                    false
+                }
+            })
+        })
+        .await;
+        match result {
+            Ok(Ok(true)) => crate::audit::passphrase_upgraded(),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not upgrade the passphrase hash"),
+            Err(_) => tracing::warn!("could not upgrade the passphrase hash"),
+        }
+    }
+}

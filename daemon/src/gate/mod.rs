@@ -1,0 +1,453 @@
+//! The gate: every request passes here, and here alone the daemon decides to trust a client.
+//!
+//! The decisions are the pure functions of [`crate::admission`]. The gate gathers their facts
+//! (the peer, the trust store as it is now, the failure limiter), asks, and carries out what they
+//! decide: the store write under its lock, the socket's access, last-seen times, audit events.
+//! Handlers read their first message, ask the gate ([`Gate::admit`], [`Gate::manage`],
+//! [`Gate::ping`], [`Gate::authenticate`]) and do their work.
+//!
+//! Two seams keep the gate testable in-process without root: [`AdminDirectory`] (who is an
+//! administrator) and [`SocketAccess`] (the socket file's owner and mode).
+
+mod authenticate;
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc::server::{Peer, Transport as PeerTransport};
+use time::OffsetDateTime;
+use trust::access::{Access, AdminPolicy};
+use trust::seen::LastSeen;
+use trust::settings::SettingsFile;
+use trust::tokens::{TokenError, TokenStore};
+use trust::{Enrolment, Entry, Metadata, TrustStore, VerifiedClient};
+
+pub use self::authenticate::Authenticated;
+use crate::admission::{self, Decision, Facts, Presented, Refusal, Request, TokenRefusal};
+use crate::audit::{self, Refusals};
+use crate::error::Error;
+use crate::limits::{FailureLimiter, HashPool};
+
+/// Who is an administrator: uid 0 or a member of the admin group.
+pub trait AdminDirectory: Debug + Send + Sync + 'static {
+    /// Whether `uid` is an administrator now (asked at each request that needs it, so a
+    /// membership granted or taken away counts at once). May block on the user database.
+    fn is_admin(&self, uid: u32) -> bool;
+    /// The admin group's name, for refusals that say who may.
+    fn group_name(&self) -> Option<String>;
+}
+
+impl AdminDirectory for AdminPolicy {
+    fn is_admin(&self, uid: u32) -> bool {
+        AdminPolicy::is_admin(self, uid)
+    }
+
+    fn group_name(&self) -> Option<String> {
+        self.group().map(|g| g.name)
+    }
+}
+
+/// The socket file's access: restricted to administrators while nobody is trusted, open after.
+#[tonic::async_trait]
+pub trait SocketAccess: Debug + Send + Sync + 'static {
+    /// The access the socket file has now; `None` when there is no socket file (TCP).
+    fn current(&self) -> Option<Access>;
+    /// Give the socket `access`. A failure is logged, not returned: the daemon serves on.
+    async fn set(&self, access: Access);
+}
+
+/// What a [`Gate`] is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// The trust store.
+    pub store: Arc<TrustStore>,
+    /// Who is an administrator.
+    pub admin: Arc<dyn AdminDirectory>,
+    /// The socket's access.
+    pub socket: Arc<dyn SocketAccess>,
+    /// When each client was last seen, if kept.
+    pub seen: Option<Arc<LastSeen>>,
+    /// The settings file, which holds the passphrase's hash.
+    pub settings: SettingsFile,
+    /// Failed attempts per peer.
+    pub limiter: FailureLimiter,
+    /// Where passphrases are hashed.
+    pub hashes: Arc<HashPool>,
+    /// One-time enrollment tokens.
+    pub tokens: Arc<TokenStore>,
+}
+
+/// Passphrase hashes computed at once (each ~19 MiB and a core for ~50 ms).
+pub const PARALLEL_HASHES: usize = 2;
+/// Passphrase checks allowed to wait for a turn.
+pub const QUEUED_HASHES: usize = 64;
+
+impl Parts {
+    /// The parts of a daemon keeping its files in `dir` (the store's file is `store`'s), with the
+    /// default limits.
+    pub fn in_dir(
+        store: Arc<TrustStore>,
+        dir: &trust::DataDir,
+        admin: Arc<dyn AdminDirectory>,
+        socket: Arc<dyn SocketAccess>,
+    ) -> Parts {
+        use trust::fsutil::FileMode;
+        Parts {
+            store,
+            admin,
+            socket,
+            seen: Some(Arc::new(LastSeen::new(dir.last_seen(), FileMode::PRIVATE))),
+            settings: SettingsFile::new(dir.settings(), FileMode::PRIVATE),
+            limiter: FailureLimiter::new(crate::limits::LimiterConfig::default()),
+            hashes: HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
+            tokens: Arc::new(TokenStore::new(dir.tokens(), FileMode::PRIVATE)),
+        }
+    }
+}
+
+/// Trust decisions, shared by all requests.
+#[derive(Debug)]
+pub struct Gate {
+    store: Arc<TrustStore>,
+    admin: Arc<dyn AdminDirectory>,
+    socket: Arc<dyn SocketAccess>,
+    /// The access the socket was last given ([`encode`]d; 0: unknown or no socket file).
+    socket_access: AtomicU8,
+    /// Held while the socket's access is set: the later of two settings reads the later store.
+    socket_turn: tokio::sync::Mutex<()>,
+    seen: Option<Arc<LastSeen>>,
+    settings: SettingsFile,
+    limiter: FailureLimiter,
+    hashes: Arc<HashPool>,
+    tokens: Arc<TokenStore>,
+    refusals: Refusals,
+}
+
+fn encode(access: Option<Access>) -> u8 {
+    match access {
+        None => 0,
+        Some(Access::Restricted) => 1,
+        Some(Access::Open) => 2,
+    }
+}
+
+impl Gate {
+    /// A gate made of `parts`.
+    pub fn new(parts: Parts) -> Gate {
+        Gate {
+            socket_access: AtomicU8::new(encode(parts.socket.current())),
+            socket_turn: tokio::sync::Mutex::new(()),
+            store: parts.store,
+            admin: parts.admin,
+            socket: parts.socket,
+            seen: parts.seen,
+            settings: parts.settings,
+            limiter: parts.limiter,
+            hashes: parts.hashes,
+            tokens: parts.tokens,
+            refusals: Refusals::default(),
+        }
+    }
+
+    /// The store, for handlers that read it.
+    pub fn store(&self) -> &Arc<TrustStore> {
+        &self.store
+    }
+
+    /// The settings file, for `get` and `set`.
+    pub fn settings(&self) -> &SettingsFile {
+        &self.settings
+    }
+
+    /// The pool passphrases are hashed in, for `set`.
+    pub fn hashes(&self) -> &Arc<HashPool> {
+        &self.hashes
+    }
+
+    /// Whether `client` is trusted now (the store is re-read if the file changed).
+    pub fn is_trusted(&self, client: &VerifiedClient) -> Result<bool, Error> {
+        Ok(self.store.is_trusted(&client.fingerprint())?)
+    }
+
+    /// The one-time enrollment tokens.
+    pub fn tokens(&self) -> &Arc<TokenStore> {
+        &self.tokens
+    }
+
+    /// A gated request (anything a trusted client may do): let `peer` through if its certificate
+    /// is trusted, or if it becomes the first client now.
+    pub async fn admit(&self, peer: &Peer) -> Result<VerifiedClient, Error> {
+        let facts = self.facts(peer, Request::Use, None).await?;
+        let admitted = match admission::decide(&facts, Request::Use) {
+            Decision::Admit => true,
+            Decision::TryFirstClient => self.try_first_client(peer, facts).await?,
+            Decision::Refuse(refusal) => {
+                return Err(self.refuse(peer, refusal, Request::Use, None, None))
+            }
+            other => unreachable!("{other:?} is no answer to a gated request"),
+        };
+        let client = peer.client.clone().filter(|_| admitted);
+        let Some(client) = client else {
+            return Err(self.refuse(peer, Refusal::NotTrusted, Request::Use, None, None));
+        };
+        self.note_seen(&client);
+        Ok(client)
+    }
+
+    /// Managing others' trust (`action`, as a refusal words it): a trusted client whose peer is
+    /// an administrator now, on the Unix socket.
+    pub async fn manage(&self, peer: &Peer, action: &'static str) -> Result<VerifiedClient, Error> {
+        let client = self.admit(peer).await?;
+        let facts = self.facts(peer, Request::Manage, None).await?;
+        match admission::decide(&facts, Request::Manage) {
+            Decision::Admit => Ok(client),
+            Decision::Refuse(refusal) => {
+                Err(self.refuse(peer, refusal, Request::Manage, Some(action), None))
+            }
+            other => unreachable!("{other:?} is no answer to trust management"),
+        }
+    }
+
+    /// Whether `peer` may manage others' trust now ([`Gate::manage`] without the refusal).
+    pub async fn may_manage(&self, peer: &Peer) -> Result<bool, Error> {
+        let facts = self.facts(peer, Request::Manage, None).await?;
+        Ok(admission::decide(&facts, Request::Manage) == Decision::Admit)
+    }
+
+    /// The refusal of `action` to `peer`, who may not manage others' trust, audited.
+    pub fn not_administrator(&self, peer: &Peer, action: &'static str) -> Error {
+        let refusal = match peer.transport {
+            PeerTransport::Tcp(_) => Refusal::OverTcp,
+            PeerTransport::Unix => Refusal::NotAdministrator,
+        };
+        self.refuse(peer, refusal, Request::Manage, Some(action), None)
+    }
+
+    /// `ping`: answered for trusted clients only; never trusts anybody, never audited.
+    pub async fn ping(&self, peer: &Peer) -> Result<(), Error> {
+        let facts = self.facts(peer, Request::Ping, None).await?;
+        match admission::decide(&facts, Request::Ping) {
+            Decision::Admit => Ok(()),
+            _ => Err(Error::NotAuthenticated),
+        }
+    }
+
+    /// The facts of `request` from `peer`, now.
+    async fn facts(
+        &self,
+        peer: &Peer,
+        request: Request,
+        wait: Option<Duration>,
+    ) -> Result<Facts, Error> {
+        let bundle = self.store.current()?;
+        let presented = match &peer.client {
+            None => Presented::Nothing,
+            Some(c) if bundle.get(&c.fingerprint()).is_some() => Presented::Trusted,
+            Some(_) => Presented::Unknown,
+        };
+        let mut facts = Facts {
+            transport: match peer.transport {
+                PeerTransport::Unix => admission::Transport::Unix,
+                PeerTransport::Tcp(_) => admission::Transport::Tcp,
+            },
+            uid: peer.credentials.map(|c| c.uid),
+            admin: false,
+            presented,
+            store_empty: bundle.is_empty(),
+            wait,
+        };
+        drop(bundle);
+        // The store was changed by someone else (by hand, by the helper) so that the socket's
+        // access no longer matches it: set it now.
+        let known = self.socket_access.load(Ordering::Acquire);
+        if known != 0 && known != encode(Some(Access::for_store(facts.store_empty))) {
+            self.sync_socket().await;
+        }
+        if admission::needs_admin(&facts, request) {
+            if let Some(uid) = facts.uid {
+                facts.admin = self.is_admin(uid).await;
+            }
+        }
+        Ok(facts)
+    }
+
+    async fn is_admin(&self, uid: u32) -> bool {
+        let admin = self.admin.clone();
+        // The user database may be remote (NSS): off the async threads.
+        tokio::task::spawn_blocking(move || admin.is_admin(uid))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Decide the first client again under the store's lock, against the file as it is then,
+    /// and write it if the decision stands: of simultaneous first clients exactly one wins.
+    /// `true` if the peer is trusted now (it won, or its certificate won on another connection).
+    async fn try_first_client(&self, peer: &Peer, facts: Facts) -> Result<bool, Error> {
+        let Some(client) = peer.client.clone() else {
+            return Ok(false);
+        };
+        let store = self.store.clone();
+        let entry = entry_for(&client, facts.uid, Enrolment::FirstClient);
+        let (won, trusted) = tokio::task::spawn_blocking(move || {
+            let mut trusted = false;
+            let won = store.modify(|bundle| {
+                let under_lock = Facts {
+                    presented: if bundle.get(&entry.fingerprint).is_some() {
+                        Presented::Trusted
+                    } else {
+                        Presented::Unknown
+                    },
+                    store_empty: bundle.is_empty(),
+                    ..facts
+                };
+                let decision = admission::decide(&under_lock, Request::Use);
+                trusted = matches!(decision, Decision::Admit | Decision::TryFirstClient);
+                decision == Decision::TryFirstClient && bundle.insert(entry.clone())
+            })?;
+            Ok::<_, trust::Error>((won, trusted))
+        })
+        .await??;
+        if won {
+            audit::trusted(peer, &client, Enrolment::FirstClient);
+            self.sync_socket().await;
+        }
+        Ok(trusted)
+    }
+
+    /// Trust `client` as `how` (after a right passphrase or a redeemed token), under `name` (a
+    /// token's) or else the user's login name, made unique among the trusted clients (`alice`,
+    /// then `alice-2`) so that it designates one client for `trust remove`.
+    async fn enrol(
+        &self,
+        peer: &Peer,
+        client: &VerifiedClient,
+        how: Enrolment,
+        name: Option<String>,
+    ) -> Result<(), Error> {
+        let mut entry = entry_for(client, peer.credentials.map(|c| c.uid), how);
+        if name.is_some() {
+            entry.metadata.name = name;
+        }
+        let store = self.store.clone();
+        let added = tokio::task::spawn_blocking(move || {
+            store.modify(|bundle| {
+                let mut entry = entry.clone();
+                if let Some(name) = &entry.metadata.name {
+                    entry.metadata.name = Some(bundle.unique_name(name));
+                }
+                bundle.insert(entry)
+            })
+        })
+        .await??;
+        if added {
+            audit::trusted(peer, client, how);
+            self.sync_socket().await;
+        }
+        Ok(())
+    }
+
+    /// Give the socket the access that matches the store as it is now (restricted while it is
+    /// empty, open otherwise), if it does not have it already. Called after every change of the
+    /// store and at start-up; serialized, and the store is read under the turn, so when several
+    /// changes race the last setting matches the last store.
+    pub async fn sync_socket(&self) {
+        let _turn = self.socket_turn.lock().await;
+        if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let empty = match self.store.current() {
+            Ok(bundle) => bundle.is_empty(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the trust store to set the socket's access");
+                return;
+            }
+        };
+        let access = Access::for_store(empty);
+        if self.socket_access.load(Ordering::Acquire) == encode(Some(access)) {
+            return;
+        }
+        self.socket.set(access).await;
+        // Recorded even if it failed (the failure is logged): a helper that cannot be reached is
+        // not asked again at every request.
+        self.socket_access
+            .store(encode(Some(access)), Ordering::Release);
+    }
+
+    /// Audit that `peer` was refused for `refusal` (collapsed per peer and reason) and return
+    /// the error it is answered with. `action` names what was refused, where that is trust
+    /// management; `failures` is the peer's count of consecutive failed attempts.
+    fn refuse(
+        &self,
+        peer: &Peer,
+        refusal: Refusal,
+        request: Request,
+        action: Option<&'static str>,
+        failures: Option<u32>,
+    ) -> Error {
+        // `ping` answers untrusted clients without an audit line: it is how clients probe.
+        if request != Request::Ping {
+            self.refusals.note(peer, refusal, action, failures);
+        }
+        self.error_for(refusal, request, action)
+    }
+
+    /// Note that `client` was admitted now; when the file is a minute behind, write it off the
+    /// request path.
+    fn note_seen(&self, client: &VerifiedClient) {
+        let Some(seen) = &self.seen else { return };
+        if seen.record(client.fingerprint(), OffsetDateTime::now_utc()) {
+            let seen = seen.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = seen.persist() {
+                    tracing::warn!(error = %e, "cannot write the last-seen times");
+                }
+            });
+        }
+    }
+
+    fn error_for(&self, refusal: Refusal, request: Request, action: Option<&'static str>) -> Error {
+        match refusal {
+            Refusal::NoCertificate if matches!(request, Request::Authenticate(_)) => {
+                Error::NoClientCertificate
+            }
+            Refusal::NoCertificate | Refusal::NoCredentials => Error::NotAuthenticated,
+            Refusal::NotTrusted if request == Request::Ping => Error::NotAuthenticated,
+            Refusal::NotTrusted | Refusal::FirstClientNotAdmin => Error::Untrusted {
+                trusted: self.store.current().map(|b| b.len()).unwrap_or(0),
+            },
+            Refusal::NotAdministrator | Refusal::OverTcp => Error::NotAdministrator {
+                action: action.unwrap_or("manage other clients' trust"),
+                group: self.admin.group_name(),
+                over_tcp: refusal == Refusal::OverTcp,
+            },
+            Refusal::RateLimited(retry_after) => Error::RateLimited { retry_after },
+            Refusal::PassphraseNotSet => Error::PassphraseNotSet,
+            Refusal::PassphraseIncorrect => Error::PassphraseIncorrect,
+            Refusal::Token(why) => Error::Token(match why {
+                TokenRefusal::Unknown => TokenError::Unknown,
+                TokenRefusal::Used => TokenError::Used,
+                TokenRefusal::Expired => TokenError::Expired,
+                TokenRefusal::Revoked => TokenError::Revoked,
+            }),
+        }
+    }
+}
+
+fn entry_for(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) -> Entry {
+    let user = uid.and_then(trust::access::user_name);
+    let when = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok();
+    Entry::new(
+        client.certificate().clone(),
+        Metadata {
+            name: uid.map(trust::names::default_for_uid),
+            uid,
+            user,
+            how: Some(how),
+            when,
+        },
+    )
+}

@@ -1,0 +1,520 @@
+//! The gate in-process, without root: the daemon's real services, TLS and transport on a Unix
+//! socket and a TCP port in a temporary directory, with the two seams replaced: who is an
+//! administrator ([`AdminDirectory`]: a set of uids the test chooses) and the socket file's
+//! access ([`SocketAccess`]: recorded, not applied). Every peer is this process's own user, so
+//! being an administrator is what the test says it is.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use multipassd::error::Error;
+use multipassd::gate::{AdminDirectory, Gate, Parts, SocketAccess};
+use multipassd::management::Management;
+use multipassd::service::Service;
+use rpc::proto::rpc_client::RpcClient;
+use rpc::proto::rpc_server::RpcServer;
+use rpc::proto::{AuthenticateRequest, ListRequest, PingRequest};
+use rpc::server::{incoming, Activity, IncomingOptions, Listener};
+use rpc::trust_proto::trust_client::TrustClient;
+use rpc::trust_proto::trust_server::TrustServer;
+use rpc::trust_proto::{CreateTokenRequest, ListTokensRequest, RemoveClientRequest};
+use rpc::Address;
+use time::{Duration, OffsetDateTime};
+use tonic::transport::Channel;
+use tonic::Code;
+use trust::access::Access;
+use trust::fsutil::{self, FileMode};
+use trust::{ClientIdentity, DataDir, PassphraseHash, ServerCertResolver, ServerPki, TrustStore};
+
+/// This process's uid: the uid of every peer.
+fn me() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+#[derive(Debug, Default)]
+struct Admins(Mutex<HashSet<u32>>);
+
+impl AdminDirectory for Admins {
+    fn is_admin(&self, uid: u32) -> bool {
+        self.0.lock().unwrap().contains(&uid)
+    }
+
+    fn group_name(&self) -> Option<String> {
+        Some("sudo".into())
+    }
+}
+
+/// A socket file's access, as the gate set it, and how many times it was set.
+#[derive(Debug)]
+struct Socket(Mutex<(Access, usize)>);
+
+#[tonic::async_trait]
+impl SocketAccess for Socket {
+    fn current(&self) -> Option<Access> {
+        Some(self.0.lock().unwrap().0)
+    }
+
+    async fn set(&self, access: Access) {
+        let mut state = self.0.lock().unwrap();
+        *state = (access, state.1 + 1);
+    }
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    data: DataDir,
+    gate: Arc<Gate>,
+    admins: Arc<Admins>,
+    socket: Arc<Socket>,
+    unix: PathBuf,
+    tcp: SocketAddr,
+}
+
+impl Daemon {
+    /// A daemon whose administrators are `admins`, with an empty store.
+    async fn start(admins: &[u32]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("data"));
+        fsutil::ensure_dir(data.root(), 0o711).unwrap();
+        fsutil::ensure_dir(&data.trust_store_dir(), 0o700).unwrap();
+        let pki = ServerPki::load_or_create(&data, Default::default()).unwrap();
+        let tls = trust::tls::server_config(ServerCertResolver::new(&pki).unwrap()).unwrap();
+        let store = Arc::new(TrustStore::new(data.trust_store(), FileMode::PRIVATE));
+        let admin_set = Arc::new(Admins(Mutex::new(admins.iter().copied().collect())));
+        let socket = Arc::new(Socket(Mutex::new((Access::Restricted, 0))));
+        let gate = Arc::new(Gate::new(Parts::in_dir(
+            store,
+            &data,
+            admin_set.clone(),
+            socket.clone(),
+        )));
+        let unix = dir.path().join("multipass_socket");
+        let unix_listener = tokio::net::UnixListener::bind(&unix).unwrap();
+        let tcp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tcp_listener.local_addr().unwrap();
+        for listener in [Listener::Unix(unix_listener), Listener::Tcp(tcp_listener)] {
+            let connections = incoming(
+                listener,
+                tls.clone(),
+                IncomingOptions::default(),
+                Activity::default(),
+                std::future::pending(),
+            );
+            let management = Management::new(
+                gate.clone(),
+                gate.tokens().clone(),
+                Arc::new(trust::seen::LastSeen::new(
+                    data.last_seen(),
+                    FileMode::PRIVATE,
+                )),
+            );
+            let server = multipassd::server::tonic_server()
+                .add_service(RpcServer::new(Service::new(gate.clone())))
+                .add_service(TrustServer::new(management))
+                .serve_with_incoming(connections);
+            tokio::spawn(server);
+        }
+        Daemon {
+            dir,
+            data,
+            gate,
+            admins: admin_set,
+            socket,
+            unix,
+            tcp,
+        }
+    }
+
+    /// A new client identity (its own certificate and key).
+    fn identity(&self, name: &str) -> ClientIdentity {
+        let dir = self.dir.path().join("clients").join(name);
+        ClientIdentity::load_or_create(&dir).unwrap()
+    }
+
+    async fn channel(&self, identity: &ClientIdentity, over_tcp: bool) -> Channel {
+        let root = std::fs::read(self.data.root_cert()).unwrap();
+        let tls = trust::tls::client_config(&root, identity).unwrap();
+        let address = if over_tcp {
+            Address::Tcp(self.tcp.to_string())
+        } else {
+            Address::Unix(self.unix.clone())
+        };
+        rpc::client::dial(&address)
+            .await
+            .unwrap()
+            .handshake(tls)
+            .await
+            .unwrap()
+    }
+
+    async fn rpc(&self, identity: &ClientIdentity) -> RpcClient<Channel> {
+        RpcClient::new(self.channel(identity, false).await)
+    }
+
+    async fn rpc_tcp(&self, identity: &ClientIdentity) -> RpcClient<Channel> {
+        RpcClient::new(self.channel(identity, true).await)
+    }
+
+    async fn trust(&self, identity: &ClientIdentity) -> TrustClient<Channel> {
+        TrustClient::new(self.channel(identity, false).await)
+    }
+
+    fn trusted(&self) -> usize {
+        self.gate.store().current().unwrap().len()
+    }
+
+    fn is_trusted(&self, identity: &ClientIdentity) -> bool {
+        self.gate
+            .store()
+            .is_trusted(&identity.fingerprint())
+            .unwrap()
+    }
+
+    fn set_passphrase(&self, passphrase: &str) {
+        let hash = PassphraseHash::new(passphrase).unwrap();
+        self.gate
+            .settings()
+            .update(|ini| ini.set_passphrase(Some(&hash)))
+            .unwrap();
+    }
+
+    /// The socket's access and how many times the gate set it.
+    fn socket(&self) -> (Access, usize) {
+        *self.socket.0.lock().unwrap()
+    }
+}
+
+async fn list(client: &mut RpcClient<Channel>) -> Result<(), tonic::Status> {
+    let request = ListRequest::default();
+    let mut replies = client.list(tokio_stream::once(request)).await?.into_inner();
+    replies.message().await?;
+    Ok(())
+}
+
+async fn authenticate(
+    client: &mut RpcClient<Channel>,
+    secret: &str,
+) -> Result<String, tonic::Status> {
+    let request = AuthenticateRequest {
+        passphrase: secret.to_string(),
+        ..AuthenticateRequest::default()
+    };
+    let mut replies = client
+        .authenticate(tokio_stream::once(request))
+        .await?
+        .into_inner();
+    Ok(replies.message().await?.unwrap_or_default().log_line)
+}
+
+fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, error: Error) {
+    let status = result.expect_err("refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(status.message(), error.to_string(), "{status:?}");
+}
+
+/// A daemon whose first client is `admin`, trusted.
+async fn with_first_client() -> (Daemon, ClientIdentity) {
+    let daemon = Daemon::start(&[me()]).await;
+    let admin = daemon.identity("admin");
+    list(&mut daemon.rpc(&admin).await).await.unwrap();
+    assert!(daemon.is_trusted(&admin));
+    (daemon, admin)
+}
+
+#[tokio::test]
+async fn an_unknown_client_is_refused_once_somebody_is_trusted() {
+    let (daemon, _) = with_first_client().await;
+    let stranger = daemon.identity("stranger");
+    let mut client = daemon.rpc(&stranger).await;
+    refused(
+        list(&mut client).await,
+        Code::Unauthenticated,
+        Error::Untrusted { trusted: 1 },
+    );
+    refused(
+        client.ping(PingRequest {}).await,
+        Code::Unauthenticated,
+        Error::NotAuthenticated,
+    );
+    assert_eq!(daemon.trusted(), 1);
+}
+
+#[tokio::test]
+async fn a_non_administrator_cannot_be_the_first_client() {
+    let daemon = Daemon::start(&[]).await;
+    let user = daemon.identity("user");
+    refused(
+        list(&mut daemon.rpc(&user).await).await,
+        Code::Unauthenticated,
+        Error::Untrusted { trusted: 0 },
+    );
+    assert_eq!(daemon.trusted(), 0);
+    assert_eq!(daemon.socket(), (Access::Restricted, 0));
+    // Made an administrator, the same user becomes the first client at its next request.
+    daemon.admins.0.lock().unwrap().insert(me());
+    list(&mut daemon.rpc(&user).await).await.unwrap();
+    assert!(daemon.is_trusted(&user));
+    assert_eq!(daemon.socket(), (Access::Open, 1));
+}
+
+#[tokio::test]
+async fn nobody_becomes_the_first_client_over_tcp() {
+    let daemon = Daemon::start(&[me()]).await;
+    let admin = daemon.identity("admin");
+    refused(
+        list(&mut daemon.rpc_tcp(&admin).await).await,
+        Code::Unauthenticated,
+        Error::Untrusted { trusted: 0 },
+    );
+    assert_eq!(daemon.trusted(), 0);
+    // Ping never trusts either.
+    refused(
+        daemon.rpc(&admin).await.ping(PingRequest {}).await,
+        Code::Unauthenticated,
+        Error::NotAuthenticated,
+    );
+    assert_eq!(daemon.trusted(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_twenty_simultaneous_first_clients_one_wins() {
+    let daemon = Arc::new(Daemon::start(&[me()]).await);
+    let identities: Vec<ClientIdentity> = (0..20)
+        .map(|i| daemon.identity(&format!("admin-{i}")))
+        .collect();
+    let mut clients = Vec::new();
+    for identity in &identities {
+        clients.push(daemon.rpc(identity).await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                list(&mut client).await.is_ok()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(admitted, 1);
+    assert_eq!(daemon.trusted(), 1);
+    assert_eq!(
+        identities.iter().filter(|i| daemon.is_trusted(i)).count(),
+        1
+    );
+    assert_eq!(daemon.socket(), (Access::Open, 1));
+}
+
+#[tokio::test]
+async fn a_removed_client_is_refused_from_its_next_request_on() {
+    let (daemon, admin) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let bob = daemon.identity("bob");
+    let mut bob_rpc = daemon.rpc(&bob).await;
+    authenticate(&mut bob_rpc, "correct horse").await.unwrap();
+    list(&mut bob_rpc).await.unwrap();
+    let removed = daemon
+        .trust(&admin)
+        .await
+        .remove_client(RemoveClientRequest {
+            id: bob.fingerprint().to_hex(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.remaining, 1);
+    // On the same connection, at once.
+    refused(
+        list(&mut bob_rpc).await,
+        Code::Unauthenticated,
+        Error::Untrusted { trusted: 1 },
+    );
+    // The last client gone, the socket is restricted again.
+    daemon
+        .trust(&admin)
+        .await
+        .remove_client(RemoveClientRequest {
+            id: admin.fingerprint().to_hex(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(daemon.trusted(), 0);
+    assert_eq!(daemon.socket(), (Access::Restricted, 2));
+}
+
+#[tokio::test]
+async fn enrolment_by_passphrase_and_by_token_names_the_client() {
+    let (daemon, _) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let login = trust::names::default_for_uid(me());
+
+    let by_passphrase = daemon.identity("by-passphrase");
+    let line = authenticate(&mut daemon.rpc(&by_passphrase).await, "correct horse")
+        .await
+        .unwrap();
+    // The first client has the login name already: the next one is made unique.
+    assert_eq!(line, format!("This client is trusted as '{login}-2'.\n"));
+    assert!(daemon.is_trusted(&by_passphrase));
+
+    let (token, _) = daemon
+        .gate
+        .tokens()
+        .create(
+            Some("laptop"),
+            Duration::hours(1),
+            None,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    let by_token = daemon.identity("by-token");
+    let line = authenticate(&mut daemon.rpc(&by_token).await, token.expose())
+        .await
+        .unwrap();
+    assert_eq!(line, "This client is trusted as 'laptop'.\n");
+    assert!(daemon.is_trusted(&by_token));
+
+    // A trusted client's authenticate still checks the passphrase.
+    refused(
+        authenticate(&mut daemon.rpc(&by_passphrase).await, "wrong").await,
+        Code::InvalidArgument,
+        Error::PassphraseIncorrect,
+    );
+}
+
+#[tokio::test]
+async fn each_refused_token_state_has_its_answer_and_enrols_nobody() {
+    let (daemon, _) = with_first_client().await;
+    let tokens = daemon.gate.tokens().clone();
+    let now = OffsetDateTime::now_utc();
+    let (used, _) = tokens
+        .create(Some("used"), Duration::hours(1), None, now)
+        .unwrap();
+    let (expired, _) = tokens
+        .create(
+            Some("expired"),
+            Duration::minutes(1),
+            None,
+            now - Duration::hours(1),
+        )
+        .unwrap();
+    let (revoked, _) = tokens
+        .create(Some("revoked"), Duration::hours(1), None, now)
+        .unwrap();
+    tokens.revoke("revoked", now).unwrap();
+    let first = daemon.identity("first");
+    authenticate(&mut daemon.rpc(&first).await, used.expose())
+        .await
+        .unwrap();
+    let unknown = format!("mpt_{}", "0".repeat(40));
+    for (secret, error) in [
+        (used.expose().to_string(), trust::tokens::TokenError::Used),
+        (
+            expired.expose().to_string(),
+            trust::tokens::TokenError::Expired,
+        ),
+        (
+            revoked.expose().to_string(),
+            trust::tokens::TokenError::Revoked,
+        ),
+        (unknown, trust::tokens::TokenError::Unknown),
+    ] {
+        let second = daemon.identity(&format!("second-{error:?}"));
+        let status = authenticate(&mut daemon.rpc(&second).await, &secret)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.message(), Error::Token(error).to_string());
+        assert!(!daemon.is_trusted(&second));
+    }
+    assert_eq!(daemon.trusted(), 2);
+}
+
+#[tokio::test]
+async fn failed_attempts_make_the_peer_wait_even_with_the_right_passphrase() {
+    let (daemon, _) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let guesser = daemon.identity("guesser");
+    let mut client = daemon.rpc(&guesser).await;
+    // The first failures are free; the fourth makes the peer wait.
+    for _ in 0..4 {
+        refused(
+            authenticate(&mut client, "wrong").await,
+            Code::InvalidArgument,
+            Error::PassphraseIncorrect,
+        );
+    }
+    let status = authenticate(&mut client, "correct horse")
+        .await
+        .expect_err("must wait");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().starts_with("Too many failed"),
+        "{status:?}"
+    );
+    assert!(!daemon.is_trusted(&guesser));
+}
+
+#[tokio::test]
+async fn managing_others_trust_needs_an_administrator_on_the_unix_socket() {
+    let (daemon, admin) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let user = daemon.identity("user");
+    authenticate(&mut daemon.rpc(&user).await, "correct horse")
+        .await
+        .unwrap();
+    // The administrator's client may.
+    daemon
+        .trust(&admin)
+        .await
+        .list_tokens(ListTokensRequest {})
+        .await
+        .unwrap();
+    // The same user, no longer an administrator, may not: neither tokens nor others' entries.
+    daemon.admins.0.lock().unwrap().clear();
+    let mut trust = daemon.trust(&user).await;
+    let status = trust
+        .create_token(CreateTokenRequest::default())
+        .await
+        .expect_err("not an administrator");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = trust
+        .remove_client(RemoveClientRequest {
+            id: admin.fingerprint().to_hex(),
+        })
+        .await
+        .expect_err("not an administrator");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(daemon.is_trusted(&admin));
+    // Its own entry, it may remove.
+    trust
+        .remove_client(RemoveClientRequest {
+            id: user.fingerprint().to_hex(),
+        })
+        .await
+        .unwrap();
+    assert!(!daemon.is_trusted(&user));
+}
+
+#[tokio::test]
+async fn the_socket_follows_a_store_changed_behind_the_daemons_back() {
+    let (daemon, admin) = with_first_client().await;
+    assert_eq!(daemon.socket(), (Access::Open, 1));
+    // Emptied by hand: the next request notices and restricts the socket.
+    std::fs::write(daemon.data.trust_store(), "").unwrap();
+    let mut client = daemon.rpc(&admin).await;
+    // The empty store lets the administrator in again as the first client.
+    list(&mut client).await.unwrap();
+    assert_eq!(daemon.socket(), (Access::Open, 3));
+    assert!(has_socket_file(&daemon.unix));
+}
+
+fn has_socket_file(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).unwrap().file_type().is_socket()
+}
