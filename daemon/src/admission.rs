@@ -239,6 +239,14 @@ pub fn checked(outcome: Checked) -> Verdict {
     }
 }
 
+/// Whether the store's facts (`presented` beyond whether there is a certificate at all,
+/// `store_empty`) can change the decision for `request`. A passphrase is checked whoever
+/// presents it, so `authenticate` with one does not read the store before the check: under a
+/// crowd of enrolments the file changes at every write, and each read would parse it again.
+pub fn needs_store(request: Request) -> bool {
+    request != Request::Authenticate(Secret::Passphrase)
+}
+
 /// Whether the `admin` fact can change the decision for `request`: looking a user up in the
 /// group database costs a lookup (remote, with some NSS setups), so the gate asks only then.
 pub fn needs_admin(facts: &Facts, request: Request) -> bool {
@@ -427,6 +435,32 @@ mod tests {
             assert!(refusal.is_failed_attempt());
         }
         assert!(!Refusal::PassphraseNotSet.is_failed_attempt());
+    }
+
+    #[test]
+    fn the_store_is_read_only_where_it_counts() {
+        for transport in [Transport::Unix, Transport::Tcp] {
+            for presented in [Presented::Unknown, Presented::Trusted] {
+                for store_empty in [false, true] {
+                    let facts = Facts {
+                        transport,
+                        uid: Some(1000),
+                        admin: false,
+                        presented,
+                        store_empty,
+                        wait: None,
+                    };
+                    let request = Request::Authenticate(Secret::Passphrase);
+                    assert!(!needs_store(request));
+                    let unread = Facts {
+                        presented: Presented::Unknown,
+                        store_empty: false,
+                        ..facts
+                    };
+                    assert_eq!(decide(&facts, request), decide(&unread, request));
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,18 +1,17 @@
-//! Audit events of trust decisions (tracing target `audit`): their structured fields become
-//! journal fields under systemd, and their message text says the same to a reader of plain
-//! `journalctl`: who (user and uid, or TCP address), which certificate, what happened.
+//! The daemon's side of the audit log: who a peer is, in the words of `trust::audit` (whose
+//! [`AuditEvent`] is the one vocabulary of the daemon and the helper), and refusals collapsed.
 //!
 //! Refusals are collapsed per peer and reason ([`Refusals`]): a flood of refused requests
 //! becomes at most one line a second carrying their count, so it can never push the events that
 //! matter (`trusted`, `removed`, token events, which are never collapsed) out of a journal that
 //! drops a service's messages past its rate limit.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpc::collapse::Collapse;
 use rpc::server::{Peer, PeerKey, Transport};
+use trust::audit::{AuditEvent, Via, Who};
 use trust::{Enrolment, Fingerprint, VerifiedClient};
 
 use crate::admission::{Refusal, TokenRefusal};
@@ -48,23 +47,12 @@ fn says(refusal: Refusal, action: Option<&'static str>) -> String {
     .to_string()
 }
 
-/// Who a peer is, for the text of a log line: `user alice, uid 1001`, `address 192.0.2.7`.
-pub fn who(peer: &Peer) -> String {
-    describe(peer.credentials.map(|c| c.uid), address_of(peer))
-}
-
-fn describe(uid: Option<u32>, address: Option<IpAddr>) -> String {
-    match (uid, address) {
-        (Some(uid), _) => trust::access::describe_user(uid),
-        (None, Some(ip)) => format!("address {ip}"),
-        (None, None) => "a local peer without credentials".to_string(),
-    }
-}
-
-fn address_of(peer: &Peer) -> Option<IpAddr> {
-    match peer.transport {
-        Transport::Tcp(addr) => Some(addr.ip()),
-        Transport::Unix => None,
+/// Who a peer is: its uid on the Unix socket, its address on TCP.
+pub fn who(peer: &Peer) -> Who {
+    match (peer.credentials, peer.transport) {
+        (Some(credentials), _) => Who::Uid(credentials.uid),
+        (None, Transport::Tcp(addr)) => Who::Address(addr.ip()),
+        (None, Transport::Unix) => Who::Unknown,
     }
 }
 
@@ -73,8 +61,7 @@ fn address_of(peer: &Peer) -> Option<IpAddr> {
 struct Refused {
     refusal: Refusal,
     action: Option<&'static str>,
-    uid: Option<u32>,
-    address: Option<IpAddr>,
+    who: Who,
     fingerprint: Option<Fingerprint>,
     failures: Option<u32>,
 }
@@ -105,8 +92,7 @@ impl Refusals {
         let refused = Refused {
             refusal,
             action,
-            uid: peer.credentials.map(|c| c.uid),
-            address: address_of(peer),
+            who: who(peer),
             fingerprint: peer.client.as_ref().map(VerifiedClient::fingerprint),
             failures,
         };
@@ -117,76 +103,25 @@ impl Refusals {
 /// Writes a refusal's line. The user database is asked here, at most once a second per peer,
 /// not for every refusal.
 fn write_refused(refused: &Refused, refusals: u64) {
-    let who = describe(refused.uid, refused.address);
-    let client = match &refused.fingerprint {
-        Some(fingerprint) => format!("client {fingerprint}"),
-        None => "a client without a certificate".to_string(),
-    };
-    let reason = says(refused.refusal, refused.action);
-    let times = if refusals == 1 {
-        String::new()
-    } else {
-        format!(" ({refusals} such refusals since the last line; the latest shown)")
-    };
-    tracing::info!(
-        target: "audit",
-        event = "refused",
-        reason = refused.refusal.as_str(),
-        action = refused.action,
-        uid = refused.uid,
-        user = refused.uid.and_then(trust::access::user_name),
-        address = refused.address.map(tracing::field::display),
-        fingerprint = refused.fingerprint.map(tracing::field::display),
-        failures = refused.failures,
+    AuditEvent::Refused {
+        reason: refused.refusal.as_str(),
+        says: &says(refused.refusal, refused.action),
+        action: refused.action,
+        who: refused.who,
+        fingerprint: refused.fingerprint,
+        failures: refused.failures,
         refusals,
-        "refused {client} ({who}): {reason}{times}"
-    );
+    }
+    .emit();
 }
 
 /// `client` is now trusted, having come as `peer` by `how`.
 pub fn trusted(peer: &Peer, client: &VerifiedClient, how: Enrolment) {
-    let uid = peer.credentials.map(|c| c.uid);
-    let fingerprint = client.fingerprint();
-    let how_text = match how {
-        Enrolment::FirstClient => "as the first client",
-        Enrolment::Passphrase => "by passphrase",
-        Enrolment::Token => "by enrollment token",
-        Enrolment::Admin => "by an administrator",
-        Enrolment::ByHand => "by hand",
-    };
-    tracing::info!(
-        target: "audit",
-        event = "trusted",
-        how = how.as_str(),
-        uid,
-        user = uid.and_then(trust::access::user_name),
-        fingerprint = %fingerprint,
-        "trusted client {fingerprint} ({}) {how_text}",
-        who(peer)
-    );
-}
-
-/// Enrollment token `token_name` was redeemed by `client`, which came as `peer`.
-pub fn token_redeemed(peer: &Peer, client: &VerifiedClient, token_name: &str) {
-    let uid = peer.credentials.map(|c| c.uid);
-    let fingerprint = client.fingerprint();
-    tracing::info!(
-        target: "audit",
-        event = "token-redeemed",
-        token_name,
-        uid,
-        user = uid.and_then(trust::access::user_name),
-        fingerprint = %fingerprint,
-        "enrollment token '{token_name}' was redeemed by client {fingerprint} ({})",
-        who(peer)
-    );
-}
-
-/// The legacy scrypt passphrase hash was replaced by Argon2id.
-pub fn passphrase_upgraded() {
-    tracing::info!(
-        target: "audit",
-        event = "passphrase-upgraded",
-        "replaced the legacy scrypt passphrase hash with Argon2id"
-    );
+    AuditEvent::Trusted {
+        fingerprint: client.fingerprint(),
+        how,
+        who: who(peer),
+        via: Via::Daemon,
+    }
+    .emit();
 }

@@ -6,7 +6,7 @@
 //! every trusted client may list the clients and remove its own entry, but removing another
 //! client and creating, listing or revoking tokens need a caller on the Unix socket whose uid is
 //! 0 or in the admin group; over TCP nobody may. Every change, and every such refusal, is an
-//! audit event (`target: "audit"`) naming the caller, and a token appears in exactly one place:
+//! audit event (`trust::audit::AuditEvent`) naming the caller, and a token appears in exactly one place:
 //! the reply to the request that created it. Redeeming a token is not here but in `authenticate`
 //! (`gate::authenticate`), so stock Multipass clients can redeem one.
 
@@ -22,6 +22,7 @@ use rpc::trust_proto::{
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use tonic::{Request, Response, Status};
+use trust::audit::AuditEvent;
 use trust::seen::LastSeen;
 use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LIFETIME};
 use trust::{Bundle, Enrolment, Entry, Fingerprint, VerifiedClient};
@@ -224,23 +225,18 @@ impl Trust for Management {
                 tracing::warn!(error = %e, "cannot write the last-seen times");
             }
         });
-        let uid = peer.credentials.map(|c| c.uid);
-        tracing::info!(
-            target: "audit",
-            event = "removed",
-            fingerprint = %removed.fingerprint,
-            name = removed.metadata.name.as_deref(),
-            how = removed.enrolment().as_str(),
-            by_uid = uid,
-            by_user = uid.and_then(admin::user_name),
+        AuditEvent::Removed {
+            fingerprint: removed.fingerprint,
+            name: removed.metadata.name.as_deref(),
+            how: removed.enrolment(),
+            by: crate::audit::who(&peer),
             remaining,
-            "stopped trusting client {} ('{}') at the request of {}",
-            removed.fingerprint,
-            removed.metadata.name.as_deref().unwrap_or("unnamed"),
-            crate::audit::who(&peer)
-        );
-        // The last one gone: only administrators may reach the socket again.
-        self.gate.sync_socket().await;
+        }
+        .emit();
+        if remaining == 0 {
+            // The last one gone: only administrators may reach the socket again.
+            self.gate.sync_socket().await;
+        }
         Ok(Response::new(RemoveClientReply {
             removed: Some(described),
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
@@ -266,18 +262,12 @@ impl Trust for Management {
                 tokens.create(name, lifetime, uid, now)
             })
             .await?;
-        tracing::info!(
-            target: "audit",
-            event = "token-created",
-            token_name = %record.name,
-            expires = %rfc3339(record.expires),
-            by_uid = uid,
-            by_user = uid.and_then(admin::user_name),
-            "created enrollment token '{}', valid until {}, at the request of {}",
-            record.name,
-            rfc3339(record.expires),
-            crate::audit::who(&peer)
-        );
+        AuditEvent::TokenCreated {
+            name: &record.name,
+            expires: &rfc3339(record.expires),
+            by: crate::audit::who(&peer),
+        }
+        .emit();
         Ok(Response::new(CreateTokenReply {
             token: token.expose().to_string(),
             info: Some(token_info(&record, now)),
@@ -308,17 +298,11 @@ impl Trust for Management {
         let record = self
             .on_tokens(move |tokens| tokens.revoke(&name, now))
             .await?;
-        let uid = peer.credentials.map(|c| c.uid);
-        tracing::info!(
-            target: "audit",
-            event = "token-revoked",
-            token_name = %record.name,
-            by_uid = uid,
-            by_user = uid.and_then(admin::user_name),
-            "revoked enrollment token '{}' at the request of {}",
-            record.name,
-            crate::audit::who(&peer)
-        );
+        AuditEvent::TokenRevoked {
+            name: &record.name,
+            by: crate::audit::who(&peer),
+        }
+        .emit();
         Ok(Response::new(RevokeTokenReply {
             info: Some(token_info(&record, now)),
         }))

@@ -78,14 +78,12 @@ async fn run(
             continue;
         }
         not_after = pki.not_after;
-        tracing::info!(
-            target: "audit",
-            event = "server-certificate-renewed",
-            old_fingerprint = %old,
-            fingerprint = %new,
-            not_after = %not_after,
-            "renewed the server certificate"
-        );
+        trust::audit::AuditEvent::ServerCertificateRenewed {
+            old,
+            new,
+            not_after: &not_after.to_string(),
+        }
+        .emit();
     }
 }
 

@@ -88,12 +88,12 @@ impl Service {
             settings.update(|ini| ini.set_passphrase(hash.as_ref()))
         })
         .await??;
-        tracing::info!(
-            target: "audit",
-            event = if cleared { "passphrase-cleared" } else { "passphrase-set" },
-            uid = peer.credentials.map(|c| c.uid),
-            "the passphrase was changed"
-        );
+        trust::audit::AuditEvent::PassphraseChanged {
+            cleared,
+            by: crate::audit::who(peer),
+            via: trust::audit::Via::Daemon,
+        }
+        .emit();
         Ok(())
     }
 

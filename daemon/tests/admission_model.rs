@@ -626,16 +626,17 @@ impl Model for AdmissionModel {
                     unreachable!()
                 };
                 let empty = parse(&state.file).is_empty();
-                if self.variant == Variant::AccessFromTheWrite {
-                    if let Some(access) = from_the_write {
+                // Only a write that filled or emptied the store sets the socket's access.
+                if let Some(access) = from_the_write {
+                    if self.variant == Variant::AccessFromTheWrite {
                         state.socket = access;
+                    } else {
+                        // ... as the store is now, not as the write left it.
+                        state.socket = Access::for_store(empty);
                     }
-                } else {
-                    // The socket follows the store as it is now, whoever asks.
-                    state.socket = Access::for_store(empty);
-                }
-                if a != self.helper() {
-                    state.daemon_seen = Some(empty);
+                    if a != self.helper() {
+                        state.daemon_seen = Some(empty);
+                    }
                 }
                 match intent {
                     Intent::Remove(client) => {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use trust::audit::{AuditEvent, Via, Who};
 use zbus::message::{Flags, Header};
 use zbus::{interface, Connection};
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
@@ -103,7 +104,13 @@ async fn authorize(
     action: &str,
 ) -> Result<(), HelperError> {
     let denied = |why: String| {
-        tracing::info!(target: "audit", event = "helper-denied", action, sender = ?header.sender(), reason = %why, "polkit refused");
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        AuditEvent::HelperDenied {
+            action,
+            sender: &sender,
+            reason: &why,
+        }
+        .emit();
         HelperError::NotAuthorized(format!("Not authorized to {action}: {why}"))
     };
     let subject = Subject::new_for_message_header(header).map_err(|e| denied(e.to_string()))?;
@@ -172,13 +179,12 @@ impl Helper {
         let config = self.config.clone();
         let cleared = passphrase.is_empty();
         blocking(move || ops::set_passphrase(&config, passphrase)).await?;
-        tracing::info!(
-            target: "audit",
-            event = if cleared { "passphrase-cleared" } else { "passphrase-set" },
-            via = "helper",
-            uid,
-            "the passphrase was changed"
-        );
+        AuditEvent::PassphraseChanged {
+            cleared,
+            by: uid.map_or(Who::Unknown, Who::Uid),
+            via: Via::Helper,
+        }
+        .emit();
         Ok(())
     }
 
@@ -199,7 +205,7 @@ impl Helper {
         let config = self.config.clone();
         let who = Requester { uid, name };
         let fingerprint = blocking(move || ops::trust_certificate(&config, &der, &who)).await?;
-        crate::audit::trusted(uid, &fingerprint, "helper");
+        crate::trusted(uid, &fingerprint, Via::Helper);
         Ok(fingerprint)
     }
 
@@ -219,7 +225,14 @@ impl Helper {
         };
         let config = self.config.clone();
         blocking(move || ops::set_socket_access(&config, access)).await?;
-        tracing::info!(target: "audit", event = "socket-access", ?access, "socket access changed through the helper");
+        let by = caller_uid(connection, &header)
+            .await
+            .map_or(Who::Unknown, Who::Uid);
+        AuditEvent::SocketAccess {
+            access: if open { "open" } else { "restricted" },
+            by,
+        }
+        .emit();
         Ok(())
     }
 }

@@ -10,10 +10,24 @@
 //! It deliberately depends on neither tonic nor rustls nor the daemon.
 #![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod doc;
 pub mod error;
 pub mod ops;
+
+/// Audit that a certificate with `fingerprint` (hex) was trusted at the request of `uid`, `via`
+/// the bus or the direct mode: the same event, with the same fields, as the daemon's.
+pub fn trusted(uid: u32, fingerprint: &str, via: trust::audit::Via) {
+    let Some(fingerprint) = trust::Fingerprint::from_hex(fingerprint) else {
+        return;
+    };
+    trust::audit::AuditEvent::Trusted {
+        fingerprint,
+        how: trust::Enrolment::Admin,
+        who: trust::audit::Who::Uid(uid),
+        via,
+    }
+    .emit();
+}

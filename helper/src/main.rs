@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let fingerprint =
                 ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
-            multipassd_helper::audit::trusted(uid, &fingerprint, "direct");
+            multipassd_helper::trusted(uid, &fingerprint, trust::audit::Via::HelperDirect);
             println!("{fingerprint}");
             Ok(())
         }

@@ -6,6 +6,7 @@
 
 use rpc::server::Peer;
 use time::OffsetDateTime;
+use trust::audit::AuditEvent;
 use trust::passphrase::MAX_PASSPHRASE_LEN;
 use trust::tokens::{looks_like_token, TokenError};
 use trust::PassphraseHash;
@@ -73,11 +74,11 @@ impl Gate {
             Verdict::Enrol(how) => {
                 self.limiter.record_success(key);
                 let client = peer.client.as_ref().ok_or(Error::NoClientCertificate)?;
-                self.enrol(peer, client, how, name).await?;
+                let name = self.enrol(peer, client, how, name).await?;
                 if kind == Secret::Passphrase {
                     self.upgrade_hash(secret).await;
                 }
-                Ok(Authenticated::Trusted(self.trusted_name(peer)?))
+                Ok(Authenticated::Trusted(name))
             }
         }
     }
@@ -121,7 +122,12 @@ impl Gate {
             }
         };
         if let Some(client) = &peer.client {
-            crate::audit::token_redeemed(peer, client, &record.name);
+            AuditEvent::TokenRedeemed {
+                name: &record.name,
+                fingerprint: client.fingerprint(),
+                who: crate::audit::who(peer),
+            }
+            .emit();
         }
         Ok((
             Checked::TokenRedeemed,
@@ -172,7 +178,7 @@ impl Gate {
         })
         .await;
         match result {
-            Ok(Ok(true)) => crate::audit::passphrase_upgraded(),
+            Ok(Ok(true)) => AuditEvent::PassphraseUpgraded.emit(),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not upgrade the passphrase hash"),
             Err(_) => tracing::warn!("could not upgrade the passphrase hash"),

@@ -241,12 +241,6 @@ impl Gate {
         request: Request,
         wait: Option<Duration>,
     ) -> Result<Facts, Error> {
-        let bundle = self.store.current()?;
-        let presented = match &peer.client {
-            None => Presented::Nothing,
-            Some(c) if bundle.get(&c.fingerprint()).is_some() => Presented::Trusted,
-            Some(_) => Presented::Unknown,
-        };
         let mut facts = Facts {
             transport: match peer.transport {
                 PeerTransport::Unix => admission::Transport::Unix,
@@ -254,16 +248,28 @@ impl Gate {
             },
             uid: peer.credentials.map(|c| c.uid),
             admin: false,
-            presented,
-            store_empty: bundle.is_empty(),
+            presented: match peer.client {
+                None => Presented::Nothing,
+                Some(_) => Presented::Unknown,
+            },
+            store_empty: false,
             wait,
         };
-        drop(bundle);
-        // The store was changed by someone else (by hand, by the helper) so that the socket's
-        // access no longer matches it: set it now.
-        let known = self.socket_access.load(Ordering::Acquire);
-        if known != 0 && known != encode(Some(Access::for_store(facts.store_empty))) {
-            self.sync_socket().await;
+        if admission::needs_store(request) {
+            let bundle = self.store.current()?;
+            if let Some(client) = &peer.client {
+                if bundle.get(&client.fingerprint()).is_some() {
+                    facts.presented = Presented::Trusted;
+                }
+            }
+            facts.store_empty = bundle.is_empty();
+            drop(bundle);
+            // The store was changed by someone else (by hand, by the helper) so that the
+            // socket's access no longer matches it: set it now.
+            let known = self.socket_access.load(Ordering::Acquire);
+            if known != 0 && known != encode(Some(Access::for_store(facts.store_empty))) {
+                self.sync_socket().await;
+            }
         }
         if admission::needs_admin(&facts, request) {
             if let Some(uid) = facts.uid {
@@ -318,34 +324,47 @@ impl Gate {
 
     /// Trust `client` as `how` (after a right passphrase or a redeemed token), under `name` (a
     /// token's) or else the user's login name, made unique among the trusted clients (`alice`,
-    /// then `alice-2`) so that it designates one client for `trust remove`.
+    /// then `alice-2`) so that it designates one client for `trust remove`. Returns the name the
+    /// client is trusted under (its existing entry's, if it was trusted already).
     async fn enrol(
         &self,
         peer: &Peer,
         client: &VerifiedClient,
         how: Enrolment,
         name: Option<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let mut entry = entry_for(client, peer.credentials.map(|c| c.uid), how);
         if name.is_some() {
             entry.metadata.name = name;
         }
         let store = self.store.clone();
-        let added = tokio::task::spawn_blocking(move || {
-            store.modify(|bundle| {
-                let mut entry = entry.clone();
-                if let Some(name) = &entry.metadata.name {
-                    entry.metadata.name = Some(bundle.unique_name(name));
+        let (added, was_empty, name) = tokio::task::spawn_blocking(move || {
+            let (mut was_empty, mut name) = (false, None);
+            let added = store.modify(|bundle| {
+                if let Some(existing) = bundle.get(&entry.fingerprint) {
+                    name = existing.metadata.name.clone();
+                    return false;
                 }
+                let mut entry = entry.clone();
+                if let Some(base) = &entry.metadata.name {
+                    entry.metadata.name = Some(bundle.unique_name(base));
+                }
+                name = entry.metadata.name.clone();
+                was_empty = bundle.is_empty();
                 bundle.insert(entry)
-            })
+            })?;
+            Ok::<_, trust::Error>((added, was_empty, name))
         })
         .await??;
         if added {
             audit::trusted(peer, client, how);
-            self.sync_socket().await;
+            // Only a write that filled the store changes the socket's access; others' changes
+            // are noticed by the requests that read the store.
+            if was_empty {
+                self.sync_socket().await;
+            }
         }
-        Ok(())
+        Ok(name)
     }
 
     /// Give the socket the access that matches the store as it is now (restricted while it is
