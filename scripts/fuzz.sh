@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the parsers that read what others wrote (issue 7): the trust store, the settings file,
+# Fuzz the parsers that read what others wrote: the trust store, the settings file,
 # stored passphrase hashes, the certificate check the helper applies to a caller's input, and the
 # enrollment-token file with the token a client presents.
 #

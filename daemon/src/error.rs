@@ -5,7 +5,7 @@ use std::time::Duration;
 use tonic::Status;
 use trust::tokens::TokenError;
 
-/// The message stock Multipass clients show for an untrusted client (SPEC section 4).
+/// The message stock Multipass clients show for an untrusted client (docs/CONTRACT.md, Messages).
 pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
 /// Authenticate while no passphrase is set.
 pub const PASSPHRASE_NOT_SET: &str =

@@ -35,7 +35,7 @@ use trust::access::AdminPolicy;
 /// How long a SIGTERM waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request message accepted. Ours are small (a passphrase is at most 1 KiB); tonic's
-/// default of 4 MiB let every stalled stream hold that much (issue 7: 160 streams announcing
+/// default of 4 MiB let every stalled stream hold that much (160 streams announcing
 /// 4 MiB grew the daemon by 330 MiB).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection (the CLI uses one).

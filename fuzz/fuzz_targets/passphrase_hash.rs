@@ -1,7 +1,6 @@
 //! A stored passphrase value: an Argon2id PHC string or Multipass's legacy hex scrypt hash.
 //! Parsing must not panic, what parses must be written back unchanged, and the debug form must
-//! never show it. (The token parser of the enrollment tokens, issue 6, gets its own target once
-//! it exists.)
+//! never show it. (The enrollment tokens have their own target, `token_file`.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -157,7 +157,7 @@ impl PassphraseHash {
 mod tests {
     use super::*;
 
-    /// Multipass's value for "passphrase" (SPEC section 4).
+    /// Multipass's value for "passphrase" (docs/CONTRACT.md, The trust model).
     const LEGACY: &str = "f28cb995d91eed8064674766f28e468aae8065b2cf02af556c857dd77de2d2476f3830fd02147f3e35037a1812df0d0d0934fa677be585269fee5358d5c70758";
 
     #[test]

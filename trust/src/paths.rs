@@ -1,4 +1,4 @@
-//! Default paths (SPEC section 2) and the layout of the daemon's state directory.
+//! Default paths (docs/CONTRACT.md, Names and paths) and the layout of the daemon's state directory.
 
 use std::env;
 use std::path::{Path, PathBuf};
