@@ -493,7 +493,7 @@ impl TrustStore {
         let _lock = DirLock::acquire(&dir)?;
         fsutil::remove_stale_temporaries(&self.path);
         for _ in 0..MERGE_ATTEMPTS {
-            let (mut bundle, key) = self.read()?;
+            let (mut bundle, key) = self.read_for_write()?;
             let before = bundle.len();
             let result = change(&mut bundle);
             if !result.changed() {
@@ -609,6 +609,23 @@ impl TrustStore {
         } else {
             None
         }))
+    }
+
+    /// The file's content for a writer holding the lock: what the cache holds if the file is
+    /// still the version it was read or written as (same inode, size, modification and change
+    /// times), else the file read again. Writers follow each other under the lock, and each one
+    /// remembers what it wrote, so a crowd of enrolments parses the file once, not once each.
+    fn read_for_write(&self) -> Result<(Bundle, Option<FileKey>)> {
+        let key = FileKey::stat(&self.path)?;
+        if key.is_some() {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.loaded && cache.key == key {
+                let mut bundle = (*cache.bundle).clone();
+                bundle.rewritten = false;
+                return Ok((bundle, key));
+            }
+        }
+        self.read()
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
@@ -817,6 +834,29 @@ mod tests {
                 Metadata::default()
             );
         }
+    }
+
+    #[test]
+    fn a_writer_after_a_writer_sees_a_hand_append_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (_, first) = cert();
+        s.add(Entry::new(first, Metadata::default())).unwrap();
+        // The next writer may start from what the first one wrote, but not past a hand append
+        // that nobody has read yet.
+        let (pem, by_hand) = cert();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s.path())
+            .unwrap();
+        f.write_all(pem.as_bytes()).unwrap();
+        drop(f);
+        let (_, third) = cert();
+        s.add(Entry::new(third, Metadata::default())).unwrap();
+        let bundle = store(dir.path()).current().unwrap();
+        assert_eq!(bundle.len(), 3);
+        assert!(bundle.get(&Fingerprint::of(&by_hand)).is_some());
     }
 
     #[test]
