@@ -66,12 +66,15 @@ struct Refused {
     failures: Option<u32>,
 }
 
-/// Refusals collapsed per peer (uid on the Unix socket, address on TCP) and reason: the first
+/// Refusals collapsed per peer (uid on the Unix socket, address on TCP), reason and action: the first
 /// is written at once, then at most one line a second with the number of refusals it stands for
 /// (`refusals`), the latest one's certificate and failure count. Every refusal is counted in
 /// exactly one line.
 #[derive(Debug)]
-pub struct Refusals(Collapse<(Option<PeerKey>, &'static str), Refused>);
+pub struct Refusals(Collapse<RefusalKey, Refused>);
+
+/// Refusals are collapsed per peer, reason and refused action.
+type RefusalKey = (Option<PeerKey>, &'static str, Option<&'static str>);
 
 impl Default for Refusals {
     fn default() -> Self {
@@ -96,7 +99,7 @@ impl Refusals {
             fingerprint: peer.client.as_ref().map(VerifiedClient::fingerprint),
             failures,
         };
-        self.0.note((peer.key(), refusal.as_str()), refused);
+        self.0.note((peer.key(), refusal.as_str(), action), refused);
     }
 }
 
