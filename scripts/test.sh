@@ -28,6 +28,9 @@ echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" \
     $(printf -- '--skip %s ' "${model_tests[@]}")
 
+echo "== the process tests as an unprivileged user: root-only tests ignored, never passed"
+./scripts/unprivileged-tests.sh
+
 disk
 # The parsers that read what others wrote, fuzzed for FUZZ_SECONDS each (default 60; longer by
 # hand: scripts/fuzz.sh 3600).

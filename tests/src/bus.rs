@@ -354,18 +354,15 @@ pub const OPERATOR_ACTIONS: [&str; 2] =
     ["io.multipass.set-passphrase", "io.multipass.trust-client"];
 
 impl HelperSetup {
-    /// `None` when the tests must be skipped (not root, outside CI: see [`crate::require_root`]).
-    pub fn new() -> Option<HelperSetup> {
-        if !crate::require_root() {
-            return None;
-        }
+    /// Lock the system bus and make the directory and groups (root only: see [`crate::harness`]).
+    pub fn new() -> HelperSetup {
         let bus = SystemBus::lock();
-        Some(HelperSetup {
+        HelperSetup {
             dir: crate::TestDir::new(),
             admins: Group::create_admin(),
             operators: Group::create_admin(),
             _bus: bus,
-        })
+        }
     }
 
     /// A user in `groups`.
@@ -417,6 +414,12 @@ impl HelperSetup {
             self.dir.path(),
         );
         (daemon, helper)
+    }
+}
+
+impl Default for HelperSetup {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

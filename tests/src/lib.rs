@@ -5,7 +5,8 @@
 //! `multipass` client as those users through `setpriv --reuid --regid --init-groups`, so the
 //! daemon sees genuine SO_PEERCRED credentials and group memberships.
 //!
-//! - [`require_root`]: gate of every test (fail in CI, skip elsewhere).
+//! - [`harness`]: the test harness of every file (root-only tests ignored without root, failed
+//!   without root under `CI=true`).
 //! - [`TestDir`]: a world-traversable per-test directory for the socket, data and homes.
 //! - [`users`]: per-test admin groups and users.
 //! - [`daemon`]: starting, restarting and stopping `multipassd`, running the CLI against it.
@@ -23,6 +24,7 @@ pub mod bus;
 pub mod clients;
 pub mod daemon;
 pub mod grpc;
+pub mod harness;
 pub mod mount;
 pub mod pem;
 pub mod process;
@@ -56,26 +58,6 @@ pub const PASSPHRASE_NOT_CORRECT: &str = "Passphrase is not correct. Please try 
 
 /// Multipass's scrypt hash of the passphrase `passphrase` (a legacy settings value).
 pub const LEGACY_PASSPHRASE_HASH: &str = "f28cb995d91eed8064674766f28e468aae8065b2cf02af556c857dd77de2d2476f3830fd02147f3e35037a1812df0d0d0934fa677be585269fee5358d5c70758";
-
-/// Whether the tests may run: they create users and run commands as them, which needs root.
-/// Without root: panic when `CI=true` (tests must fail, not skip, in CI), else print a notice and
-/// return `false` (the caller returns early).
-pub fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "these process tests need root (they create users with useradd and run commands as \
-             them with setpriv); CI=true, so this is a failure, not a skip"
-        );
-    }
-    eprintln!(
-        "SKIPPED: not root; these process tests create users and switch to them. \
-         Run them as root (e.g. `sudo -E cargo test -p multipass-system-tests`)."
-    );
-    false
-}
 
 /// Directory holding `multipassd` and `multipass`: `$MULTIPASS_BIN_DIR`, else the workspace's
 /// `target/debug`.

@@ -11,18 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as, MemoryIdentity};
-use multipass_system_tests::{procfs, require_root, Group, TestDir, User, PASSPHRASE_NOT_CORRECT};
+use multipass_system_tests::{procfs, Group, TestDir, User, PASSPHRASE_NOT_CORRECT};
 
 const PASSPHRASE: &str = "the-right-one";
 const ATTEMPTS: usize = 10_000;
 const CONNECTIONS: usize = 8;
 const MAX_DELAY_SECS: u64 = 2;
 
-#[test]
 fn brute_force() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let scratch = dir.subdir("scratch");
     let admins = Group::create_admin();
@@ -200,4 +196,8 @@ fn brute_force() {
         3,
         "A, the newcomer and finally the attacker's client"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [brute_force],
 }

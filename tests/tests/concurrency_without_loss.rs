@@ -14,7 +14,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, Identity};
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User};
+use multipass_system_tests::{Daemon, Group, TestDir, User};
 
 const CLIENTS: usize = 200;
 const USERS: usize = 5;
@@ -34,11 +34,7 @@ fn jitter(max_ms: u64) -> Duration {
     Duration::from_millis(r % max_ms.max(1))
 }
 
-#[test]
 fn concurrency_without_loss() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let admin = User::create(&dir, Some(&admins));
@@ -204,4 +200,8 @@ fn concurrency_without_loss() {
         .assert_code(0, "admin `list` after the storms");
     let (mode, _, _) = multipass_system_tests::mode_owner(&daemon.store_path()).unwrap();
     assert_eq!(mode, 0o600, "trust store mode");
+}
+
+multipass_system_tests::process_tests! {
+    root: [concurrency_without_loss],
 }

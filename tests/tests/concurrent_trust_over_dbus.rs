@@ -20,11 +20,8 @@ const REFUSED_CALLS: usize = 4;
 const PASSPHRASE_CLIENTS: usize = 4;
 const PASSPHRASE: &str = "while-the-helper-writes";
 
-#[test]
 fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let first = setup.user(&[&setup.admins]);
     let operators = [
         setup.user(&[&setup.operators]),
@@ -209,4 +206,8 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
             .block_on(grpc::list(channel.expect("connect")))
             .expect("an imported client is trusted by the running daemon");
     }
+}
+
+multipass_system_tests::process_tests! {
+    root: [concurrent_trust_certificate_calls_over_dbus_lose_nothing],
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, MemoryIdentity};
-use multipass_system_tests::{grpc, procfs, require_root, Daemon, Group, TestDir};
+use multipass_system_tests::{grpc, procfs, Daemon, Group, TestDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -81,11 +81,7 @@ fn check_settings(daemon: &Daemon, candidates: &[String], when: &str) {
     );
 }
 
-#[test]
 fn daemon_killed_mid_stream_loses_nothing() {
-    if !require_root() {
-        return;
-    }
     let kills = env_count("MPT_CRASH_KILLS", 200);
     let dir = TestDir::new();
     let admins = Group::create_admin();
@@ -302,11 +298,7 @@ fn wait_for_orphan_writers(data_dir: &Path) {
     }
 }
 
-#[test]
 fn helper_killed_mid_write_loses_nothing() {
-    if !require_root() {
-        return;
-    }
     let trust_ops = env_count("MPT_HELPER_TRUST_OPS", 150);
     let passphrase_ops = env_count("MPT_HELPER_PASSPHRASE_OPS", 40);
     let dir = TestDir::new();
@@ -410,4 +402,8 @@ fn helper_killed_mid_write_loses_nothing() {
          acknowledged passphrases, none lost; {applied_anyway} killed imports had completed anyway",
         trust_kills + passphrase_kills
     ));
+}
+
+multipass_system_tests::process_tests! {
+    root: [daemon_killed_mid_stream_loses_nothing, helper_killed_mid_write_loses_nothing],
 }

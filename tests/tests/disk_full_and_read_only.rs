@@ -7,7 +7,7 @@ use std::path::Path;
 
 use multipass_system_tests::clients;
 use multipass_system_tests::mount::Tmpfs;
-use multipass_system_tests::{require_root, CliOutput, Daemon, Group, TestDir, User};
+use multipass_system_tests::{CliOutput, Daemon, Group, TestDir, User};
 
 const PASSPHRASE: &str = "full-disk-pass";
 
@@ -62,11 +62,7 @@ fn pad_store_to_page_end(daemon: &Daemon) {
     clients::append_by_hand(&daemon.store_path(), &pad);
 }
 
-#[test]
 fn disk_full_and_read_only() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -157,4 +153,8 @@ fn disk_full_and_read_only() {
     );
     drop(daemon);
     drop(fs);
+}
+
+multipass_system_tests::process_tests! {
+    root: [disk_full_and_read_only],
 }

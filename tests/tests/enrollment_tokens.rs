@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use multipass_system_tests::python::{step, PythonClient};
 use multipass_system_tests::{
-    assert_secret_absent, audit_events, mode_owner, require_root, sha256_hex, token_in, CliOutput,
-    Daemon, Group, TestDir, User, TOKEN_PREFIX,
+    assert_secret_absent, audit_events, mode_owner, sha256_hex, token_in, CliOutput, Daemon, Group,
+    TestDir, User, TOKEN_PREFIX,
 };
 use serde_json::Value;
 
@@ -28,11 +28,7 @@ fn create_token(daemon: &Daemon, admin: &User, args: &[&str]) -> String {
     token
 }
 
-#[test]
 fn enrollment_tokens() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let python = PythonClient::prepare(&dir);
     let admins = Group::create_admin();
@@ -247,4 +243,8 @@ fn enrollment_tokens() {
         assert_secret_absent(token, "a token", &log, &outs);
         assert_secret_absent(&sha256_hex(token.as_bytes()), "a token's hash", &log, &outs);
     }
+}
+
+multipass_system_tests::process_tests! {
+    root: [enrollment_tokens],
 }

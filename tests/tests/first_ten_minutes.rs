@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use multipass_system_tests::pty::PtySession;
 use multipass_system_tests::{
-    clients, ini_passphrase, require_root, token_in, CliOutput, Daemon, Group, TestDir, User,
-    NOT_AUTHENTICATED, PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
+    clients, ini_passphrase, token_in, CliOutput, Daemon, Group, TestDir, User, NOT_AUTHENTICATED,
+    PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
 };
 use serde_json::Value;
 
@@ -69,11 +69,7 @@ fn trusted_clients(daemon: &Daemon, user: &User) -> Vec<Value> {
     json["clients"].as_array().cloned().unwrap_or_default()
 }
 
-#[test]
 fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
@@ -134,11 +130,7 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
     out.assert_failure(1, "Passphrases do not match", "a mismatch");
 }
 
-#[test]
 fn empty_answers_do_not_clear_the_passphrase() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
@@ -180,11 +172,7 @@ fn empty_answers_do_not_clear_the_passphrase() {
     assert!(text.contains("`multipass set local.passphrase=`"), "{help}");
 }
 
-#[test]
 fn authenticate_from_a_trusted_client_checks_the_passphrase() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&["--auth-max-delay", "1"]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
@@ -250,11 +238,7 @@ fn authenticate_from_a_trusted_client_checks_the_passphrase() {
         .assert_code(0, "alice after wrong passphrases");
 }
 
-#[test]
 fn a_token_without_a_name_enrols_the_login_name() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
@@ -337,11 +321,7 @@ fn su_on_a_terminal(daemon: &Daemon, user: &User, multipass_args: &str) -> PtySe
     PtySession::spawn(su)
 }
 
-#[test]
 fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
@@ -393,11 +373,7 @@ fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
         .assert_code(0, "carol again, from a pipe");
 }
 
-#[test]
 fn a_wrong_root_certificate_names_multipass_root_cert() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
 
@@ -435,11 +411,7 @@ fn a_wrong_root_certificate_names_multipass_root_cert() {
     );
 }
 
-#[test]
 fn list_snapshots_answers_as_multipass_does() {
-    if !require_root() {
-        return;
-    }
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
     let bob = &scene.bob;
@@ -459,4 +431,8 @@ fn list_snapshots_answers_as_multipass_does() {
     daemon
         .run_as(bob, &["list", "--snapshots"], None)
         .assert_failure(2, &format!("list failed: {NOT_AUTHENTICATED}"), "bob");
+}
+
+multipass_system_tests::process_tests! {
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
 }

@@ -1,15 +1,11 @@
 //! Writers merge with what is on disk: a certificate appended to the store by hand survives the
 //! daemon's next write (Multipass rewrote the file from memory and lost it).
 
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User};
+use multipass_system_tests::{Daemon, Group, TestDir, User};
 
 const PASSPHRASE: &str = "hand-append-pass";
 
-#[test]
 fn hand_append_survives_authenticate() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -67,4 +63,8 @@ fn hand_append_survives_authenticate() {
             .run_as(user, &["list"], None)
             .assert_code(0, &format!("{who} `list` after the merge"));
     }
+}
+
+multipass_system_tests::process_tests! {
+    root: [hand_append_survives_authenticate],
 }

@@ -60,7 +60,6 @@ fn description(help: &str) -> &str {
     help.split("\nUsage:").next().unwrap_or_default()
 }
 
-#[test]
 fn every_subcommand_shows_its_long_description() {
     let paths = subcommand_paths();
     let names: Vec<String> = paths.iter().map(|p| p.join(" ")).collect();
@@ -101,7 +100,6 @@ fn every_subcommand_shows_its_long_description() {
     }
 }
 
-#[test]
 fn help_texts_say_what_each_command_needs() {
     for (command, needed, absent) in [
         (
@@ -271,7 +269,6 @@ fn value_for(options_section: &str, option: &str) -> Option<String> {
     )
 }
 
-#[test]
 fn man_pages_name_real_commands_and_offer_options_that_work() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pages = generate(dir.path());
@@ -335,7 +332,6 @@ fn man_pages_name_real_commands_and_offer_options_that_work() {
     }
 }
 
-#[test]
 fn the_long_description_of_each_subcommand_reaches_its_man_page() {
     let dir = tempfile::tempdir().expect("temporary directory");
     generate(dir.path());
@@ -372,7 +368,6 @@ fn assert_sections(man: &Path, file: &str, expected: &[(&str, &[&str])]) {
     }
 }
 
-#[test]
 fn pages_of_the_client_daemon_and_helper_have_their_sections() {
     let dir = tempfile::tempdir().expect("temporary directory");
     generate(dir.path());
@@ -444,4 +439,8 @@ fn pages_of_the_client_daemon_and_helper_have_their_sections() {
             ("EXIT STATUS", &["0", "1", "2"]),
         ],
     );
+}
+
+multipass_system_tests::process_tests! {
+    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections],
 }

@@ -6,19 +6,16 @@ use std::time::{Duration, Instant};
 
 use multipass_system_tests::bus::{call_helper, HelperSetup};
 use multipass_system_tests::{
-    bin, mode_owner, require_root, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
-    NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
+    bin, mode_owner, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User, NOT_AUTHENTICATED,
+    PASSPHRASE_NOT_SET,
 };
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-#[test]
 fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let first = setup.user(&[&setup.admins]);
     let operator = setup.user(&[&setup.operators]);
     let other = setup.user(&[]);
@@ -80,11 +77,8 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
     );
 }
 
-#[test]
 fn unauthorized_user_is_denied_and_nothing_changes() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let first = setup.user(&[&setup.admins]);
     let stranger = setup.user(&[]);
     let (daemon, _helper) = setup.serve();
@@ -121,11 +115,8 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
     );
 }
 
-#[test]
 fn only_the_daemon_user_manages_the_socket() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let operator = setup.user(&[&setup.operators]);
     let stranger = setup.user(&[]);
     let _rules = setup.grant(&operator);
@@ -176,11 +167,8 @@ fn only_the_daemon_user_manages_the_socket() {
     assert_eq!(mode_owner(&socket).unwrap(), restricted);
 }
 
-#[test]
 fn unprivileged_daemon_opens_its_socket_through_the_helper() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let first = setup.user(&[&setup.admins]);
     let (daemon, _helper) = setup.serve_with(DaemonConfig {
         verbosity: 1,
@@ -212,11 +200,8 @@ fn unprivileged_daemon_opens_its_socket_through_the_helper() {
     );
 }
 
-#[test]
 fn invalid_inputs_are_refused_without_writes() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let serving = setup.serve_first_and_operator();
     let (daemon, first, operator) = (&serving.daemon, &serving.first, &serving.operator);
     daemon
@@ -297,11 +282,7 @@ fn invalid_inputs_are_refused_without_writes() {
     assert!(before == after, "a refused input changed the files");
 }
 
-#[test]
 fn apply_socket_policy_follows_the_store() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let first = User::create(&dir, Some(&admins));
@@ -337,11 +318,8 @@ fn apply_socket_policy_follows_the_store() {
     assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
 }
 
-#[test]
 fn stuck_administrator_gets_out_without_editing_files() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let admin = setup.user(&[&setup.admins, &setup.operators]);
     let _rules = setup.grant(&admin);
     let (daemon, _helper) = setup.serve();
@@ -389,4 +367,8 @@ fn stuck_administrator_gets_out_without_editing_files() {
         (store_after.mode() & 0o777, store_after.uid()),
         (0o600, store_before.uid())
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
 }

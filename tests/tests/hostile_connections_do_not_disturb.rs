@@ -6,16 +6,12 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{grpc, require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{grpc, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
 
 const STALLED: usize = 50;
 const GARBAGE: usize = 20;
 
-#[test]
 fn hostile_connections_do_not_disturb() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -135,4 +131,8 @@ fn hostile_connections_do_not_disturb() {
         vec![a.cert_der()],
         "hostile connections must not change the store"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [hostile_connections_do_not_disturb],
 }

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as};
-use multipass_system_tests::{grpc, procfs, require_root, Group, TestDir, User};
+use multipass_system_tests::{grpc, procfs, Group, TestDir, User};
 
 const PASSPHRASE: &str = "hostile-load-pass";
 /// Connections per hostile user and class (below the per-user connection limit).
@@ -48,11 +48,7 @@ impl Figures {
     }
 }
 
-#[test]
 fn hostile_load() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let scratch = dir.subdir("scratch");
     let admins = Group::create_admin();
@@ -345,4 +341,8 @@ fn hostile_load() {
     assert!(daemon.is_running(), "the daemon died under hostile load");
     let store = daemon.store_certs();
     assert_eq!(store.len(), 2, "only A and the newcomer are trusted");
+}
+
+multipass_system_tests::process_tests! {
+    root: [hostile_load],
 }

@@ -5,18 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{
-    clients, grpc, require_root, Daemon, DaemonConfig, Group, TestDir, User,
-};
+use multipass_system_tests::{clients, grpc, Daemon, DaemonConfig, Group, TestDir, User};
 
 /// The idle limit the daemon is started with, seconds.
 const IDLE: u64 = 3;
 
-#[test]
 fn idle_connections_are_closed() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let admin = User::create(&dir, Some(&admins));
@@ -128,4 +122,8 @@ fn idle_connections_are_closed() {
             .await
             .expect("list after the idle close");
     });
+}
+
+multipass_system_tests::process_tests! {
+    root: [idle_connections_are_closed],
 }

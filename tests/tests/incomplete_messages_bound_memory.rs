@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as};
-use multipass_system_tests::{grpc, procfs, require_root, Group, TestDir, User};
+use multipass_system_tests::{grpc, procfs, Group, TestDir, User};
 
 /// The per-user connection limit (`rpc::server::IncomingOptions`).
 const CONNECTIONS: usize = 64;
@@ -18,11 +18,7 @@ const MESSAGE: usize = 64 * 1024;
 /// peak RSS under this attack.
 const BOUND_MIB: u64 = 16;
 
-#[test]
 fn incomplete_messages_bound_memory() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let scratch = dir.subdir("scratch");
     let admins = Group::create_admin();
@@ -108,4 +104,8 @@ fn incomplete_messages_bound_memory() {
         growth_kib <= BOUND_MIB << 10,
         "the daemon's peak RSS grew by {growth_kib} KiB, above the documented {BOUND_MIB} MiB"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [incomplete_messages_bound_memory],
 }

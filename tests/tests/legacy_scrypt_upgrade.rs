@@ -4,15 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 
 use multipass_system_tests::{
-    ini_passphrase, require_root, Daemon, Group, TestDir, User, LEGACY_PASSPHRASE_HASH,
-    PASSPHRASE_NOT_CORRECT,
+    ini_passphrase, Daemon, Group, TestDir, User, LEGACY_PASSPHRASE_HASH, PASSPHRASE_NOT_CORRECT,
 };
 
-#[test]
 fn legacy_scrypt_upgrade() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -88,4 +83,8 @@ fn legacy_scrypt_upgrade() {
         after.starts_with("$argon2id$"),
         "the passphrase should still be an Argon2id hash, is {after:?}"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [legacy_scrypt_upgrade],
 }

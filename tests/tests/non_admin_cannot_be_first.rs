@@ -3,13 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User};
+use multipass_system_tests::{Daemon, Group, TestDir, User};
 
-#[test]
 fn non_admin_cannot_be_first() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -57,4 +53,8 @@ fn non_admin_cannot_be_first() {
         1,
         "store after D's second attempt"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [non_admin_cannot_be_first],
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{bin, require_root, TestDir};
+use multipass_system_tests::{bin, TestDir};
 
 /// `nobody` and `nogroup`, which exist on every Debian system.
 const NOBODY: u32 = 65534;
@@ -120,11 +120,7 @@ fn daemon(dir: &TestDir, extra: &[&str]) -> Running {
     daemon
 }
 
-#[test]
 fn daemon_started_as_root_with_a_user_gives_up_the_bounding_set() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let daemon = daemon(&dir, &["--user", "nobody"]);
     let pid = daemon.pid();
@@ -140,11 +136,7 @@ fn daemon_started_as_root_with_a_user_gives_up_the_bounding_set() {
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
 }
 
-#[test]
 fn daemon_and_helper_are_not_dumpable() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
 
     // Controls: what an ordinary process of each kind looks like.
@@ -225,7 +217,6 @@ fn daemon_and_helper_are_not_dumpable() {
     );
 }
 
-#[test]
 fn units_forbid_core_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     for unit in ["multipass.service", "multipassd-helper.service"] {
@@ -240,4 +231,9 @@ fn units_forbid_core_files() {
             "{unit} must set LimitCORE=0 in [Service]"
         );
     }
+}
+
+multipass_system_tests::process_tests! {
+    root: [daemon_started_as_root_with_a_user_gives_up_the_bounding_set, daemon_and_helper_are_not_dumpable],
+    plain: [units_forbid_core_files],
 }

@@ -3,15 +3,11 @@
 //! and is then served an empty instance list.
 
 use multipass_system_tests::python::{step, PythonClient};
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
 
 const PASSPHRASE: &str = "py-grpc-pass";
 
-#[test]
 fn python_grpcio_client() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let python = PythonClient::prepare(&dir);
     let admins = Group::create_admin();
@@ -65,4 +61,8 @@ fn python_grpcio_client() {
         daemon.store_certs().contains(&c.cert_der()),
         "C's certificate should be in the store"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [python_grpcio_client],
 }

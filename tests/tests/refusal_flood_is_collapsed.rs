@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as, MemoryIdentity};
-use multipass_system_tests::{audit_events, require_root, Group, TestDir, User};
+use multipass_system_tests::{audit_events, Group, TestDir, User};
 
 const PASSPHRASE: &str = "flood-test-pass";
 const STREAMS: usize = 16;
@@ -26,11 +26,7 @@ fn timestamp(line: &str) -> time::OffsetDateTime {
         .unwrap_or_else(|e| panic!("no timestamp in {line:?}: {e}"))
 }
 
-#[test]
 fn refusal_flood_is_collapsed() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let scratch = dir.subdir("scratch");
     let admins = Group::create_admin();
@@ -158,4 +154,8 @@ fn refusal_flood_is_collapsed() {
         "the newcomer's `trusted` event is missing:\n{}",
         trusted.join("\n")
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [refusal_flood_is_collapsed],
 }

@@ -10,8 +10,8 @@ use std::path::Path;
 use multipass_system_tests::bus::ensure_daemon_user;
 use multipass_system_tests::procfs::SecretWatch;
 use multipass_system_tests::{
-    clients, mode_owner, process, require_root, CliOutput, Daemon, DaemonConfig, Group, TestDir,
-    User, PASSPHRASE_NOT_CORRECT,
+    clients, mode_owner, process, CliOutput, Daemon, DaemonConfig, Group, TestDir, User,
+    PASSPHRASE_NOT_CORRECT,
 };
 
 fn hash_in(daemon: &Daemon) -> String {
@@ -19,11 +19,7 @@ fn hash_in(daemon: &Daemon) -> String {
     multipass_system_tests::ini_passphrase(&text).expect("a passphrase hash")
 }
 
-#[test]
 fn secrets_and_permissions() {
-    if !require_root() {
-        return;
-    }
     ensure_daemon_user();
     let daemon_user = nix::unistd::User::from_name("multipassd")
         .unwrap()
@@ -247,4 +243,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         all.push(path);
     }
     all
+}
+
+multipass_system_tests::process_tests! {
+    root: [secrets_and_permissions],
 }

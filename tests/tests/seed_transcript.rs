@@ -3,19 +3,15 @@
 //! log or in anything the CLI prints.
 
 use multipass_system_tests::{
-    ini_passphrase, require_root, CliOutput, Daemon, DaemonConfig, Group, TestDir, User,
-    PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
+    ini_passphrase, CliOutput, Daemon, DaemonConfig, Group, TestDir, User, PASSPHRASE_NOT_CORRECT,
+    PASSPHRASE_NOT_SET,
 };
 use std::time::{Duration, Instant};
 
 const PASSPHRASE: &str = "s3cret-pass";
 const WRONG: &str = "n0t-the-s3cret";
 
-#[test]
 fn seed_transcript() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -210,4 +206,8 @@ fn seed_transcript() {
             );
         }
     }
+}
+
+multipass_system_tests::process_tests! {
+    root: [seed_transcript],
 }

@@ -6,14 +6,10 @@
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::{
-    audit_events, grpc, require_root, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
+    audit_events, grpc, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
 };
 
-#[test]
 fn server_cert_renewed_while_running() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -108,4 +104,8 @@ fn server_cert_renewed_while_running() {
         "a 4-second certificate renewed 2 s early is renewed repeatedly in 5 s:\n{}",
         renewed.join("\n")
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [server_cert_renewed_while_running],
 }

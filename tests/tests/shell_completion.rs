@@ -55,7 +55,6 @@ fn bash_completes(script: &Path, line: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn bash_offers_the_settings_keys_after_get_and_set() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let script = generate(dir.path()).join("multipass");
@@ -84,7 +83,6 @@ fn bash_offers_the_settings_keys_after_get_and_set() {
     assert!(bash_completes(&script, "multipass list --sn").contains(&"--snapshots".to_string()));
 }
 
-#[test]
 fn zsh_offers_the_settings_keys_after_get_and_set() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let script =
@@ -100,4 +98,8 @@ fn zsh_offers_the_settings_keys_after_get_and_set() {
             "zsh completion of `multipass {command}` offers no settings keys:\n{case}"
         );
     }
+}
+
+multipass_system_tests::process_tests! {
+    plain: [bash_offers_the_settings_keys_after_get_and_set, zsh_offers_the_settings_keys_after_get_and_set],
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use multipass_system_tests::bus::{Helper, HelperSetup};
 use multipass_system_tests::clients::Identity;
 use multipass_system_tests::process::{self, CliOutput};
-use multipass_system_tests::{bin, mode_owner, require_root, Group, TestDir};
+use multipass_system_tests::{bin, mode_owner, Group, TestDir};
 
 /// `multipassd-helper --socket SOCKET --data-dir DATA --admin-group GROUP apply-socket-policy`.
 fn apply_socket_policy(socket: &Path, data: &Path, group: &Group) -> CliOutput {
@@ -66,11 +66,7 @@ fn assert_untouched(target: &Path) {
     );
 }
 
-#[test]
 fn apply_socket_policy_leaves_a_planted_symlink_alone() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let data = data_dir_with_a_trusted_client(&dir);
@@ -106,11 +102,8 @@ fn apply_socket_policy_leaves_a_planted_symlink_alone() {
     assert_eq!(mode_owner(&socket).unwrap(), (0o600, 0, 0));
 }
 
-#[test]
 fn set_socket_access_over_dbus_leaves_a_planted_symlink_alone() {
-    let Some(setup) = HelperSetup::new() else {
-        return;
-    };
+    let setup = HelperSetup::new();
     let data = data_dir_with_a_trusted_client(&setup.dir);
     let target = precious_file(&setup.dir);
     let socket = setup.dir.path().join("multipass_socket");
@@ -141,11 +134,7 @@ fn set_socket_access_over_dbus_leaves_a_planted_symlink_alone() {
     }
 }
 
-#[test]
 fn a_socket_directory_others_can_write_is_refused() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let data = data_dir_with_a_trusted_client(&dir);
@@ -207,4 +196,8 @@ fn a_socket_directory_others_can_write_is_refused() {
     let out = apply_socket_policy(&socket, &data, &admins);
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
+}
+
+multipass_system_tests::process_tests! {
+    root: [apply_socket_policy_leaves_a_planted_symlink_alone, set_socket_access_over_dbus_leaves_a_planted_symlink_alone, a_socket_directory_others_can_write_is_refused],
 }

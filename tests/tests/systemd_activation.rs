@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{bin, require_root, TestDir};
+use multipass_system_tests::{bin, TestDir};
 
 /// The daemon's exit status after an idle period (daemon/src/server.rs, the unit's
 /// SuccessExitStatus=).
@@ -106,11 +106,7 @@ fn assert_unprivileged(pid: u32) {
     assert_eq!(get("NoNewPrivs"), "1");
 }
 
-#[test]
 fn systemd_socket_activate_starts_on_demand_and_exits_when_idle() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let sock = dir.path().join("sock");
     let data = dir.path().join("data");
@@ -158,11 +154,7 @@ fn systemd_socket_activate_starts_on_demand_and_exits_when_idle() {
 /// A single socket is served whatever name it comes with: systemd's default for a unit without
 /// `FileDescriptorName=` (the unit's name, `multipass.socket`), or none at all, as
 /// `systemd-socket-activate` passes it without `--fdname`.
-#[test]
 fn a_single_socket_is_served_whatever_its_name() {
-    if !require_root() {
-        return;
-    }
     for fdname in [Some("multipass.socket"), None] {
         let dir = TestDir::new();
         let sock = dir.path().join("sock");
@@ -305,11 +297,7 @@ fn spawn_activated(fd: RawFd, args: &[String], log: &Path) -> Child {
     cmd.spawn().expect("spawn daemon")
 }
 
-#[test]
 fn no_connection_is_lost_across_idle_exits() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let sock = dir.path().join("sock");
     let data = dir.path().join("data");
@@ -369,11 +357,7 @@ fn no_connection_is_lost_across_idle_exits() {
     drop(activator);
 }
 
-#[test]
 fn notify_socket_gets_ready_then_stopping() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let sock = dir.path().join("sock");
     let notify_path = dir.path().join("notify");
@@ -421,11 +405,7 @@ fn notify_socket_gets_ready_then_stopping() {
     assert_eq!(status.code(), Some(IDLE_EXIT));
 }
 
-#[test]
 fn daemon_started_as_root_holds_no_capabilities() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let sock = dir.path().join("sock");
     let mut daemon = Command::new(bin("multipassd"))
@@ -456,11 +436,7 @@ fn daemon_started_as_root_holds_no_capabilities() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[test]
 fn daemon_can_switch_to_a_user() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let sock = dir.path().join("sock");
     let data = dir.path().join("data");
@@ -529,7 +505,6 @@ fn unit_dir(dir: &TestDir) -> PathBuf {
     units
 }
 
-#[test]
 fn units_verify_without_warnings() {
     let dir = TestDir::new();
     let units = unit_dir(&dir);
@@ -547,7 +522,6 @@ fn units_verify_without_warnings() {
     assert!(stderr.trim().is_empty(), "verify warned: {stderr}");
 }
 
-#[test]
 fn service_exposure_score_is_at_most_1_5() {
     let dir = TestDir::new();
     let units = unit_dir(&dir);
@@ -574,4 +548,9 @@ fn service_exposure_score_is_at_most_1_5() {
         .unwrap_or_else(|| panic!("cannot parse {line}"));
     println!("systemd-analyze security --offline=true multipass.service: {score}");
     assert!(score <= 1.5, "exposure {score} > 1.5");
+}
+
+multipass_system_tests::process_tests! {
+    root: [systemd_socket_activate_starts_on_demand_and_exits_when_idle, a_single_socket_is_served_whatever_its_name, no_connection_is_lost_across_idle_exits, notify_socket_gets_ready_then_stopping, daemon_started_as_root_holds_no_capabilities, daemon_can_switch_to_a_user],
+    plain: [units_verify_without_warnings, service_exposure_score_is_at_most_1_5],
 }

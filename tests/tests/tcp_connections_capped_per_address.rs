@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use multipass_system_tests::clients::count_closed;
-use multipass_system_tests::{grpc, require_root, Daemon, DaemonConfig, Group, TestDir};
+use multipass_system_tests::{grpc, Daemon, DaemonConfig, Group, TestDir};
 
 /// `IncomingOptions::max_connections_per_peer`.
 const CAP: usize = 64;
@@ -38,11 +38,7 @@ fn served_from(
     })
 }
 
-#[test]
 fn tcp_connections_capped_per_address() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let daemon = Daemon::start_with(
@@ -99,4 +95,8 @@ fn tcp_connections_capped_per_address() {
             .any(|l| l.contains("too many connections") && l.contains("address 127.0.0.1")),
         "the refusals should be logged with the address"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [tcp_connections_capped_per_address],
 }

@@ -2,7 +2,7 @@
 //! an administrator there: trust management that needs one is refused to every TCP client.
 
 use multipass_system_tests::clients::{self, Identity};
-use multipass_system_tests::{require_root, sha256_hex, Daemon, DaemonConfig, Group, TestDir};
+use multipass_system_tests::{sha256_hex, Daemon, DaemonConfig, Group, TestDir};
 
 fn tcp_daemon(dir: &TestDir, admins: &Group) -> Daemon {
     Daemon::start_with(
@@ -16,11 +16,7 @@ fn tcp_daemon(dir: &TestDir, admins: &Group) -> Daemon {
     )
 }
 
-#[test]
 fn tcp_has_no_first_client() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let daemon = tcp_daemon(&dir, &admins);
@@ -49,11 +45,7 @@ fn tcp_has_no_first_client() {
 /// Over TCP there are no kernel credentials, so nobody is an administrator there: even root,
 /// trusted, may list the clients and remove its own entry, but not remove another client nor
 /// create, list or revoke enrollment tokens.
-#[test]
 fn over_tcp_nobody_manages_trust() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let daemon = tcp_daemon(&dir, &admins);
@@ -112,4 +104,8 @@ fn over_tcp_nobody_manages_trust() {
         .run_as_root(&["trust", "remove", own], None)
         .assert_code(0, "root removes its own entry over TCP");
     assert_eq!(daemon.store_certs(), vec![other.der.clone()]);
+}
+
+multipass_system_tests::process_tests! {
+    root: [tcp_has_no_first_client, over_tcp_nobody_manages_trust],
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use multipass_system_tests::clients::{self, MemoryIdentity};
-use multipass_system_tests::{grpc, require_root, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{grpc, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
 use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::*;
 use rustls::client::ResolvesClientCert;
@@ -142,11 +142,7 @@ async fn every_method(channel: Channel) -> Vec<(&'static str, Result<(), tonic::
     results
 }
 
-#[test]
 fn tls_posture() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -270,4 +266,8 @@ fn tls_posture() {
             >= 2,
         "both forged handshakes should be refused for their signature"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [tls_posture],
 }

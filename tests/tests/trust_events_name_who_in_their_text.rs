@@ -4,9 +4,7 @@
 //! in the helper.
 
 use multipass_system_tests::clients::{self, Identity};
-use multipass_system_tests::{
-    audit_events, require_root, sha256_hex, token_in, Daemon, Group, TestDir, User,
-};
+use multipass_system_tests::{audit_events, sha256_hex, token_in, Daemon, Group, TestDir, User};
 
 const PASSPHRASE: &str = "events-pass";
 
@@ -40,11 +38,7 @@ fn who(user: &User) -> String {
     format!("user {}, uid {}", user.name, user.uid)
 }
 
-#[test]
 fn trust_events_name_who_in_their_text() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let admin = User::create(&dir, Some(&admins));
@@ -146,4 +140,8 @@ fn trust_events_name_who_in_their_text() {
                 .unwrap()
         ),
     ));
+}
+
+multipass_system_tests::process_tests! {
+    root: [trust_events_name_who_in_their_text],
 }

@@ -3,8 +3,8 @@
 //! every output format; the changes are audit events, and no secret reaches a log or an output.
 
 use multipass_system_tests::{
-    assert_secret_absent, audit_events, require_root, sha256_hex, token_in, CliOutput, Daemon,
-    Group, TestDir, User,
+    assert_secret_absent, audit_events, sha256_hex, token_in, CliOutput, Daemon, Group, TestDir,
+    User,
 };
 use serde_json::Value;
 
@@ -21,11 +21,7 @@ fn client<'a>(clients: &'a [Value], user: &User) -> &'a Value {
         .unwrap_or_else(|| panic!("{} ({fingerprint}) is not listed: {clients:?}", user.name))
 }
 
-#[test]
 fn trust_list_shows_every_enrolment() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -191,4 +187,8 @@ fn trust_list_shows_every_enrolment() {
         !created.stderr.contains(&token),
         "the token belongs on stdout only"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [trust_list_shows_every_enrolment],
 }

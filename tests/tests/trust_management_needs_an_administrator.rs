@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use multipass_system_tests::{
-    audit_events, require_root, sha256_hex, token_in, CliOutput, Daemon, Group, TestDir, User,
+    audit_events, sha256_hex, token_in, CliOutput, Daemon, Group, TestDir, User,
 };
 use serde_json::Value;
 
@@ -56,11 +56,7 @@ fn token_status(daemon: &Daemon, admin: &User, name: &str) -> String {
         .to_string()
 }
 
-#[test]
 fn trust_management_needs_an_administrator() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -218,4 +214,8 @@ fn trust_management_needs_an_administrator() {
             .any(|l| l.contains(&format!("by_uid={}", a.uid))),
         "{log}"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [trust_management_needs_an_administrator],
 }

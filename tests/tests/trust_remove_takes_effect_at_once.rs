@@ -4,16 +4,12 @@
 //! (root:<admin group> 0660). Every removal is an audit event.
 
 use multipass_system_tests::{
-    audit_events, require_root, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
+    audit_events, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
 };
 
 const PASSPHRASE: &str = "remove-at-once-pass";
 
-#[test]
 fn trust_remove_takes_effect_at_once() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
@@ -158,4 +154,8 @@ fn trust_remove_takes_effect_at_once() {
         !log.contains(PASSPHRASE),
         "the passphrase appears in the log"
     );
+}
+
+multipass_system_tests::process_tests! {
+    root: [trust_remove_takes_effect_at_once],
 }

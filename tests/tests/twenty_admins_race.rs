@@ -3,15 +3,11 @@
 
 use std::sync::{Arc, Barrier};
 
-use multipass_system_tests::{require_root, Daemon, Group, TestDir, User};
+use multipass_system_tests::{Daemon, Group, TestDir, User};
 
 const RACERS: usize = 20;
 
-#[test]
 fn twenty_admins_race() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let admins = Group::create_admin();
     let users: Vec<User> = (0..RACERS)
@@ -94,4 +90,8 @@ fn twenty_admins_race() {
     daemon
         .run_as(&users[loser], &["list"], None)
         .assert_not_authenticated("list", "loser `list` again");
+}
+
+multipass_system_tests::process_tests! {
+    root: [twenty_admins_race],
 }
