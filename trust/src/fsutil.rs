@@ -143,6 +143,90 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Read a whole file with the metadata of the same open file, so that both describe one version
+/// of it; `Ok(None)` when it does not exist.
+pub fn read_with_metadata(path: &Path) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+    use std::io::Read;
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_err(source)),
+    };
+    let meta = file.metadata().map_err(read_err)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).map_err(read_err)?;
+    Ok(Some((bytes, meta)))
+}
+
+/// A file the service owns, held for a change: the writers' lock on its directory is taken and
+/// the temporary files an interrupted write of it left are gone. Every change of such a file is
+/// this sequence (lock, clear temporary files, read, write); the lock is released on drop.
+///
+/// [`update`] is the whole sequence for files rewritten whole; the trust store, which also
+/// appends, re-reads and checks owner and mode, takes the steps one by one.
+pub struct LockedFile<'a> {
+    path: &'a Path,
+    mode: FileMode,
+    _lock: DirLock,
+}
+
+impl<'a> LockedFile<'a> {
+    /// Take the lock of `path`'s directory (blocking) and remove stale temporary files of `path`.
+    /// Files written later get `mode`.
+    pub fn lock(path: &'a Path, mode: FileMode) -> Result<LockedFile<'a>> {
+        let lock = DirLock::acquire(&parent(path))?;
+        remove_stale_temporaries(path);
+        Ok(LockedFile {
+            path,
+            mode,
+            _lock: lock,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// The mode a replaced file gets.
+    pub fn mode(&self) -> FileMode {
+        self.mode
+    }
+
+    /// Its whole content; `None` when it does not exist.
+    pub fn read(&self) -> Result<Option<Vec<u8>>> {
+        read_optional(self.path)
+    }
+
+    /// Its whole content and the metadata of the same open file; `None` when it does not exist.
+    pub fn read_with_metadata(&self) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+        read_with_metadata(self.path)
+    }
+
+    /// Replace it with `contents` (see [`write_atomic`]).
+    pub fn replace(&self, contents: &[u8]) -> Result<()> {
+        write_atomic(self.path, contents, self.mode)
+    }
+}
+
+/// Change a file rewritten whole: lock, clear temporary files, read (`None`: missing), then
+/// `change` returns its result and the new content, which replaces the file. When `change`
+/// fails, nothing is written.
+pub fn update<T, E: From<Error>>(
+    path: &Path,
+    mode: FileMode,
+    change: impl FnOnce(Option<Vec<u8>>) -> std::result::Result<(T, Vec<u8>), E>,
+) -> std::result::Result<T, E> {
+    let file = LockedFile::lock(path, mode)?;
+    let (result, contents) = change(file.read()?)?;
+    file.replace(&contents)?;
+    Ok(result)
+}
+
 pub(crate) fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -203,6 +287,29 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec![".other.tmp.1.x".to_string(), "f".to_string()]);
+    }
+
+    #[test]
+    fn update_clears_temporaries_and_a_failed_change_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(temp_name(&path), b"left by a crash").unwrap();
+        let seen = update(&path, FileMode::PRIVATE, |old| {
+            Ok::<_, Error>((old, b"one".to_vec()))
+        })
+        .unwrap();
+        assert_eq!(seen, None);
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let refused = update(&path, FileMode::PRIVATE, |old| {
+            assert_eq!(old.as_deref(), Some(&b"one"[..]));
+            Err::<((), Vec<u8>), _>(Error::Write {
+                path: path.clone(),
+                source: io::Error::other("refused"),
+            })
+        });
+        assert!(refused.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"one");
     }
 
     #[test]

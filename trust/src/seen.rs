@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::Result;
-use crate::fsutil::{self, DirLock, FileMode};
+use crate::fsutil::{self, FileMode, LockedFile};
 use crate::pki::Fingerprint;
 
 /// A newer time is written to the file only when the stored one is at least this old.
@@ -95,9 +95,9 @@ impl LastSeen {
             lines.sort();
             lines.concat()
         };
-        let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
-        fsutil::remove_stale_temporaries(&self.path);
-        fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)
+        // Nothing to read under the lock: the times in memory are the newest, the file's were
+        // read when first needed.
+        LockedFile::lock(&self.path, self.mode)?.replace(text.as_bytes())
     }
 
     fn lock_loaded(&self) -> std::sync::MutexGuard<'_, State> {

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, DirLock, FileMode};
+use crate::fsutil::{self, FileMode};
 use crate::passphrase::PassphraseHash;
 
 /// The section Multipass keeps its keys in.
@@ -206,21 +206,24 @@ impl SettingsFile {
 
     /// Read it; a missing file is an empty document.
     pub fn load(&self) -> Result<Ini> {
-        match fsutil::read_optional(&self.path)? {
-            None => Ok(Ini::default()),
-            Some(bytes) => Ini::parse(&String::from_utf8_lossy(&bytes), &self.path),
-        }
+        self.parse(fsutil::read_optional(&self.path)?)
     }
 
     /// Read, change and replace it under the lock, so concurrent writers never lose each other's
     /// keys.
     pub fn update<R>(&self, change: impl FnOnce(&mut Ini) -> R) -> Result<R> {
-        let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
-        fsutil::remove_stale_temporaries(&self.path);
-        let mut ini = self.load()?;
-        let result = change(&mut ini);
-        fsutil::write_atomic(&self.path, ini.to_text().as_bytes(), self.mode)?;
-        Ok(result)
+        fsutil::update(&self.path, self.mode, |bytes| {
+            let mut ini = self.parse(bytes)?;
+            let result = change(&mut ini);
+            Ok((result, ini.to_text().into_bytes()))
+        })
+    }
+
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Ini> {
+        match bytes {
+            None => Ok(Ini::default()),
+            Some(bytes) => Ini::parse(&String::from_utf8_lossy(&bytes), &self.path),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, DirLock, FileMode};
+use crate::fsutil::{self, FileMode, LockedFile};
 use crate::pki::Fingerprint;
 
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
@@ -489,11 +489,9 @@ impl TrustStore {
     /// if anything changed. `change` returns its result, which tells whether to write: `true`, or
     /// `Some(_)`, means changed. It may run more than once if the file changes meanwhile.
     pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
-        let dir = fsutil::parent(&self.path);
-        let _lock = DirLock::acquire(&dir)?;
-        fsutil::remove_stale_temporaries(&self.path);
+        let file = LockedFile::lock(&self.path, self.mode)?;
         for _ in 0..MERGE_ATTEMPTS {
-            let (mut bundle, key) = self.read_for_write()?;
+            let (mut bundle, key) = self.read_for_write(&file)?;
             let before = bundle.len();
             let result = change(&mut bundle);
             if !result.changed() {
@@ -518,7 +516,7 @@ impl TrustStore {
                 }
             }
             let text = bundle.to_pem();
-            fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)?;
+            file.replace(text.as_bytes())?;
             // Cache what we wrote only if the file is still exactly that.
             let now = FileKey::stat(&self.path)?.filter(|k| k.size == text.len() as u64);
             self.remember(bundle, now);
@@ -615,7 +613,7 @@ impl TrustStore {
     /// still the version it was read or written as (same inode, size, modification and change
     /// times), else the file read again. Writers follow each other under the lock, and each one
     /// remembers what it wrote, so a crowd of enrolments parses the file once, not once each.
-    fn read_for_write(&self) -> Result<(Bundle, Option<FileKey>)> {
+    fn read_for_write(&self, file: &LockedFile) -> Result<(Bundle, Option<FileKey>)> {
         let key = FileKey::stat(&self.path)?;
         if key.is_some() {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -625,32 +623,11 @@ impl TrustStore {
                 return Ok((bundle, key));
             }
         }
-        self.read()
+        Ok(parse_read(file.read_with_metadata()?))
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
-        use std::io::Read;
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((Bundle::default(), None));
-            }
-            Err(source) => {
-                return Err(Error::Read {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        let read_err = |source| Error::Read {
-            path: self.path.clone(),
-            source,
-        };
-        // The key comes from the same open file as the bytes, so they describe one version.
-        let key = FileKey::of(&file.metadata().map_err(read_err)?);
-        let mut bytes = Vec::with_capacity(key.size as usize);
-        file.read_to_end(&mut bytes).map_err(read_err)?;
-        Ok((Bundle::parse(&bytes), Some(key)))
+        Ok(parse_read(fsutil::read_with_metadata(&self.path)?))
     }
 
     fn remember(&self, bundle: Bundle, key: Option<FileKey>) {
@@ -660,6 +637,15 @@ impl TrustStore {
             bundle: Arc::new(bundle),
             loaded: true,
         };
+    }
+}
+
+/// The bundle of a file read with its metadata (nothing when missing), and the key of that
+/// version of the file: both come from one open file, so they describe one version.
+fn parse_read(read: Option<(Vec<u8>, std::fs::Metadata)>) -> (Bundle, Option<FileKey>) {
+    match read {
+        None => (Bundle::default(), None),
+        Some((bytes, meta)) => (Bundle::parse(&bytes), Some(FileKey::of(&meta))),
     }
 }
 

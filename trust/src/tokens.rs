@@ -29,7 +29,7 @@ use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::fsutil::{self, DirLock, FileMode};
+use crate::fsutil::{self, FileMode};
 
 /// What every token starts with.
 pub const TOKEN_PREFIX: &str = "mpt_";
@@ -481,27 +481,30 @@ impl TokenStore {
         now: OffsetDateTime,
         change: impl FnOnce(&mut Vec<TokenRecord>) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
-        let _lock = DirLock::acquire(&fsutil::parent(&self.path))?;
-        fsutil::remove_stale_temporaries(&self.path);
-        let mut records = self.read()?;
-        let result = change(&mut records)?;
-        records.retain(|r| !r.stale(now));
-        let mut text = String::from(HEADER);
-        for record in &records {
-            // Its times come from the clock or were parsed as RFC 3339, so they format as RFC
-            // 3339; nothing else in a record can fail to serialise.
-            let line = serde_json::to_string(&Line::from(record))
-                .expect("a token record always serialises");
-            text.push_str(&line);
-            text.push('\n');
-        }
-        fsutil::write_atomic(&self.path, text.as_bytes(), self.mode)?;
-        Ok(result)
+        fsutil::update(&self.path, self.mode, |bytes| {
+            let mut records = self.parse(bytes);
+            let result = change(&mut records)?;
+            records.retain(|r| !r.stale(now));
+            let mut text = String::from(HEADER);
+            for record in &records {
+                // Its times come from the clock or were parsed as RFC 3339, so they format as
+                // RFC 3339; nothing else in a record can fail to serialise.
+                let line = serde_json::to_string(&Line::from(record))
+                    .expect("a token record always serialises");
+                text.push_str(&line);
+                text.push('\n');
+            }
+            Ok((result, text.into_bytes()))
+        })
     }
 
     fn read(&self) -> Result<Vec<TokenRecord>, Error> {
-        let Some(bytes) = fsutil::read_optional(&self.path)? else {
-            return Ok(Vec::new());
+        Ok(self.parse(fsutil::read_optional(&self.path)?))
+    }
+
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Vec<TokenRecord> {
+        let Some(bytes) = bytes else {
+            return Vec::new();
         };
         let text = String::from_utf8_lossy(&bytes);
         let mut records = Vec::new();
@@ -523,7 +526,7 @@ impl TokenStore {
                 "enrollment token file holds lines that are not tokens; ignoring them"
             );
         }
-        Ok(records)
+        records
     }
 }
 
