@@ -1,0 +1,173 @@
+//! The trust store: which client certificates the daemon trusts.
+//!
+//! On disk it is what Multipass writes, a concatenation of PEM `CERTIFICATE` blocks, so the
+//! documented recovery (`cat cert.pem | sudo tee -a store.pem`) keeps working. Unlike Multipass:
+//! - each block may be preceded by RFC 7468 explanatory text, `key: value` lines saying who the
+//!   client is and how it was trusted; PEM readers skip such text;
+//! - readers notice a changed file (by its inode, size and times) and reload it, so a hand edit
+//!   takes effect without a restart;
+//! - writers take the directory lock, re-read the file and merge, so nothing appended by hand is
+//!   lost, and replace the file atomically.
+//!
+//! The file format is in `format`, the writers' protocol (merge, append or replace) in `write`;
+//! this module holds the cached store that readers share.
+
+mod format;
+mod write;
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, FileMode};
+use crate::pki::Fingerprint;
+
+pub use format::{Bundle, Enrolment, Entry, Metadata};
+pub use write::Changed;
+
+/// What identifies one version of the file, cheaply: a changed key means reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileKey {
+    fn of(meta: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    fn stat(path: &Path) -> Result<Option<FileKey>> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(FileKey::of(&meta))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+struct Cached {
+    key: Option<FileKey>,
+    bundle: Arc<Bundle>,
+    loaded: bool,
+}
+
+/// The trust store file, shared by every request of the daemon (and used by the helper).
+pub struct TrustStore {
+    path: PathBuf,
+    mode: FileMode,
+    cache: Mutex<Cached>,
+}
+
+impl fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl TrustStore {
+    /// The store at `path`; files it writes get `mode`. Nothing is read yet.
+    pub fn new(path: impl Into<PathBuf>, mode: FileMode) -> TrustStore {
+        TrustStore {
+            path: path.into(),
+            mode,
+            cache: Mutex::new(Cached {
+                key: None,
+                bundle: Arc::new(Bundle::default()),
+                loaded: false,
+            }),
+        }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current content, re-read if the file changed since last time.
+    pub fn current(&self) -> Result<Arc<Bundle>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let key = FileKey::stat(&self.path)?;
+        if cache.loaded && cache.key == key {
+            return Ok(cache.bundle.clone());
+        }
+        let (bundle, key) = self.read()?;
+        if cache.loaded {
+            tracing::info!(
+                path = %self.path.display(),
+                certificates = bundle.len(),
+                "trust store changed on disk; reloaded"
+            );
+        }
+        if bundle.skipped() > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                skipped = bundle.skipped(),
+                "trust store holds blocks that are not certificates; ignoring them"
+            );
+        }
+        let bundle = Arc::new(bundle);
+        *cache = Cached {
+            key,
+            bundle: bundle.clone(),
+            loaded: true,
+        };
+        Ok(bundle)
+    }
+
+    /// Whether `fingerprint` is trusted now.
+    pub fn is_trusted(&self, fingerprint: &Fingerprint) -> Result<bool> {
+        Ok(self.current()?.contains(fingerprint))
+    }
+
+    /// Trust `entry`'s certificate. Returns `false` if it already was (its metadata is kept).
+    pub fn add(&self, entry: Entry) -> Result<bool> {
+        self.modify(|bundle| bundle.insert(entry.clone()))
+    }
+
+    /// Stop trusting `fingerprint`; the removed entry, if it was there.
+    pub fn remove(&self, fingerprint: &Fingerprint) -> Result<Option<Entry>> {
+        self.modify(|bundle| bundle.remove(fingerprint))
+    }
+
+    fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
+        Ok(parse_read(fsutil::read_with_metadata(&self.path)?))
+    }
+
+    fn remember(&self, bundle: Bundle, key: Option<FileKey>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        *cache = Cached {
+            key,
+            bundle: Arc::new(bundle),
+            loaded: true,
+        };
+    }
+}
+
+/// The bundle of a file read with its metadata (nothing when missing), and the key of that
+/// version of the file: both come from one open file, so they describe one version.
+fn parse_read(read: Option<(Vec<u8>, std::fs::Metadata)>) -> (Bundle, Option<FileKey>) {
+    match read {
+        None => (Bundle::default(), None),
+        Some((bytes, meta)) => (Bundle::parse(&bytes), Some(FileKey::of(&meta))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use super::format::{BEGIN, END};
+use super::*;
+use crate::pki::new_client_cert;
+
+fn cert() -> (String, CertificateDer<'static>) {
+    let (pem, _) = new_client_cert(time::OffsetDateTime::now_utc()).unwrap();
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    (pem, der)
+}
+
+fn store(dir: &Path) -> TrustStore {
+    TrustStore::new(dir.join("store.pem"), FileMode::PRIVATE)
+}
+
+#[test]
+fn empty_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(store(dir.path()).current().unwrap().is_empty());
+}
+
+#[test]
+fn add_then_trusted_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (_, der) = cert();
+    let meta = Metadata {
+        name: Some("alice".into()),
+        uid: Some(1000),
+        user: Some("alice".into()),
+        how: Some(Enrolment::Passphrase),
+        when: Some("2026-01-01T00:00:00Z".into()),
+    };
+    assert!(s.add(Entry::new(der.clone(), meta.clone())).unwrap());
+    assert!(!s.add(Entry::new(der.clone(), Metadata::default())).unwrap());
+    let fresh = store(dir.path());
+    let bundle = fresh.current().unwrap();
+    let entry = bundle.get(&Fingerprint::of(&der)).unwrap();
+    assert_eq!(entry.metadata, meta);
+}
+
+#[test]
+fn unique_names_take_the_first_free_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let named = |name: &str| Metadata {
+        name: Some(name.into()),
+        ..Metadata::default()
+    };
+    s.modify(|bundle| {
+        assert_eq!(bundle.unique_name("alice"), "alice");
+        bundle.insert(Entry::new(cert().1, named("alice")));
+        bundle.insert(Entry::new(cert().1, named("alice-3")));
+        assert_eq!(bundle.unique_name("alice"), "alice-2");
+        bundle.insert(Entry::new(cert().1, named("alice-2")));
+        assert_eq!(bundle.unique_name("alice"), "alice-4");
+        assert_eq!(bundle.unique_name("bob"), "bob");
+        // Never longer than a name may be, even for a base of the longest length.
+        let long = "é".repeat(32);
+        bundle.insert(Entry::new(cert().1, named(&long)));
+        let unique = bundle.unique_name(&long);
+        assert!(unique.len() <= crate::names::MAX_NAME_LEN, "{unique}");
+        assert!(unique.ends_with("-2") && long.starts_with(&unique[..unique.len() - 2]));
+        true
+    })
+    .unwrap();
+}
+
+#[test]
+fn hand_appended_block_is_noticed_and_kept_by_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (_, first) = cert();
+    s.add(Entry::new(first.clone(), Metadata::default()))
+        .unwrap();
+    assert_eq!(s.current().unwrap().len(), 1);
+    // `tee -a`, as the documented recovery does.
+    let (pem, by_hand) = cert();
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path())
+        .unwrap();
+    f.write_all(pem.as_bytes()).unwrap();
+    drop(f);
+    assert!(s.is_trusted(&Fingerprint::of(&by_hand)).unwrap());
+    let (_, third) = cert();
+    s.add(Entry::new(third.clone(), Metadata::default()))
+        .unwrap();
+    let bundle = store(dir.path()).current().unwrap();
+    assert_eq!(bundle.len(), 3);
+    assert_eq!(
+        bundle.get(&Fingerprint::of(&by_hand)).unwrap().enrolment(),
+        Enrolment::ByHand
+    );
+}
+
+#[test]
+fn multipass_style_bundle_parses() {
+    let (a, da) = cert();
+    let (b, db) = cert();
+    let text = format!("{a}{b}");
+    let bundle = Bundle::parse(text.as_bytes());
+    assert_eq!(bundle.len(), 2);
+    assert!(bundle.contains(&Fingerprint::of(&da)) && bundle.contains(&Fingerprint::of(&db)));
+    // And what we write is still such a bundle for a plain PEM reader.
+    let written = bundle.to_pem();
+    let plain: Vec<_> = CertificateDer::pem_slice_iter(written.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
+    assert_eq!(plain, vec![da, db]);
+}
+
+#[test]
+fn damaged_and_foreign_blocks_are_skipped() {
+    let (a, da) = cert();
+    let text = format!(
+        "junk line\n{BEGIN}\n!!!notbase64\n{END}\n{a}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{BEGIN}\nMIIB"
+    );
+    let bundle = Bundle::parse(text.as_bytes());
+    assert_eq!(bundle.len(), 1);
+    assert!(bundle.contains(&Fingerprint::of(&da)));
+    assert_eq!(bundle.skipped(), 2);
+}
+
+#[test]
+fn a_cut_block_does_not_swallow_the_next_one() {
+    let (a, da) = cert();
+    let (b, db) = cert();
+    // An interrupted write, then a hand append: on its own line, or glued to the cut line.
+    for cut in [format!("{BEGIN}\nMIIBcut\n"), format!("{BEGIN}\nMIIBcut")] {
+        let text = format!("{a}name: torn\n{cut}{b}");
+        let bundle = Bundle::parse(text.as_bytes());
+        assert!(bundle.contains(&Fingerprint::of(&da)), "{text}");
+        assert!(bundle.contains(&Fingerprint::of(&db)), "{text}");
+        assert_eq!(bundle.len(), 2);
+        assert_eq!(bundle.skipped(), 1);
+        // The cut entry's metadata does not stick to the appended certificate.
+        assert_eq!(
+            bundle.get(&Fingerprint::of(&db)).unwrap().metadata,
+            Metadata::default()
+        );
+    }
+}
+
+#[test]
+fn a_writer_after_a_writer_sees_a_hand_append_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (_, first) = cert();
+    s.add(Entry::new(first, Metadata::default())).unwrap();
+    // The next writer may start from what the first one wrote, but not past a hand append
+    // that nobody has read yet.
+    let (pem, by_hand) = cert();
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path())
+        .unwrap();
+    f.write_all(pem.as_bytes()).unwrap();
+    drop(f);
+    let (_, third) = cert();
+    s.add(Entry::new(third, Metadata::default())).unwrap();
+    let bundle = store(dir.path()).current().unwrap();
+    assert_eq!(bundle.len(), 3);
+    assert!(bundle.get(&Fingerprint::of(&by_hand)).is_some());
+}
+
+#[test]
+fn metadata_of_a_torn_write_is_not_lent_to_a_hand_append() {
+    let (_, torn) = cert();
+    let torn_fp = Fingerprint::of(&torn);
+    let mut written = Bundle::default();
+    written.insert(Entry::new(
+        torn,
+        Metadata {
+            name: Some("root".into()),
+            uid: Some(0),
+            how: Some(Enrolment::FirstClient),
+            ..Metadata::default()
+        },
+    ));
+    let text = written.to_pem();
+    // Cut after the metadata lines, before the certificate; then an administrator appends
+    // a certificate by hand (found by the admission model check).
+    let cut = &text[..text.find(BEGIN).unwrap()];
+    let (pem, by_hand) = cert();
+    let bundle = Bundle::parse(format!("{cut}{pem}").as_bytes());
+    assert_eq!(bundle.len(), 1);
+    let entry = bundle.get(&Fingerprint::of(&by_hand)).unwrap();
+    assert_eq!(entry.metadata, Metadata::default());
+    assert_eq!(entry.enrolment(), Enrolment::ByHand);
+    // The same cut, then an entry whose own metadata is only its `fingerprint:` line.
+    let mut plain = Bundle::default();
+    plain.insert(Entry::new(by_hand.clone(), Metadata::default()));
+    let bundle = Bundle::parse(format!("{cut}{}", plain.to_pem()).as_bytes());
+    assert_eq!(
+        bundle.get(&Fingerprint::of(&by_hand)).unwrap().enrolment(),
+        Enrolment::ByHand
+    );
+    // Cut inside the base64 instead, then a whole write: the whole write keeps its metadata.
+    let cut = &text[..text.find(END).unwrap() - 10];
+    let after = Bundle::parse(format!("{cut}\n{text}").as_bytes());
+    assert_eq!(after.len(), 1);
+    assert_eq!(after.skipped(), 1);
+    assert_eq!(
+        after.get(&torn_fp).unwrap().enrolment(),
+        Enrolment::FirstClient
+    );
+    // Metadata without the line (written by hand, or by earlier releases) still applies.
+    let legacy = format!("name: laptop\nhow: admin\n{pem}");
+    let entry = Bundle::parse(legacy.as_bytes())
+        .get(&Fingerprint::of(&by_hand))
+        .cloned()
+        .unwrap();
+    assert_eq!(entry.metadata.name.as_deref(), Some("laptop"));
+    assert_eq!(entry.enrolment(), Enrolment::Admin);
+}
+
+#[test]
+fn additions_are_appended_in_place_and_removals_rewrite() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (_, a) = cert();
+    let (_, b) = cert();
+    s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
+    let first = std::fs::metadata(s.path()).unwrap();
+    let before = std::fs::read_to_string(s.path()).unwrap();
+    s.add(Entry::new(b.clone(), Metadata::default())).unwrap();
+    let second = std::fs::metadata(s.path()).unwrap();
+    assert_eq!(
+        first.ino(),
+        second.ino(),
+        "an addition appends to the same file"
+    );
+    assert!(std::fs::read_to_string(s.path())
+        .unwrap()
+        .starts_with(&before));
+    assert_eq!(store(dir.path()).current().unwrap().len(), 2);
+    s.remove(&Fingerprint::of(&a)).unwrap();
+    let third = std::fs::metadata(s.path()).unwrap();
+    assert_ne!(second.ino(), third.ino(), "a removal replaces the file");
+    let bundle = store(dir.path()).current().unwrap();
+    assert_eq!(bundle.len(), 1);
+    assert!(bundle.contains(&Fingerprint::of(&b)));
+}
+
+#[test]
+fn appending_supplies_a_missing_final_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (a, da) = cert();
+    crate::fsutil::write_atomic(s.path(), a.trim_end().as_bytes(), FileMode::PRIVATE).unwrap();
+    let (_, db) = cert();
+    s.add(Entry::new(db.clone(), Metadata::default())).unwrap();
+    let bundle = store(dir.path()).current().unwrap();
+    assert!(bundle.contains(&Fingerprint::of(&da)) && bundle.contains(&Fingerprint::of(&db)));
+    assert_eq!(bundle.skipped(), 0);
+}
+
+#[test]
+fn a_store_with_another_mode_is_rewritten_with_ours() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (a, _) = cert();
+    // Created by `tee -a` under a 022 umask.
+    std::fs::write(s.path(), a).unwrap();
+    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, db) = cert();
+    s.add(Entry::new(db, Metadata::default())).unwrap();
+    let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(store(dir.path()).current().unwrap().len(), 2);
+}
+
+#[test]
+fn metadata_cannot_inject_a_block() {
+    let (_, der) = cert();
+    let mut bundle = Bundle::default();
+    bundle.insert(Entry::new(
+        der,
+        Metadata {
+            name: Some(format!("x\n{BEGIN}\nAAAA\n{END}")),
+            ..Metadata::default()
+        },
+    ));
+    let back = Bundle::parse(bundle.to_pem().as_bytes());
+    assert_eq!(back.len(), 1);
+    assert_eq!(back.skipped(), 0);
+}
+
+#[test]
+fn metadata_reads_as_it_would_be_written() {
+    let (a, da) = cert();
+    let nine = "-".repeat(9);
+    let long = "x".repeat(300);
+    let text = format!("name: {nine}BEGIN CERTIFICATE{nine}\nuser: a\u{8}b \nwhen: {long}\n{a}");
+    let bundle = Bundle::parse(text.as_bytes());
+    let meta = &bundle.get(&Fingerprint::of(&da)).unwrap().metadata;
+    assert!(!meta.name.as_ref().unwrap().contains("-----"));
+    assert_eq!(meta.user.as_deref(), Some("ab"));
+    assert_eq!(meta.when.as_ref().unwrap().len(), 128);
+    let back = Bundle::parse(bundle.to_pem().as_bytes());
+    assert_eq!(back.skipped(), 0);
+    assert_eq!(&back.get(&Fingerprint::of(&da)).unwrap().metadata, meta);
+    assert_eq!(back.to_pem(), bundle.to_pem());
+}
+
+#[test]
+fn metadata_drops_bidi_and_separator_characters() {
+    let (a, da) = cert();
+    let text = format!("name: admin\u{202E}\u{2066}x\u{2028}y\u{FEFF}\nuser: r\u{200F}oot\n{a}");
+    let bundle = Bundle::parse(text.as_bytes());
+    let meta = &bundle.get(&Fingerprint::of(&da)).unwrap().metadata;
+    assert_eq!(meta.name.as_deref(), Some("adminxy"));
+    assert_eq!(meta.user.as_deref(), Some("root"));
+    assert!(!bundle.to_pem().contains('\u{202E}'));
+}
+
+#[test]
+fn remove_keeps_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (_, a) = cert();
+    let (_, b) = cert();
+    s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
+    s.add(Entry::new(b.clone(), Metadata::default())).unwrap();
+    assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_some());
+    assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_none());
+    let bundle = store(dir.path()).current().unwrap();
+    assert_eq!(bundle.len(), 1);
+    assert!(bundle.contains(&Fingerprint::of(&b)));
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.pem");
+    let certs: Vec<_> = (0..16).map(|_| cert().1).collect();
+    std::thread::scope(|scope| {
+        for der in &certs {
+            let path = path.clone();
+            scope.spawn(move || {
+                // A store object per writer, as separate processes would have.
+                let s = TrustStore::new(path, FileMode::PRIVATE);
+                s.add(Entry::new(der.clone(), Metadata::default())).unwrap();
+            });
+        }
+    });
+    let bundle = TrustStore::new(path, FileMode::PRIVATE).current().unwrap();
+    assert_eq!(bundle.len(), certs.len());
+}

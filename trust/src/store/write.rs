@@ -1,0 +1,185 @@
+//! How writers change the store: under the writers' lock, re-read the file and merge; append
+//! additions in place (an unlocked hand append racing with us then survives), replace the file
+//! for anything else, and start over when the file changed under us.
+
+use std::os::unix::fs::MetadataExt;
+
+use super::{parse_read, FileKey, TrustStore};
+use crate::error::{Error, Result};
+use crate::fsutil::LockedFile;
+use crate::store::Bundle;
+
+/// How many times a writer re-reads when the file keeps changing under it (hand appends take no
+/// lock) before giving up.
+const MERGE_ATTEMPTS: usize = 20;
+
+impl TrustStore {
+    /// Apply `change` to the file's current content under the writers' lock and replace the file
+    /// if anything changed. `change` returns its result, which tells whether to write: `true`, or
+    /// `Some(_)`, means changed. It may run more than once if the file changes meanwhile.
+    pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
+        let file = LockedFile::lock(&self.path, self.mode)?;
+        for _ in 0..MERGE_ATTEMPTS {
+            let (mut bundle, key) = self.read_for_write(&file)?;
+            let before = bundle.len();
+            let result = change(&mut bundle);
+            if !result.changed() {
+                self.remember(bundle, key);
+                return Ok(result);
+            }
+            // Something changed on disk since our read (a hand append takes no lock): start over
+            // from the file as it is now.
+            if FileKey::stat(&self.path)? != key {
+                continue;
+            }
+            // Only additions: append them. An unlocked `tee -a` racing with us lands before or
+            // after our entries, never in a file that a rename then discards.
+            if let Some(key) = key.filter(|_| !bundle.rewritten && bundle.len() > before) {
+                match self.append(&bundle.pem_from(before), key)? {
+                    Appended::Done(now) => {
+                        self.remember(bundle, now);
+                        return Ok(result);
+                    }
+                    Appended::Changed => continue,
+                    Appended::NotOurs => {}
+                }
+            }
+            let text = bundle.to_pem();
+            file.replace(text.as_bytes())?;
+            // Cache what we wrote only if the file is still exactly that.
+            let now = FileKey::stat(&self.path)?.filter(|k| k.size == text.len() as u64);
+            self.remember(bundle, now);
+            return Ok(result);
+        }
+        Err(Error::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other("the file kept changing while being merged"),
+        })
+    }
+
+    /// Append `text` to the file read as `key`, durably. On failure the file is cut back to its
+    /// previous length (unless someone else appended meanwhile), so a refused change leaves
+    /// nothing behind.
+    fn append(&self, text: &str, key: FileKey) -> Result<Appended> {
+        use std::io::Write;
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let write_err = |source| Error::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            // Not ours to append to (e.g. created by root with `tee -a`): rewrite instead.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Ok(Appended::NotOurs)
+            }
+            Err(e) => return Err(write_err(e)),
+        };
+        let meta = file.metadata().map_err(write_err)?;
+        if FileKey::of(&meta) != key {
+            return Ok(Appended::Changed);
+        }
+        // Appending keeps owner and mode: only when they are already the ones a rewrite would
+        // give; otherwise the rewrite puts them right.
+        let owner_ok = match self.mode.owner {
+            Some((uid, gid)) => meta.uid() == uid && meta.gid() == gid,
+            None => meta.uid() == nix::unistd::geteuid().as_raw(),
+        };
+        if !meta.file_type().is_file() || meta.mode() & 0o7777 != self.mode.mode || !owner_ok {
+            return Ok(Appended::NotOurs);
+        }
+        let mut bytes = Vec::with_capacity(text.len() + 1);
+        if key.size > 0 {
+            // A file that does not end its last line (edited by hand) gets the newline first.
+            let mut last = [0u8; 1];
+            file.read_exact_at(&mut last, key.size - 1)
+                .map_err(write_err)?;
+            if last[0] != b'\n' {
+                bytes.push(b'\n');
+            }
+        }
+        bytes.extend_from_slice(text.as_bytes());
+        let mut written = 0;
+        let outcome = (|| -> std::io::Result<()> {
+            while written < bytes.len() {
+                match file.write(&bytes[written..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            file.sync_data()
+        })();
+        let size_now = file.metadata().map(|m| m.size()).ok();
+        if let Err(e) = outcome {
+            if size_now == Some(key.size + written as u64) {
+                let _ = file.set_len(key.size).and_then(|()| file.sync_data());
+            } else {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "a failed append could not be undone (the file changed meanwhile); \
+                     readers skip the incomplete block"
+                );
+            }
+            return Err(write_err(e));
+        }
+        // Cache what we appended only if nobody else appended meanwhile.
+        let exact = size_now == Some(key.size + bytes.len() as u64);
+        Ok(Appended::Done(if exact {
+            file.metadata().ok().map(|m| FileKey::of(&m))
+        } else {
+            None
+        }))
+    }
+
+    /// The file's content for a writer holding the lock: what the cache holds if the file is
+    /// still the version it was read or written as (same inode, size, modification and change
+    /// times), else the file read again. Writers follow each other under the lock, and each one
+    /// remembers what it wrote, so a crowd of enrolments parses the file once, not once each.
+    fn read_for_write(&self, file: &LockedFile) -> Result<(Bundle, Option<FileKey>)> {
+        let key = FileKey::stat(&self.path)?;
+        if key.is_some() {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.loaded && cache.key == key {
+                let mut bundle = (*cache.bundle).clone();
+                bundle.rewritten = false;
+                return Ok((bundle, key));
+            }
+        }
+        Ok(parse_read(file.read_with_metadata()?))
+    }
+}
+
+/// How [`TrustStore::append`] went.
+enum Appended {
+    /// Appended and synced; the file's key if the file is exactly what we know.
+    Done(Option<FileKey>),
+    /// The file changed since it was read: start over.
+    Changed,
+    /// The file's owner or mode is not ours: rewrite it instead.
+    NotOurs,
+}
+
+/// Whether a [`TrustStore::modify`] closure changed the bundle.
+pub trait Changed {
+    /// `true` when the file must be written.
+    fn changed(&self) -> bool;
+}
+
+impl Changed for bool {
+    fn changed(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Changed for Option<T> {
+    fn changed(&self) -> bool {
+        self.is_some()
+    }
+}
