@@ -129,7 +129,7 @@ fn trial(test: Test, root_tests: RootTests) -> Trial {
 /// The `main` of a process-test file: the root-only tests, then (optionally) those that run as
 /// any user, each a `fn()` of the file.
 ///
-/// ```ignore
+/// ```text
 /// multipass_system_tests::process_tests! {
 ///     root: [first_client_is_trusted, second_client_is_refused],
 ///     plain: [units_verify_without_warnings],

@@ -7,6 +7,7 @@
 //!
 //! - [`harness`]: the test harness of every file (root-only tests ignored without root, failed
 //!   without root under `CI=true`).
+//! - [`Fixture`]: the opening most tests share (directory, admin group, users, daemon).
 //! - [`TestDir`]: a world-traversable per-test directory for the socket, data and homes.
 //! - [`users`]: per-test admin groups and users.
 //! - [`daemon`]: starting, restarting and stopping `multipassd`, running the CLI against it.
@@ -23,6 +24,7 @@
 pub mod bus;
 pub mod clients;
 pub mod daemon;
+pub mod fixture;
 pub mod grpc;
 pub mod harness;
 pub mod mount;
@@ -38,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use daemon::{Daemon, DaemonConfig};
+pub use fixture::Fixture;
 pub use process::CliOutput;
 pub use users::{Group, User};
 

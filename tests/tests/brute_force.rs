@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as, MemoryIdentity};
-use multipass_system_tests::{procfs, Group, TestDir, User, PASSPHRASE_NOT_CORRECT};
+use multipass_system_tests::{procfs, Fixture, PASSPHRASE_NOT_CORRECT};
 
 const PASSPHRASE: &str = "the-right-one";
 const ATTEMPTS: usize = 10_000;
@@ -19,15 +19,12 @@ const CONNECTIONS: usize = 8;
 const MAX_DELAY_SECS: u64 = 2;
 
 fn brute_force() {
-    let dir = TestDir::new();
-    let scratch = dir.subdir("scratch");
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let attacker = User::create(&dir, None);
-    let newcomer = User::create(&dir, None);
-    let typo = User::create(&dir, None);
     let max_delay = MAX_DELAY_SECS.to_string();
-    let daemon = clients::quiet_daemon(&dir, &admins, &["--auth-max-delay", &max_delay]);
+    let Fixture(dir, _admins, a, [attacker, newcomer, typo], daemon) =
+        Fixture::open_with(|dir, admins| {
+            clients::quiet_daemon(dir, admins, &["--auth-max-delay", &max_delay])
+        });
+    let scratch = dir.subdir("scratch");
     clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
     for user in [&newcomer, &typo] {
         daemon.ensure_client_cert(user, &["version"], None);

@@ -14,7 +14,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, Identity};
-use multipass_system_tests::{Daemon, Group, TestDir, User};
+use multipass_system_tests::Fixture;
 
 const CLIENTS: usize = 200;
 const USERS: usize = 5;
@@ -35,11 +35,7 @@ fn jitter(max_ms: u64) -> Duration {
 }
 
 fn concurrency_without_loss() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let admin = User::create(&dir, Some(&admins));
-    let users: Vec<User> = (0..USERS).map(|_| User::create(&dir, None)).collect();
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture::<USERS>(dir, admins, admin, users, daemon) = Fixture::open();
     clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
 
     let mut expected: Vec<Vec<u8>> = vec![admin.cert_der()];

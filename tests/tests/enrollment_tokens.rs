@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use multipass_system_tests::python::{step, PythonClient};
 use multipass_system_tests::{
-    assert_secret_absent, audit_events, mode_owner, sha256_hex, token_in, CliOutput, Daemon, Group,
-    TestDir, User, TOKEN_PREFIX,
+    assert_secret_absent, audit_events, mode_owner, sha256_hex, token_in, CliOutput, Daemon,
+    Fixture, User, TOKEN_PREFIX,
 };
 use serde_json::Value;
 
@@ -29,16 +29,8 @@ fn create_token(daemon: &Daemon, admin: &User, args: &[&str]) -> String {
 }
 
 fn enrollment_tokens() {
-    let dir = TestDir::new();
+    let Fixture(dir, _admins, a, [b, c, d, e, f], daemon) = Fixture::open();
     let python = PythonClient::prepare(&dir);
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let b = User::create(&dir, None);
-    let c = User::create(&dir, None);
-    let d = User::create(&dir, None);
-    let e = User::create(&dir, None);
-    let f = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
     let mut outputs: Vec<CliOutput> = Vec::new();
     let mut tokens: Vec<String> = Vec::new();
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use multipass_system_tests::pty::PtySession;
 use multipass_system_tests::{
-    clients, ini_passphrase, token_in, CliOutput, Daemon, Group, TestDir, User, NOT_AUTHENTICATED,
-    PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
+    clients, ini_passphrase, token_in, CliOutput, Daemon, Fixture, Group, TestDir, User,
+    NOT_AUTHENTICATED, PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
 };
 use serde_json::Value;
 
@@ -28,19 +28,12 @@ struct Scene {
 impl Scene {
     /// Start the daemon with `extra_args`; alice becomes the first client.
     fn new(extra_args: &[&str]) -> Scene {
-        let dir = TestDir::new();
-        let admins = Group::create_admin();
-        let alice = User::create(&dir, Some(&admins));
-        let bob = User::create(&dir, None);
-        let daemon = Daemon::start_with(
-            &dir,
-            &admins,
-            multipass_system_tests::DaemonConfig {
+        let Fixture(dir, admins, alice, [bob], daemon) =
+            Fixture::open_configured(multipass_system_tests::DaemonConfig {
                 verbosity: 1,
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
                 ..Default::default()
-            },
-        );
+            });
         daemon
             .run_as(&alice, &["list"], None)
             .assert_code(0, "the administrator's first `list`");

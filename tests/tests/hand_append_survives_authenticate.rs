@@ -1,17 +1,12 @@
 //! Writers merge with what is on disk: a certificate appended to the store by hand survives the
 //! daemon's next write (Multipass rewrote the file from memory and lost it).
 
-use multipass_system_tests::{Daemon, Group, TestDir, User};
+use multipass_system_tests::Fixture;
 
 const PASSPHRASE: &str = "hand-append-pass";
 
 fn hand_append_survives_authenticate() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let c = User::create(&dir, None);
-    let e = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, _admins, a, [c, e], daemon) = Fixture::open();
 
     daemon
         .run_as(&a, &["list"], None)

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use multipass_system_tests::bus::{call_helper, HelperSetup};
 use multipass_system_tests::{
-    bin, mode_owner, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User, NOT_AUTHENTICATED,
-    PASSPHRASE_NOT_SET,
+    bin, mode_owner, sha256_hex, DaemonConfig, Fixture, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
 };
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -283,10 +282,7 @@ fn invalid_inputs_are_refused_without_writes() {
 }
 
 fn apply_socket_policy_follows_the_store() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let first = User::create(&dir, Some(&admins));
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, admins, first, [], daemon) = Fixture::open();
     let socket = daemon.socket.clone().unwrap();
     let apply = || {
         let out = std::process::Command::new(bin("multipassd-helper"))

@@ -6,16 +6,13 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{grpc, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{grpc, Fixture, NOT_AUTHENTICATED};
 
 const STALLED: usize = 50;
 const GARBAGE: usize = 20;
 
 fn hostile_connections_do_not_disturb() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let mut daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, _admins, a, [], mut daemon) = Fixture::open();
     daemon
         .run_as(&a, &["list"], None)
         .assert_code(0, "first admin client `list`");

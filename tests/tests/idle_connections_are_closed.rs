@@ -5,23 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{clients, grpc, Daemon, DaemonConfig, Group, TestDir, User};
+use multipass_system_tests::{clients, grpc, DaemonConfig, Fixture};
 
 /// The idle limit the daemon is started with, seconds.
 const IDLE: u64 = 3;
 
 fn idle_connections_are_closed() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let admin = User::create(&dir, Some(&admins));
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            extra_args: vec!["--connection-idle-timeout".into(), IDLE.to_string()],
-            ..DaemonConfig::default()
-        },
-    );
+    let Fixture(_dir, _admins, admin, [], daemon) = Fixture::open_configured(DaemonConfig {
+        extra_args: vec!["--connection-idle-timeout".into(), IDLE.to_string()],
+        ..DaemonConfig::default()
+    });
     daemon
         .run_as(&admin, &["list"], None)
         .assert_code(0, "the first client");

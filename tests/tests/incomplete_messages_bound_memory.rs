@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as};
-use multipass_system_tests::{grpc, procfs, Group, TestDir, User};
+use multipass_system_tests::{grpc, procfs, Fixture};
 
 /// The per-user connection limit (`rpc::server::IncomingOptions`).
 const CONNECTIONS: usize = 64;
@@ -19,12 +19,9 @@ const MESSAGE: usize = 64 * 1024;
 const BOUND_MIB: u64 = 16;
 
 fn incomplete_messages_bound_memory() {
-    let dir = TestDir::new();
+    let Fixture(dir, _admins, admin, [hog], daemon) =
+        Fixture::open_with(|dir, admins| clients::quiet_daemon(dir, admins, &[]));
     let scratch = dir.subdir("scratch");
-    let admins = Group::create_admin();
-    let admin = User::create(&dir, Some(&admins));
-    let hog = User::create(&dir, None);
-    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
     daemon
         .run_as(&admin, &["list"], None)
         .assert_code(0, "the first client");

@@ -3,14 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use multipass_system_tests::{Daemon, Group, TestDir, User};
+use multipass_system_tests::Fixture;
 
 fn non_admin_cannot_be_first() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let d = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, admins, a, [d], daemon) = Fixture::open();
     assert_eq!(
         daemon.first_socket_mode,
         Some((0o660, 0, admins.gid)),

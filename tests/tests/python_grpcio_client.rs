@@ -3,17 +3,13 @@
 //! and is then served an empty instance list.
 
 use multipass_system_tests::python::{step, PythonClient};
-use multipass_system_tests::{Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{Fixture, NOT_AUTHENTICATED};
 
 const PASSPHRASE: &str = "py-grpc-pass";
 
 fn python_grpcio_client() {
-    let dir = TestDir::new();
+    let Fixture(dir, _admins, a, [c], daemon) = Fixture::open();
     let python = PythonClient::prepare(&dir);
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let c = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
     daemon
         .run_as(&a, &["list"], None)
         .assert_code(0, "first admin client `list`");

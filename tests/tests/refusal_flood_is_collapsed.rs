@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as, MemoryIdentity};
-use multipass_system_tests::{audit_events, Group, TestDir, User};
+use multipass_system_tests::{audit_events, Fixture};
 
 const PASSPHRASE: &str = "flood-test-pass";
 const STREAMS: usize = 16;
@@ -27,13 +27,9 @@ fn timestamp(line: &str) -> time::OffsetDateTime {
 }
 
 fn refusal_flood_is_collapsed() {
-    let dir = TestDir::new();
+    let Fixture(dir, _admins, admin, [intruder, newcomer], daemon) =
+        Fixture::open_with(|dir, admins| clients::quiet_daemon(dir, admins, &[]));
     let scratch = dir.subdir("scratch");
-    let admins = Group::create_admin();
-    let admin = User::create(&dir, Some(&admins));
-    let intruder = User::create(&dir, None);
-    let newcomer = User::create(&dir, None);
-    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
     clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
     daemon.ensure_client_cert(&newcomer, &["version"], None);
     let identity = MemoryIdentity::new(&daemon);

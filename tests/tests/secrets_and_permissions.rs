@@ -10,8 +10,7 @@ use std::path::Path;
 use multipass_system_tests::bus::ensure_daemon_user;
 use multipass_system_tests::procfs::SecretWatch;
 use multipass_system_tests::{
-    clients, mode_owner, process, CliOutput, Daemon, DaemonConfig, Group, TestDir, User,
-    PASSPHRASE_NOT_CORRECT,
+    clients, mode_owner, process, CliOutput, Daemon, DaemonConfig, Fixture, PASSPHRASE_NOT_CORRECT,
 };
 
 fn hash_in(daemon: &Daemon) -> String {
@@ -30,22 +29,12 @@ fn secrets_and_permissions() {
     let wrong = format!("sekrit-wrong-{tag}");
     let long = format!("sekrit-long-{tag}").repeat(100);
 
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let b = User::create(&dir, None);
-    let c = User::create(&dir, None);
-    let d = User::create(&dir, None);
     let watch = SecretWatch::start(vec![p1.clone(), p2.clone(), wrong.clone(), long.clone()]);
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: 3,
-            extra_args: vec!["--user".into(), "multipassd".into()],
-            ..DaemonConfig::default()
-        },
-    );
+    let Fixture(_dir, admins, a, [b, c, d], daemon) = Fixture::open_configured(DaemonConfig {
+        verbosity: 3,
+        extra_args: vec!["--user".into(), "multipassd".into()],
+        ..DaemonConfig::default()
+    });
     let mut outputs: Vec<CliOutput> = Vec::new();
     let mut run = |out: CliOutput| -> CliOutput {
         outputs.push(out.clone());

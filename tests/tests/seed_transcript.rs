@@ -3,8 +3,7 @@
 //! log or in anything the CLI prints.
 
 use multipass_system_tests::{
-    ini_passphrase, CliOutput, Daemon, DaemonConfig, Group, TestDir, User, PASSPHRASE_NOT_CORRECT,
-    PASSPHRASE_NOT_SET,
+    ini_passphrase, CliOutput, DaemonConfig, Fixture, PASSPHRASE_NOT_CORRECT, PASSPHRASE_NOT_SET,
 };
 use std::time::{Duration, Instant};
 
@@ -12,19 +11,10 @@ const PASSPHRASE: &str = "s3cret-pass";
 const WRONG: &str = "n0t-the-s3cret";
 
 fn seed_transcript() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let b = User::create(&dir, None);
-    let c = User::create(&dir, None);
-    let mut daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: 3,
-            ..DaemonConfig::default()
-        },
-    );
+    let Fixture(_dir, admins, a, [b, c], mut daemon) = Fixture::open_configured(DaemonConfig {
+        verbosity: 3,
+        ..DaemonConfig::default()
+    });
     let mut outputs: Vec<CliOutput> = Vec::new();
 
     // Fresh service: restricted socket, state files in place.

@@ -5,30 +5,21 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{
-    audit_events, grpc, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
-};
+use multipass_system_tests::{audit_events, grpc, sha256_hex, DaemonConfig, Fixture};
 
 fn server_cert_renewed_while_running() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: 1,
-            extra_args: [
-                "--server-cert-validity",
-                "4",
-                "--server-cert-renew-before",
-                "2",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..DaemonConfig::default()
-        },
-    );
+    let Fixture(_dir, _admins, a, [], daemon) = Fixture::open_configured(DaemonConfig {
+        verbosity: 1,
+        extra_args: [
+            "--server-cert-validity",
+            "4",
+            "--server-cert-renew-before",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..DaemonConfig::default()
+    });
     let started = Instant::now();
     let root_ca = std::fs::read(daemon.root_cert()).expect("read the root CA");
     daemon

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use multipass_system_tests::clients::{self, MemoryIdentity};
-use multipass_system_tests::{grpc, Daemon, Group, TestDir, User, NOT_AUTHENTICATED};
+use multipass_system_tests::{grpc, Daemon, Fixture, NOT_AUTHENTICATED};
 use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::*;
 use rustls::client::ResolvesClientCert;
@@ -143,10 +143,7 @@ async fn every_method(channel: Channel) -> Vec<(&'static str, Result<(), tonic::
 }
 
 fn tls_posture() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, _admins, a, [], daemon) = Fixture::open();
     daemon
         .run_as(&a, &["list"], None)
         .assert_code(0, "first client");

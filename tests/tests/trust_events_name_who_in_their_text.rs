@@ -4,7 +4,7 @@
 //! in the helper.
 
 use multipass_system_tests::clients::{self, Identity};
-use multipass_system_tests::{audit_events, sha256_hex, token_in, Daemon, Group, TestDir, User};
+use multipass_system_tests::{audit_events, sha256_hex, token_in, Fixture, User};
 
 const PASSPHRASE: &str = "events-pass";
 
@@ -39,13 +39,7 @@ fn who(user: &User) -> String {
 }
 
 fn trust_events_name_who_in_their_text() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let admin = User::create(&dir, Some(&admins));
-    let bob = User::create(&dir, None);
-    let carol = User::create(&dir, None);
-    let dave = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, admins, admin, [bob, carol, dave], daemon) = Fixture::open();
     clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
     daemon
         .run_as(&bob, &["authenticate"], Some(&format!("{PASSPHRASE}\n")))

@@ -3,8 +3,7 @@
 //! every output format; the changes are audit events, and no secret reaches a log or an output.
 
 use multipass_system_tests::{
-    assert_secret_absent, audit_events, sha256_hex, token_in, CliOutput, Daemon, Group, TestDir,
-    User,
+    assert_secret_absent, audit_events, sha256_hex, token_in, CliOutput, Fixture, User,
 };
 use serde_json::Value;
 
@@ -22,14 +21,7 @@ fn client<'a>(clients: &'a [Value], user: &User) -> &'a Value {
 }
 
 fn trust_list_shows_every_enrolment() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let b = User::create(&dir, None);
-    let c = User::create(&dir, None);
-    let d = User::create(&dir, None);
-    let e = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, _admins, a, [b, c, d, e], daemon) = Fixture::open();
     let mut outputs: Vec<CliOutput> = Vec::new();
 
     // First client: A, an administrator.

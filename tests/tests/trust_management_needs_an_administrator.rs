@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use multipass_system_tests::{
-    audit_events, sha256_hex, token_in, CliOutput, Daemon, Group, TestDir, User,
+    audit_events, sha256_hex, token_in, CliOutput, Daemon, Fixture, Group, User,
 };
 use serde_json::Value;
 
@@ -57,13 +57,7 @@ fn token_status(daemon: &Daemon, admin: &User, name: &str) -> String {
 }
 
 fn trust_management_needs_an_administrator() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let b = User::create(&dir, None);
-    let c = User::create(&dir, None);
-    let d = User::create(&dir, None);
-    let daemon = Daemon::start(&dir, &admins);
+    let Fixture(_dir, admins, a, [b, c, d], daemon) = Fixture::open();
 
     daemon
         .run_as(&a, &["list"], None)

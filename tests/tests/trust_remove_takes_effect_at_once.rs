@@ -3,29 +3,16 @@
 //! removes nothing; removing the last trusted client restricts the socket again
 //! (root:<admin group> 0660). Every removal is an audit event.
 
-use multipass_system_tests::{
-    audit_events, sha256_hex, Daemon, DaemonConfig, Group, TestDir, User,
-};
+use multipass_system_tests::{audit_events, sha256_hex, DaemonConfig, Fixture};
 
 const PASSPHRASE: &str = "remove-at-once-pass";
 
 fn trust_remove_takes_effect_at_once() {
-    let dir = TestDir::new();
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let b = User::create(&dir, None);
-    let c = User::create(&dir, None);
-    let d = User::create(&dir, None);
-    let e = User::create(&dir, None);
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            verbosity: 1,
-            admin_group_member: true,
-            ..DaemonConfig::default()
-        },
-    );
+    let Fixture(_dir, admins, a, [b, c, d, e], daemon) = Fixture::open_configured(DaemonConfig {
+        verbosity: 1,
+        admin_group_member: true,
+        ..DaemonConfig::default()
+    });
 
     daemon
         .run_as(&a, &["list"], None)
