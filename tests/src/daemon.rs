@@ -172,8 +172,11 @@ impl Daemon {
                     Err(_) => false,
                 },
                 None => {
-                    let addr = self.address.parse().expect("socket address");
-                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                    // Probed only once the certificates exist, and from another address: the
+                    // daemon counts connections per address until it sees them close, and a
+                    // test may count connections from 127.0.0.1 right after start-up.
+                    crate::pem::holds_certificate(&self.root_cert())
+                        && probe_tcp(self.address.parse().expect("socket address"))
                 }
             };
             // The daemon binds its socket first (connections queue meanwhile) and then creates
@@ -438,4 +441,18 @@ fn tail(text: &str, lines: usize) -> String {
 pub fn free_tcp_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
+}
+
+/// Whether a TCP connection to `addr` is accepted; from 127.0.0.2 when `addr` is 127.0.0.1.
+fn probe_tcp(addr: std::net::SocketAddr) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let timeout = Duration::from_millis(200);
+    if addr.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
+        return std::net::TcpStream::connect_timeout(&addr, timeout).is_ok();
+    }
+    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+        return false;
+    };
+    let source: std::net::SocketAddr = "127.0.0.2:0".parse().expect("address");
+    socket.bind(&source.into()).is_ok() && socket.connect_timeout(&addr.into(), timeout).is_ok()
 }
