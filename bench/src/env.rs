@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tls::{ClientIdentity, ServerPki, ServerPkiOptions};
 use trust::fsutil::{self, FileMode};
-use trust::{ClientIdentity, DataDir, Entry, Metadata, ServerPki, ServerPkiOptions, TrustStore};
+use trust::{DataDir, Entry, Metadata, TrustStore};
 
 /// Scratch space and the client identity of one run.
 pub struct Env {
@@ -68,7 +69,7 @@ impl Env {
     /// off: every new connection is a full handshake, as every new `multipass` process makes.
     pub fn client_tls(&self, data: &Path) -> Result<Arc<rustls::ClientConfig>> {
         let root = std::fs::read(DataDir::new(data).root_cert())?;
-        let config = trust::tls::client_config(&root, &self.identity)?;
+        let config = tls::client_config(&root, &self.identity)?;
         let mut config = (*config).clone();
         config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))

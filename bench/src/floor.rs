@@ -22,13 +22,14 @@ use multipassd::service::Service;
 use multipassd::socket::SocketPolicy;
 use rpc::proto::rpc_server::RpcServer;
 use rpc::server::{Peer, PeerCredentials, Transport};
+use tls::{ClientIdentity, ServerPki, ServerPkiOptions, VerifiedClient};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::StreamExt;
 use tonic::transport::server::Connected;
 use trust::access::AdminPolicy;
 use trust::fsutil::FileMode;
-use trust::{ClientIdentity, DataDir, ServerPki, ServerPkiOptions, TrustStore, VerifiedClient};
+use trust::{DataDir, TrustStore};
 
 /// A plaintext connection that looks to the service like a TLS one from the bench's client.
 struct PlainConnection {
@@ -152,9 +153,9 @@ fn verified_client(
     identity: &ClientIdentity,
     dir: &DataDir,
 ) -> Result<VerifiedClient> {
-    let server = trust::tls::server_config(trust::tls::ServerCertResolver::new(pki)?)?;
+    let server = tls::server_config(tls::ServerCertResolver::new(pki)?)?;
     let root = std::fs::read(dir.root_cert())?;
-    let client = trust::tls::client_config(&root, identity)?;
+    let client = tls::client_config(&root, identity)?;
     let (_, verified) = crate::tlsmem::handshake(&server, &client)?;
     verified.context("the client presented no certificate")
 }

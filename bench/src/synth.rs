@@ -3,7 +3,7 @@
 //! Generating 100,000 real certificates with rcgen takes long; the store never parses X.509 (it
 //! decodes PEM to DER, hashes the DER with SHA-256 and indexes the fingerprint), so distinct DER
 //! of the right shape and size costs it exactly what real certificates would. Each synthetic
-//! certificate is a real client certificate made by `trust::pki::new_client_cert` with its
+//! certificate is a real client certificate made by `tls::pki::new_client_cert` with its
 //! 16-byte serial number overwritten by a counter: same length, same structure, a different
 //! fingerprint (its signature no longer verifies, which nothing on this path checks). Each entry
 //! carries the metadata lines the daemon writes, so parsing costs what it costs in service.
@@ -15,7 +15,7 @@ use trust::{Bundle, Enrolment, Entry, Metadata};
 
 /// A store file's text with `n` synthetic entries followed by `extra` (real certificates).
 pub fn store_text(n: usize, extra: &[CertificateDer<'static>]) -> Result<String> {
-    let (pem, _) = trust::pki::new_client_cert(time::OffsetDateTime::now_utc())?;
+    let (pem, _) = tls::pki::new_client_cert(time::OffsetDateTime::now_utc())?;
     let template = CertificateDer::from_pem_slice(pem.as_bytes())?.to_vec();
     let (_, x509) = x509_parser::parse_x509_certificate(&template)
         .map_err(|e| anyhow::anyhow!("template certificate: {e}"))?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection};
-use trust::VerifiedClient;
+use tls::VerifiedClient;
 
 /// Hand `bytes` from the wire to `conn` and let it process them.
 macro_rules! feed {

@@ -14,9 +14,9 @@ use anyhow::{anyhow, Context as _};
 use rpc::client::ConnectError;
 use rpc::proto::rpc_client::RpcClient;
 use rpc::Address;
+use tls::ClientIdentity;
 use tonic::transport::Channel;
 use trust::paths::{client_cert_dir, client_root_cert, ENV_ROOT_CERT, ENV_SERVER_ADDRESS};
-use trust::ClientIdentity;
 
 use crate::error::{Error, Unreachable};
 
@@ -73,11 +73,10 @@ pub async fn channel() -> Result<Channel, Error> {
             path: root_path.clone(),
             reason: e.to_string(),
         })?;
-    let tls =
-        trust::tls::client_config(&root_pem, &identity).map_err(|e| Unreachable::RootCert {
-            path: root_path.clone(),
-            reason: format!("{:#}", anyhow::Error::new(e)),
-        })?;
+    let tls = tls::client_config(&root_pem, &identity).map_err(|e| Unreachable::RootCert {
+        path: root_path.clone(),
+        reason: format!("{:#}", anyhow::Error::new(e)),
+    })?;
 
     dialed.handshake(tls).await.map_err(|e| match e {
         ConnectError::Tls { address, source } if rejects_server_certificate(&source) => {

@@ -170,7 +170,7 @@ fn invalid_root_cert_exits_3() {
 fn tls_failure_exits_3() {
     let env = Env::new();
     let data = trust::DataDir::new(env.path("daemon"));
-    trust::ServerPki::load_or_create(&data, Default::default()).unwrap();
+    tls::ServerPki::load_or_create(&data, Default::default()).unwrap();
     std::fs::copy(data.root_cert(), env.path("root.pem")).unwrap();
 
     // Not a TLS server: read a little of the ClientHello, then hang up.

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use rpc::collapse::Collapse;
 use rpc::server::{Peer, PeerKey, Transport};
+use tls::VerifiedClient;
 use trust::audit::{AuditEvent, Via, Who};
-use trust::{Enrolment, Fingerprint, VerifiedClient};
+use trust::{Enrolment, Fingerprint};
 
 use crate::admission::{Refusal, TokenRefusal};
 

@@ -21,11 +21,12 @@ use rpc::trust_proto::{
 };
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
+use tls::VerifiedClient;
 use tonic::{Request, Response, Status};
 use trust::audit::AuditEvent;
 use trust::seen::LastSeen;
 use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LIFETIME};
-use trust::{Bundle, Enrolment, Entry, Fingerprint, VerifiedClient};
+use trust::{Bundle, Enrolment, Entry, Fingerprint};
 
 use crate::error::{Error, MIN_PREFIX};
 use crate::gate::Gate;

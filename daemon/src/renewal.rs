@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use time::{Duration, OffsetDateTime};
-use trust::{DataDir, Fingerprint, ServerCertResolver, ServerPki, ServerPkiOptions};
+use tls::{ServerCertResolver, ServerPki, ServerPkiOptions};
+use trust::{DataDir, Fingerprint};
 
 /// Longest single sleep: the wall clock is looked at again at least this often, so a clock change
 /// or a suspended machine delays a renewal by at most this much.

@@ -15,12 +15,13 @@ use rpc::server::{incoming, Activity, IncomingOptions, Listener, RequestLimitLay
 use rpc::trust_proto::trust_server::TrustServer;
 use rpc::Address;
 use sd_notify::NotifyState;
+use tls::{ServerCertResolver, ServerPki, ServerPkiOptions};
 use tower::layer::util::{Identity, Stack};
 use trust::fsutil::{self, FileMode};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
 use trust::tokens::TokenStore;
-use trust::{DataDir, ServerCertResolver, ServerPki, ServerPkiOptions, TrustStore};
+use trust::{DataDir, TrustStore};
 
 use crate::activation;
 use crate::args::Args;
@@ -208,7 +209,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let pki = ServerPki::load_or_create(&dir, pki_options)
         .context("cannot load or create the server certificates")?;
     let certificates = ServerCertResolver::new(&pki)?;
-    let tls = trust::tls::server_config(certificates.clone())?;
+    let tls = tls::server_config(certificates.clone())?;
     renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
 
     let store = Arc::new(

@@ -22,11 +22,12 @@ use rpc::trust_proto::trust_server::TrustServer;
 use rpc::trust_proto::{CreateTokenRequest, ListTokensRequest, RemoveClientRequest};
 use rpc::Address;
 use time::{Duration, OffsetDateTime};
+use tls::{ClientIdentity, ServerCertResolver, ServerPki};
 use tonic::transport::Channel;
 use tonic::Code;
 use trust::access::Access;
 use trust::fsutil::{self, FileMode};
-use trust::{ClientIdentity, DataDir, PassphraseHash, ServerCertResolver, ServerPki, TrustStore};
+use trust::{DataDir, PassphraseHash, TrustStore};
 
 /// This process's uid: the uid of every peer.
 fn me() -> u32 {
@@ -80,7 +81,7 @@ impl Daemon {
         fsutil::ensure_dir(data.root(), 0o711).unwrap();
         fsutil::ensure_dir(&data.trust_store_dir(), 0o700).unwrap();
         let pki = ServerPki::load_or_create(&data, Default::default()).unwrap();
-        let tls = trust::tls::server_config(ServerCertResolver::new(&pki).unwrap()).unwrap();
+        let tls = tls::server_config(ServerCertResolver::new(&pki).unwrap()).unwrap();
         let store = Arc::new(TrustStore::new(data.trust_store(), FileMode::PRIVATE));
         let admin_set = Arc::new(Admins(Mutex::new(admins.iter().copied().collect())));
         let socket = Arc::new(Socket(Mutex::new((Access::Restricted, 0))));
@@ -135,7 +136,7 @@ impl Daemon {
 
     async fn channel(&self, identity: &ClientIdentity, over_tcp: bool) -> Channel {
         let root = std::fs::read(self.data.root_cert()).unwrap();
-        let tls = trust::tls::client_config(&root, identity).unwrap();
+        let tls = tls::client_config(&root, identity).unwrap();
         let address = if over_tcp {
             Address::Tcp(self.tcp.to_string())
         } else {

@@ -42,7 +42,7 @@ impl Identity {
     /// A new identity under `xdg_data_home` (made as the CLI makes one), owned by `owner` if given.
     pub fn create(xdg_data_home: &Path, owner: Option<&User>) -> Identity {
         let dir = xdg_data_home.join("multipass-client-certificate");
-        let made = trust::ClientIdentity::load_or_create(&dir).unwrap_or_else(|e| {
+        let made = tls::ClientIdentity::load_or_create(&dir).unwrap_or_else(|e| {
             panic!("cannot create a client identity in {}: {e}", dir.display())
         });
         let identity = Identity {
@@ -86,18 +86,18 @@ impl MemoryIdentity {
     /// The same, for the root CA `root_ca_pem`.
     pub fn for_root(root_ca_pem: &[u8]) -> MemoryIdentity {
         use rustls_pki_types::pem::PemObject;
-        let (pem, key) = trust::pki::new_client_cert(time::OffsetDateTime::now_utc())
+        let (pem, key) = tls::pki::new_client_cert(time::OffsetDateTime::now_utc())
             .expect("make a client certificate");
         let cert = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
             .expect("parse the new certificate");
         let key =
             rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("the new key");
-        let identity = trust::ClientIdentity {
+        let identity = tls::ClientIdentity {
             cert: cert.clone(),
             cert_pem: pem.clone(),
             key,
         };
-        let config = trust::tls::client_config(root_ca_pem, &identity).expect("TLS configuration");
+        let config = tls::client_config(root_ca_pem, &identity).expect("TLS configuration");
         MemoryIdentity {
             der: cert.to_vec(),
             pem,

@@ -372,7 +372,7 @@ fn a_wrong_root_certificate_names_multipass_root_cert() {
 
     // A perfectly good root CA certificate, of another daemon.
     let other = trust::DataDir::new(scene.dir.subdir("other-daemon"));
-    trust::ServerPki::load_or_create(&other, trust::ServerPkiOptions::default())
+    tls::ServerPki::load_or_create(&other, tls::ServerPkiOptions::default())
         .expect("another daemon's certificates");
     let wrong = other.root_cert();
     let env = [

@@ -181,7 +181,7 @@ fn tls_posture() {
 
         // A trusted certificate, signed for with another key: refused.
         let other = MemoryIdentity::new(&daemon);
-        let (_, other_key) = trust::pki::new_client_cert(time::OffsetDateTime::now_utc()).unwrap();
+        let (_, other_key) = tls::pki::new_client_cert(time::OffsetDateTime::now_utc()).unwrap();
         let b_key = PrivateKeyDer::try_from(other_key.serialize_der()).unwrap();
         let forged = list_with(&daemon, forged_config(&daemon, a_cert.clone(), &b_key))
             .await

@@ -53,15 +53,6 @@ pub enum Error {
         /// "certificate" or "private key".
         what: &'static str,
     },
-    /// Certificate or key generation failed.
-    #[error("failed to generate {what}")]
-    Generate {
-        /// What was being generated.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: rcgen::Error,
-    },
     /// A certificate could not be parsed as X.509.
     #[error("not a valid X.509 certificate: {reason}")]
     InvalidCertificate {
@@ -74,9 +65,6 @@ pub enum Error {
         /// What was found instead, for the message.
         found: String,
     },
-    /// Building a TLS configuration failed.
-    #[error("failed to build the TLS configuration")]
-    Tls(#[from] rustls::Error),
     /// A stored passphrase value is neither an Argon2id PHC string nor a legacy scrypt hash.
     #[error("the stored passphrase hash is not in a known format")]
     UnknownHashFormat,

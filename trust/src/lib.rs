@@ -1,12 +1,15 @@
 //! Who the multipass service trusts, and the files that say so.
 //!
-//! This crate owns every yes/no about a peer: the certificates of both sides ([`pki`]), the TLS
-//! configurations and the client-certificate verifier ([`tls`]), the trust store ([`store`]),
+//! This crate owns every yes/no about a peer: certificate fingerprints and PEM parsing ([`pki`]),
+//! the trust store ([`store`]),
 //! passphrase hashes ([`passphrase`]), one-time enrollment tokens ([`tokens`]), last-seen times
 //! ([`seen`]), the settings file ([`settings`]) and the default paths ([`paths`]); what a name
 //! ([`names`]) and a new passphrase ([`passphrase::validate_new`]) may be; who is an
 //! administrator and the socket's access ([`access`]). It does no
 //! networking and holds no policy about *when* to trust: the daemon decides that and calls in here.
+//!
+//! It makes no certificates and speaks no TLS (that is the `multipass-tls` crate), because the
+//! privileged helper links it: what runs as root holds no TLS stack, no key generation, no gRPC.
 //!
 //! Every file written here is replaced atomically under a directory lock ([`fsutil`]), so the
 //! daemon and the privileged helper can both write without losing each other's changes.
@@ -24,12 +27,10 @@ pub mod pki;
 pub mod seen;
 pub mod settings;
 pub mod store;
-pub mod tls;
 pub mod tokens;
 
 pub use error::{Error, Result};
 pub use passphrase::PassphraseHash;
 pub use paths::DataDir;
-pub use pki::{ClientIdentity, Fingerprint, ServerPki, ServerPkiOptions};
+pub use pki::Fingerprint;
 pub use store::{Bundle, Enrolment, Entry, Metadata, TrustStore};
-pub use tls::{ServerCertResolver, VerifiedClient};

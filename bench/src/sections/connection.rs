@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use rpc::proto::rpc_client::RpcClient;
-use trust::{DataDir, ServerPki, ServerPkiOptions};
+use tls::{ServerPki, ServerPkiOptions};
+use trust::DataDir;
 
 use super::{current_thread, ratio, Pair, Plan};
 use crate::client::{self, Target};
@@ -85,7 +86,7 @@ pub fn new_connection(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
 
     // The handshake's crypto alone: both real configurations, in memory, each side timed.
     let pki = ServerPki::load_or_create(&DataDir::new(&env.data), ServerPkiOptions::default())?;
-    let server_config = trust::tls::server_config(trust::tls::ServerCertResolver::new(&pki)?)?;
+    let server_config = tls::server_config(tls::ServerCertResolver::new(&pki)?)?;
     let (mut cc, mut sc) = (Samples::default(), Samples::default());
     for i in 0..plan.connections + 5 {
         let (cost, verified) = tlsmem::handshake(&server_config, tls)?;

@@ -8,7 +8,8 @@ use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::AuthenticateRequest;
 use trust::fsutil::FileMode;
 use trust::settings::SettingsFile;
-use trust::{ClientIdentity, DataDir, PassphraseHash};
+use tls::ClientIdentity;
+use trust::{DataDir, PassphraseHash};
 
 use super::{current_thread, Pair, Plan};
 use crate::client::Target;
@@ -109,7 +110,7 @@ pub fn passphrase(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
         .update(|ini| ini.set_passphrase(Some(&hash)))?;
     let stranger = ClientIdentity::load_or_create(&env.path().join("stranger"))?;
     let root = std::fs::read(DataDir::new(&env.data).root_cert())?;
-    let tls = trust::tls::client_config(&root, &stranger)?;
+    let tls = tls::client_config(&root, &stranger)?;
     let target = Target::Tls(pair.daemon.socket.clone(), tls);
     current_thread()?.block_on(async {
         for _ in 0..2 {

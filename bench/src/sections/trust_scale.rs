@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use trust::fsutil::FileMode;
-use trust::{DataDir, ServerPki, ServerPkiOptions, TrustStore, VerifiedClient};
+use tls::{ServerPki, ServerPkiOptions, VerifiedClient};
+use trust::{DataDir, TrustStore};
 
 use super::{ratio, Plan};
 use crate::env::Env;
@@ -17,7 +18,7 @@ use crate::tlsmem;
 pub fn trust_scale(plan: &Plan, env: &Env) -> Result<Vec<Row>> {
     let pki = ServerPki::load_or_create(&DataDir::new(&env.data), ServerPkiOptions::default())?;
     let (_, client) = tlsmem::handshake(
-        &trust::tls::server_config(trust::tls::ServerCertResolver::new(&pki)?)?,
+        &tls::server_config(tls::ServerCertResolver::new(&pki)?)?,
         &env.client_tls(&env.data)?,
     )?;
     let client: VerifiedClient = client.context("no client certificate")?;

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use rpc::server::{Peer, Transport as PeerTransport};
 use time::OffsetDateTime;
+use tls::VerifiedClient;
 use trust::access::{Access, AdminPolicy};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
 use trust::tokens::{TokenError, TokenStore};
-use trust::{Enrolment, Entry, Metadata, TrustStore, VerifiedClient};
+use trust::{Enrolment, Entry, Metadata, TrustStore};
 
 pub use self::authenticate::Authenticated;
 use crate::admission::{self, Decision, Facts, Presented, Refusal, Request, TokenRefusal};

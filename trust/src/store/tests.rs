@@ -5,10 +5,10 @@ use rustls_pki_types::CertificateDer;
 
 use super::format::{BEGIN, END};
 use super::*;
-use crate::pki::new_client_cert;
+use crate::pki::tests::new_certificate;
 
 fn cert() -> (String, CertificateDer<'static>) {
-    let (pem, _) = new_client_cert(time::OffsetDateTime::now_utc()).unwrap();
+    let (pem, _) = new_certificate();
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     (pem, der)
 }

@@ -15,8 +15,10 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::error::{Error, Result};
-use crate::pki::{ClientIdentity, Fingerprint, ServerPki};
+use trust::Fingerprint;
+
+use crate::error::Result;
+use crate::pki::{ClientIdentity, ServerPki};
 
 /// ALPN protocol gRPC speaks; gRPC stacks other than ours insist on it.
 const ALPN_H2: &[u8] = b"h2";
@@ -128,9 +130,10 @@ impl ServerCertResolver {
 
 fn certified_key(pki: &ServerPki) -> Result<Arc<CertifiedKey>> {
     if pki.chain.is_empty() {
-        return Err(Error::NotOneCertificate {
+        return Err(trust::Error::NotOneCertificate {
             found: "an empty server certificate chain".into(),
-        });
+        }
+        .into());
     }
     let provider = rustls::crypto::ring::default_provider();
     Ok(Arc::new(CertifiedKey::from_der(
@@ -169,7 +172,7 @@ pub fn client_config(
     root_ca_pem: &[u8],
     identity: &ClientIdentity,
 ) -> Result<Arc<rustls::ClientConfig>> {
-    use rustls_pki_types::pem::PemObject;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let mut found = 0;
     for cert in CertificateDer::pem_slice_iter(root_ca_pem).flatten() {
@@ -177,9 +180,10 @@ pub fn client_config(
         found += 1;
     }
     if found == 0 {
-        return Err(Error::NotOneCertificate {
+        return Err(trust::Error::NotOneCertificate {
             found: "no certificate in the root CA file".into(),
-        });
+        }
+        .into());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -204,11 +208,16 @@ impl VerifiedClient {
     /// The client of a finished server-side handshake, if it presented a certificate.
     pub fn from_connection(conn: &rustls::ServerConnection) -> Option<VerifiedClient> {
         let certificate = conn.peer_certificates()?.first()?.clone().into_owned();
+        Some(VerifiedClient::new(certificate))
+    }
+
+    /// Private: only a handshake (above) and, in test builds, [`crate::danger`] call it.
+    pub(crate) fn new(certificate: CertificateDer<'static>) -> VerifiedClient {
         let fingerprint = Fingerprint::of(&certificate);
-        Some(VerifiedClient {
+        VerifiedClient {
             certificate,
             fingerprint,
-        })
+        }
     }
 
     /// The certificate, DER.
@@ -225,7 +234,8 @@ impl VerifiedClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DataDir, ServerPkiOptions};
+    use crate::ServerPkiOptions;
+    use trust::DataDir;
 
     /// Two server certificates of one root, made one after the other in a fresh directory.
     fn two_server_pkis() -> (ServerPki, ServerPki) {

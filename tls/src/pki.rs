@@ -1,0 +1,494 @@
+//! Making the certificates of both sides: the daemon's root CA and server certificate, the
+//! client's self-signed certificate.
+//!
+//! All keys are ECDSA P-256. Private keys are written 0600 from the moment they exist.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use time::{Duration, OffsetDateTime};
+use trust::fsutil::{self, DirLock, FileMode};
+use trust::paths::{DataDir, CLIENT_CERT_FILE, CLIENT_KEY_FILE};
+use trust::Fingerprint;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{Error, Result};
+
+/// How long the root CA is valid.
+pub const ROOT_CA_VALIDITY: Duration = Duration::days(3650);
+/// How long a server certificate is valid unless the daemon is told otherwise.
+pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+/// How long a client certificate is valid (clients stay trusted after expiry anyway).
+pub const CLIENT_CERT_VALIDITY: Duration = Duration::days(3650);
+
+/// What the daemon presents in the TLS handshake.
+#[derive(Debug)]
+pub struct ServerPki {
+    /// The root CA certificate, PEM, as clients read it.
+    pub root_cert_pem: String,
+    /// Server certificate followed by the root CA certificate.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The server certificate's key.
+    pub key: PrivateKeyDer<'static>,
+    /// When the server certificate expires.
+    pub not_after: OffsetDateTime,
+}
+
+/// Options for [`ServerPki::load_or_create`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServerPkiOptions {
+    /// Validity of a newly made server certificate.
+    pub server_validity: Duration,
+    /// Replace the server certificate when it expires within this long.
+    pub renew_before: Duration,
+}
+
+impl Default for ServerPkiOptions {
+    fn default() -> Self {
+        ServerPkiOptions {
+            server_validity: SERVER_CERT_VALIDITY,
+            renew_before: Duration::days(30),
+        }
+    }
+}
+
+impl ServerPki {
+    /// Load the root CA and server certificate from `dir`, creating or renewing what is missing,
+    /// unparseable, inconsistent or close to expiry. The root CA is kept whenever it is usable, so
+    /// clients that already read it keep working.
+    pub fn load_or_create(dir: &DataDir, opts: ServerPkiOptions) -> Result<ServerPki> {
+        fsutil::ensure_dir(&dir.certificates_dir(), 0o700)?;
+        let now = OffsetDateTime::now_utc();
+
+        let root = match load_root(dir, now + opts.renew_before) {
+            Some(root) => root,
+            None => {
+                tracing::info!("creating a new root CA certificate");
+                let root = new_root(now)?;
+                fsutil::write_atomic(
+                    &dir.root_key(),
+                    Zeroizing::new(root.key.serialize_pem()).as_bytes(),
+                    FileMode::PRIVATE,
+                )?;
+                fsutil::write_atomic(
+                    &dir.root_cert(),
+                    root.cert_pem.as_bytes(),
+                    FileMode {
+                        mode: 0o644,
+                        owner: None,
+                    },
+                )?;
+                root
+            }
+        };
+
+        let (cert_der, key_der, not_after) = match load_server(dir, &root, now + opts.renew_before)
+        {
+            Some(found) => found,
+            None => {
+                tracing::info!("creating a new server certificate");
+                let (cert_pem, key, not_after) = new_server(&root, now, opts.server_validity)?;
+                fsutil::write_atomic(
+                    &dir.server_key(),
+                    Zeroizing::new(key.serialize_pem()).as_bytes(),
+                    FileMode::PRIVATE,
+                )?;
+                fsutil::write_atomic(
+                    &dir.server_cert(),
+                    cert_pem.as_bytes(),
+                    FileMode {
+                        mode: 0o644,
+                        owner: None,
+                    },
+                )?;
+                let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                    .map_err(|_| invalid_pem(&dir.server_cert(), "certificate"))?;
+                let key_der = PrivateKeyDer::try_from(key.serialize_der())
+                    .map_err(|_| invalid_pem(&dir.server_key(), "private key"))?;
+                (cert_der, key_der, not_after)
+            }
+        };
+
+        Ok(ServerPki {
+            root_cert_pem: root.cert_pem.clone(),
+            chain: vec![cert_der, root.cert_der.clone()],
+            key: key_der,
+            not_after,
+        })
+    }
+}
+
+struct Root {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    key: KeyPair,
+}
+
+fn load_root(dir: &DataDir, valid_until: OffsetDateTime) -> Option<Root> {
+    let cert_pem = std::fs::read_to_string(dir.root_cert()).ok()?;
+    let key_pem = Zeroizing::new(std::fs::read_to_string(dir.root_key()).ok()?);
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+    let key = KeyPair::from_pem(&key_pem).ok()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
+    // The key must be the certificate's, and the certificate must outlive the renewal margin.
+    if x509.public_key().raw != key.subject_public_key_info().as_slice() {
+        tracing::warn!("root CA key does not match its certificate; replacing both");
+        return None;
+    }
+    if x509.validity().not_after.to_datetime() < valid_until {
+        tracing::info!("root CA certificate expires soon; replacing it");
+        return None;
+    }
+    // Server certificates name the issuer from `root_subject()`, so a root with another subject
+    // could not be their issuer.
+    if x509.subject().to_string() != ROOT_SUBJECT_TEXT {
+        tracing::warn!("root CA certificate has an unexpected subject; replacing it");
+        return None;
+    }
+    Some(Root {
+        cert_pem,
+        cert_der,
+        key,
+    })
+}
+
+fn load_server(
+    dir: &DataDir,
+    root: &Root,
+    valid_until: OffsetDateTime,
+) -> Option<(
+    CertificateDer<'static>,
+    PrivateKeyDer<'static>,
+    OffsetDateTime,
+)> {
+    let cert_der = CertificateDer::from_pem_file(dir.server_cert()).ok()?;
+    let key_pem = Zeroizing::new(std::fs::read_to_string(dir.server_key()).ok()?);
+    let key = KeyPair::from_pem(&key_pem).ok()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
+    if x509.public_key().raw != key.subject_public_key_info().as_slice() {
+        return None;
+    }
+    if let Err(e) = verify_server_cert(&cert_der, &root.cert_der) {
+        tracing::info!(
+            error = %e,
+            "server certificate does not verify against the current root CA; replacing it"
+        );
+        return None;
+    }
+    let not_after = x509.validity().not_after.to_datetime();
+    if not_after < valid_until {
+        tracing::info!(%not_after, "server certificate expires soon; renewing it");
+        return None;
+    }
+    let key_der = PrivateKeyDer::try_from(key.serialize_der()).ok()?;
+    Some((cert_der, key_der, not_after))
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = *uuid::Uuid::new_v4().as_bytes();
+    // Positive and without a leading zero octet, as RFC 5280 wants.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn generate_key(what: &'static str) -> Result<KeyPair> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| Error::Generate { what, source })
+}
+
+/// The root CA's subject as x509-parser prints it; see [`root_subject`].
+const ROOT_SUBJECT_TEXT: &str = "C=US, O=multipass, CN=Multipass Root CA";
+
+fn root_subject() -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "US");
+    dn.push(DnType::OrganizationName, "multipass");
+    dn.push(DnType::CommonName, "Multipass Root CA");
+    dn
+}
+
+/// Check `cert` as a client will: signed by `root`, valid now, for `localhost`, for server
+/// authentication. rustls's own verifier does it, so the check and the clients cannot disagree.
+fn verify_server_cert(
+    cert: &CertificateDer<'static>,
+    root: &CertificateDer<'static>,
+) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let name = ServerName::try_from("localhost").expect("a valid DNS name");
+    use rustls::client::danger::ServerCertVerifier;
+    verifier.verify_server_cert(cert, &[], &name, &[], UnixTime::now())?;
+    Ok(())
+}
+
+fn root_key_usages() -> Vec<KeyUsagePurpose> {
+    vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ]
+}
+
+fn root_params(now: OffsetDateTime) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = root_subject();
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = root_key_usages();
+    params.serial_number = Some(random_serial());
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + ROOT_CA_VALIDITY;
+    params
+}
+
+fn new_root(now: OffsetDateTime) -> Result<Root> {
+    let key = generate_key("root CA key")?;
+    let cert = root_params(now)
+        .self_signed(&key)
+        .map_err(|source| Error::Generate {
+            what: "root CA certificate",
+            source,
+        })?;
+    Ok(Root {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().clone(),
+        key,
+    })
+}
+
+fn new_server(
+    root: &Root,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<(String, KeyPair, OffsetDateTime)> {
+    let gen_err = |source| Error::Generate {
+        what: "server certificate",
+        source,
+    };
+    // The issuer is described by the parameters the root was made with (its subject, and the key
+    // identifier rcgen derives from its key), which `load_root` checked; reading them back from
+    // the certificate would need rcgen's X.509 parsing and with it x509-parser's signature
+    // verification feature, which the privileged helper's build would then share.
+    let mut issuer_params = CertificateParams::default();
+    issuer_params.distinguished_name = root_subject();
+    issuer_params.key_usages = root_key_usages();
+    let issuer = Issuer::new(issuer_params, &root.key);
+    let key = generate_key("server key")?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(gen_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "US");
+    dn.push(DnType::OrganizationName, "multipass");
+    dn.push(DnType::CommonName, "localhost");
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    params.not_before = now - Duration::hours(1);
+    let not_after = now + validity;
+    params.not_after = not_after;
+    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+    Ok((cert.pem(), key, not_after))
+}
+
+/// A client's certificate and key, as the client presents them.
+pub struct ClientIdentity {
+    /// The certificate, DER.
+    pub cert: CertificateDer<'static>,
+    /// The certificate, PEM, exactly as stored (what users append to the trust store by hand).
+    pub cert_pem: String,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Drop for ClientIdentity {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl Drop for ServerPki {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// Load the certificate and key from `dir`, or create them there (dir 0700, key 0600, under a
+    /// lock so that two first commands of the same user agree on one identity).
+    pub fn load_or_create(dir: &Path) -> Result<ClientIdentity> {
+        fsutil::ensure_dir(dir, 0o700)?;
+        let _lock = DirLock::acquire(dir)?;
+        let cert_path = dir.join(CLIENT_CERT_FILE);
+        let key_path = dir.join(CLIENT_KEY_FILE);
+        if cert_path.exists() || key_path.exists() {
+            return ClientIdentity::load(&cert_path, &key_path);
+        }
+        let (cert_pem, key) = new_client_cert(OffsetDateTime::now_utc())?;
+        // Key first: a crash between the two writes leaves a key without a certificate, which the
+        // next run reports rather than silently replacing a trusted identity.
+        fsutil::write_atomic(
+            &key_path,
+            Zeroizing::new(key.serialize_pem()).as_bytes(),
+            FileMode::PRIVATE,
+        )?;
+        fsutil::write_atomic(
+            &cert_path,
+            cert_pem.as_bytes(),
+            FileMode {
+                mode: 0o644,
+                owner: None,
+            },
+        )?;
+        ClientIdentity::load(&cert_path, &key_path)
+    }
+
+    /// Load an existing certificate and key.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<ClientIdentity> {
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(|source| trust::Error::Read {
+            path: cert_path.to_path_buf(),
+            source,
+        })?;
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| invalid_pem(cert_path, "certificate"))?;
+        let key_pem = zeroize::Zeroizing::new(std::fs::read(key_path).map_err(|source| {
+            trust::Error::Read {
+                path: key_path.to_path_buf(),
+                source,
+            }
+        })?);
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|_| invalid_pem(key_path, "private key"))?;
+        Ok(ClientIdentity {
+            cert,
+            cert_pem,
+            key,
+        })
+    }
+
+    /// This client's identity as the daemon sees it.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.cert)
+    }
+}
+
+/// A new self-signed client certificate (PEM) and its key: P-256, random serial,
+/// `CN=<random UUID>`, EKU clientAuth.
+pub fn new_client_cert(now: OffsetDateTime) -> Result<(String, KeyPair)> {
+    let gen_err = |source| Error::Generate {
+        what: "client certificate",
+        source,
+    };
+    let key = generate_key("client key")?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, uuid::Uuid::new_v4().to_string());
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(random_serial());
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + CLIENT_CERT_VALIDITY;
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    Ok((cert.pem(), key))
+}
+
+fn invalid_pem(path: &Path, what: &'static str) -> Error {
+    Error::Trust(trust::Error::InvalidPem {
+        path: path.to_path_buf(),
+        what,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_pki_is_created_once_and_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let first = ServerPki::load_or_create(&dir, ServerPkiOptions::default()).unwrap();
+        let second = ServerPki::load_or_create(&dir, ServerPkiOptions::default()).unwrap();
+        assert_eq!(first.root_cert_pem, second.root_cert_pem);
+        assert_eq!(first.chain[0], second.chain[0]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.root_key()), 0o600);
+        assert_eq!(mode(dir.server_key()), 0o600);
+        assert_eq!(mode(dir.root_cert()), 0o644);
+        assert_eq!(mode(dir.certificates_dir()), 0o700);
+    }
+
+    #[test]
+    fn short_lived_server_cert_is_renewed_but_root_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let opts = ServerPkiOptions {
+            server_validity: Duration::minutes(5),
+            renew_before: Duration::minutes(10),
+        };
+        let first = ServerPki::load_or_create(&dir, opts).unwrap();
+        let second = ServerPki::load_or_create(&dir, opts).unwrap();
+        assert_eq!(first.root_cert_pem, second.root_cert_pem);
+        assert_ne!(first.chain[0], second.chain[0]);
+    }
+
+    #[test]
+    fn server_cert_from_another_root_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let first = ServerPki::load_or_create(&dir, ServerPkiOptions::default()).unwrap();
+        // A new root (as after a lost root key) invalidates the old server certificate.
+        std::fs::remove_file(dir.root_key()).unwrap();
+        let second = ServerPki::load_or_create(&dir, ServerPkiOptions::default()).unwrap();
+        assert_ne!(first.root_cert_pem, second.root_cert_pem);
+        assert_ne!(first.chain[0], second.chain[0]);
+    }
+
+    #[test]
+    fn client_identity_is_created_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("multipass-client-certificate");
+        let a = ClientIdentity::load_or_create(&dir).unwrap();
+        let b = ClientIdentity::load_or_create(&dir).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.clone()), 0o700);
+        assert_eq!(mode(dir.join(CLIENT_KEY_FILE)), 0o600);
+        let (_, x509) = x509_parser::parse_x509_certificate(&a.cert).unwrap();
+        let cn = x509.subject().iter_common_name().next().unwrap();
+        assert!(uuid::Uuid::parse_str(cn.as_str().unwrap()).is_ok());
+    }
+}
