@@ -10,13 +10,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::anyhow;
-use zbus::proxy::MethodFlags;
+use helper_api::{Helper1Proxy, HelperError};
+use std::future::Future;
+use zbus::DBusError;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-
-const BUS_NAME: &str = "io.multipass.Helper1";
-const OBJECT_PATH: &str = "/io/multipass/Helper1";
 
 /// What to run instead, for the messages.
 const PKEXEC_HINT: &str = "Without a terminal, an administrator can run instead, from one:\n  \
@@ -25,60 +24,59 @@ const PKEXEC_HINT: &str = "Without a terminal, an administrator can run instead,
 
 /// Trust this client's certificate through the helper; returns the fingerprint.
 pub async fn trust_certificate(pem: &str, name: &str) -> Result<String, Error> {
-    call("TrustCertificate", &(pem, name)).await
+    let helper = connect().await?;
+    with_agent(helper.trust_certificate(pem, name)).await
 }
 
 /// Set (or with an empty value, clear) the passphrase through the helper.
 pub async fn set_passphrase(passphrase: Zeroizing<String>) -> Result<(), Error> {
-    call::<_, ()>("SetPassphrase", &(passphrase.as_str(),)).await
+    let helper = connect().await?;
+    with_agent(helper.set_passphrase(passphrase.as_str())).await
 }
 
-async fn call<B, R>(method: &str, body: &B) -> Result<R, Error>
-where
-    B: serde::Serialize + zbus::zvariant::DynamicType,
-    R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
-{
+async fn connect() -> Result<Helper1Proxy<'static>, Error> {
     let connection = zbus::Connection::system().await.map_err(|e| {
         Error::Local(anyhow!(
             "cannot reach the system bus to ask multipassd-helper ({e}); is dbus running?"
         ))
     })?;
-    let proxy = zbus::Proxy::new(&connection, BUS_NAME, OBJECT_PATH, BUS_NAME)
+    helper_api::proxy(&connection)
         .await
-        .map_err(|e| Error::Local(anyhow!("cannot reach multipassd-helper: {e}")))?;
-    // An agent on our terminal lets polkit ask for the administrator's password.
+        .map_err(|e| Error::Local(anyhow!("cannot reach multipassd-helper: {e}")))
+}
+
+/// Make `call` (whose proxy method carries the allow-interactive-authorization flag) with an
+/// agent on our terminal, so that polkit can ask for the administrator's password.
+async fn with_agent<R>(call: impl Future<Output = Result<R, HelperError>>) -> Result<R, Error> {
     let agent = if std::io::stdin().is_terminal() {
         start_agent()
     } else {
         None
     };
-    let result = proxy
-        .call_with_flags::<_, B, R>(method, MethodFlags::AllowInteractiveAuth.into(), body)
-        .await;
+    let result = call.await;
     if let Some(mut agent) = agent {
         let _ = agent.kill();
         let _ = agent.wait();
     }
-    match result {
-        Ok(Some(reply)) => Ok(reply),
-        Ok(None) => Err(Error::Local(anyhow!("multipassd-helper sent no reply"))),
-        Err(zbus::Error::MethodError(name, description, _)) => {
-            let text = description.unwrap_or_else(|| name.to_string());
-            let hint = if name.as_str().ends_with(".InteractionRequired")
-                || name.as_str().ends_with(".NotAuthorized")
-            {
-                if std::io::stdin().is_terminal() {
-                    String::new()
-                } else {
-                    format!("\n{PKEXEC_HINT}")
-                }
+    result.map_err(|e| match e {
+        // Errors of the bus itself (e.g. no such service) by their text, as D-Bus gives it.
+        HelperError::ZBus(zbus::Error::MethodError(name, description, _)) => Error::Local(anyhow!(
+            "{}",
+            description.unwrap_or_else(|| name.to_string())
+        )),
+        HelperError::ZBus(e) => Error::Local(anyhow!("multipassd-helper failed: {e}")),
+        typed => {
+            let hint = if typed.is_denial() && !std::io::stdin().is_terminal() {
+                format!("\n{PKEXEC_HINT}")
             } else {
                 String::new()
             };
-            Err(Error::Local(anyhow!("{text}{hint}")))
+            let text = typed
+                .description()
+                .map_or_else(|| typed.name().to_string(), str::to_string);
+            Error::Local(anyhow!("{text}{hint}"))
         }
-        Err(e) => Err(Error::Local(anyhow!("multipassd-helper failed: {e}"))),
-    }
+    })
 }
 
 /// Start `pkttyagent` for this process and wait until it is registered (it signals on the

@@ -74,18 +74,10 @@ impl crate::gate::SocketAccess for SocketPolicy {
 }
 
 /// `SetSocketAccess` on the helper, over the system bus.
-async fn ask_helper(access: Access) -> zbus::Result<()> {
+async fn ask_helper(access: Access) -> Result<(), helper_api::HelperError> {
     let connection = zbus::Connection::system().await?;
-    connection
-        .call_method(
-            Some("io.multipass.Helper1"),
-            "/io/multipass/Helper1",
-            Some("io.multipass.Helper1"),
-            "SetSocketAccess",
-            &(access == Access::Open),
-        )
-        .await?;
-    Ok(())
+    let helper = helper_api::proxy(&connection).await?;
+    helper.set_socket_access(access == Access::Open).await
 }
 
 /// A listening Unix socket bound under a temporary name next to its final path, already carrying

@@ -1,4 +1,5 @@
-//! The D-Bus service `io.multipass.Helper1`. Each method asks polkit about the caller first
+//! The D-Bus service `io.multipass.Helper1` (its names, errors and callers' proxy are in
+//! `helper_api`). Each method asks polkit about the caller first
 //! (the `system-bus-name` subject, which polkitd resolves itself, race-free), then calls one
 //! function in [`crate::ops`].
 
@@ -13,24 +14,10 @@ use zbus::{interface, Connection};
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 use zeroize::Zeroizing;
 
+use helper_api::{actions, HelperError, BUS_NAME, OBJECT_PATH};
+
 use crate::config::Config;
-use crate::error::HelperError;
 use crate::ops::{self, Requester};
-
-/// The bus name.
-pub const BUS_NAME: &str = "io.multipass.Helper1";
-/// The object path.
-pub const OBJECT_PATH: &str = "/io/multipass/Helper1";
-
-/// polkit actions, one per method.
-pub mod actions {
-    /// `SetPassphrase`.
-    pub const SET_PASSPHRASE: &str = "io.multipass.set-passphrase";
-    /// `TrustCertificate`.
-    pub const TRUST_CLIENT: &str = "io.multipass.trust-client";
-    /// `SetSocketAccess`.
-    pub const MANAGE_SOCKET: &str = "io.multipass.manage-socket";
-}
 
 /// Calls in flight and the time of the last one, for the idle exit.
 #[derive(Debug)]
@@ -159,9 +146,10 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|_| HelperError::Failed("internal error".into()))?
-        .map_err(HelperError::from)
+        .map_err(|e| HelperError::Failed(format!("{e:#}")))
 }
 
+// The macro takes a literal; `interface_name_is_the_api_s` checks it against `helper_api`.
 #[interface(name = "io.multipass.Helper1")]
 impl Helper {
     /// Set the passphrase clients authenticate with; an empty one clears it.
@@ -266,4 +254,56 @@ pub async fn serve(config: Config, idle: Option<Duration>) -> anyhow::Result<()>
     }
     tracing::info!("idle; exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::object_server::Interface;
+
+    #[test]
+    fn interface_name_is_the_api_s() {
+        assert_eq!(Helper::name().as_str(), helper_api::INTERFACE);
+    }
+
+    /// The served interface and the callers' proxy agree on path, methods, signatures and error
+    /// names: every call arrives (no UnknownMethod or signature error) and comes back as the
+    /// typed error the helper sent. Over a peer-to-peer connection, messages carry no sender,
+    /// so polkit's subject cannot be built and every call is refused before any work.
+    #[tokio::test]
+    async fn the_proxy_reaches_every_method_and_reads_its_errors() {
+        let (server_end, client_end) = tokio::net::UnixStream::pair().unwrap();
+        let scratch = std::env::temp_dir().join("multipassd-helper-p2p-nonexistent");
+        let helper = Helper::new(Config {
+            socket: scratch.join("socket"),
+            data_dir: scratch.clone(),
+            admin_group: None,
+        });
+        let server = zbus::connection::Builder::unix_stream(server_end)
+            .server(zbus::Guid::generate())
+            .unwrap()
+            .p2p()
+            .serve_at(OBJECT_PATH, helper)
+            .unwrap()
+            .build();
+        let client = zbus::connection::Builder::unix_stream(client_end)
+            .p2p()
+            .build();
+        let (_server, client) = tokio::try_join!(server, client).unwrap();
+        let proxy = helper_api::proxy(&client).await.unwrap();
+
+        let refused = |what: &str, result: Result<(), HelperError>| match result {
+            Err(HelperError::NotAuthorized(why)) => {
+                assert!(why.contains("Not authorized"), "{what}: {why}")
+            }
+            other => panic!("{what}: {other:?}"),
+        };
+        refused("SetPassphrase", proxy.set_passphrase("a passphrase").await);
+        refused(
+            "TrustCertificate",
+            proxy.trust_certificate("pem", "name").await.map(|_| ()),
+        );
+        refused("SetSocketAccess", proxy.set_socket_access(true).await);
+        assert!(!scratch.exists(), "a refused call touched the file system");
+    }
 }

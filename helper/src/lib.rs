@@ -7,6 +7,9 @@
 //! - [`config`]: paths, from the helper's own command line only.
 //! - [`audit`]: its audit events.
 //!
+//! Its D-Bus names, polkit actions and errors are defined once, with the callers' proxy, in
+//! `helper_api`.
+//!
 //! It deliberately depends on neither tonic nor rustls nor the daemon.
 #![forbid(unsafe_code)]
 
@@ -14,7 +17,6 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod doc;
-pub mod error;
 pub mod ops;
 
 /// Audit that a certificate with `fingerprint` (hex) was trusted at the request of `uid`, `via`

@@ -21,7 +21,7 @@ use trust::{Enrolment, Entry, Metadata, PassphraseHash, TrustStore};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::error::HelperError;
+use helper_api::HelperError;
 
 /// Largest trust store the helper reads to decide the socket's access.
 const MAX_STORE_READ: u64 = 256 * 1024 * 1024;

@@ -18,7 +18,7 @@ use crate::users::{Group, User};
 /// The standard system bus socket.
 pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// The helper's bus name.
-pub const HELPER_NAME: &str = "io.multipass.Helper1";
+pub const HELPER_NAME: &str = helper_api::BUS_NAME;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,7 +137,11 @@ fn ensure_polkitd() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ok = Command::new("pkcheck")
-            .args(["--action-id", "io.multipass.trust-client", "--process"])
+            .args([
+                "--action-id",
+                helper_api::actions::TRUST_CLIENT,
+                "--process",
+            ])
             .arg(std::process::id().to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -296,35 +300,42 @@ fn wait_name(owned: bool) {
     }
 }
 
-/// `busctl call` on the helper as `user` (or root with `None`); (success, stdout+stderr).
+/// Call `method` of the helper through its typed proxy (`helper_api::Helper1Proxy`), as `user`
+/// (or root with `None`), with `args` of D-Bus `signature`; (success, output). On failure the
+/// output is the D-Bus error's name and text.
 pub fn call_helper(
     user: Option<&User>,
     method: &str,
     signature: &str,
     args: &[&str],
 ) -> (bool, String) {
-    let mut cmd = match user {
-        Some(u) => {
+    call_helper_as(user.map(|u| (u.uid, u.gid)), method, signature, args)
+}
+
+/// [`call_helper`] as the uid and gid `ids` (with that user's groups), or root with `None`.
+pub fn call_helper_as(
+    ids: Option<(u32, u32)>,
+    method: &str,
+    signature: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let caller = crate::bin("multipass-test-helper-call");
+    let mut cmd = match ids {
+        Some((uid, gid)) => {
             let mut c = Command::new("setpriv");
-            c.args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string()])
-                .args(["--init-groups", "busctl"]);
+            c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                .arg("--init-groups")
+                .arg(&caller);
             c
         }
-        None => Command::new("busctl"),
+        None => Command::new(&caller),
     };
-    // `--`: certificates start with dashes, which busctl would take for options.
-    cmd.args([
-        "--system",
-        "--",
-        "call",
-        HELPER_NAME,
-        "/io/multipass/Helper1",
-        HELPER_NAME,
-    ])
-    .arg(method)
-    .arg(signature)
-    .args(args);
-    let out = cmd.output().expect("busctl");
+    let out = cmd
+        .arg(method)
+        .arg(signature)
+        .args(args)
+        .output()
+        .expect("multipass-test-helper-call");
     (
         out.status.success(),
         format!(
@@ -350,8 +361,10 @@ pub struct HelperSetup {
 }
 
 /// The polkit actions the operators group may be granted.
-pub const OPERATOR_ACTIONS: [&str; 2] =
-    ["io.multipass.set-passphrase", "io.multipass.trust-client"];
+pub const OPERATOR_ACTIONS: [&str; 2] = [
+    helper_api::actions::SET_PASSPHRASE,
+    helper_api::actions::TRUST_CLIENT,
+];
 
 impl HelperSetup {
     /// Lock the system bus and make the directory and groups (root only: see [`crate::harness`]).

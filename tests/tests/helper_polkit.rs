@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::bus::{call_helper, HelperSetup};
+use multipass_system_tests::bus::{call_helper, call_helper_as, HelperSetup};
 use multipass_system_tests::{
     bin, mode_owner, sha256_hex, DaemonConfig, Fixture, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
 };
@@ -132,37 +132,18 @@ fn only_the_daemon_user_manages_the_socket() {
 
     let multipassd = nix::unistd::User::from_name("multipassd").unwrap().unwrap();
     let as_daemon = |open: &str| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid", &multipassd.uid.to_string()])
-            .args([
-                "--regid",
-                &multipassd.gid.to_string(),
-                "--init-groups",
-                "busctl",
-            ])
-            .args([
-                "--system",
-                "call",
-                "io.multipass.Helper1",
-                "/io/multipass/Helper1",
-            ])
-            .args(["io.multipass.Helper1", "SetSocketAccess", "b", open])
-            .output()
-            .unwrap()
+        call_helper_as(
+            Some((multipassd.uid.as_raw(), multipassd.gid.as_raw())),
+            "SetSocketAccess",
+            "b",
+            &[open],
+        )
     };
-    let out = as_daemon("true");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = as_daemon("true");
+    assert!(ok, "{text}");
     assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
-    let out = as_daemon("false");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = as_daemon("false");
+    assert!(ok, "{text}");
     assert_eq!(mode_owner(&socket).unwrap(), restricted);
 }
 

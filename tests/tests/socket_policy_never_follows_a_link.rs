@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use multipass_system_tests::bus::{Helper, HelperSetup};
+use multipass_system_tests::bus::{call_helper_as, Helper, HelperSetup};
 use multipass_system_tests::clients::Identity;
 use multipass_system_tests::process::{self, CliOutput};
 use multipass_system_tests::{bin, mode_owner, Group, TestDir};
@@ -113,22 +113,18 @@ fn set_socket_access_over_dbus_leaves_a_planted_symlink_alone() {
     // As the daemon's user, the only caller polkit lets manage the socket.
     let multipassd = nix::unistd::User::from_name("multipassd").unwrap().unwrap();
     for open in ["true", "false"] {
-        let out = Command::new("setpriv")
-            .args(["--reuid", &multipassd.uid.to_string()])
-            .args(["--regid", &multipassd.gid.to_string(), "--init-groups"])
-            .args(["busctl", "--system", "call", "io.multipass.Helper1"])
-            .args(["/io/multipass/Helper1", "io.multipass.Helper1"])
-            .args(["SetSocketAccess", "b", open])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (ok, text) = call_helper_as(
+            Some((multipassd.uid.as_raw(), multipassd.gid.as_raw())),
+            "SetSocketAccess",
+            "b",
+            &[open],
+        );
         assert!(
-            !out.status.success()
-                && stderr.contains(&format!(
-                    "refusing to change {}: it is a symbolic link, not a socket",
-                    socket.display()
-                )),
-            "SetSocketAccess({open}) through a planted link: {stderr}"
+            !ok && text.contains(&format!(
+                "refusing to change {}: it is a symbolic link, not a socket",
+                socket.display()
+            )),
+            "SetSocketAccess({open}) through a planted link: {text}"
         );
         assert_untouched(&target);
     }
