@@ -4,8 +4,8 @@
 //! - [`bus`]: the D-Bus interface `io.multipass.Helper1`; every method asks polkit first.
 //! - [`ops`]: the operations themselves (set the passphrase, trust a certificate, set the
 //!   socket's access), also reachable directly by root (`pkexec`, the socket unit's hook).
+//! - [`writer`]: the typed messages between root and its writer child.
 //! - [`config`]: paths, from the helper's own command line only.
-//! - [`audit`]: its audit events.
 //!
 //! Its D-Bus names, polkit actions and errors are defined once, with the callers' proxy, in
 //! `helper_api`.
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod doc;
 pub mod ops;
+pub mod writer;
 
 /// Audit that a certificate with `fingerprint` (hex) was trusted at the request of `uid`, `via`
 /// the bus or the direct mode: the same event, with the same fields, as the daemon's.

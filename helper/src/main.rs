@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use multipassd_helper::cli::{Cli, Command};
-use multipassd_helper::{bus, ops};
+use multipassd_helper::{bus, ops, writer};
 use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
@@ -96,8 +96,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::WriteAsOwner => {
-            let out = ops::write_as_owner(&cli.config.data_dir)?;
-            print!("{out}");
+            let reply = ops::write_as_owner(&cli.config.data_dir);
+            writer::send(&reply, std::io::stdout().lock())?;
+            if let writer::Reply::Failed { error } = reply {
+                bail!("{error}");
+            }
             Ok(())
         }
     }

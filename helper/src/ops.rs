@@ -5,9 +5,9 @@
 //! owner (the daemon's user), with the same lock and atomic replacement the daemon uses: root
 //! never writes into a directory that a less privileged user controls, so a compromised daemon
 //! user cannot redirect the helper's writes with symlinks, and the files keep their owner and
-//! mode (0600) without chown.
+//! mode (0600) without chown. What it is asked and answers are typed messages ([`crate::writer`]).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -21,6 +21,7 @@ use trust::{Enrolment, Entry, Metadata, PassphraseHash, TrustStore};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
+use crate::writer::{self, Passphrase, Reply, Request};
 use helper_api::HelperError;
 
 /// Largest trust store the helper reads to decide the socket's access.
@@ -58,9 +59,13 @@ pub fn client_name(given: &str, uid: u32) -> Result<String, HelperError> {
 
 /// Set (or, with an empty passphrase, clear) the passphrase.
 pub fn set_passphrase(config: &Config, passphrase: Zeroizing<String>) -> anyhow::Result<()> {
-    let mut request = Zeroizing::new(String::from("passphrase\n"));
-    request.push_str(&passphrase);
-    run_as_owner(config, &request).map(|_| ())
+    let request = Request::SetPassphrase {
+        passphrase: Passphrase::new(passphrase),
+    };
+    match run_as_owner(config, &request)? {
+        Reply::PassphraseSet => Ok(()),
+        other => bail!("the writer process answered {other:?} to a passphrase change"),
+    }
 }
 
 /// Who asked for a certificate to be trusted, for its metadata.
@@ -74,14 +79,20 @@ pub struct Requester {
 
 /// Trust a certificate (already validated); returns its fingerprint.
 pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow::Result<String> {
-    let pem = trust::pki::certificate_pem(der);
-    let request = format!("trust\n{}\n{}\n{pem}", who.uid, who.name);
-    let fingerprint = run_as_owner(config, &request)?;
+    let request = Request::Trust {
+        uid: who.uid,
+        name: who.name.clone(),
+        pem: trust::pki::certificate_pem(der),
+    };
+    let fingerprint = match run_as_owner(config, &request)? {
+        Reply::Trusted { fingerprint } => fingerprint,
+        other => bail!("the writer process answered {other:?} to a trust request"),
+    };
     let open = socket_access(config);
     if let Err(e) = open {
         tracing::warn!(error = %e, "could not update the socket's access after trusting");
     }
-    Ok(fingerprint.trim().to_string())
+    Ok(fingerprint)
 }
 
 /// Open or restrict the socket.
@@ -121,8 +132,8 @@ fn store_is_empty(config: &Config) -> anyhow::Result<bool> {
 }
 
 /// Run `multipassd-helper write-as-owner` as the owner of the state directory, `request` on its
-/// standard input (never in argv); its standard output on success.
-fn run_as_owner(config: &Config, request: &str) -> anyhow::Result<String> {
+/// standard input (never in argv); its reply, or why there is none.
+fn run_as_owner(config: &Config, request: &Request) -> anyhow::Result<Reply> {
     let dir = &config.data_dir;
     let meta = std::fs::symlink_metadata(dir)
         .with_context(|| format!("cannot find the state directory {}", dir.display()))?;
@@ -142,55 +153,52 @@ fn run_as_owner(config: &Config, request: &str) -> anyhow::Result<String> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start the writer process")?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(request.as_bytes())
+    // Dropped at the end of the statement: the child sees the end of its input.
+    writer::send(request, child.stdin.take().context("no stdin")?)
         .context("cannot pass the request to the writer process")?;
     let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
+    let reply = writer::receive::<Reply>(&output.stdout[..], writer::MAX_REPLY);
+    match reply {
+        Ok(Reply::Failed { error }) => bail!("the write failed: {error}"),
+        Ok(reply) if output.status.success() => Ok(reply),
+        _ => bail!(
             "the write failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        );
+        ),
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The child's side of [`run_as_owner`]: read the request from stdin and apply it with the
-/// daemon's own file discipline.
-pub fn write_as_owner(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let mut request = Zeroizing::new(String::new());
-    std::io::stdin()
-        .take(64 * 1024)
-        .read_to_string(&mut request)
+/// daemon's own file discipline. Every outcome is a [`Reply`], failures included.
+pub fn write_as_owner(data_dir: &std::path::Path) -> Reply {
+    match apply(data_dir) {
+        Ok(reply) => reply,
+        Err(e) => Reply::Failed {
+            error: format!("{e:#}"),
+        },
+    }
+}
+
+fn apply(data_dir: &std::path::Path) -> anyhow::Result<Reply> {
+    let request: Request = writer::receive(std::io::stdin(), writer::MAX_REQUEST)
         .context("cannot read the request")?;
     let layout = trust::DataDir::new(data_dir);
-    let (op, rest) = request.split_once('\n').unwrap_or((request.as_str(), ""));
-    match op {
-        "passphrase" => {
-            validate_passphrase(rest).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let hash = if rest.is_empty() {
+    match request {
+        Request::SetPassphrase { passphrase } => {
+            let passphrase = passphrase.expose();
+            validate_passphrase(passphrase).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash = if passphrase.is_empty() {
                 None
             } else {
-                Some(PassphraseHash::new(rest)?)
+                Some(PassphraseHash::new(passphrase)?)
             };
             SettingsFile::new(layout.settings(), FileMode::PRIVATE)
                 .update(|ini| ini.set_passphrase(hash.as_ref()))?;
-            Ok(String::new())
+            Ok(Reply::PassphraseSet)
         }
-        "trust" => {
-            let mut lines = rest.splitn(3, '\n');
-            let uid: u32 = lines
-                .next()
-                .unwrap_or_default()
-                .parse()
-                .context("bad uid")?;
-            let name = client_name(lines.next().unwrap_or_default(), uid)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let pem = lines.next().unwrap_or_default();
-            let der = validate_certificate(pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Request::Trust { uid, name, pem } => {
+            let name = client_name(&name, uid).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let der = validate_certificate(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
             let entry = Entry::new(
                 der.into(),
                 Metadata {
@@ -204,9 +212,10 @@ pub fn write_as_owner(data_dir: &std::path::Path) -> anyhow::Result<String> {
             let fingerprint = entry.fingerprint;
             trust::fsutil::ensure_dir(&layout.trust_store_dir(), 0o700)?;
             TrustStore::new(layout.trust_store(), FileMode::PRIVATE).add(entry)?;
-            Ok(fingerprint.to_hex())
+            Ok(Reply::Trusted {
+                fingerprint: fingerprint.to_hex(),
+            })
         }
-        other => bail!("unknown request '{other}'"),
     }
 }
 
