@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use libsystemd::daemon::NotifyState;
 use rpc::proto::rpc_server::RpcServer;
 use rpc::server::{incoming, Activity, IncomingOptions, Listener, RequestLimitLayer};
 use rpc::trust_proto::trust_server::TrustServer;
 use rpc::Address;
-use sd_notify::NotifyState;
 use tls::{ServerCertResolver, ServerPki, ServerPkiOptions};
 use tower::layer::util::{Identity, Stack};
 use trust::fsutil::{self, FileMode};
@@ -296,7 +296,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         listening.description,
         if trusted == 1 { "" } else { "s" }
     );
-    activation::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    activation::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
     activation::spawn_watchdog();
 
     let idle = async {
@@ -313,7 +313,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         }
         signal = signals.recv() => {
             tracing::info!(signal, "shutting down");
-            activation::notify(&[NotifyState::Stopping, NotifyState::Status("Shutting down")]);
+            activation::notify(&[NotifyState::Stopping, NotifyState::Status("Shutting down".into())]);
             let _ = stop_accepting.send(true);
             let _ = shutdown_tx.send(());
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
@@ -326,7 +326,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
             // before this point has been served and closed, and whatever is still queued on the
             // socket waits for the next activation.
             tracing::info!(idle_timeout = args.idle_timeout, "idle; exiting");
-            activation::notify(&[NotifyState::Stopping, NotifyState::Status("Idle; exiting")]);
+            activation::notify(&[NotifyState::Stopping, NotifyState::Status("Idle; exiting".into())]);
             let _ = stop_accepting.send(true);
             (&mut server).await.context("the gRPC server failed")?;
             Outcome::Idle

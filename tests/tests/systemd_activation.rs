@@ -151,6 +151,77 @@ fn systemd_socket_activate_starts_on_demand_and_exits_when_idle() {
     assert_eq!(status.code(), Some(IDLE_EXIT), "idle exit status");
 }
 
+/// What one `multipass list` through `connect_to` shows when `systemd-socket-activate` listens
+/// on `listen` (names `fdname`, if given) for a daemon it starts on the first connection.
+struct Served {
+    out: Output,
+    /// The activator's executable while it served: `multipassd` once it exec'd.
+    exe: Option<PathBuf>,
+    /// Its exit code after SIGTERM.
+    code: Option<i32>,
+    stderr: String,
+}
+
+fn serve_once(dir: &TestDir, listen: &[&Path], fdname: Option<&str>, connect_to: &Path) -> Served {
+    let data = dir.path().join("data");
+    let home = dir.subdir("root-home");
+    let mut activate = Command::new("systemd-socket-activate");
+    for path in listen {
+        activate.arg("-l").arg(path);
+    }
+    if let Some(name) = fdname {
+        activate.arg(format!("--fdname={name}"));
+    }
+    let mut activator = activate
+        .arg(bin("multipassd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) must be installed");
+    wait_until_exists(connect_to);
+    let out = client(connect_to, &data, &home, &["list"]);
+    let exe = exe_of(activator.id());
+    terminate(&activator);
+    let status = wait_timeout(&mut activator, Duration::from_secs(10));
+    let mut stderr = String::new();
+    if let Some(mut err) = activator.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut stderr);
+    }
+    Served {
+        out,
+        exe,
+        code: status.and_then(|s| s.code()),
+        stderr,
+    }
+}
+
+/// Of several sockets passed with names, the daemon serves the one named `multipass` (its
+/// `--fd-name`), here the second.
+#[test]
+fn the_named_socket_is_chosen_among_several() {
+    if !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let other = dir.path().join("other");
+    let sock = dir.path().join("sock");
+    let served = serve_once(&dir, &[&other, &sock], Some("other:multipass"), &sock);
+    let stderr = &served.stderr;
+    assert_ok(
+        &served.out,
+        &format!("list through the socket named multipass\n{stderr}"),
+    );
+    assert!(
+        stderr.contains(&format!("unix:{} (socket activation)", sock.display())),
+        "the daemon did not say it serves {}\n{stderr}",
+        sock.display()
+    );
+    assert_eq!(served.code, Some(0), "SIGTERM\n{stderr}");
+}
+
 /// A single socket is served whatever name it comes with: systemd's default for a unit without
 /// `FileDescriptorName=` (the unit's name, `multipass.socket`), or none at all, as
 /// `systemd-socket-activate` passes it without `--fdname`.
@@ -158,41 +229,18 @@ fn a_single_socket_is_served_whatever_its_name() {
     for fdname in [Some("multipass.socket"), None] {
         let dir = TestDir::new();
         let sock = dir.path().join("sock");
-        let data = dir.path().join("data");
-        let home = dir.subdir("root-home");
-        let mut activate = Command::new("systemd-socket-activate");
-        activate.arg("-l").arg(&sock);
-        if let Some(name) = fdname {
-            activate.arg(format!("--fdname={name}"));
-        }
-        let mut activator = activate
-            .arg(bin("multipassd"))
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("systemd-socket-activate (package systemd) must be installed");
-        wait_until_exists(&sock);
-        let out = client(&sock, &data, &home, &["list"]);
-        let exe = exe_of(activator.id());
-        terminate(&activator);
-        let status = wait_timeout(&mut activator, Duration::from_secs(10));
-        let mut stderr = String::new();
-        if let Some(mut err) = activator.stderr.take() {
-            use std::io::Read;
-            let _ = err.read_to_string(&mut stderr);
-        }
+        let served = serve_once(&dir, &[&sock], fdname, &sock);
+        let stderr = &served.stderr;
         assert_ok(
-            &out,
+            &served.out,
             &format!("list through a socket named {fdname:?}\n{stderr}"),
         );
         assert!(
-            exe.is_some_and(|e| e.ends_with("multipassd")),
+            served.exe.is_some_and(|e| e.ends_with("multipassd")),
             "the daemon was not serving the socket named {fdname:?}\n{stderr}"
         );
         assert_eq!(
-            status.and_then(|s| s.code()),
+            served.code,
             Some(0),
             "SIGTERM after serving the socket named {fdname:?}\n{stderr}"
         );
