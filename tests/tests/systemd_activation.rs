@@ -200,11 +200,7 @@ fn serve_once(dir: &TestDir, listen: &[&Path], fdname: Option<&str>, connect_to:
 
 /// Of several sockets passed with names, the daemon serves the one named `multipass` (its
 /// `--fd-name`), here the second.
-#[test]
 fn the_named_socket_is_chosen_among_several() {
-    if !require_root() {
-        return;
-    }
     let dir = TestDir::new();
     let other = dir.path().join("other");
     let sock = dir.path().join("sock");
@@ -599,6 +595,6 @@ fn service_exposure_score_is_at_most_1_5() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [systemd_socket_activate_starts_on_demand_and_exits_when_idle, a_single_socket_is_served_whatever_its_name, no_connection_is_lost_across_idle_exits, notify_socket_gets_ready_then_stopping, daemon_started_as_root_holds_no_capabilities, daemon_can_switch_to_a_user],
+    root: [systemd_socket_activate_starts_on_demand_and_exits_when_idle, a_single_socket_is_served_whatever_its_name, no_connection_is_lost_across_idle_exits, notify_socket_gets_ready_then_stopping, daemon_started_as_root_holds_no_capabilities, daemon_can_switch_to_a_user, the_named_socket_is_chosen_among_several],
     plain: [units_verify_without_warnings, service_exposure_score_is_at_most_1_5],
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::AuthenticateRequest;
+use tls::ClientIdentity;
 use trust::fsutil::FileMode;
 use trust::settings::SettingsFile;
-use tls::ClientIdentity;
 use trust::{DataDir, PassphraseHash};
 
 use super::{current_thread, Pair, Plan};

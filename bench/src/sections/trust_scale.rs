@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use trust::fsutil::FileMode;
 use tls::{ServerPki, ServerPkiOptions, VerifiedClient};
+use trust::fsutil::FileMode;
 use trust::{DataDir, TrustStore};
 
 use super::{ratio, Plan};
