@@ -1,4 +1,4 @@
-//! Many clients at once, for the reliability tests (issue 7): client identities made without the
+//! Many clients at once, for the reliability tests: client identities made without the
 //! CLI, the CLI with a chosen `XDG_DATA_HOME` (one user, many clients), hand appends to the
 //! store, the helper's direct mode, gRPC calls over one connection, and connections whose kernel
 //! credentials are another user's (SO_PEERCRED records whoever called `connect`).

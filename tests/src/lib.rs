@@ -1,4 +1,4 @@
-//! Harness of the whole-system process tests (SPEC section 8, tier 2).
+//! Harness of the whole-system process tests (docs/CONTRACT.md, Tests, tier 2).
 //!
 //! The tests start the real `multipassd` on a fresh Unix socket (or TCP port) with a fresh data
 //! directory, create real OS users for the test (`useradd`, deleted afterwards) and run the real
@@ -15,7 +15,7 @@
 //! - [`pem`]: certificates of the trust store and of users, as DER.
 //! - [`grpc`]: a tonic client over TLS over the Unix socket, for tests that speak gRPC directly.
 //! - [`python`]: a stock-protocol client (Python grpcio, the gRPC C core Multipass uses too).
-//! - [`clients`]: many clients at once (issue 7): identities, the CLI with a chosen
+//! - [`clients`]: many clients at once: identities, the CLI with a chosen
 //!   `XDG_DATA_HOME`, hand appends, the helper's direct mode, connections made as another user.
 //! - [`procfs`]: figures from /proc (peak RSS, descriptors, children, command lines).
 //! - [`pty`]: a command on a pseudo-terminal, answering its prompts as a person would.
@@ -44,7 +44,7 @@ pub use fixture::Fixture;
 pub use process::CliOutput;
 pub use users::{Group, User};
 
-/// The gate's message (SPEC section 4), without the CLI's `<command> failed: ` prefix: the first
+/// The gate's message (docs/CONTRACT.md, Messages), without the CLI's `<command> failed: ` prefix: the first
 /// two lines of the refusal, exactly as Multipass words them. The daemon adds one line after them
 /// (see [`process::CliOutput::assert_not_authenticated`]).
 pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
@@ -165,7 +165,7 @@ impl Default for TestDir {
     }
 }
 
-/// Print a figure of the reliability tests (issue 7) on standard error, where it shows even when
+/// Print a figure of the reliability tests on standard error, where it shows even when
 /// the test passes: libtest captures `println!`, not direct writes. `scripts/test.sh` output
 /// then carries every figure of docs/RELIABILITY.md.
 pub fn figure(text: &str) {

@@ -1,5 +1,5 @@
 //! What /proc says about a process: memory high-water mark, open file descriptors, children,
-//! command lines. For the figures of the reliability tests (issue 7).
+//! command lines. For the figures of the reliability tests.
 
 use std::collections::BTreeSet;
 use std::path::Path;

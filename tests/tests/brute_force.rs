@@ -1,4 +1,4 @@
-//! Issue 7, item 5: 10,000 wrong passphrases from one user, on several connections at once. The
+//! 10,000 wrong passphrases from one user, on several connections at once. The
 //! rate limit slows that user (only a handful of attempts are ever hashed), other users are
 //! unaffected meanwhile, the daemon's memory stays bounded, the right passphrase is refused
 //! while the penalty runs and accepted once it expires.

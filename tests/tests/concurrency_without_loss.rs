@@ -1,4 +1,4 @@
-//! Issue 7, item 1: 200 distinct clients authenticate with the passphrase at once, while
+//! 200 distinct clients authenticate with the passphrase at once, while
 //! certificates are appended to the store by hand (`tee -a`, no lock) and imported through the
 //! helper's direct mode. Every one of them ends up in the store exactly once and the file stays
 //! valid. Repeated `MPT_CONCURRENCY_ROUNDS` times (default 3) against one daemon.

@@ -1,4 +1,4 @@
-//! Issue 7, item 2: crash safety. Writers are killed with SIGKILL at random moments during a
+//! Crash safety. Writers are killed with SIGKILL at random moments during a
 //! stream of trust changes; after each kill the store and the settings parse, and every change
 //! acknowledged to a client before the kill is there.
 //!

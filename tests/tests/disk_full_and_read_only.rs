@@ -1,4 +1,4 @@
-//! Issue 7, item 3: the state directory on a small tmpfs that fills up, then goes read-only. A
+//! The state directory on a small tmpfs that fills up, then goes read-only. A
 //! trust change or a passphrase change fails with a clear error to the client, the previous files
 //! are intact (byte for byte, no temporary file left), the daemon keeps serving, and the same
 //! change succeeds once there is room again, without a restart.

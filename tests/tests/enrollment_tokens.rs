@@ -1,7 +1,7 @@
-//! Issue 6, must-show 3: a one-time enrollment token enrolls exactly one client; a second
+//! A one-time enrollment token enrolls exactly one client; a second
 //! redemption, an expired token, a revoked one and one that never existed fail with clear messages;
 //! wrong tokens count against the same rate limit as wrong passphrases; a stock-protocol client
-//! (Python grpcio) can redeem a token. Must-show 4 for tokens: every step is an audit event, and
+//! (Python grpcio) can redeem a token. Every step is an audit event, and
 //! neither a token nor its hash reaches a log or any output but the one that creates it.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Issue 4: the polkit-guarded helper, against a real system bus and a real polkitd, with our bus
+//! The polkit-guarded helper, against a real system bus and a real polkitd, with our bus
 //! policy, polkit actions and rules installed where the package puts them, and a test rules file
 //! that authorizes one test group for the passphrase and trust actions.
 
@@ -331,7 +331,7 @@ fn stuck_administrator_gets_out_without_editing_files() {
         .assert_code(0, "unstuck");
     // Same daemon process all along (no restart), and the helper's writer added the certificate
     // to the store by appending (additions are appended, so that an unlocked hand append is
-    // never lost: issue 7), keeping the file's owner and mode.
+    // never lost), keeping the file's owner and mode.
     assert!(
         daemon.log().matches("listening").count() == 1,
         "daemon restarted"

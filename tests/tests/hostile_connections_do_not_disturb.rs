@@ -67,7 +67,7 @@ fn hostile_connections_do_not_disturb() {
         );
         let status = grpc::ping(channel.clone())
             .await
-            .expect_err("`ping` answers OK only to a trusted client (SPEC 4)");
+            .expect_err("`ping` answers OK only to a trusted client (docs/CONTRACT.md)");
         assert_eq!(
             status.code(),
             tonic::Code::Unauthenticated,

@@ -1,4 +1,4 @@
-//! Issue 7, item 4: hundreds of hostile connections, from real non-administrator users, while a
+//! Hundreds of hostile connections, from real non-administrator users, while a
 //! trusted client works: connections that never finish TLS, that send garbage, that come without
 //! a client certificate, that open HTTP/2 streams and stall, that send oversized messages or
 //! oversized headers, and one user who opens connections as fast as it can. The trusted client's

@@ -1,7 +1,7 @@
-//! Issue 7, item 7: no passphrase and no hash in any log at the highest verbosity (`-vvv`), in
+//! No passphrase and no hash in any log at the highest verbosity (`-vvv`), in
 //! the command line or environment of any process we start (daemon, CLI, helper, the helper's
 //! writer child; /proc/*/cmdline and /proc/*/environ are watched throughout), or in any error
-//! text; and every file has the owner and mode of SPEC section 2, with the daemon running as
+//! text; and every file has the owner and mode of docs/CONTRACT.md, with the daemon running as
 //! its own user and the helper writing as that user.
 
 use std::os::unix::fs::MetadataExt;
@@ -156,7 +156,7 @@ fn secrets_and_permissions() {
         outputs.len()
     ));
 
-    // SPEC section 2, with the daemon as its own user.
+    // docs/CONTRACT.md, Names and paths, with the daemon as its own user.
     let du = daemon_user.uid.as_raw();
     let data = &daemon.data_dir;
     let expect: Vec<(&str, std::path::PathBuf, u32, u32)> = vec![

@@ -1,4 +1,4 @@
-//! Issue 6, must-show 5: a server certificate made to expire quickly (valid 4 s, renewed 2 s
+//! A server certificate made to expire quickly (valid 4 s, renewed 2 s
 //! before expiry) is renewed while the daemon runs. New handshakes get the new certificate, which
 //! verifies against the unchanged root CA; a connection made before the renewal keeps working; and
 //! `multipass list` works after the first certificate has expired. The renewal is an audit event.

@@ -1,4 +1,4 @@
-//! Issue 3: socket activation, idle exit, readiness notifications, no privileges, and the units.
+//! Socket activation, idle exit, readiness notifications, no privileges, and the units.
 //!
 //! Socket activation is exercised two ways: with `systemd-socket-activate` (systemd's own
 //! emulator, which hands over the socket once and stops listening after the child exits), and
@@ -554,7 +554,7 @@ fn units_verify_without_warnings() {
     let units = unit_dir(&dir);
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        // The man page ships with the package (issue 5); do not look it up here.
+        // The man page ships with the package; do not look it up here.
         .arg("--man=no")
         .arg(units.join("multipass.socket"))
         .arg(units.join("multipass.service"))

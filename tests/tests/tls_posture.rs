@@ -1,4 +1,4 @@
-//! Issue 7, item 8: the TLS posture of the Unix socket.
+//! The TLS posture of the Unix socket.
 //! - TLS 1.3 only: a client offering only TLS 1.2 is refused.
 //! - Without a client certificate only `authenticate` is served (and it has nothing to trust);
 //!   every other method, `ping` included, answers UNAUTHENTICATED.

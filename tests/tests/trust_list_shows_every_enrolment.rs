@@ -1,4 +1,4 @@
-//! Issue 6, must-show 1: `multipass trust list` shows each way a client came to be trusted (first
+//! `multipass trust list` shows each way a client came to be trusted (first
 //! client, passphrase, token, admin via the helper, added by hand) with the right metadata, in
 //! every output format; the changes are audit events, and no secret reaches a log or an output.
 

@@ -1,4 +1,4 @@
-//! Issue 6, must-show 2: `multipass trust remove` makes that client's next request fail as not
+//! `multipass trust remove` makes that client's next request fail as not
 //! authenticated, without a restart, and leaves the others alone; an ambiguous or too short id
 //! removes nothing; removing the last trusted client restricts the socket again
 //! (root:<admin group> 0660). Every removal is an audit event.
