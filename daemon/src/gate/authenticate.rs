@@ -51,16 +51,23 @@ impl Gate {
         };
         let wait = key.and_then(|key| self.limiter.wait(key));
         let facts = self.facts(peer, request, wait).await?;
-        let (outcome, name) = match admission::decide(&facts, request) {
+        // `legacy`: a right passphrase's hash that is to be replaced by Argon2id.
+        let (outcome, name, legacy) = match admission::decide(&facts, request) {
             Decision::Refuse(refusal) => {
                 return Err(self.refuse(peer, refusal, request, None, None))
             }
-            Decision::CheckPassphrase => (self.check_passphrase(&secret).await?, None),
+            Decision::CheckPassphrase => {
+                let (checked, legacy) = self.check_passphrase(&secret).await?;
+                (checked, None, legacy)
+            }
             // Redeeming would spend the token on a client that gains nothing from it.
             Decision::RedeemToken if facts.presented == Presented::Trusted => {
                 return Ok(Authenticated::TokenNotNeeded(self.trusted_name(peer)?));
             }
-            Decision::RedeemToken => self.redeem(peer, secret.clone()).await?,
+            Decision::RedeemToken => {
+                let (checked, name) = self.redeem(peer, secret.clone()).await?;
+                (checked, name, None)
+            }
             other => unreachable!("{other:?} is no answer to authenticate"),
         };
         let key = key.ok_or(Error::Internal)?;
@@ -75,27 +82,33 @@ impl Gate {
                 self.limiter.record_success(key);
                 let client = peer.client.as_ref().ok_or(Error::NoClientCertificate)?;
                 let name = self.enrol(peer, client, how, name).await?;
-                if kind == Secret::Passphrase {
-                    self.upgrade_hash(secret).await;
+                if let Some(old) = legacy {
+                    self.upgrade_hash(&old, secret).await;
                 }
                 Ok(Authenticated::Trusted(name))
             }
         }
     }
 
-    async fn check_passphrase(&self, passphrase: &Zeroizing<String>) -> Result<Checked, Error> {
+    /// Check `passphrase` against the stored hash; a right one's hash comes back too if it is a
+    /// legacy one, to be replaced.
+    async fn check_passphrase(
+        &self,
+        passphrase: &Zeroizing<String>,
+    ) -> Result<(Checked, Option<PassphraseHash>), Error> {
         let Some(hash) = self.settings.load()?.passphrase()? else {
-            return Ok(Checked::NoPassphrase);
+            return Ok((Checked::NoPassphrase, None));
         };
         if passphrase.len() > MAX_PASSPHRASE_LEN || passphrase.is_empty() {
-            return Ok(Checked::WrongPassphrase);
+            return Ok((Checked::WrongPassphrase, None));
         }
+        let legacy = hash.needs_upgrade().then(|| hash.clone());
         let candidate = passphrase.clone();
         let right = self.hashes.run(move || hash.verify(&candidate)).await?;
         Ok(if right {
-            Checked::RightPassphrase
+            (Checked::RightPassphrase, legacy)
         } else {
-            Checked::WrongPassphrase
+            (Checked::WrongPassphrase, None)
         })
     }
 
@@ -148,13 +161,7 @@ impl Gate {
     }
 
     /// Replace a legacy scrypt hash by Argon2id, unless the passphrase changed meanwhile.
-    async fn upgrade_hash(&self, passphrase: Zeroizing<String>) {
-        let Ok(Some(old)) = self.settings.load().and_then(|s| s.passphrase()) else {
-            return;
-        };
-        if !old.needs_upgrade() {
-            return;
-        }
+    async fn upgrade_hash(&self, old: &PassphraseHash, passphrase: Zeroizing<String>) {
         let new = match self
             .hashes
             .run(move || PassphraseHash::new(&passphrase))
