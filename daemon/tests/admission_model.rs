@@ -873,42 +873,35 @@ fn the_admission_protocol_holds_in_every_interleaving() {
     checker.assert_properties();
 }
 
-#[test]
-fn deciding_the_first_client_outside_the_lock_is_caught() {
-    let model = model(Variant::EmptinessOutsideLock);
-    let checker = model
+/// Explore `variant` until a property fails; the path that breaks `property`, and the number of
+/// distinct states seen until then.
+fn caught(variant: Variant, property: &'static str, why: &str) -> (usize, Vec<Action>) {
+    let checker = model(variant)
         .checker()
         .threads(2)
         .finish_when(stateright::HasDiscoveries::AnyFailures)
         .spawn_bfs()
         .join();
-    let name = "at most one first client, and only an administrator";
-    let path = checker
-        .discovery(name)
-        .expect("the broken variant must let two first clients in");
-    println!(
-        "broken variant caught after {} states: {:?}",
-        checker.unique_state_count(),
-        path.into_actions()
+    let path = checker.discovery(property).expect(why);
+    (checker.unique_state_count(), path.into_actions())
+}
+
+#[test]
+fn deciding_the_first_client_outside_the_lock_is_caught() {
+    let (states, path) = caught(
+        Variant::EmptinessOutsideLock,
+        "at most one first client, and only an administrator",
+        "the broken variant must let two first clients in",
     );
+    println!("broken variant caught after {states} states: {path:?}");
 }
 
 #[test]
 fn setting_the_socket_from_the_write_is_caught() {
-    let model = model(Variant::AccessFromTheWrite);
-    let checker = model
-        .checker()
-        .threads(2)
-        .finish_when(stateright::HasDiscoveries::AnyFailures)
-        .spawn_bfs()
-        .join();
-    let name = "at rest, the socket is open exactly when the store is not empty";
-    let path = checker
-        .discovery(name)
-        .expect("the earlier socket policy must be caught");
-    println!(
-        "earlier socket policy caught after {} states: {:?}",
-        checker.unique_state_count(),
-        path.into_actions()
+    let (states, path) = caught(
+        Variant::AccessFromTheWrite,
+        "at rest, the socket is open exactly when the store is not empty",
+        "the earlier socket policy must be caught",
     );
+    println!("earlier socket policy caught after {states} states: {path:?}");
 }

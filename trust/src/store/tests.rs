@@ -80,13 +80,7 @@ fn hand_appended_block_is_noticed_and_kept_by_writers() {
     assert_eq!(s.current().unwrap().len(), 1);
     // `tee -a`, as the documented recovery does.
     let (pem, by_hand) = cert();
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.path())
-        .unwrap();
-    f.write_all(pem.as_bytes()).unwrap();
-    drop(f);
+    append_by_hand(s.path(), &pem);
     assert!(s.is_trusted(&Fingerprint::of(&by_hand)).unwrap());
     let (_, third) = cert();
     s.add(Entry::new(third.clone(), Metadata::default()))
@@ -156,13 +150,7 @@ fn a_writer_after_a_writer_sees_a_hand_append_between_them() {
     // The next writer may start from what the first one wrote, but not past a hand append
     // that nobody has read yet.
     let (pem, by_hand) = cert();
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.path())
-        .unwrap();
-    f.write_all(pem.as_bytes()).unwrap();
-    drop(f);
+    append_by_hand(s.path(), &pem);
     let (_, third) = cert();
     s.add(Entry::new(third, Metadata::default())).unwrap();
     let bundle = store(dir.path()).current().unwrap();
@@ -355,4 +343,11 @@ fn concurrent_writers_lose_nothing() {
     });
     let bundle = TrustStore::new(path, FileMode::PRIVATE).current().unwrap();
     assert_eq!(bundle.len(), certs.len());
+}
+
+/// `cat cert.pem | tee -a STORE`: an append without the writers' lock.
+fn append_by_hand(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
 }
