@@ -21,6 +21,8 @@ use rpc::trust_proto::trust_client::TrustClient;
 use rpc::trust_proto::trust_server::TrustServer;
 use rpc::trust_proto::{CreateTokenRequest, ListTokensRequest, RemoveClientRequest};
 use rpc::Address;
+use rustls::client::{Tls12ClientSessionValue, Tls13ClientSessionValue};
+use rustls::pki_types::ServerName;
 use time::{Duration, OffsetDateTime};
 use tls::{ClientIdentity, ServerCertResolver, ServerPki};
 use tonic::transport::Channel;
@@ -137,6 +139,10 @@ impl Daemon {
     async fn channel(&self, identity: &ClientIdentity, over_tcp: bool) -> Channel {
         let root = std::fs::read(self.data.root_cert()).unwrap();
         let tls = tls::client_config(&root, identity).unwrap();
+        self.channel_with(tls, over_tcp).await
+    }
+
+    async fn channel_with(&self, tls: Arc<rustls::ClientConfig>, over_tcp: bool) -> Channel {
         let address = if over_tcp {
             Address::Tcp(self.tcp.to_string())
         } else {
@@ -518,4 +524,132 @@ async fn the_socket_follows_a_store_changed_behind_the_daemons_back() {
 fn has_socket_file(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).unwrap().file_type().is_socket()
+}
+
+/// A client session store that counts the session tickets given to it, around rustls's own.
+#[derive(Debug)]
+struct CountedSessions {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountedSessions {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+impl Daemon {
+    /// `identity`'s client configuration, resuming sessions from `sessions` when it can, as a
+    /// long-lived gRPC client would (ours does not).
+    fn resuming_config(
+        &self,
+        identity: &ClientIdentity,
+        sessions: &Arc<CountedSessions>,
+    ) -> Arc<rustls::ClientConfig> {
+        let root = std::fs::read(self.data.root_cert()).unwrap();
+        let mut config = (*tls::client_config(&root, identity).unwrap()).clone();
+        config.resumption = rustls::client::Resumption::store(sessions.clone());
+        Arc::new(config)
+    }
+}
+
+fn session_store() -> Arc<CountedSessions> {
+    Arc::new(CountedSessions {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: Default::default(),
+    })
+}
+
+/// The daemon gives no session tickets, so no connection is resumed: each one is a full handshake
+/// in which the client proves the key of the certificate it presents, and a client that would
+/// resume is identified afresh. Shown: a client that keeps sessions is given no ticket over
+/// several connections; a second client using the first one's session store is identified by
+/// its own certificate (refused, as it is not trusted), and so is the first client once
+/// removed, reconnecting with its store.
+#[tokio::test]
+async fn no_session_is_resumed_so_every_connection_identifies_its_client() {
+    let (daemon, admin) = with_first_client().await;
+    let sessions = session_store();
+    let admin_tls = daemon.resuming_config(&admin, &sessions);
+    for _ in 0..3 {
+        let mut client = RpcClient::new(daemon.channel_with(admin_tls.clone(), false).await);
+        list(&mut client).await.unwrap();
+        client.ping(PingRequest {}).await.unwrap();
+    }
+    for _ in 0..2 {
+        let mut client = RpcClient::new(daemon.channel_with(admin_tls.clone(), true).await);
+        list(&mut client).await.unwrap();
+    }
+    assert_eq!(
+        sessions.tickets.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the daemon gave a session ticket"
+    );
+
+    // Another client with the first one's sessions is still itself.
+    let stranger = daemon.identity("stranger");
+    let mut client = RpcClient::new(
+        daemon
+            .channel_with(daemon.resuming_config(&stranger, &sessions), false)
+            .await,
+    );
+    refused(
+        list(&mut client).await,
+        Code::Unauthenticated,
+        Error::Untrusted { trusted: 1 },
+    );
+
+    // The first client, removed, reconnecting with its sessions: refused.
+    daemon.set_passphrase("correct horse");
+    let bob = daemon.identity("bob");
+    let bob_tls = daemon.resuming_config(&bob, &sessions);
+    let mut bob_rpc = RpcClient::new(daemon.channel_with(bob_tls.clone(), false).await);
+    authenticate(&mut bob_rpc, "correct horse").await.unwrap();
+    list(&mut bob_rpc).await.unwrap();
+    drop(bob_rpc);
+    daemon
+        .trust(&admin)
+        .await
+        .remove_client(RemoveClientRequest {
+            id: bob.fingerprint().to_hex(),
+        })
+        .await
+        .unwrap();
+    let mut bob_rpc = RpcClient::new(daemon.channel_with(bob_tls, false).await);
+    refused(
+        list(&mut bob_rpc).await,
+        Code::Unauthenticated,
+        Error::Untrusted { trusted: 1 },
+    );
+    assert_eq!(
+        sessions.tickets.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }

@@ -4,6 +4,14 @@
 //! verifier here therefore checks only that the client proved possession of the key whose
 //! certificate it presented (the handshake signature), and leaves the yes/no to the trust store.
 //! Its name says what it skips.
+//!
+//! Neither side resumes sessions. The `multipass` client is a new process for every command and
+//! cannot carry a TLS 1.3 session from one process to the next (rustls gives a client session no
+//! public encoding), so tickets would only cost both sides work on every connection; and a
+//! resumed session would identify its client by a ticket instead of a fresh proof of its key. So
+//! the daemon issues no tickets and keeps no session cache, and every connection is a full
+//! handshake: a client that offers a ticket gets a full handshake and is identified by the
+//! certificate it presents then.
 
 use std::sync::{Arc, RwLock};
 
@@ -154,20 +162,39 @@ impl ResolvesServerCert for ServerCertResolver {
     }
 }
 
+/// The cryptography of both sides: ring's, with AES-128-GCM and SHA-256 preferred. The keys are
+/// P-256 (128-bit security), so AES-256 and SHA-384 add no strength, and SHA-256 has CPU
+/// instructions where SHA-384 has none: the handshake's key schedule and transcript hash cost
+/// about a tenth of either side's handshake with SHA-384 (docs/PERFORMANCE.md). The other suites
+/// stay, for clients that offer only those.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(provider)
+}
+
 /// The daemon's TLS configuration: TLS 1.3 only, the server chain `certificates` presents now,
-/// client certificates requested and checked by [`PossessionOnlyClientVerifier`], ALPN `h2`.
+/// client certificates requested and checked by [`PossessionOnlyClientVerifier`], ALPN `h2`, no
+/// session resumption (see the module's documentation), the server's cipher suite order.
 pub fn server_config(certificates: Arc<ServerCertResolver>) -> Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PossessionOnlyClientVerifier::new()))
         .with_cert_resolver(certificates);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
 /// The client's TLS configuration: verify the daemon against the root CA in `root_ca_pem` (server
-/// name `localhost`), present `identity`.
+/// name `localhost`), present `identity`, keep no sessions (see the module's documentation).
 pub fn client_config(
     root_ca_pem: &[u8],
     identity: &ClientIdentity,
@@ -185,12 +212,12 @@ pub fn client_config(
         }
         .into());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
