@@ -28,6 +28,13 @@ impl Fingerprint {
         hex::encode(self.0)
     }
 
+    /// Whether `text` is this fingerprint in hex (either case): what [`Fingerprint::from_hex`]
+    /// would read as it, without decoding.
+    pub fn is_written_as(&self, text: &str) -> bool {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut hex).is_ok() && text.as_bytes().eq_ignore_ascii_case(&hex)
+    }
+
     /// Parse [`Fingerprint::to_hex`]'s output (either case).
     pub fn from_hex(text: &str) -> Option<Fingerprint> {
         let mut bytes = [0u8; 32];
@@ -106,6 +113,21 @@ pub(crate) mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec![uuid::Uuid::new_v4().to_string()]).unwrap();
         (params.self_signed(&key).unwrap().pem(), key)
+    }
+
+    #[test]
+    fn written_as_is_what_from_hex_reads() {
+        let fp = Fingerprint::of(b"some certificate");
+        let hex = fp.to_hex();
+        for text in [hex.clone(), hex.to_uppercase()] {
+            assert!(fp.is_written_as(&text));
+            assert_eq!(Fingerprint::from_hex(&text), Some(fp));
+        }
+        let other = Fingerprint::of(b"another").to_hex();
+        for text in [other.as_str(), &hex[..62], "", "zz"] {
+            assert!(!fp.is_written_as(text), "{text}");
+            assert_ne!(Fingerprint::from_hex(text), Some(fp));
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The file format: PEM `CERTIFICATE` blocks, each preceded by `key: value` metadata lines
 //! (RFC 7468 explanatory text) saying who the client is and how it was trusted.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::pki::Fingerprint;
@@ -77,7 +77,7 @@ pub struct Metadata {
 impl Metadata {
     fn apply(&mut self, key: &str, value: &str) -> bool {
         let value = sanitize(value);
-        let value = value.as_str();
+        let value = &*value;
         match key {
             "name" => self.name = Some(value.to_string()),
             "uid" => self.uid = value.parse().ok(),
@@ -121,7 +121,15 @@ impl Metadata {
 /// is read is exactly what would be written (found by fuzzing: a control character or an
 /// overlong value read from the file was silently changed by the next rewrite; and a single
 /// pass turned nine dashes into five).
-fn sanitize(value: &str) -> String {
+fn sanitize(value: &str) -> Cow<'_, str> {
+    // What nearly every value is: printable ASCII, short, without dashes to collapse.
+    let trimmed = trim(value);
+    if trimmed.len() <= 128
+        && trimmed.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && memchr::memmem::find(trimmed.as_bytes(), b"-----").is_none()
+    {
+        return Cow::Borrowed(trimmed);
+    }
     let mut clean: String = value
         .chars()
         .filter(|&c| !crate::names::is_forbidden(c))
@@ -130,7 +138,7 @@ fn sanitize(value: &str) -> String {
         clean = clean.replace("-----", "-");
     }
     let clean: String = clean.trim().chars().take(128).collect();
-    clean.trim_end().to_string()
+    Cow::Owned(clean.trim_end().to_string())
 }
 
 /// One trusted certificate.
@@ -173,80 +181,54 @@ pub struct Bundle {
 
 impl Bundle {
     /// Parse a store file. Never fails: text that is not a certificate block or metadata is
-    /// skipped (and counted in [`Bundle::skipped`]), as PEM readers do.
+    /// skipped (and counted in [`Bundle::skipped`]), as PEM readers do. A large file is parsed in
+    /// parts on several threads (see [`parts`]); the result is the same as in one piece.
     pub fn parse(bytes: &[u8]) -> Bundle {
-        let text = String::from_utf8_lossy(bytes);
-        let mut bundle = Bundle::default();
-        let mut pending = Metadata::default();
-        // The `fingerprint:` line that opens the metadata of entries we write: metadata is given
-        // only to the certificate it names, so the metadata of a write torn before its
-        // certificate is never lent to a certificate appended by hand after it.
-        let mut pending_for: Option<Option<Fingerprint>> = None;
-        let mut block: Option<String> = None;
-        for line in text.lines() {
-            let trimmed = line.trim();
-            // A boundary ends any block in progress: a block cut short (an interrupted write)
-            // followed by a hand append must not swallow the appended certificate. Text glued
-            // before the boundary (the cut block had no final newline) belongs to the cut block.
-            if trimmed.ends_with(BEGIN) {
-                if block.take().is_some() {
-                    bundle.skipped += 1;
-                    pending = Metadata::default();
-                    pending_for = None;
-                } else if trimmed != BEGIN {
-                    pending = Metadata::default();
-                    pending_for = None;
-                }
-                let mut b = String::with_capacity(1024);
-                b.push_str(BEGIN);
-                b.push('\n');
-                block = Some(b);
-                continue;
+        // Asked only for a file big enough to cut: on Linux the answer reads cgroup files.
+        let threads = if bytes.len() >= 2 * MIN_PART {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+        Bundle::parse_in_parts(bytes, threads, MIN_PART)
+    }
+
+    #[cfg(test)]
+    pub(super) fn parse_in_parts_for_tests(
+        bytes: &[u8],
+        threads: usize,
+        min_part: usize,
+    ) -> Bundle {
+        Bundle::parse_in_parts(bytes, threads, min_part)
+    }
+
+    fn parse_in_parts(bytes: &[u8], threads: usize, min_part: usize) -> Bundle {
+        let parts = parts(bytes, threads, min_part);
+        let parsed: Vec<Parsed> = if parts.len() == 1 {
+            vec![parse_part(parts[0])]
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = parts
+                    .iter()
+                    .map(|&part| scope.spawn(move || parse_part(part)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        let total = parsed.iter().map(|p| p.entries.len()).sum();
+        let mut bundle = Bundle {
+            entries: Vec::with_capacity(total),
+            index: HashMap::with_capacity(total),
+            ..Bundle::default()
+        };
+        for part in parsed {
+            bundle.skipped += part.skipped;
+            for entry in part.entries {
+                bundle.insert(entry);
             }
-            // A metadata line also ends a block in progress: base64 has no colon, so the block
-            // was cut short and the next writer's metadata belongs to the next certificate.
-            if block.is_some() && trimmed.contains(':') {
-                block = None;
-                bundle.skipped += 1;
-                pending = Metadata::default();
-                pending_for = None;
-            }
-            match &mut block {
-                None => {
-                    if let Some((key, value)) = trimmed.split_once(':') {
-                        if key.trim() == FINGERPRINT_KEY {
-                            // It opens an entry: what came before belongs to a torn write.
-                            pending = Metadata::default();
-                            pending_for = Some(Fingerprint::from_hex(value.trim()));
-                        } else {
-                            pending.apply(key.trim(), value);
-                        }
-                    }
-                }
-                Some(b) => {
-                    b.push_str(trimmed);
-                    b.push('\n');
-                    if trimmed == END {
-                        match CertificateDer::from_pem_slice(b.as_bytes()) {
-                            Ok(der) => {
-                                let mut entry = Entry::new(der, std::mem::take(&mut pending));
-                                if pending_for.is_some_and(|f| f != Some(entry.fingerprint)) {
-                                    entry.metadata = Metadata::default();
-                                }
-                                bundle.insert(entry);
-                            }
-                            Err(_) => bundle.skipped += 1,
-                        }
-                        pending = Metadata::default();
-                        pending_for = None;
-                        block = None;
-                    }
-                }
-            }
-        }
-        if block.is_some() {
-            // A block cut short, e.g. by an interrupted `tee -a`.
-            bundle.skipped += 1;
         }
         bundle
     }
@@ -347,4 +329,186 @@ impl Bundle {
     pub fn skipped(&self) -> usize {
         self.skipped
     }
+}
+
+/// Below this many bytes per part a file is parsed on one thread: starting a thread costs more.
+const MIN_PART: usize = 1 << 20;
+
+/// The entries and the damaged-block count of one part of a file.
+#[derive(Default)]
+struct Parsed {
+    entries: Vec<Entry>,
+    skipped: usize,
+}
+
+/// `bytes` cut into at most `threads` parts of at least `min_part` bytes, each cut just before a
+/// line that starts with `fingerprint:`. Such a line puts the parser in the same state whatever
+/// came before it: it ends a block in progress (counted as damaged; cut off at the end of the
+/// previous part, it is counted there) and starts new metadata, or, if a boundary is glued to its
+/// end, a new block without metadata. So parsing the parts separately and joining them gives
+/// what parsing the whole gives. A cut follows a newline, so it never splits a UTF-8 sequence
+/// and each part is decoded as the whole would be. A file without such lines is one part.
+fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]> {
+    let wanted = threads.min(bytes.len() / min_part.max(1)).max(1);
+    let finder = memchr::memmem::Finder::new("\nfingerprint:");
+    let mut parts = Vec::with_capacity(wanted);
+    let mut start = 0;
+    for k in 1..wanted {
+        let goal = (bytes.len() * k / wanted).max(start);
+        match finder.find(&bytes[goal..]) {
+            Some(at) => {
+                let cut = goal + at + 1;
+                parts.push(&bytes[start..cut]);
+                start = cut;
+            }
+            None => break,
+        }
+    }
+    parts.push(&bytes[start..]);
+    parts
+}
+
+#[cfg(test)]
+pub(super) fn parts_for_tests(text: &str, threads: usize, min_part: usize) -> usize {
+    parts(text.as_bytes(), threads, min_part).len()
+}
+
+/// Parse one part of a store file (all of it, for a small file).
+fn parse_part(bytes: &[u8]) -> Parsed {
+    // Invalid UTF-8 is replaced, as a PEM reader of text would; valid (nearly always) is borrowed.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
+    let mut parsed = Parsed::default();
+    let mut pending = Metadata::default();
+    // The `fingerprint:` line that opens the metadata of entries we write: metadata is given
+    // only to the certificate it names, so the metadata of a write torn before its certificate
+    // is never lent to a certificate appended by hand after it.
+    let mut pending_for: Option<&str> = None;
+    // The base64 of the block in progress, if any: one buffer for every block.
+    let mut in_block = false;
+    let mut body = String::with_capacity(1024);
+    let mut rest: &str = &text;
+    while !rest.is_empty() {
+        let line = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(end) => {
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                line
+            }
+            None => std::mem::take(&mut rest),
+        };
+        let trimmed = trim(line);
+        // A boundary ends any block in progress: a block cut short (an interrupted write)
+        // followed by a hand append must not swallow the appended certificate. Text glued
+        // before the boundary (the cut block had no final newline) belongs to the cut block.
+        if trimmed.ends_with(BEGIN) {
+            if in_block {
+                parsed.skipped += 1;
+                pending = Metadata::default();
+                pending_for = None;
+            } else if trimmed != BEGIN {
+                pending = Metadata::default();
+                pending_for = None;
+            }
+            in_block = true;
+            body.clear();
+            rest = &rest[take_body(rest, &mut body)..];
+            continue;
+        }
+        // A metadata line also ends a block in progress: base64 has no colon, so the block
+        // was cut short and the next writer's metadata belongs to the next certificate.
+        if in_block && memchr::memchr(b':', trimmed.as_bytes()).is_some() {
+            in_block = false;
+            parsed.skipped += 1;
+            pending = Metadata::default();
+            pending_for = None;
+        }
+        if !in_block {
+            if let Some(colon) = memchr::memchr(b':', trimmed.as_bytes()) {
+                let (key, value) = (&trimmed[..colon], &trimmed[colon + 1..]);
+                let key = trim(key);
+                if key == FINGERPRINT_KEY {
+                    // It opens an entry: what came before belongs to a torn write.
+                    pending = Metadata::default();
+                    pending_for = Some(trim(value));
+                } else {
+                    pending.apply(key, value);
+                }
+            }
+            continue;
+        }
+        if trimmed != END {
+            body.push_str(trimmed);
+            continue;
+        }
+        match decode_certificate(&body) {
+            Some(der) => {
+                let mut entry = Entry::new(der, std::mem::take(&mut pending));
+                if pending_for.is_some_and(|hex| !entry.fingerprint.is_written_as(hex)) {
+                    entry.metadata = Metadata::default();
+                }
+                parsed.entries.push(entry);
+            }
+            None => parsed.skipped += 1,
+        }
+        pending = Metadata::default();
+        pending_for = None;
+        in_block = false;
+    }
+    if in_block {
+        // A block cut short, e.g. by an interrupted `tee -a`.
+        parsed.skipped += 1;
+    }
+    parsed
+}
+
+/// The lines of a block's base64 that follow its boundary, taken in one step when the block is
+/// whole: up to the first `-` or `:` (base64 has neither), which must then be on the end boundary
+/// line. Adds each of those lines, trimmed, to `body` and returns how many bytes of `rest` they
+/// took, so that the end boundary comes next; or takes nothing (0), leaving anything else (a
+/// block cut short) to be read line by line. Either way the result is the same; this is only
+/// faster.
+fn take_body(rest: &str, body: &mut String) -> usize {
+    let bytes = rest.as_bytes();
+    let Some(mark) = memchr::memchr2(b'-', b':', bytes) else {
+        return 0;
+    };
+    let line_start = memchr::memrchr(b'\n', &bytes[..mark]).map_or(0, |at| at + 1);
+    let line_end = memchr::memchr(b'\n', &bytes[mark..]).map_or(bytes.len(), |at| mark + at);
+    if rest[line_start..line_end].trim() != END {
+        return 0;
+    }
+    let mut from = 0;
+    for end in memchr::memchr_iter(b'\n', &bytes[..line_start]) {
+        body.push_str(trim(&rest[from..end]));
+        from = end + 1;
+    }
+    line_start
+}
+
+/// `str::trim`, with a shortcut for the usual text: ASCII spaces around visible ASCII.
+fn trim(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|&c| c != b' ').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&c| c != b' ')
+        .map_or(start, |at| at + 1);
+    let inner = &text[start..end];
+    match (inner.as_bytes().first(), inner.as_bytes().last()) {
+        (Some(a), Some(z)) if !(a.is_ascii_graphic() && z.is_ascii_graphic()) => inner.trim(),
+        _ => inner,
+    }
+}
+
+/// The DER of a block's base64 (its lines joined, whitespace trimmed), if it is canonical
+/// base64 of something. Certificates are public, so a decoder that is not constant-time is fine.
+fn decode_certificate(body: &str) -> Option<CertificateDer<'static>> {
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok()?;
+    (!der.is_empty()).then(|| CertificateDer::from(der))
 }

@@ -351,3 +351,62 @@ fn append_by_hand(path: &std::path::Path, text: &str) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// Parsing in parts, as large files are, gives what parsing in one piece gives, wherever the
+/// cuts fall: written entries, a torn write, a damaged block, a hand append, a duplicate.
+#[test]
+fn parsing_in_parts_gives_the_same_bundle() {
+    let written = |meta_name: &str| {
+        let mut bundle = Bundle::default();
+        bundle.insert(Entry::new(
+            cert().1,
+            Metadata {
+                name: Some(meta_name.into()),
+                uid: Some(1000),
+                how: Some(Enrolment::Token),
+                ..Metadata::default()
+            },
+        ));
+        bundle.to_pem()
+    };
+    let (by_hand, _) = cert();
+    let first = written("first");
+    let torn = {
+        let text = written("torn");
+        text[..text.len() / 2].to_string()
+    };
+    let text = [
+        first.clone(),
+        written("second"),
+        torn,
+        by_hand.clone(),
+        format!("fingerprint: 00\nname: no certificate\n{BEGIN}\n!!!\n{END}\n"),
+        written("third"),
+        first,
+        written("fourth"),
+        format!("name: lent?\n{by_hand}"),
+        written("fifth"),
+        // A boundary glued to a `fingerprint:` line, its block cut short.
+        format!("fingerprint: 00{BEGIN}\nMIIB\n"),
+        written("sixth"),
+    ]
+    .concat();
+    // And a metadata value that is not UTF-8.
+    let mut bytes = text.clone().into_bytes();
+    bytes.extend_from_slice(b"fingerprint: 00\nname: caf\xe9\n");
+    bytes.extend_from_slice(written("seventh").as_bytes());
+    let whole = super::format::Bundle::parse_in_parts_for_tests(&bytes, 1, 1);
+    assert_eq!(whole.len(), 8);
+    assert_eq!(whole.skipped(), 3);
+    for threads in 2..=16 {
+        let cut = super::format::Bundle::parse_in_parts_for_tests(&bytes, threads, 1);
+        assert_eq!(cut.skipped(), whole.skipped(), "{threads} parts");
+        let entries = |b: &Bundle| {
+            b.iter()
+                .map(|e| (e.fingerprint, e.metadata.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(entries(&cut), entries(&whole), "{threads} parts");
+    }
+    assert!(super::format::parts_for_tests(&text, 6, 1) > 1, "never cut");
+}
