@@ -28,6 +28,7 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum TrustCommand {
     List(list::Args),
     Remove(remove::Args),
