@@ -29,6 +29,44 @@ impl Samples {
     }
 }
 
+/// Ratios of paired measurements (each a figure over the floor measured next to it).
+#[derive(Debug, Clone, Default)]
+pub struct Ratios(Vec<f64>);
+
+impl Ratios {
+    /// Add the ratio of one pair.
+    pub fn push(&mut self, figure: Duration, floor: Duration) {
+        self.0
+            .push(figure.as_secs_f64() / floor.as_secs_f64().max(1e-12));
+    }
+
+    /// The `p`-th percentile, nearest rank. Zero when empty.
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    /// The median.
+    pub fn median(&self) -> f64 {
+        self.percentile(50.0)
+    }
+
+    /// "median (p10-p90 spread)", for the value column.
+    pub fn spread(&self) -> String {
+        format!(
+            "spread {:.2}-{:.2} (p10-p90 of {} pairs)",
+            self.percentile(10.0),
+            self.percentile(90.0),
+            self.0.len()
+        )
+    }
+}
+
 /// A duration for people: µs below 10 ms, else ms.
 pub fn fmt_dur(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;

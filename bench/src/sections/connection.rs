@@ -10,7 +10,7 @@ use trust::DataDir;
 use super::{current_thread, ratio, Pair, Plan};
 use crate::client::{self, Target};
 use crate::env::Env;
-use crate::stats::{fmt_dur, Row, Samples};
+use crate::stats::{fmt_dur, Ratios, Row, Samples};
 use crate::tlsmem;
 
 /// Item 1: sequential unary RPCs on one established connection.
@@ -62,23 +62,24 @@ pub fn new_connection(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
         bail!("daemon target is not TLS");
     };
     let (mut total, mut plain) = (Samples::default(), Samples::default());
+    let mut ratios = Ratios::default();
     let mut phases = Vec::with_capacity(plan.connections);
     current_thread()?.block_on(async {
         for i in 0..plan.connections + 5 {
-            let t = Instant::now();
-            let mut c = RpcClient::new(pair.tls.connect().await?);
-            client::ping(&mut c).await?;
-            let d = t.elapsed();
-            drop(c);
+            // Alternate which side goes first, so drift hits both alike.
+            let (d, dp) = if i % 2 == 0 {
+                let d = connect_and_ping(&pair.tls).await?;
+                (d, connect_and_ping(&pair.plain).await?)
+            } else {
+                let dp = connect_and_ping(&pair.plain).await?;
+                (connect_and_ping(&pair.tls).await?, dp)
+            };
             let ph = client::phased(socket, tls.clone()).await?;
-            let t = Instant::now();
-            let mut c = RpcClient::new(pair.plain.connect().await?);
-            client::ping(&mut c).await?;
-            let dp = t.elapsed();
             if i >= 5 {
                 total.push(d);
                 phases.push(ph);
                 plain.push(dp);
+                ratios.push(d, dp);
             }
         }
         anyhow::Ok(())
@@ -107,6 +108,14 @@ pub fn new_connection(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
     let crypto = cc.median() + sc.median();
     let p50 = total.median();
     let rows = vec![
+        Row::info(
+            2,
+            "new connection + first RPC on the CLI's path, paired with plaintext (alternating): ratio",
+            format!("{:.2} ({})", ratios.median(), ratios.spread()),
+        )
+        .floor(format!("{} plaintext", fmt_dur(plain.median())))
+        .ratio(ratios.median())
+        .target("≤ 1.5× plaintext", ratios.median() <= 1.5),
         Row::info(
             2,
             "new connection + first RPC (`rpc::client` dial, TLS 1.3, HTTP/2, `ping`), p50",
@@ -152,4 +161,12 @@ pub fn new_connection(plan: &Plan, env: &Env, pair: &Pair) -> Result<Vec<Row>> {
         ),
     ];
     Ok(rows)
+}
+
+/// Connect (a new connection, as each `multipass` process makes one), then one `ping`.
+async fn connect_and_ping(target: &Target) -> Result<Duration> {
+    let t = Instant::now();
+    let mut c = RpcClient::new(target.connect().await?);
+    client::ping(&mut c).await?;
+    Ok(t.elapsed())
 }
