@@ -207,15 +207,19 @@ impl Bundle {
         let parsed: Vec<Parsed> = if parts.len() == 1 {
             vec![parse_part(parts[0])]
         } else {
+            // The calling thread parses the first part itself.
             std::thread::scope(|scope| {
-                let running: Vec<_> = parts
+                let running: Vec<_> = parts[1..]
                     .iter()
                     .map(|&part| scope.spawn(move || parse_part(part)))
                     .collect();
-                running
-                    .into_iter()
-                    .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
+                let mut parsed = vec![parse_part(parts[0])];
+                parsed.extend(
+                    running
+                        .into_iter()
+                        .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+                );
+                parsed
             })
         };
         let total = parsed.iter().map(|p| p.entries.len()).sum();
