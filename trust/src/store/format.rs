@@ -384,7 +384,12 @@ fn parse_part(bytes: &[u8]) -> Parsed {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
     };
-    let mut parsed = Parsed::default();
+    // An entry we write takes about 750 bytes; room for as many, so that the list never grows
+    // by copying.
+    let mut parsed = Parsed {
+        entries: Vec::with_capacity(bytes.len() / 700 + 1),
+        skipped: 0,
+    };
     let mut pending = Metadata::default();
     // The `fingerprint:` line that opens the metadata of entries we write: metadata is given
     // only to the certificate it names, so the metadata of a write torn before its certificate
