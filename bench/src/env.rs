@@ -65,14 +65,12 @@ impl Env {
         client_dir(&self.xdg)
     }
 
-    /// The client's TLS configuration against the daemon of `data`, with session resumption
-    /// off: every new connection is a full handshake, as every new `multipass` process makes.
+    /// The client's TLS configuration against the daemon of `data`, as the CLI builds it (it
+    /// keeps no sessions: every new connection is a full handshake, as every new `multipass`
+    /// process makes).
     pub fn client_tls(&self, data: &Path) -> Result<Arc<rustls::ClientConfig>> {
         let root = std::fs::read(DataDir::new(data).root_cert())?;
-        let config = tls::client_config(&root, &self.identity)?;
-        let mut config = (*config).clone();
-        config.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(config))
+        Ok(tls::client_config(&root, &self.identity)?)
     }
 
     /// A `multipass` command against the daemon on `socket` with the state in `data`; output
