@@ -136,10 +136,15 @@ impl Daemon {
         ClientIdentity::load_or_create(&dir).unwrap()
     }
 
-    async fn channel(&self, identity: &ClientIdentity, over_tcp: bool) -> Channel {
+    /// `identity`'s client configuration, as the CLI builds it.
+    fn client_config(&self, identity: &ClientIdentity) -> Arc<rustls::ClientConfig> {
         let root = std::fs::read(self.data.root_cert()).unwrap();
-        let tls = tls::client_config(&root, identity).unwrap();
-        self.channel_with(tls, over_tcp).await
+        tls::client_config(&root, identity).unwrap()
+    }
+
+    async fn channel(&self, identity: &ClientIdentity, over_tcp: bool) -> Channel {
+        self.channel_with(self.client_config(identity), over_tcp)
+            .await
     }
 
     async fn channel_with(&self, tls: Arc<rustls::ClientConfig>, over_tcp: bool) -> Channel {
@@ -573,8 +578,7 @@ impl Daemon {
         identity: &ClientIdentity,
         sessions: &Arc<CountedSessions>,
     ) -> Arc<rustls::ClientConfig> {
-        let root = std::fs::read(self.data.root_cert()).unwrap();
-        let mut config = (*tls::client_config(&root, identity).unwrap()).clone();
+        let mut config = (*self.client_config(identity)).clone();
         config.resumption = rustls::client::Resumption::store(sessions.clone());
         Arc::new(config)
     }
