@@ -193,16 +193,9 @@ impl Bundle {
         Bundle::parse_in_parts(bytes, threads, MIN_PART)
     }
 
-    #[cfg(test)]
-    pub(super) fn parse_in_parts_for_tests(
-        bytes: &[u8],
-        threads: usize,
-        min_part: usize,
-    ) -> Bundle {
-        Bundle::parse_in_parts(bytes, threads, min_part)
-    }
-
-    fn parse_in_parts(bytes: &[u8], threads: usize, min_part: usize) -> Bundle {
+    /// [`Bundle::parse`] with the number of threads and the smallest part given (tests cut
+    /// small texts).
+    pub(super) fn parse_in_parts(bytes: &[u8], threads: usize, min_part: usize) -> Bundle {
         let parts = parts(bytes, threads, min_part);
         let parsed: Vec<Parsed> = if parts.len() == 1 {
             vec![parse_part(parts[0])]
@@ -352,7 +345,7 @@ struct Parsed {
 /// end, a new block without metadata. So parsing the parts separately and joining them gives
 /// what parsing the whole gives. A cut follows a newline, so it never splits a UTF-8 sequence
 /// and each part is decoded as the whole would be. A file without such lines is one part.
-fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]> {
+pub(super) fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]> {
     let wanted = threads.min(bytes.len() / min_part.max(1)).max(1);
     let finder = memchr::memmem::Finder::new("\nfingerprint:");
     let mut parts = Vec::with_capacity(wanted);
@@ -370,11 +363,6 @@ fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]> {
     }
     parts.push(&bytes[start..]);
     parts
-}
-
-#[cfg(test)]
-pub(super) fn parts_for_tests(text: &str, threads: usize, min_part: usize) -> usize {
-    parts(text.as_bytes(), threads, min_part).len()
 }
 
 /// Parse one part of a store file (all of it, for a small file).
@@ -486,7 +474,7 @@ fn take_body(rest: &str, body: &mut String) -> usize {
     };
     let line_start = memchr::memrchr(b'\n', &bytes[..mark]).map_or(0, |at| at + 1);
     let line_end = memchr::memchr(b'\n', &bytes[mark..]).map_or(bytes.len(), |at| mark + at);
-    if rest[line_start..line_end].trim() != END {
+    if trim(&rest[line_start..line_end]) != END {
         return 0;
     }
     let mut from = 0;

@@ -395,11 +395,11 @@ fn parsing_in_parts_gives_the_same_bundle() {
     let mut bytes = text.clone().into_bytes();
     bytes.extend_from_slice(b"fingerprint: 00\nname: caf\xe9\n");
     bytes.extend_from_slice(written("seventh").as_bytes());
-    let whole = super::format::Bundle::parse_in_parts_for_tests(&bytes, 1, 1);
+    let whole = Bundle::parse_in_parts(&bytes, 1, 1);
     assert_eq!(whole.len(), 8);
     assert_eq!(whole.skipped(), 3);
     for threads in 2..=16 {
-        let cut = super::format::Bundle::parse_in_parts_for_tests(&bytes, threads, 1);
+        let cut = Bundle::parse_in_parts(&bytes, threads, 1);
         assert_eq!(cut.skipped(), whole.skipped(), "{threads} parts");
         let entries = |b: &Bundle| {
             b.iter()
@@ -408,5 +408,8 @@ fn parsing_in_parts_gives_the_same_bundle() {
         };
         assert_eq!(entries(&cut), entries(&whole), "{threads} parts");
     }
-    assert!(super::format::parts_for_tests(&text, 6, 1) > 1, "never cut");
+    assert!(
+        super::format::parts(text.as_bytes(), 6, 1).len() > 1,
+        "never cut"
+    );
 }
