@@ -46,11 +46,7 @@ pub struct Cli {
 
 /// The subcommands. Each one's short and long description is the doc comment of its `Args`
 /// struct: a doc comment here would replace that long description with its one line.
-///
-/// Deferred: each subcommand's arguments are built only when that subcommand runs (or help, a man
-/// page or a completion script needs them), not on every start.
 #[derive(Debug, Subcommand)]
-#[command(defer = true)]
 pub enum Command {
     #[command(visible_alias = "auth")]
     Authenticate(authenticate::Args),

@@ -28,7 +28,6 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-#[command(defer = true)]
 enum TrustCommand {
     List(list::Args),
     Remove(remove::Args),
