@@ -22,21 +22,38 @@ fn flat(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The subcommands `multipass <path> --help` lists (clap's own `help` left out).
+/// The subcommands `multipass <path> --help` lists (clap's own `help` left out). Each must be
+/// listed with a line saying what it does, not its name (and alias) alone.
 fn subcommands_of(path: &[String]) -> Vec<String> {
     let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
     args.push("--help");
     let out = output("multipass", &args);
     out.assert_code(0, "--help");
-    out.stdout
+    let listed: Vec<&str> = out
+        .stdout
         .lines()
         .skip_while(|l| *l != "Commands:")
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_string)
-        .collect()
+        .collect();
+    let mut names = Vec::new();
+    for line in listed {
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        if name == "help" {
+            continue;
+        }
+        let summary = words.collect::<Vec<_>>().join(" ");
+        let summary = summary.split("[alias:").next().unwrap_or_default().trim();
+        assert!(
+            !summary.is_empty(),
+            "`multipass {}` --help lists `{name}` without saying what it does:\n{}",
+            path.join(" "),
+            out.stdout
+        );
+        names.push(name.to_string());
+    }
+    names
 }
 
 /// Every subcommand path of `multipass`, found by reading `--help` as a user would.
