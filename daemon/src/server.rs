@@ -2,8 +2,9 @@
 //! 1. [`listen`] (still privileged): take the socket from systemd, or bind it with its policy's
 //!    owner and mode;
 //! 2. `privileges::drop_all` (in `main`, before any thread exists);
-//! 3. [`serve`] (unprivileged, async): state directory, certificates, trust store, tonic, until a
-//!    signal or the idle timeout.
+//! 3. [`serve`] (unprivileged, async): state directory, certificates, tonic, then the trust
+//!    store (read meanwhile on a thread of its own) and READY=1, until a signal or the idle
+//!    timeout.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,9 +103,10 @@ pub struct Listening {
     unpublished: Option<socket::Bound>,
     /// What `--address` or the inherited socket said, for logs.
     description: String,
-    /// The trust store, when it was read to choose the socket's first mode: [`serve`] uses it
-    /// (and what it loaded) instead of parsing the file a second time.
-    store: Option<TrustStore>,
+    /// The trust store, once read to choose the socket's first mode or being read by
+    /// [`Listening::start_reading_store`]: [`serve`] uses it (and what it loaded) instead of
+    /// parsing the file again.
+    store: Option<Arc<TrustStore>>,
 }
 
 #[derive(Debug)]
@@ -146,7 +148,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
                 owns_socket_file: true,
                 unpublished: Some(bound),
                 description: args.address.to_string(),
-                store: Some(store),
+                store: Some(Arc::new(store)),
             })
         }
         Address::Tcp(hostport) => {
@@ -166,6 +168,31 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
 }
 
 impl Listening {
+    /// Start reading the trust store on a thread of its own, unless [`listen`] read it already.
+    /// The rest of start-up and the first connection's handshake go on meanwhile, and its request
+    /// finds its client's own entry without waiting ([`TrustStore::presence`]); whatever needs
+    /// the whole store waits for this read under the store's lock instead of reading it again.
+    /// With 1,000 trusted clients the read was most of a cold start (docs/PERFORMANCE.md). Call
+    /// after privileges are dropped: the thread keeps whatever its creator had.
+    pub fn start_reading_store(&mut self, data_dir: &std::path::Path) {
+        if self.store.is_some() {
+            return;
+        }
+        let store = Arc::new(TrustStore::new(
+            DataDir::new(data_dir).trust_store(),
+            FileMode::PRIVATE,
+        ));
+        let reading = store.clone();
+        // Errors are the first reader's to report: a read that failed leaves nothing cached.
+        let started = std::thread::Builder::new()
+            .name("store-read".into())
+            .spawn(move || drop(reading.current()));
+        if let Err(e) = started {
+            tracing::debug!(error = %e, "cannot start a thread to read the trust store; reading it when needed");
+        }
+        self.store = Some(store);
+    }
+
     /// Put a socket we bound at its final path now (before switching to a user that could not
     /// rename it); otherwise [`serve`] does it once ready.
     pub fn publish_now(&mut self) -> anyhow::Result<()> {
@@ -180,8 +207,8 @@ impl Listening {
 
 /// Clear what writes interrupted by a crash left behind (each file's writers hold its
 /// directory's lock from creating their temporary file to renaming it, so under that lock no
-/// temporary file belongs to a live writer). Each file's own next write would clear its own too;
-/// at start-up nothing waits for that.
+/// temporary file belongs to a live writer). Each file's own next write clears its own too, so
+/// start-up does not wait for this: it runs beside serving.
 fn remove_stale_temporaries(dir: &DataDir) -> anyhow::Result<()> {
     {
         let _lock = fsutil::DirLock::acquire(&dir.trust_store_dir())?;
@@ -201,27 +228,21 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
     fsutil::ensure_dir(&dir.trust_store_dir(), 0o700)
         .context("cannot prepare the trust store directory")?;
-    remove_stale_temporaries(&dir)?;
     let pki_options = ServerPkiOptions {
         server_validity: time::Duration::seconds(args.server_cert_validity as i64),
         renew_before: time::Duration::seconds(args.server_cert_renew_before as i64),
     };
     let pki = ServerPki::load_or_create(&dir, pki_options)
         .context("cannot load or create the server certificates")?;
+    listening.start_reading_store(&args.data_dir);
     let certificates = ServerCertResolver::new(&pki)?;
     let tls = tls::server_config(certificates.clone())?;
     renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
 
-    let store = Arc::new(
-        listening
-            .store
-            .take()
-            .unwrap_or_else(|| TrustStore::new(dir.trust_store(), FileMode::PRIVATE)),
-    );
-    let trusted = store
-        .current()
-        .context("cannot read the trust store")?
-        .len();
+    let store = listening
+        .store
+        .take()
+        .unwrap_or_else(|| Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE)));
     let admin = AdminPolicy::new(args.admin_group.clone());
 
     let listener = match listening.listener {
@@ -233,7 +254,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let seen = Arc::new(LastSeen::new(dir.last_seen(), FileMode::PRIVATE));
     let tokens = Arc::new(TokenStore::new(dir.tokens(), FileMode::PRIVATE));
     let gate = Arc::new(Gate::new(Parts {
-        store,
+        store: store.clone(),
         admin: Arc::new(admin),
         socket: Arc::new(socket_policy),
         seen: Some(seen.clone()),
@@ -271,18 +292,34 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
             .publish()
             .context("cannot move the socket into place")?;
     }
+
+    // Serve from now on: a connection waiting since socket activation is accepted and answered
+    // while the store is still being read. READY=1 (below) still waits for the whole store.
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        tonic_server()
+            .add_service(RpcServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(TrustServer::new(management).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .serve_with_incoming_shutdown(connections, async move {
+                let _ = shutdown_rx.await;
+            }),
+    );
+    let stale = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = remove_stale_temporaries(&stale) {
+            tracing::warn!(error = %e, "cannot clear what interrupted writes left behind");
+        }
+    });
+    let trusted = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.current().map(|bundle| bundle.len()))
+            .await
+            .context("the trust store's reader stopped")?
+            .context("cannot read the trust store")?
+    };
     // The store may have changed while no daemon ran (by hand, by the helper, a crash): the
     // socket's access follows the store as it is now. Nothing is done when it matches.
     gate.sync_socket().await;
-
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic_server()
-        .add_service(RpcServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(TrustServer::new(management).max_decoding_message_size(MAX_REQUEST_BYTES))
-        .serve_with_incoming_shutdown(connections, async move {
-            let _ = shutdown_rx.await;
-        });
-    tokio::pin!(server);
 
     tracing::info!(
         address = %listening.description,
@@ -308,7 +345,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
 
     let outcome = tokio::select! {
         result = &mut server => {
-            result.context("the gRPC server failed")?;
+            result.context("the gRPC server stopped")?.context("the gRPC server failed")?;
             Outcome::Stopped
         }
         signal = signals.recv() => {
@@ -328,7 +365,10 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
             tracing::info!(idle_timeout = args.idle_timeout, "idle; exiting");
             activation::notify(&[NotifyState::Stopping, NotifyState::Status("Idle; exiting".into())]);
             let _ = stop_accepting.send(true);
-            (&mut server).await.context("the gRPC server failed")?;
+            (&mut server)
+                .await
+                .context("the gRPC server stopped")?
+                .context("the gRPC server failed")?;
             Outcome::Idle
         }
     };

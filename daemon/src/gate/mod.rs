@@ -23,7 +23,7 @@ use trust::access::{Access, AdminPolicy};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
 use trust::tokens::{TokenError, TokenStore};
-use trust::{Enrolment, Entry, Metadata, TrustStore};
+use trust::{Enrolment, Entry, Metadata, Presence, TrustStore};
 
 pub use self::authenticate::Authenticated;
 use crate::admission::{self, Decision, Facts, Presented, Refusal, Request, TokenRefusal};
@@ -257,18 +257,27 @@ impl Gate {
             wait,
         };
         if admission::needs_store(request) {
-            let bundle = self.store.current()?;
-            if let Some(client) = &peer.client {
-                if bundle.get(&client.fingerprint()).is_some() {
-                    facts.presented = Presented::Trusted;
-                }
+            let presence = match &peer.client {
+                Some(client) => self.store.presence(&client.fingerprint())?,
+                None => Presence {
+                    trusted: false,
+                    empty: self.store.current()?.is_empty(),
+                    whole: true,
+                },
+            };
+            if presence.trusted {
+                facts.presented = Presented::Trusted;
             }
-            facts.store_empty = bundle.is_empty();
-            drop(bundle);
+            facts.store_empty = presence.empty;
             // The store was changed by someone else (by hand, by the helper) so that the
-            // socket's access no longer matches it: set it now.
+            // socket's access no longer matches it: set it now. Not while another thread is
+            // still reading it (the daemon's first read): setting the access reads the whole
+            // store, and that thread's reader sets it (start-up) or the next request does.
             let known = self.socket_access.load(Ordering::Acquire);
-            if known != 0 && known != encode(Some(Access::for_store(facts.store_empty))) {
+            if presence.whole
+                && known != 0
+                && known != encode(Some(Access::for_store(facts.store_empty)))
+            {
                 self.sync_socket().await;
             }
         }

@@ -365,6 +365,94 @@ pub(super) fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]>
     parts
 }
 
+/// Whether the store file `file` holds the entry written for `fingerprint`, found by its
+/// `fingerprint:` line without parsing the whole file: `true` only if [`Bundle::parse`] of the
+/// file would trust `fingerprint`. `false` says nothing (a certificate appended by hand has no
+/// such line): ask the whole parse. Sound for the reason [`parts`] is: from a line that starts
+/// with `fingerprint:`, the text parses alone as it parses within the whole file, so a
+/// certificate found after such a line is among the whole file's entries. The file is read in
+/// `chunk`-byte pieces, however large it is.
+pub(super) fn holds_written_entry(
+    file: &std::fs::File,
+    fingerprint: &Fingerprint,
+    chunk: usize,
+) -> std::io::Result<bool> {
+    let line = format!("{FINGERPRINT_KEY}: {}", fingerprint.to_hex());
+    let finder = memchr::memmem::Finder::new(line.as_bytes());
+    let chunk = chunk.max(2 * line.len());
+    let mut buf = vec![0u8; chunk];
+    // `buf[..filled]` is the file from `offset`.
+    let (mut offset, mut filled) = (0u64, 0usize);
+    loop {
+        let (read, eof) = read_at_most(file, &mut buf[filled..], offset + filled as u64)?;
+        filled += read;
+        for at in finder.find_iter(&buf[..filled]) {
+            // At a line's start only, where `parts` may cut. A match at 0 after the first piece
+            // was found whole in the previous one.
+            let line_start = if at == 0 {
+                offset == 0
+            } else {
+                buf[at - 1] == b'\n'
+            };
+            if line_start && entry_at(file, offset + at as u64)?.contains(fingerprint) {
+                return Ok(true);
+            }
+        }
+        if eof {
+            return Ok(false);
+        }
+        // Keep the tail that could begin a line cut by the end of this piece, and the byte
+        // before it.
+        let keep = line.len().min(filled);
+        buf.copy_within(filled - keep..filled, 0);
+        offset += (filled - keep) as u64;
+        filled = keep;
+    }
+}
+
+/// How much of the file [`entry_at`] reads: many times an entry we write (under 2 KiB).
+const ENTRY_WINDOW: usize = 16 * 1024;
+
+/// The fingerprints of the certificates in the text of `file` from `offset` (the start of a
+/// `fingerprint:` line) up to the next such line, or to the end of the last whole line within
+/// [`ENTRY_WINDOW`]: parsing stops at a line boundary, so each line read is read whole, as the
+/// whole parse reads it.
+fn entry_at(file: &std::fs::File, offset: u64) -> std::io::Result<Vec<Fingerprint>> {
+    let mut window = vec![0u8; ENTRY_WINDOW];
+    let (read, eof) = read_at_most(file, &mut window, offset)?;
+    let window = &window[..read];
+    // The window starts with `fingerprint:`, so the next such line is after a newline.
+    let end = match memchr::memmem::find(window, b"\nfingerprint:") {
+        Some(at) => at + 1,
+        None if eof => read,
+        None => memchr::memrchr(b'\n', window).map_or(0, |at| at + 1),
+    };
+    Ok(parse_part(&window[..end])
+        .entries
+        .into_iter()
+        .map(|entry| entry.fingerprint)
+        .collect())
+}
+
+/// Fill `buf` from `offset` of `file`; how much was read, and whether the file ended first.
+fn read_at_most(
+    file: &std::fs::File,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<(usize, bool)> {
+    use std::os::unix::fs::FileExt;
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read_at(&mut buf[read..], offset + read as u64) {
+            Ok(0) => return Ok((read, true)),
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((read, false))
+}
+
 /// Parse one part of a store file (all of it, for a small file).
 fn parse_part(bytes: &[u8]) -> Parsed {
     // Invalid UTF-8 is replaced, as a PEM reader of text would; valid (nearly always) is borrowed.

@@ -18,6 +18,7 @@ mod write;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -66,11 +67,31 @@ struct Cached {
     loaded: bool,
 }
 
+/// The pieces [`TrustStore::presence`] reads a file in: about 80 entries.
+const LOOKUP_CHUNK: usize = 64 * 1024;
+
+/// What a request needs to know of the store: whether its client is trusted, whether anybody is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// The fingerprint asked about is trusted.
+    pub trusted: bool,
+    /// Nobody is trusted.
+    pub empty: bool,
+    /// Answered from the whole store, as [`TrustStore::current`] has it; `false` when answered
+    /// from the client's own entry while another thread was reading the file.
+    pub whole: bool,
+}
+
 /// The trust store file, shared by every request of the daemon (and used by the helper).
 pub struct TrustStore {
     path: PathBuf,
     mode: FileMode,
     cache: Mutex<Cached>,
+    /// Set while a thread holding `cache` reads and parses the file.
+    reading: AtomicBool,
+    /// Held by the one request at a time that looks for its entry in the file instead of waiting
+    /// for that read ([`TrustStore::presence`]): at most one more copy of the file in memory.
+    looking: Mutex<()>,
 }
 
 impl fmt::Debug for TrustStore {
@@ -92,6 +113,8 @@ impl TrustStore {
                 bundle: Arc::new(Bundle::default()),
                 loaded: false,
             }),
+            reading: AtomicBool::new(false),
+            looking: Mutex::new(()),
         }
     }
 
@@ -107,7 +130,11 @@ impl TrustStore {
         if cache.loaded && cache.key == key {
             return Ok(cache.bundle.clone());
         }
-        let (bundle, key) = self.read()?;
+        let (bundle, key) = {
+            self.reading.store(true, Ordering::Release);
+            let _done = Reading(&self.reading);
+            self.read()?
+        };
         if cache.loaded {
             tracing::info!(
                 path = %self.path.display(),
@@ -136,6 +163,34 @@ impl TrustStore {
         Ok(self.current()?.contains(fingerprint))
     }
 
+    /// Whether `fingerprint` is trusted now and whether anybody is: what [`TrustStore::current`]
+    /// says, without always waiting for it. While another thread reads the file (the daemon's
+    /// first read, which takes milliseconds per thousand entries), the entry written for
+    /// `fingerprint` is looked for by its `fingerprint:` line in the file as it is now; only a
+    /// client not found that way waits for the whole read.
+    pub fn presence(&self, fingerprint: &Fingerprint) -> Result<Presence> {
+        if self.reading.load(Ordering::Acquire) {
+            if let Ok(_turn) = self.looking.try_lock() {
+                // A failed read is the whole read's to report.
+                let found = std::fs::File::open(&self.path)
+                    .and_then(|file| format::holds_written_entry(&file, fingerprint, LOOKUP_CHUNK));
+                if let Ok(true) = found {
+                    return Ok(Presence {
+                        trusted: true,
+                        empty: false,
+                        whole: false,
+                    });
+                }
+            }
+        }
+        let bundle = self.current()?;
+        Ok(Presence {
+            trusted: bundle.contains(fingerprint),
+            empty: bundle.is_empty(),
+            whole: true,
+        })
+    }
+
     /// Trust `entry`'s certificate. Returns `false` if it already was (its metadata is kept).
     pub fn add(&self, entry: Entry) -> Result<bool> {
         self.modify(|bundle| bundle.insert(entry.clone()))
@@ -157,6 +212,15 @@ impl TrustStore {
             bundle: Arc::new(bundle),
             loaded: true,
         };
+    }
+}
+
+/// Clears [`TrustStore::reading`] however the read ends.
+struct Reading<'a>(&'a AtomicBool);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -352,14 +352,16 @@ fn append_by_hand(path: &std::path::Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-/// Parsing in parts, as large files are, gives what parsing in one piece gives, wherever the
-/// cuts fall: written entries, a torn write, a damaged block, a hand append, a duplicate.
-#[test]
-fn parsing_in_parts_gives_the_same_bundle() {
+/// A store file with every kind of text the parser meets: entries we wrote, a torn write, a
+/// damaged block, a hand append, a duplicate, a boundary glued to a `fingerprint:` line, and
+/// metadata that is not UTF-8. Also the certificate appended by hand and the one whose write was
+/// torn (its `fingerprint:` line is there, its block is not whole).
+fn awkward_store() -> (Vec<u8>, CertificateDer<'static>, CertificateDer<'static>) {
     let written = |meta_name: &str| {
         let mut bundle = Bundle::default();
+        let der = cert().1;
         bundle.insert(Entry::new(
-            cert().1,
+            der.clone(),
             Metadata {
                 name: Some(meta_name.into()),
                 uid: Some(1000),
@@ -367,34 +369,42 @@ fn parsing_in_parts_gives_the_same_bundle() {
                 ..Metadata::default()
             },
         ));
-        bundle.to_pem()
+        (bundle.to_pem(), der)
     };
-    let (by_hand, _) = cert();
-    let first = written("first");
-    let torn = {
-        let text = written("torn");
-        text[..text.len() / 2].to_string()
+    let (by_hand, by_hand_der) = cert();
+    let first = written("first").0;
+    let (torn, torn_der) = {
+        let (text, der) = written("torn");
+        (text[..text.len() / 2].to_string(), der)
     };
     let text = [
         first.clone(),
-        written("second"),
+        written("second").0,
         torn,
         by_hand.clone(),
         format!("fingerprint: 00\nname: no certificate\n{BEGIN}\n!!!\n{END}\n"),
-        written("third"),
+        written("third").0,
         first,
-        written("fourth"),
+        written("fourth").0,
         format!("name: lent?\n{by_hand}"),
-        written("fifth"),
+        written("fifth").0,
         // A boundary glued to a `fingerprint:` line, its block cut short.
         format!("fingerprint: 00{BEGIN}\nMIIB\n"),
-        written("sixth"),
+        written("sixth").0,
     ]
     .concat();
     // And a metadata value that is not UTF-8.
     let mut bytes = text.clone().into_bytes();
     bytes.extend_from_slice(b"fingerprint: 00\nname: caf\xe9\n");
-    bytes.extend_from_slice(written("seventh").as_bytes());
+    bytes.extend_from_slice(written("seventh").0.as_bytes());
+    (bytes, by_hand_der, torn_der)
+}
+
+/// Parsing in parts, as large files are, gives what parsing in one piece gives, wherever the
+/// cuts fall: written entries, a torn write, a damaged block, a hand append, a duplicate.
+#[test]
+fn parsing_in_parts_gives_the_same_bundle() {
+    let (bytes, _, _) = awkward_store();
     let whole = Bundle::parse_in_parts(&bytes, 1, 1);
     assert_eq!(whole.len(), 8);
     assert_eq!(whole.skipped(), 3);
@@ -408,8 +418,94 @@ fn parsing_in_parts_gives_the_same_bundle() {
         };
         assert_eq!(entries(&cut), entries(&whole), "{threads} parts");
     }
-    assert!(
-        super::format::parts(text.as_bytes(), 6, 1).len() > 1,
-        "never cut"
+    assert!(super::format::parts(&bytes, 6, 1).len() > 1, "never cut");
+}
+
+/// A certificate found by its `fingerprint:` line is one the whole parse trusts, in pieces of any
+/// size; certificates without such a line (appended by hand) are left to the whole parse, and a
+/// line without its certificate (a torn write, a line naming another one) finds nothing.
+#[test]
+fn an_entry_found_by_its_line_is_one_the_whole_parse_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bytes, by_hand, torn) = awkward_store();
+    // A line naming a certificate that is not there, before another one's block.
+    let (named, named_der) = cert();
+    let (_, absent) = cert();
+    let fingerprint_of = |der: &CertificateDer<'_>| crate::pki::Fingerprint::of(der);
+    bytes.extend_from_slice(
+        format!("fingerprint: {}\n{named}", fingerprint_of(&absent).to_hex()).as_bytes(),
     );
+    let path = dir.path().join("store.pem");
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+
+    let whole = Bundle::parse(&bytes);
+    assert_eq!(whole.len(), 9);
+    let unwritten = [&by_hand, &named_der].map(fingerprint_of);
+    for chunk in (150..=450).step_by(7).chain([4096, 64 * 1024]) {
+        for entry in whole.iter() {
+            let found = super::format::holds_written_entry(&file, &entry.fingerprint, chunk);
+            let expected = !unwritten.contains(&entry.fingerprint);
+            assert_eq!(
+                found.unwrap(),
+                expected,
+                "{:?}, pieces of {chunk}",
+                entry.metadata
+            );
+        }
+        for missing in [&torn, &absent].map(fingerprint_of) {
+            assert!(!whole.contains(&missing));
+            let found = super::format::holds_written_entry(&file, &missing, chunk);
+            assert!(!found.unwrap(), "pieces of {chunk}");
+        }
+    }
+}
+
+/// While another thread reads the store, a client written with its line is answered from its
+/// own entry; anybody else waits for the whole store, which answers the same.
+#[test]
+fn presence_answers_from_the_entry_only_while_the_store_is_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let (_, written) = cert();
+    let (by_hand_pem, by_hand) = cert();
+    let (_, stranger) = cert();
+    store
+        .add(Entry::new(written.clone(), Metadata::default()))
+        .unwrap();
+    append_by_hand(store.path(), &by_hand_pem);
+    let fingerprint_of = |der: &CertificateDer<'_>| crate::pki::Fingerprint::of(der);
+    let answer = |trusted, whole| Presence {
+        trusted,
+        empty: false,
+        whole,
+    };
+
+    for reading in [false, true] {
+        store.reading.store(reading, Ordering::Release);
+        assert_eq!(
+            store.presence(&fingerprint_of(&written)).unwrap(),
+            answer(true, !reading)
+        );
+        assert_eq!(
+            store.presence(&fingerprint_of(&by_hand)).unwrap(),
+            answer(true, true)
+        );
+        assert_eq!(
+            store.presence(&fingerprint_of(&stranger)).unwrap(),
+            answer(false, true)
+        );
+    }
+    // The flag is the reader's: a whole read clears it.
+    store.reading.store(true, Ordering::Release);
+    std::fs::write(store.path(), "").unwrap();
+    assert_eq!(
+        store.presence(&fingerprint_of(&written)).unwrap(),
+        Presence {
+            trusted: false,
+            empty: true,
+            whole: true
+        }
+    );
+    assert!(!store.reading.load(Ordering::Acquire));
 }
