@@ -76,6 +76,10 @@ pub fn tonic_server() -> tonic::transport::Server<Stack<RequestLimitLayer, Ident
         .layer(RequestLimitLayer::new(MAX_REQUESTS_PER_PEER))
 }
 
+/// A trust store at least this large (about 80 entries) is first read on a thread of its own
+/// ([`Listening::start_reading_store`]).
+const READ_APART_FROM: u64 = 64 * 1024;
+
 /// Exit status after an idle period: not an error. The unit lists it in `SuccessExitStatus=` and
 /// `RestartPreventExitStatus=`; systemd keeps the listening socket and starts us again on the next
 /// connection. (75 is EX_TEMPFAIL: "come back later".)
@@ -182,7 +186,13 @@ impl Listening {
             DataDir::new(data_dir).trust_store(),
             FileMode::PRIVATE,
         ));
-        let reading = store.clone();
+        self.store = Some(store.clone());
+        // A small store is read at once where it is needed: a thread would cost more.
+        let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+        if size < READ_APART_FROM {
+            return;
+        }
+        let reading = store;
         // Errors are the first reader's to report: a read that failed leaves nothing cached.
         let started = std::thread::Builder::new()
             .name("store-read".into())
@@ -200,7 +210,6 @@ impl Listening {
         if let Err(e) = started {
             tracing::debug!(error = %e, "cannot start a thread to read the trust store; reading it when needed");
         }
-        self.store = Some(store);
     }
 
     /// Put a socket we bound at its final path now (before switching to a user that could not
@@ -314,19 +323,12 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
                 let _ = shutdown_rx.await;
             }),
     );
-    let stale = dir.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = remove_stale_temporaries(&stale) {
-            tracing::warn!(error = %e, "cannot clear what interrupted writes left behind");
-        }
-    });
-    let trusted = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.current().map(|bundle| bundle.len()))
-            .await
-            .context("the trust store's reader stopped")?
-            .context("cannot read the trust store")?
-    };
+    // Blocking here holds up no request: `serve` runs on the thread that started the runtime,
+    // not on one of its workers.
+    let trusted = store
+        .current()
+        .context("cannot read the trust store")?
+        .len();
     // The store may have changed while no daemon ran (by hand, by the helper, a crash): the
     // socket's access follows the store as it is now. Nothing is done when it matches.
     gate.sync_socket().await;
@@ -345,6 +347,9 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     );
     activation::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
     activation::spawn_watchdog();
+    if let Err(e) = remove_stale_temporaries(&dir) {
+        tracing::warn!(error = %e, "cannot clear what interrupted writes left behind");
+    }
 
     let idle = async {
         match args.idle_timeout {
