@@ -107,9 +107,8 @@ pub struct Listening {
     unpublished: Option<socket::Bound>,
     /// What `--address` or the inherited socket said, for logs.
     description: String,
-    /// The trust store, once read to choose the socket's first mode or being read by
-    /// [`Listening::start_reading_store`]: [`serve`] uses it (and what it loaded) instead of
-    /// parsing the file again.
+    /// The trust store, when it was read to choose the socket's first mode: [`serve`] uses it
+    /// (and what it loaded) instead of parsing the file a second time.
     store: Option<Arc<TrustStore>>,
 }
 
@@ -172,27 +171,24 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
 }
 
 impl Listening {
-    /// Start reading the trust store on a thread of its own, unless [`listen`] read it already.
-    /// The rest of start-up and the first connection's handshake go on meanwhile, and its request
-    /// finds its client's own entry without waiting ([`TrustStore::presence`]); whatever needs
-    /// the whole store waits for this read under the store's lock instead of reading it again.
-    /// With 1,000 trusted clients the read was most of a cold start (docs/PERFORMANCE.md). Call
-    /// after privileges are dropped: the thread keeps whatever its creator had.
-    pub fn start_reading_store(&mut self, data_dir: &std::path::Path) {
-        if self.store.is_some() {
-            return;
+    /// The trust store in `dir`, its reading started on a thread of its own unless [`listen`]
+    /// read it already or it is small. The rest of start-up and the first connection's handshake
+    /// go on meanwhile, and its request finds its client's own entry without waiting
+    /// ([`TrustStore::presence`]); whatever needs the whole store waits for this read under the
+    /// store's lock instead of reading it again. With 1,000 trusted clients the read was most of
+    /// a cold start (docs/PERFORMANCE.md). Call after privileges are dropped: the thread keeps
+    /// whatever its creator had.
+    pub fn start_reading_store(&mut self, dir: &DataDir) -> Arc<TrustStore> {
+        if let Some(store) = self.store.take() {
+            return store;
         }
-        let store = Arc::new(TrustStore::new(
-            DataDir::new(data_dir).trust_store(),
-            FileMode::PRIVATE,
-        ));
-        self.store = Some(store.clone());
+        let store = Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE));
         // A small store is read at once where it is needed: a thread would cost more.
         let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
         if size < READ_APART_FROM {
-            return;
+            return store;
         }
-        let reading = store;
+        let reading = store.clone();
         // Errors are the first reader's to report: a read that failed leaves nothing cached.
         let started = std::thread::Builder::new()
             .name("store-read".into())
@@ -210,6 +206,7 @@ impl Listening {
         if let Err(e) = started {
             tracing::debug!(error = %e, "cannot start a thread to read the trust store; reading it when needed");
         }
+        store
     }
 
     /// Put a socket we bound at its final path now (before switching to a user that could not
@@ -253,15 +250,11 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     };
     let pki = ServerPki::load_or_create(&dir, pki_options)
         .context("cannot load or create the server certificates")?;
-    listening.start_reading_store(&args.data_dir);
+    let store = listening.start_reading_store(&dir);
     let certificates = ServerCertResolver::new(&pki)?;
     let tls = tls::server_config(certificates.clone())?;
     renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
 
-    let store = listening
-        .store
-        .take()
-        .unwrap_or_else(|| Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE)));
     let admin = AdminPolicy::new(args.admin_group.clone());
 
     let listener = match listening.listener {

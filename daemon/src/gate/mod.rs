@@ -270,9 +270,9 @@ impl Gate {
             }
             facts.store_empty = presence.empty;
             // The store was changed by someone else (by hand, by the helper) so that the
-            // socket's access no longer matches it: set it now. Not while another thread is
-            // still reading it (the daemon's first read): setting the access reads the whole
-            // store, and that thread's reader sets it (start-up) or the next request does.
+            // socket's access no longer matches it: set it now. Not from an answer given while
+            // another thread still reads the store: setting the access reads the whole store,
+            // which start-up does once its read ends, and otherwise the next request.
             let known = self.socket_access.load(Ordering::Acquire);
             if presence.whole
                 && known != 0

@@ -13,6 +13,9 @@ pub(super) const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 pub(super) const END: &str = "-----END CERTIFICATE-----";
 /// The metadata key naming the certificate its metadata belongs to.
 const FINGERPRINT_KEY: &str = "fingerprint";
+/// What precedes an entry we write, found without parsing: a newline, then its `fingerprint:`
+/// line. Where [`parts`] cuts and [`holds_written_entry`] looks.
+const ENTRY_START: &str = "\nfingerprint:";
 
 /// How a client came to be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,7 +350,7 @@ struct Parsed {
 /// and each part is decoded as the whole would be. A file without such lines is one part.
 pub(super) fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]> {
     let wanted = threads.min(bytes.len() / min_part.max(1)).max(1);
-    let finder = memchr::memmem::Finder::new("\nfingerprint:");
+    let finder = memchr::memmem::Finder::new(ENTRY_START);
     let mut parts = Vec::with_capacity(wanted);
     let mut start = 0;
     for k in 1..wanted {
@@ -422,7 +425,7 @@ fn entry_at(file: &std::fs::File, offset: u64) -> std::io::Result<Vec<Fingerprin
     let (read, eof) = read_at_most(file, &mut window, offset)?;
     let window = &window[..read];
     // The window starts with `fingerprint:`, so the next such line is after a newline.
-    let end = match memchr::memmem::find(window, b"\nfingerprint:") {
+    let end = match memchr::memmem::find(window, ENTRY_START.as_bytes()) {
         Some(at) => at + 1,
         None if eof => read,
         None => memchr::memrchr(b'\n', window).map_or(0, |at| at + 1),

@@ -90,7 +90,7 @@ pub struct TrustStore {
     /// Set while a thread holding `cache` reads and parses the file.
     reading: AtomicBool,
     /// Held by the one request at a time that looks for its entry in the file instead of waiting
-    /// for that read ([`TrustStore::presence`]): at most one more copy of the file in memory.
+    /// for that read ([`TrustStore::presence`]): at most one more scan of the file at once.
     looking: Mutex<()>,
 }
 

@@ -431,9 +431,12 @@ fn an_entry_found_by_its_line_is_one_the_whole_parse_trusts() {
     // A line naming a certificate that is not there, before another one's block.
     let (named, named_der) = cert();
     let (_, absent) = cert();
-    let fingerprint_of = |der: &CertificateDer<'_>| crate::pki::Fingerprint::of(der);
     bytes.extend_from_slice(
-        format!("fingerprint: {}\n{named}", fingerprint_of(&absent).to_hex()).as_bytes(),
+        format!(
+            "fingerprint: {}\n{named}",
+            Fingerprint::of(&absent).to_hex()
+        )
+        .as_bytes(),
     );
     let path = dir.path().join("store.pem");
     std::fs::write(&path, &bytes).unwrap();
@@ -441,7 +444,7 @@ fn an_entry_found_by_its_line_is_one_the_whole_parse_trusts() {
 
     let whole = Bundle::parse(&bytes);
     assert_eq!(whole.len(), 9);
-    let unwritten = [&by_hand, &named_der].map(fingerprint_of);
+    let unwritten = [&by_hand, &named_der].map(|der| Fingerprint::of(der));
     for chunk in (150..=450).step_by(7).chain([4096, 64 * 1024]) {
         for entry in whole.iter() {
             let found = super::format::holds_written_entry(&file, &entry.fingerprint, chunk);
@@ -453,7 +456,7 @@ fn an_entry_found_by_its_line_is_one_the_whole_parse_trusts() {
                 entry.metadata
             );
         }
-        for missing in [&torn, &absent].map(fingerprint_of) {
+        for missing in [&torn, &absent].map(|der| Fingerprint::of(der)) {
             assert!(!whole.contains(&missing));
             let found = super::format::holds_written_entry(&file, &missing, chunk);
             assert!(!found.unwrap(), "pieces of {chunk}");
@@ -474,7 +477,6 @@ fn presence_answers_from_the_entry_only_while_the_store_is_being_read() {
         .add(Entry::new(written.clone(), Metadata::default()))
         .unwrap();
     append_by_hand(store.path(), &by_hand_pem);
-    let fingerprint_of = |der: &CertificateDer<'_>| crate::pki::Fingerprint::of(der);
     let answer = |trusted, whole| Presence {
         trusted,
         empty: false,
@@ -484,15 +486,15 @@ fn presence_answers_from_the_entry_only_while_the_store_is_being_read() {
     for reading in [false, true] {
         store.reading.store(reading, Ordering::Release);
         assert_eq!(
-            store.presence(&fingerprint_of(&written)).unwrap(),
+            store.presence(&Fingerprint::of(&written)).unwrap(),
             answer(true, !reading)
         );
         assert_eq!(
-            store.presence(&fingerprint_of(&by_hand)).unwrap(),
+            store.presence(&Fingerprint::of(&by_hand)).unwrap(),
             answer(true, true)
         );
         assert_eq!(
-            store.presence(&fingerprint_of(&stranger)).unwrap(),
+            store.presence(&Fingerprint::of(&stranger)).unwrap(),
             answer(false, true)
         );
     }
@@ -500,7 +502,7 @@ fn presence_answers_from_the_entry_only_while_the_store_is_being_read() {
     store.reading.store(true, Ordering::Release);
     std::fs::write(store.path(), "").unwrap();
     assert_eq!(
-        store.presence(&fingerprint_of(&written)).unwrap(),
+        store.presence(&Fingerprint::of(&written)).unwrap(),
         Presence {
             trusted: false,
             empty: true,
