@@ -258,7 +258,9 @@ impl Gate {
         };
         if admission::needs_store(request) {
             let presence = match &peer.client {
-                Some(client) => self.store.presence(&client.fingerprint())?,
+                Some(client) => self
+                    .store
+                    .presence(client.certificate(), &client.fingerprint())?,
                 None => Presence {
                     trusted: false,
                     empty: self.store.current()?.is_empty(),

@@ -14,7 +14,7 @@ pub(super) const END: &str = "-----END CERTIFICATE-----";
 /// The metadata key naming the certificate its metadata belongs to.
 const FINGERPRINT_KEY: &str = "fingerprint";
 /// What precedes an entry we write, found without parsing: a newline, then its `fingerprint:`
-/// line. Where [`parts`] cuts and [`holds_written_entry`] looks.
+/// line. Where [`parts`] cuts and where [`certificates_at`] stops.
 const ENTRY_START: &str = "\nfingerprint:";
 
 /// How a client came to be trusted.
@@ -368,63 +368,73 @@ pub(super) fn parts(bytes: &[u8], threads: usize, min_part: usize) -> Vec<&[u8]>
     parts
 }
 
-/// Whether the store file `file` holds the entry written for `fingerprint`, found by its
-/// `fingerprint:` line without parsing the whole file: `true` only if [`Bundle::parse`] of the
-/// file would trust `fingerprint`. `false` says nothing (a certificate appended by hand has no
-/// such line): ask the whole parse. Sound for the reason [`parts`] is: from a line that starts
-/// with `fingerprint:`, the text parses alone as it parses within the whole file, so a
-/// certificate found after such a line is among the whole file's entries. The file is read in
-/// `chunk`-byte pieces, however large it is.
-pub(super) fn holds_written_entry(
+/// How many characters of base64 PEM writers put on a line.
+const PEM_LINE: usize = 64;
+
+/// Whether the store file `file` holds `certificate`, found without parsing the whole file:
+/// `true` only if [`Bundle::parse`] of the file would trust `fingerprint`. `false` says nothing
+/// (a block laid out otherwise is not found this way): ask the whole parse.
+///
+/// The certificate's whole block is looked for, laid out as PEM writers lay it out whoever
+/// appended it: ours, OpenSSL's (so Multipass's) and most others put [`PEM_LINE`] characters of
+/// base64 on a line and end lines with a newline alone. Where it is found, the text from its boundary on is
+/// parsed, and the parser decides. Sound because a line that ends with the boundary starts a
+/// block whatever came before it, and what that block becomes (a certificate, or skipped)
+/// depends only on its own lines (see [`parse_part`]): the text from the boundary on, parsed
+/// alone, holds only certificates the whole parse holds too. The certificate only says where to
+/// look: the answer is whether one with the SHA-256 `fingerprint` was parsed there. The file is
+/// read in `chunk`-byte pieces, however large it is.
+pub(super) fn holds_certificate(
     file: &std::fs::File,
+    certificate: &[u8],
     fingerprint: &Fingerprint,
     chunk: usize,
 ) -> std::io::Result<bool> {
-    let line = format!("{FINGERPRINT_KEY}: {}", fingerprint.to_hex());
-    let finder = memchr::memmem::Finder::new(line.as_bytes());
-    let chunk = chunk.max(2 * line.len());
-    let mut buf = vec![0u8; chunk];
+    let block = crate::pki::certificate_pem(certificate);
+    let block = block.as_bytes();
+    // Searched for by its boundary and first line, which a search goes through a large file
+    // with several times faster than with the whole block, then compared whole.
+    let start = &block[..block.len().min(BEGIN.len() + 1 + PEM_LINE)];
+    let finder = memchr::memmem::Finder::new(start);
+    // What is kept of a piece for the next: enough for a match cut by its end, too little to hold
+    // a whole one, so no match is looked at twice.
+    let keep = start.len() - 1;
+    let mut buf = vec![0u8; chunk.max(2 * start.len())];
     // `buf[..filled]` is the file from `offset`.
     let (mut offset, mut filled) = (0u64, 0usize);
     loop {
         let (read, eof) = read_at_most(file, &mut buf[filled..], offset + filled as u64)?;
         filled += read;
         for at in finder.find_iter(&buf[..filled]) {
-            // At a line's start only, where `parts` may cut. A match at 0 after the first piece
-            // was found whole in the previous one.
-            let line_start = if at == 0 {
-                offset == 0
-            } else {
-                buf[at - 1] == b'\n'
-            };
-            if line_start && entry_at(file, offset + at as u64)?.contains(fingerprint) {
+            // As much of the block as this piece holds; a block cut by its end is parsed to tell.
+            let here = &buf[at..filled.min(at + block.len())];
+            if here == &block[..here.len()]
+                && certificates_at(file, offset + at as u64)?.contains(fingerprint)
+            {
                 return Ok(true);
             }
         }
         if eof {
             return Ok(false);
         }
-        // Keep the tail that could begin a line cut by the end of this piece, and the byte
-        // before it.
-        let keep = line.len().min(filled);
-        buf.copy_within(filled - keep..filled, 0);
-        offset += (filled - keep) as u64;
-        filled = keep;
+        let kept = keep.min(filled);
+        buf.copy_within(filled - kept..filled, 0);
+        offset += (filled - kept) as u64;
+        filled = kept;
     }
 }
 
-/// How much of the file [`entry_at`] reads: many times an entry we write (under 2 KiB).
+/// How much of the file [`certificates_at`] reads: many times an entry we write (under 2 KiB).
 const ENTRY_WINDOW: usize = 16 * 1024;
 
-/// The fingerprints of the certificates in the text of `file` from `offset` (the start of a
-/// `fingerprint:` line) up to the next such line, or to the end of the last whole line within
-/// [`ENTRY_WINDOW`]: parsing stops at a line boundary, so each line read is read whole, as the
-/// whole parse reads it.
-fn entry_at(file: &std::fs::File, offset: u64) -> std::io::Result<Vec<Fingerprint>> {
+/// The fingerprints of the certificates in the text of `file` from `offset` (where a block's
+/// boundary starts) up to the next line that starts with `fingerprint:`, or to the end of the
+/// last whole line within [`ENTRY_WINDOW`]: parsing stops at a line boundary, so each line read
+/// is read whole, as the whole parse reads it.
+fn certificates_at(file: &std::fs::File, offset: u64) -> std::io::Result<Vec<Fingerprint>> {
     let mut window = vec![0u8; ENTRY_WINDOW];
     let (read, eof) = read_at_most(file, &mut window, offset)?;
     let window = &window[..read];
-    // The window starts with `fingerprint:`, so the next such line is after a newline.
     let end = match memchr::memmem::find(window, ENTRY_START.as_bytes()) {
         Some(at) => at + 1,
         None if eof => read,

@@ -163,17 +163,19 @@ impl TrustStore {
         Ok(self.current()?.contains(fingerprint))
     }
 
-    /// Whether `fingerprint` is trusted now and whether anybody is: what [`TrustStore::current`]
-    /// says, without always waiting for it. While another thread reads the file (the daemon's
-    /// first read, which takes milliseconds per thousand entries), the entry written for
-    /// `fingerprint` is looked for by its `fingerprint:` line in the file as it is now; only a
-    /// client not found that way waits for the whole read.
-    pub fn presence(&self, fingerprint: &Fingerprint) -> Result<Presence> {
+    /// Whether `certificate`, whose SHA-256 is `fingerprint`, is trusted now and whether anybody
+    /// is: what [`TrustStore::current`] says, without always waiting for it. While another thread
+    /// reads the file (the daemon's first read, which takes milliseconds per thousand entries),
+    /// the certificate's block is looked for in the file as it is now; only a client not found
+    /// that way waits for the whole read. The answer is about `fingerprint`: the certificate only
+    /// says where to look.
+    pub fn presence(&self, certificate: &[u8], fingerprint: &Fingerprint) -> Result<Presence> {
         if self.reading.load(Ordering::Acquire) {
             if let Ok(_turn) = self.looking.try_lock() {
                 // A failed read is the whole read's to report.
-                let found = std::fs::File::open(&self.path)
-                    .and_then(|file| format::holds_written_entry(&file, fingerprint, LOOKUP_CHUNK));
+                let found = std::fs::File::open(&self.path).and_then(|file| {
+                    format::holds_certificate(&file, certificate, fingerprint, LOOKUP_CHUNK)
+                });
                 if let Ok(true) = found {
                     return Ok(Presence {
                         trusted: true,
