@@ -48,11 +48,24 @@ fn temporaries(data_dir: &Path) -> Vec<String> {
     found
 }
 
-/// The store on disk: every acknowledged certificate is there, and no block is damaged.
-fn check_store(daemon: &Daemon, acked: &HashSet<Vec<u8>>, when: &str) -> usize {
+/// The store on disk: every acknowledged certificate is there, and at most one block per kill so
+/// far is damaged. An entry is appended in place with one `write`; Linux can end a buffered write
+/// between two pages when the writer gets SIGKILL, so a writer killed inside it leaves its own
+/// entry cut short, which readers skip (nothing acknowledged: the write never returned). The
+/// entries and the damaged blocks.
+fn check_store(
+    daemon: &Daemon,
+    acked: &HashSet<Vec<u8>>,
+    kills: usize,
+    when: &str,
+) -> (usize, usize) {
     let bytes = std::fs::read(daemon.store_path()).unwrap_or_default();
     let bundle = trust::Bundle::parse(&bytes);
-    assert_eq!(bundle.skipped(), 0, "{when}: damaged blocks in the store");
+    assert!(
+        bundle.skipped() <= kills,
+        "{when}: {} damaged blocks in the store after {kills} kills",
+        bundle.skipped()
+    );
     let missing = acked
         .iter()
         .filter(|der| !bundle.contains(&trust::Fingerprint::of(der)))
@@ -61,7 +74,7 @@ fn check_store(daemon: &Daemon, acked: &HashSet<Vec<u8>>, when: &str) -> usize {
         missing, 0,
         "{when}: {missing} acknowledged certificates missing from the store"
     );
-    bundle.len()
+    (bundle.len(), bundle.skipped())
 }
 
 /// The settings on disk parse, and the passphrase is one of `candidates`.
@@ -101,7 +114,8 @@ fn daemon_killed_mid_stream_loses_nothing() {
         clients::list(channel).await.expect("first client");
     });
     let mut acked: HashSet<Vec<u8>> = HashSet::from([admin.der.clone()]);
-    let (mut trust_acks, mut set_acks, mut temporaries_seen, mut largest) = (0, 0, 0, 0);
+    let (mut trust_acks, mut set_acks, mut temporaries_seen, mut largest, mut damaged) =
+        (0, 0, 0, 0, 0);
     let start = Instant::now();
 
     for cycle in 0..kills {
@@ -192,7 +206,7 @@ fn daemon_killed_mid_stream_loses_nothing() {
         temporaries_seen += temporaries(&daemon.data_dir).len();
         // The files exactly as the crash left them.
         let when = format!("after kill {} ({delay:?} into the stream)", cycle + 1);
-        largest = check_store(&daemon, &acked, &when);
+        (largest, damaged) = check_store(&daemon, &acked, cycle + 1, &when);
         check_settings(&daemon, std::slice::from_ref(&passphrase), &when);
     }
     let elapsed = start.elapsed();
@@ -220,8 +234,9 @@ fn daemon_killed_mid_stream_loses_nothing() {
     multipass_system_tests::figure(&format!(
         "daemon_killed_mid_stream_loses_nothing: {kills} SIGKILLs in {elapsed:.1?}; {trust_acks} \
          acknowledged trust changes and {set_acks} acknowledged passphrase writes, none lost; \
-         store {largest} certificates, never a damaged block; {temporaries_seen} temporary files \
-         of interrupted writes seen after kills, all removed by the next write"
+         store {largest} certificates and {damaged} blocks cut short by a kill; \
+         {temporaries_seen} temporary files of interrupted writes seen after kills, all removed \
+         by the next write"
     ));
 }
 
@@ -314,7 +329,7 @@ fn helper_killed_mid_write_loses_nothing() {
     let (trust_report, passphrase_report) = std::thread::scope(|scope| {
         let trust = scope.spawn(|| {
             let mut acked = HashSet::new();
-            let (mut kills, mut applied_anyway) = (0, 0);
+            let (mut kills, mut applied_anyway, mut damaged) = (0, 0, 0);
             for i in 0..trust_ops {
                 let id = MemoryIdentity::for_root(&root_ca);
                 let cmd = clients::helper_command(
@@ -343,13 +358,15 @@ fn helper_killed_mid_write_loses_nothing() {
                     applied_anyway += 1;
                 }
                 drop(_lock);
-                check_store(
+                damaged = check_store(
                     &daemon,
                     &acked,
+                    kills,
                     &format!("helper trust op {i} ({killed:?} killed)"),
-                );
+                )
+                .1;
             }
-            (acked.len(), kills, applied_anyway)
+            (acked.len(), kills, applied_anyway, damaged)
         });
         let passphrase = scope.spawn(|| {
             // Every value since the last acknowledged one may be the stored one.
@@ -383,7 +400,7 @@ fn helper_killed_mid_write_loses_nothing() {
         (trust.join().unwrap(), passphrase.join().unwrap())
     });
     let elapsed = start.elapsed();
-    let (trust_acked, trust_kills, applied_anyway) = trust_report;
+    let (trust_acked, trust_kills, applied_anyway, damaged) = trust_report;
     let (passphrase_acked, passphrase_kills) = passphrase_report;
     assert!(
         trust_kills + passphrase_kills >= (trust_ops + passphrase_ops) / 2,
@@ -399,7 +416,8 @@ fn helper_killed_mid_write_loses_nothing() {
         "helper_killed_mid_write_loses_nothing: {} SIGKILLs ({trust_kills} during \
          trust-certificate, {passphrase_kills} during set-passphrase; helper or its writer) in \
          {elapsed:.1?}; {trust_acked} acknowledged certificates and {passphrase_acked} \
-         acknowledged passphrases, none lost; {applied_anyway} killed imports had completed anyway",
+         acknowledged passphrases, none lost; {applied_anyway} killed imports had completed \
+         anyway; {damaged} blocks cut short by a kill",
         trust_kills + passphrase_kills
     ));
 }
