@@ -377,13 +377,13 @@ const PEM_LINE: usize = 64;
 ///
 /// The certificate's whole block is looked for, laid out as PEM writers lay it out whoever
 /// appended it: ours, OpenSSL's (so Multipass's) and most others put [`PEM_LINE`] characters of
-/// base64 on a line and end lines with a newline alone. Where it is found, the text from its boundary on is
-/// parsed, and the parser decides. Sound because a line that ends with the boundary starts a
-/// block whatever came before it, and what that block becomes (a certificate, or skipped)
-/// depends only on its own lines (see [`parse_part`]): the text from the boundary on, parsed
-/// alone, holds only certificates the whole parse holds too. The certificate only says where to
-/// look: the answer is whether one with the SHA-256 `fingerprint` was parsed there. The file is
-/// read in `chunk`-byte pieces, however large it is.
+/// base64 on a line and end lines with a newline alone. Where it is found, the text from its
+/// boundary on is parsed, and the parser decides. Sound because a line that ends with the
+/// boundary starts a block whatever came before it, and what that block becomes (a certificate,
+/// or skipped) depends only on its own lines (see [`parse_part`]): the text from the boundary
+/// on, parsed alone, holds only certificates the whole parse holds too. The certificate only
+/// says where to look: the answer is whether one with the SHA-256 `fingerprint` was parsed
+/// there. The file is read in `chunk`-byte pieces, however large it is.
 pub(super) fn holds_certificate(
     file: &std::fs::File,
     certificate: &[u8],
@@ -392,8 +392,8 @@ pub(super) fn holds_certificate(
 ) -> std::io::Result<bool> {
     let block = crate::pki::certificate_pem(certificate);
     let block = block.as_bytes();
-    // Searched for by its boundary and first line, which a search goes through a large file
-    // with several times faster than with the whole block, then compared whole.
+    // Searched for by its boundary and first line (a search for these goes through a large file
+    // several times faster than one for the whole block), then compared whole.
     let start = &block[..block.len().min(BEGIN.len() + 1 + PEM_LINE)];
     let finder = memchr::memmem::Finder::new(start);
     // What is kept of a piece for the next: enough for a match cut by its end, too little to hold
