@@ -552,3 +552,88 @@ fn presence_answers_from_the_entry_only_while_the_store_is_being_read() {
     );
     assert!(!store.reading.load(Ordering::Acquire));
 }
+
+/// Random stores made of the pieces the parser meets (entries we write, hand appends, torn and
+/// damaged blocks, boundaries glued to other text, lone `fingerprint:` and metadata lines, CRLF,
+/// blank lines), searched in pieces of random sizes: whatever the lookup finds, the whole parse
+/// trusts, whichever certificate is asked about under whichever fingerprint; and a block laid
+/// out as we write it is always found.
+#[test]
+fn the_lookup_finds_only_what_the_whole_parse_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.pem");
+    let certs: Vec<(String, CertificateDer<'static>)> = (0..5).map(|_| cert()).collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut state = seed;
+    let mut next = |below: usize| {
+        // xorshift64: enough to spread the cases; the seed is in every failure message.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    for round in 0..400 {
+        let mut text = String::new();
+        for _ in 0..1 + next(10) {
+            let (pem, der) = &certs[next(certs.len())];
+            let piece = match next(9) {
+                0 | 1 => {
+                    let mut bundle = Bundle::default();
+                    bundle.insert(Entry::new(
+                        der.clone(),
+                        Metadata {
+                            name: Some(format!("n{round}")),
+                            ..Metadata::default()
+                        },
+                    ));
+                    bundle.to_pem()
+                }
+                2 => pem.clone(),
+                3 => pem[..next(pem.len())].to_string(),
+                4 => format!("fingerprint: {}\n", Fingerprint::of(der).to_hex()),
+                5 => "name: someone\n".to_string(),
+                6 => pem.replace('\n', "\r\n"),
+                7 => {
+                    // One character of the base64 changed.
+                    let mut bytes = pem.clone().into_bytes();
+                    let at = BEGIN.len() + 1 + next(64);
+                    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                    String::from_utf8(bytes).unwrap()
+                }
+                _ => " \n\n".to_string(),
+            };
+            text.push_str(&piece);
+            if next(4) == 0 {
+                // Glue the next piece to this one's last line.
+                while text.ends_with('\n') {
+                    text.pop();
+                }
+            }
+        }
+        std::fs::write(&path, &text).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let whole = Bundle::parse(text.as_bytes());
+        for (_, der) in &certs {
+            for (_, asked) in &certs {
+                let fingerprint = Fingerprint::of(asked);
+                let chunk = 64 + next(4096);
+                let found =
+                    super::format::holds_certificate(&file, der, &fingerprint, chunk).unwrap();
+                let context = format!("seed {seed}, round {round}, pieces of {chunk}:\n{text}");
+                if found {
+                    assert!(
+                        whole.contains(&fingerprint),
+                        "found, not trusted; {context}"
+                    );
+                }
+                if der == asked && text.contains(&crate::pki::certificate_pem(der)) {
+                    assert!(found, "laid out as we write it, not found; {context}");
+                }
+            }
+        }
+    }
+}
