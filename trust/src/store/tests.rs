@@ -352,24 +352,29 @@ fn append_by_hand(path: &std::path::Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
+/// The text we write for `der`'s entry, named `name`.
+fn written_entry(der: &CertificateDer<'static>, name: &str) -> String {
+    let mut bundle = Bundle::default();
+    bundle.insert(Entry::new(
+        der.clone(),
+        Metadata {
+            name: Some(name.into()),
+            uid: Some(1000),
+            how: Some(Enrolment::Token),
+            ..Metadata::default()
+        },
+    ));
+    bundle.to_pem()
+}
+
 /// A store file with every kind of text the parser meets: entries we wrote, a torn write, a
 /// damaged block, a hand append, a duplicate, a boundary glued to a `fingerprint:` line, and
 /// metadata that is not UTF-8. Also the certificate appended by hand and the one whose write was
 /// torn (its `fingerprint:` line is there, its block is not whole).
 fn awkward_store() -> (Vec<u8>, CertificateDer<'static>, CertificateDer<'static>) {
     let written = |meta_name: &str| {
-        let mut bundle = Bundle::default();
         let der = cert().1;
-        bundle.insert(Entry::new(
-            der.clone(),
-            Metadata {
-                name: Some(meta_name.into()),
-                uid: Some(1000),
-                how: Some(Enrolment::Token),
-                ..Metadata::default()
-            },
-        ));
-        (bundle.to_pem(), der)
+        (written_entry(&der, meta_name), der)
     };
     let (by_hand, by_hand_der) = cert();
     let first = written("first").0;
@@ -429,22 +434,17 @@ fn parsing_in_parts_gives_the_same_bundle() {
 fn a_certificate_found_by_its_block_is_one_the_whole_parse_trusts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut bytes, by_hand, torn) = awkward_store();
-    let (named, named_der) = cert();
+    let (named, _) = cert();
     let (_, absent) = cert();
-    let (glued, glued_der) = cert();
+    let (glued, _) = cert();
     let (_, wide_der) = cert();
     let (_, crlf_der) = cert();
-    let laid_out = |der: &CertificateDer<'_>, width: usize, line_end: &str| {
-        use base64::Engine as _;
-        let base64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = base64
-            .as_bytes()
-            .chunks(width)
-            .map(|line| std::str::from_utf8(line).unwrap())
-            .collect();
-        format!(
-            "{BEGIN}{line_end}{}{line_end}{END}{line_end}",
-            lines.join(line_end)
+    let laid_out = |der: &CertificateDer<'_>, width: usize, line_ending: pem::LineEnding| {
+        pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", der.to_vec()),
+            pem::EncodeConfig::new()
+                .set_line_wrap(width)
+                .set_line_ending(line_ending),
         )
     };
     bytes.extend_from_slice(
@@ -455,8 +455,8 @@ fn a_certificate_found_by_its_block_is_one_the_whole_parse_trusts() {
                 Fingerprint::of(&absent).to_hex()
             ),
             format!("name: glued to the boundary{glued}"),
-            laid_out(&wide_der, 76, "\n"),
-            laid_out(&crlf_der, 64, "\r\n"),
+            laid_out(&wide_der, 76, pem::LineEnding::LF),
+            laid_out(&crlf_der, 64, pem::LineEnding::CRLF),
         ]
         .concat()
         .as_bytes(),
@@ -467,20 +467,16 @@ fn a_certificate_found_by_its_block_is_one_the_whole_parse_trusts() {
 
     let whole = Bundle::parse(&bytes);
     assert_eq!(whole.len(), 12);
-    let ders = [&by_hand, &named_der, &glued_der, &wide_der, &crlf_der];
-    let certificate = |fingerprint: &Fingerprint| {
-        ders.iter()
-            .copied()
-            .find(|der| Fingerprint::of(der) == *fingerprint)
-            .cloned()
-            .unwrap_or_else(|| whole.get(fingerprint).unwrap().certificate.clone())
-    };
     let (wide, crlf) = (Fingerprint::of(&wide_der), Fingerprint::of(&crlf_der));
     assert!(bytes.len() < 64 * 1024);
     for chunk in (150..=450).step_by(7).chain([4096, 64 * 1024]) {
         for entry in whole.iter() {
-            let der = certificate(&entry.fingerprint);
-            let found = super::format::holds_certificate(&file, &der, &entry.fingerprint, chunk);
+            let found = super::format::holds_certificate(
+                &file,
+                &entry.certificate,
+                &entry.fingerprint,
+                chunk,
+            );
             let expected = if entry.fingerprint == crlf {
                 Some(false)
             } else if entry.fingerprint == wide {
@@ -581,17 +577,7 @@ fn the_lookup_finds_only_what_the_whole_parse_trusts() {
         for _ in 0..1 + next(10) {
             let (pem, der) = &certs[next(certs.len())];
             let piece = match next(9) {
-                0 | 1 => {
-                    let mut bundle = Bundle::default();
-                    bundle.insert(Entry::new(
-                        der.clone(),
-                        Metadata {
-                            name: Some(format!("n{round}")),
-                            ..Metadata::default()
-                        },
-                    ));
-                    bundle.to_pem()
-                }
+                0 | 1 => written_entry(der, &format!("n{round}")),
                 2 => pem.clone(),
                 3 => pem[..next(pem.len())].to_string(),
                 4 => format!("fingerprint: {}\n", Fingerprint::of(der).to_hex()),
