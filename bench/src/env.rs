@@ -114,6 +114,21 @@ pub fn trust(data: &Path, identity: &ClientIdentity) -> Result<()> {
     Ok(())
 }
 
+/// Receive on `notify` (a `NOTIFY_SOCKET`) until a message says `READY=1`; errors when its read
+/// timeout passes first.
+pub fn wait_for_ready(notify: &UnixDatagram) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = notify.recv(&mut buf)?;
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
+            return Ok(());
+        }
+    }
+}
+
 /// A server process (the daemon, or the plaintext floor server) that said `READY=1`. Stopped
 /// with SIGTERM on drop.
 pub struct Server {
@@ -153,18 +168,7 @@ impl Server {
             socket,
             start_to_ready: Duration::ZERO,
         };
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = notify
-                .recv(&mut buf)
-                .with_context(|| format!("no READY=1 from {cmd:?}"))?;
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                break;
-            }
-        }
+        wait_for_ready(&notify).with_context(|| format!("no READY=1 from {cmd:?}"))?;
         server.start_to_ready = started.elapsed();
         let _ = std::fs::remove_file(&notify_path);
         Ok(server)

@@ -24,6 +24,7 @@ pub mod management;
 pub mod memory;
 pub mod privileges;
 pub mod renewal;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod socket;

@@ -33,10 +33,7 @@ fn main() -> ExitCode {
         return fail(e);
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match multipassd::runtime::build() {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::Error::new(e).context("cannot start the async runtime")),
     };

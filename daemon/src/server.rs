@@ -3,8 +3,8 @@
 //!    owner and mode;
 //! 2. `privileges::drop_all` (in `main`, before any thread exists);
 //! 3. [`serve`] (unprivileged, async): state directory, certificates, tonic, then the trust
-//!    store (read meanwhile on a thread of its own) and READY=1, until a signal or the idle
-//!    timeout.
+//!    store (a large one once the first connection has been served, on a thread of its own) and
+//!    READY=1, until a signal or the idle timeout.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,8 +77,12 @@ pub fn tonic_server() -> tonic::transport::Server<Stack<RequestLimitLayer, Ident
 }
 
 /// A trust store at least this large (about 80 entries) is first read on a thread of its own
-/// ([`Listening::start_reading_store`]).
+/// ([`first_read`]).
 const READ_APART_FROM: u64 = 64 * 1024;
+/// The longest a large store's first read waits for the connection that started the daemon to
+/// be served: a cold `multipass list` takes about 10 ms here (docs/PERFORMANCE.md), and a daemon
+/// started with no connection waiting (`systemctl start`) reads its store after this.
+const FIRST_READ_WAIT: Duration = Duration::from_millis(100);
 
 /// Exit status after an idle period: not an error. The unit lists it in `SuccessExitStatus=` and
 /// `RestartPreventExitStatus=`; systemd keeps the listening socket and starts us again on the next
@@ -171,42 +175,22 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
 }
 
 impl Listening {
-    /// The trust store in `dir`, its reading started on a thread of its own unless [`listen`]
-    /// read it already or it is small. The rest of start-up and the first connection's handshake
-    /// go on meanwhile, and its request finds its client's own entry without waiting
-    /// ([`TrustStore::presence`]); whatever needs the whole store waits for this read under the
-    /// store's lock instead of reading it again. With 1,000 trusted clients the read was most of
-    /// a cold start (docs/PERFORMANCE.md). Call after privileges are dropped: the thread keeps
-    /// whatever its creator had.
-    pub fn start_reading_store(&mut self, dir: &DataDir) -> Arc<TrustStore> {
+    /// The trust store in `dir`, and whether it is large enough to be read on a thread of its own
+    /// ([`first_read`]); not read yet unless [`listen`] read it. A large store is announced as
+    /// read later ([`TrustStore::read_later`]), so that requests meanwhile look for their client's
+    /// certificate in the file instead of reading it whole.
+    pub fn trust_store(&mut self, dir: &DataDir) -> (Arc<TrustStore>, bool) {
         if let Some(store) = self.store.take() {
-            return store;
+            return (store, false);
         }
         let store = Arc::new(TrustStore::new(dir.trust_store(), FileMode::PRIVATE));
         // A small store is read at once where it is needed: a thread would cost more.
         let size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
-        if size < READ_APART_FROM {
-            return store;
+        let apart = size >= READ_APART_FROM;
+        if apart {
+            store.read_later();
         }
-        let reading = store.clone();
-        // Errors are the first reader's to report: a read that failed leaves nothing cached.
-        let started = std::thread::Builder::new()
-            .name("store-read".into())
-            .spawn(move || {
-                // Behind the rest of start-up and the first requests, which no longer wait for it
-                // (measured: the cold start's ratio to a warm command 2.21 -> 2.13, 2.13 -> 2.03).
-                // A thread's nice value is its own on Linux; raising it needs no privilege.
-                // SAFETY: setpriority only reads its integer arguments.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-                }
-                drop(reading.current())
-            });
-        if let Err(e) = started {
-            tracing::debug!(error = %e, "cannot start a thread to read the trust store; reading it when needed");
-        }
-        store
+        (store, apart)
     }
 
     /// Put a socket we bound at its final path now (before switching to a user that could not
@@ -219,6 +203,52 @@ impl Listening {
         }
         Ok(())
     }
+}
+
+/// The store's first whole read, which READY=1 waits for. A large store (`apart`) waits until
+/// the connection that started the daemon has been served, or [`FIRST_READ_WAIT`], and is then
+/// read on a thread of its own at a lower priority. Until then requests find their client's
+/// certificate in the file ([`TrustStore::presence`]), so the first command neither waits for the
+/// read nor shares the CPU with it (docs/PERFORMANCE.md: with 1,000 trusted the read is about
+/// 4 ms of a fresh process's CPU, and run beside the first command it made it 0.8-0.9 ms
+/// slower). What needs the whole store meanwhile reads it there and then, and this read then
+/// finds it done. Call after privileges are dropped: the thread keeps whatever its creator had.
+///
+/// Blocking here holds up no request: `serve` runs on the thread that started the runtime, not
+/// on one of its workers.
+async fn first_read(
+    store: &Arc<TrustStore>,
+    apart: bool,
+    activity: &Activity,
+) -> trust::Result<Arc<trust::Bundle>> {
+    if apart {
+        let _ = tokio::time::timeout(FIRST_READ_WAIT, activity.served()).await;
+        let reading = store.clone();
+        let started = std::thread::Builder::new()
+            .name("store-read".into())
+            .spawn(move || {
+                // Behind the requests that come meanwhile (measured when the read still ran
+                // beside the first command: the cold start's ratio to a warm command went from
+                // 2.21 to 2.13 and from 2.13 to 2.03 at nice 10). A thread's nice value is its
+                // own on Linux; raising it needs no privilege.
+                // SAFETY: setpriority only reads its integer arguments.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
+                // Errors are reported below: a read that failed leaves nothing cached.
+                drop(reading.current())
+            });
+        match started {
+            Ok(thread) => {
+                let _ = thread.join();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot start a thread to read the trust store; reading it here");
+            }
+        }
+    }
+    store.current()
 }
 
 /// Clear what writes interrupted by a crash left behind (each file's writers hold its
@@ -250,7 +280,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     };
     let pki = ServerPki::load_or_create(&dir, pki_options)
         .context("cannot load or create the server certificates")?;
-    let store = listening.start_reading_store(&dir);
+    let (store, read_apart) = listening.trust_store(&dir);
     let certificates = ServerCertResolver::new(&pki)?;
     let tls = tls::server_config(certificates.clone())?;
     renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
@@ -316,10 +346,8 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
                 let _ = shutdown_rx.await;
             }),
     );
-    // Blocking here holds up no request: `serve` runs on the thread that started the runtime,
-    // not on one of its workers.
-    let trusted = store
-        .current()
+    let trusted = first_read(&store, read_apart, &activity)
+        .await
         .context("cannot read the trust store")?
         .len();
     // The store may have changed while no daemon ran (by hand, by the helper, a crash): the

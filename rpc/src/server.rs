@@ -270,16 +270,23 @@ fn warn(warnings: &Warnings, peer: Option<PeerKey>, message: &'static str) {
     warnings.note((peer, message), (peer, message));
 }
 
-/// Counts connections from accept (handshake included) to close, for the daemon's idle logic.
+/// Counts connections from accept (handshake included) to close, for the daemon's idle logic
+/// and the first read of its trust store.
 #[derive(Debug, Clone)]
 pub struct Activity {
-    open: Arc<watch::Sender<usize>>,
+    counts: Arc<watch::Sender<Counts>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    open: usize,
+    closed: u64,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
-            open: Arc::new(watch::channel(0).0),
+            counts: Arc::new(watch::channel(Counts::default()).0),
         }
     }
 }
@@ -287,16 +294,16 @@ impl Default for Activity {
 impl Activity {
     /// Connections accepted and not yet closed.
     pub fn open_connections(&self) -> usize {
-        *self.open.borrow()
+        self.counts.borrow().open
     }
 
     /// Resolves once no connection has been open for `idle` without interruption.
     pub async fn idle_for(&self, idle: Duration) {
-        let mut rx = self.open.subscribe();
+        let mut rx = self.counts.subscribe();
         loop {
-            let _ = rx.wait_for(|open| *open == 0).await;
+            let _ = rx.wait_for(|c| c.open == 0).await;
             match tokio::time::timeout(idle, rx.changed()).await {
-                Err(_) if *rx.borrow() == 0 => return,
+                Err(_) if rx.borrow().open == 0 => return,
                 _ => continue,
             }
         }
@@ -304,12 +311,19 @@ impl Activity {
 
     /// Resolves when no connection is open.
     pub async fn drained(&self) {
-        let mut rx = self.open.subscribe();
-        let _ = rx.wait_for(|open| *open == 0).await;
+        let mut rx = self.counts.subscribe();
+        let _ = rx.wait_for(|c| c.open == 0).await;
+    }
+
+    /// Resolves once a connection has closed and none is open: under socket activation, once
+    /// the connection that started the daemon has been served.
+    pub async fn served(&self) {
+        let mut rx = self.counts.subscribe();
+        let _ = rx.wait_for(|c| c.closed > 0 && c.open == 0).await;
     }
 
     fn guard(&self) -> ActivityGuard {
-        self.open.send_modify(|open| *open += 1);
+        self.counts.send_modify(|c| c.open += 1);
         ActivityGuard(self.clone())
     }
 }
@@ -319,7 +333,10 @@ struct ActivityGuard(Activity);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.0.open.send_modify(|open| *open -= 1);
+        self.0.counts.send_modify(|c| {
+            c.open -= 1;
+            c.closed += 1;
+        });
     }
 }
 
@@ -748,5 +765,34 @@ impl http_body::Body for Holding {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `activity.served()` resolves now (it never waits on a timer, only on the counts).
+    async fn served_now(activity: &Activity) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), activity.served())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn served_once_a_connection_has_come_and_gone_and_none_is_open() {
+        let activity = Activity::default();
+        assert!(!served_now(&activity).await, "no connection yet");
+        let first = activity.guard();
+        assert!(!served_now(&activity).await, "the first connection is open");
+        let second = activity.guard();
+        drop(first);
+        assert!(
+            !served_now(&activity).await,
+            "the second connection is open"
+        );
+        drop(second);
+        assert!(served_now(&activity).await);
+        assert_eq!(activity.open_connections(), 0);
     }
 }

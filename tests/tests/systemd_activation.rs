@@ -449,6 +449,167 @@ fn notify_socket_gets_ready_then_stopping() {
     assert_eq!(status.code(), Some(IDLE_EXIT));
 }
 
+/// A data directory whose trust store holds `others` certificates of other clients and then the
+/// certificate of the client whose home is `home`, as the daemon writes them: over 64 KiB, so the
+/// daemon reads it whole on a thread of its own, once its first connection has been served.
+fn large_store(data: &Path, home: &Path, others: usize) {
+    use rustls_pki_types::pem::PemObject;
+    let dir = trust::DataDir::new(data);
+    trust::fsutil::ensure_dir(dir.root(), 0o711).unwrap();
+    trust::fsutil::ensure_dir(&dir.trust_store_dir(), 0o700).unwrap();
+    let client = tls::ClientIdentity::load_or_create(
+        &home.join("share").join(trust::paths::CLIENT_CERT_DIR_NAME),
+    )
+    .unwrap();
+    let mut bundle = trust::Bundle::default();
+    let now = time::OffsetDateTime::now_utc();
+    for _ in 0..others {
+        let (pem, _) = tls::pki::new_client_cert(now).unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        bundle.insert(trust::Entry::new(der, trust::Metadata::default()));
+    }
+    bundle.insert(trust::Entry::new(
+        client.cert.clone(),
+        trust::Metadata::default(),
+    ));
+    let text = bundle.to_pem();
+    assert!(text.len() > 64 * 1024, "store of {} bytes", text.len());
+    std::fs::write(dir.trust_store(), text).unwrap();
+}
+
+/// `systemd-socket-activate` for a daemon whose store is [`large_store`] (150 others, then the
+/// client of `home`), with its notifications watched for `READY=1`.
+struct LargeStore {
+    _dir: TestDir,
+    sock: PathBuf,
+    data: PathBuf,
+    home: PathBuf,
+    /// When the first `READY=1` came, and the whole message.
+    ready: std::sync::mpsc::Receiver<(Instant, String)>,
+    activator: Child,
+}
+
+impl LargeStore {
+    fn start(daemon_args: &[&str]) -> LargeStore {
+        let dir = TestDir::new();
+        let sock = dir.path().join("sock");
+        let data = dir.path().join("data");
+        let home = dir.subdir("home");
+        large_store(&data, &home, 150);
+        let notify_path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).to_string();
+                if message.lines().any(|l| l == "READY=1") {
+                    let _ = tx.send((Instant::now(), message));
+                    return;
+                }
+            }
+        });
+        let activator = Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(&sock)
+            .arg("--fdname=multipass")
+            .arg("-E")
+            .arg(format!("NOTIFY_SOCKET={}", notify_path.display()))
+            .arg(bin("multipassd"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(daemon_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-socket-activate (package systemd) must be installed");
+        wait_until_exists(&sock);
+        LargeStore {
+            _dir: dir,
+            sock,
+            data,
+            home,
+            ready,
+            activator,
+        }
+    }
+
+    fn list(&self) -> Output {
+        client(&self.sock, &self.data, &self.home, &["list"])
+    }
+
+    /// The first `READY=1`, which must count every entry of the store.
+    fn ready(&self, within: Duration) -> Instant {
+        let (at, message) = self
+            .ready
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("no READY=1 within {within:?}"));
+        assert!(
+            message.contains("; 151 trusted clients"),
+            "READY=1 without the whole store: {message:?}"
+        );
+        at
+    }
+
+    /// SIGTERM: the daemon must exit 0.
+    fn stop(mut self) {
+        terminate(&self.activator);
+        assert_eq!(
+            wait_timeout(&mut self.activator, Duration::from_secs(10)).and_then(|s| s.code()),
+            Some(0)
+        );
+    }
+}
+
+/// Socket activation with a large store: the connection that started the daemon is answered from
+/// its client's entry in the file, and the whole store is read after it (READY=1 waits for that
+/// read, and counts every entry).
+fn a_large_store_is_read_once_the_first_command_is_served() {
+    let daemon = LargeStore::start(&[]);
+    let started = Instant::now();
+    let out = daemon.list();
+    let took = started.elapsed();
+    let done = Instant::now();
+    assert_ok(&out, "the first command, its client last of 151");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "No instances found."
+    );
+    let ready_at = daemon.ready(Duration::from_secs(30));
+    // The daemon waits at most 100 ms for its first connection to end (FIRST_READ_WAIT in
+    // daemon/src/server.rs), counted from after the connection was made.
+    if took < Duration::from_millis(100) {
+        assert!(
+            ready_at > done,
+            "READY=1 came {:?} before the first command ended: the store was read beside it",
+            done - ready_at
+        );
+    } else {
+        println!("the first command took {took:?}, longer than the daemon waits for it: the order is not checked");
+    }
+    assert_ok(&daemon.list(), "a command after READY=1");
+    daemon.stop();
+}
+
+/// A first connection that stays open does not keep the daemon from reading its store and
+/// becoming ready.
+fn a_large_store_is_read_while_the_first_connection_stays_open() {
+    // The daemon would close a silent connection after a minute.
+    let daemon = LargeStore::start(&["--handshake-timeout", "60"]);
+    // Connects (which starts the daemon) and says nothing.
+    let held = std::os::unix::net::UnixStream::connect(&daemon.sock).expect("connect");
+    daemon.ready(Duration::from_secs(20));
+    assert_ok(
+        &daemon.list(),
+        "a command while the first connection is still open",
+    );
+    drop(held);
+    daemon.stop();
+}
+
 fn daemon_started_as_root_holds_no_capabilities() {
     let dir = TestDir::new();
     let sock = dir.path().join("sock");
@@ -596,5 +757,5 @@ fn service_exposure_score_is_at_most_1_5() {
 
 multipass_system_tests::process_tests! {
     root: [systemd_socket_activate_starts_on_demand_and_exits_when_idle, a_single_socket_is_served_whatever_its_name, no_connection_is_lost_across_idle_exits, notify_socket_gets_ready_then_stopping, daemon_started_as_root_holds_no_capabilities, daemon_can_switch_to_a_user, the_named_socket_is_chosen_among_several],
-    plain: [units_verify_without_warnings, service_exposure_score_is_at_most_1_5],
+    plain: [units_verify_without_warnings, service_exposure_score_is_at_most_1_5, a_large_store_is_read_once_the_first_command_is_served, a_large_store_is_read_while_the_first_connection_stays_open],
 }

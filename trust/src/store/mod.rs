@@ -87,7 +87,8 @@ pub struct TrustStore {
     path: PathBuf,
     mode: FileMode,
     cache: Mutex<Cached>,
-    /// Set while a thread holding `cache` reads and parses the file.
+    /// Set while a thread holding `cache` reads and parses the file, and from
+    /// [`TrustStore::read_later`] until then.
     reading: AtomicBool,
     /// Held by the one request at a time that looks for its entry in the file instead of waiting
     /// for that read ([`TrustStore::presence`]): at most one more scan of the file at once.
@@ -158,6 +159,17 @@ impl TrustStore {
         Ok(bundle)
     }
 
+    /// Say that the file will be read whole soon, by a thread of the caller's: until a read ends,
+    /// [`TrustStore::presence`] looks for its client in the file instead of reading it whole
+    /// first. The daemon puts a large store's first read off until the connection that started it
+    /// has been served. Does nothing once the store has been read.
+    pub fn read_later(&self) {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.loaded {
+            self.reading.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether `fingerprint` is trusted now.
     pub fn is_trusted(&self, fingerprint: &Fingerprint) -> Result<bool> {
         Ok(self.current()?.contains(fingerprint))
@@ -166,9 +178,10 @@ impl TrustStore {
     /// Whether `certificate`, whose SHA-256 is `fingerprint`, is trusted now and whether anybody
     /// is: what [`TrustStore::current`] says, without always waiting for it. While another thread
     /// reads the file (the daemon's first read, which takes milliseconds per thousand entries),
-    /// the certificate's block is looked for in the file as it is now; only a client not found
-    /// that way waits for the whole read. The answer is about `fingerprint`: the certificate only
-    /// says where to look.
+    /// and before that read when [`TrustStore::read_later`] announced it, the certificate's block
+    /// is looked for in the file as it is now; only a client not found that way waits for, or
+    /// makes, the whole read. The answer is about `fingerprint`: the certificate only says where
+    /// to look.
     pub fn presence(&self, certificate: &[u8], fingerprint: &Fingerprint) -> Result<Presence> {
         if self.reading.load(Ordering::Acquire) {
             if let Ok(_turn) = self.looking.try_lock() {

@@ -549,6 +549,45 @@ fn presence_answers_from_the_entry_only_while_the_store_is_being_read() {
     assert!(!store.reading.load(Ordering::Acquire));
 }
 
+/// A read announced for later makes requests look in the file until a read ends; once the store
+/// has been read, announcing does nothing.
+#[test]
+fn presence_looks_in_the_file_until_an_announced_read_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (by_hand_pem, by_hand) = cert();
+    let (_, stranger) = cert();
+    let store = store(dir.path());
+    std::fs::write(store.path(), by_hand_pem).unwrap();
+    let presence = |der: &CertificateDer<'_>| store.presence(der, &Fingerprint::of(der)).unwrap();
+
+    store.read_later();
+    assert_eq!(
+        presence(&by_hand),
+        Presence {
+            trusted: true,
+            empty: false,
+            whole: false
+        }
+    );
+    assert!(
+        !store.cache.lock().unwrap().loaded,
+        "answered from the file without reading it whole"
+    );
+    // A client not found there makes the whole read, which ends the announcement.
+    assert_eq!(
+        presence(&stranger),
+        Presence {
+            trusted: false,
+            empty: false,
+            whole: true
+        }
+    );
+    assert!(!store.reading.load(Ordering::Acquire));
+    store.read_later();
+    assert!(!store.reading.load(Ordering::Acquire), "read already");
+    assert!(presence(&by_hand).whole);
+}
+
 /// Random stores made of the pieces the parser meets (entries we write, hand appends, torn and
 /// damaged blocks, boundaries glued to other text, lone `fingerprint:` and metadata lines, CRLF,
 /// blank lines), searched in pieces of random sizes: whatever the lookup finds, the whole parse
