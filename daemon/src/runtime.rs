@@ -24,7 +24,7 @@ pub fn cpus() -> usize {
             .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
             .count()
             .max(1),
-        // More CPUs than a `cpu_set_t` holds (1,024): the standard library asks with a larger set.
+        // More CPUs than a `cpu_set_t` holds (1,024): let the standard library count them.
         Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
