@@ -5,6 +5,9 @@ use multipassd::args::Args;
 use multipassd::server::{self, Outcome, IDLE_EXIT_STATUS};
 use multipassd::{logging, privileges};
 
+// Links in what keeps the executable from loading libm (see the crate).
+use multipass_linkage as _;
+
 fn main() -> ExitCode {
     multipassd::memory::keep_large_allocations_off_the_heap();
     let args = Args::parse();

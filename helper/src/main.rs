@@ -8,6 +8,9 @@ use multipassd_helper::cli::{Cli, Command};
 use multipassd_helper::{bus, ops, writer};
 use zeroize::Zeroizing;
 
+// Links in what keeps the executable from loading libm (see the crate).
+use multipass_linkage as _;
+
 fn main() -> ExitCode {
     // Before anything else: no core dump (nor a same-user ptrace or /proc/PID/mem read) may
     // expose a passphrase or the trust store. Every mode, the writer child included, runs this

@@ -1,0 +1,3 @@
+fn main() {
+    multipass_linkage::configure();
+}
