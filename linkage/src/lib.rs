@@ -12,10 +12,14 @@
 //!   averages how long tasks take to poll. This crate defines [`pow`], so the linker, which rustc
 //!   runs with `--as-needed`, finds nothing left for libm to provide and leaves it out.
 //!
+//! This is about start-up only: a library that glibc loads later, to look a name up through NSS
+//! (`libnss_systemd.so.2` needs libm), is still loaded then, and finds [`pow`] defined.
+//!
 //! Each executable's package calls [`configure`] from its build script and names this crate in
 //! its `main.rs` (`use multipass_linkage as _;`), which is what links [`pow`] in.
-//! `tests/tests/linkage.rs` checks the executables that come out; `daemon/tests/unwinding.rs`
-//! checks that panics still unwind with the static unwinder.
+//! `tests/tests/linkage.rs` checks the executables that come out, and the system scenario
+//! `tests/system/scenario-security.sh` the installed ones; `daemon/tests/unwinding.rs` checks
+//! that panics still unwind with the static unwinder.
 
 use std::path::PathBuf;
 

@@ -10,6 +10,14 @@ echo "exposure: $score" >>"$out"
 # (No awk here: /etc/alternatives, where Debian's awk link points, is empty in the container.)
 check "exposure score $score <= 1.5" /usr/bin/python3 -c "import sys; sys.exit(not float('$score') <= 1.5)"
 
+# The installed executables start with libc alone (multipass-linkage): the loader initialises no
+# other library.
+for exe in /usr/bin/multipass /usr/sbin/multipassd /usr/libexec/multipassd-helper; do
+    trace=$(LD_DEBUG=libs "$exe" --version 2>&1 >/dev/null)
+    inits=$(sed -n 's/.*calling init: .*\///p' <<<"$trace" | grep -v '^ld-linux' | sort -u | tr '\n' ' ')
+    expect "$exe initialises libc alone at start" "libc.so.6 " "$inits"
+done
+
 as alice list; expect "alice trusted" 0 "$rc"
 as bob list; expect "bob refused" 2 "$rc"
 
