@@ -7,7 +7,8 @@
 //!
 //! - `libgcc_s.so.1`, the unwinder that panics use. [`configure`] has the linker take the same
 //!   unwinder from GCC's static `libgcc_eh.a` instead, as `gcc -static-libgcc` does for C++
-//!   programs and as Rust does itself for `crt-static` targets.
+//!   programs and as Rust does itself for `crt-static` targets. (GCC 12's unwinder finds unwind
+//!   tables with glibc's `_dl_find_object`, so `dpkg-shlibdeps` asks for libc6 2.35 or later.)
 //! - `libm.so.6`, for one function: `pow`, which tokio's multi-thread scheduler calls when it
 //!   averages how long tasks take to poll. This crate defines [`pow`], so the linker, which rustc
 //!   runs with `--as-needed`, finds nothing left for libm to provide and leaves it out.
