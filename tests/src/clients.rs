@@ -136,6 +136,10 @@ pub fn first_client_sets_passphrase(daemon: &Daemon, admin: &User, passphrase: &
 
 /// Bytes that are not a TLS handshake, of four kinds by `i`: HTTP/1.1, an HTTP/2 preface without
 /// TLS, a TLS record header announcing more than will ever come, noise.
+///
+/// All but the third can be refused as soon as they arrive. The third is the start of a
+/// well-formed ClientHello that never ends ([`garbage_is_unfinished`]): only the handshake
+/// timeout closes it.
 pub fn garbage(i: usize) -> Vec<u8> {
     match i % 4 {
         0 => b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
@@ -143,6 +147,11 @@ pub fn garbage(i: usize) -> Vec<u8> {
         2 => vec![0x16, 0x03, 0x01, 0x3f, 0xff, 0x01, 0x00, 0x3f, 0xfb],
         _ => (0..4096).map(|n| (n * 131 + i * 7) as u8).collect(),
     }
+}
+
+/// Whether `garbage(i)` is the record that announces more than will ever come.
+pub fn garbage_is_unfinished(i: usize) -> bool {
+    i % 4 == 2
 }
 
 /// Give `path` and everything below it to `user`.

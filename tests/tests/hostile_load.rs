@@ -18,8 +18,11 @@ const PASSPHRASE: &str = "hostile-load-pass";
 const PER_USER: usize = 60;
 /// Users whose connections never finish the TLS handshake.
 const STALLING_USERS: usize = 3;
-/// Connections sending garbage (closed by the daemon at once, so they do not accumulate).
+/// Connections sending garbage (closed by the daemon at once, so they do not accumulate, or by
+/// the handshake timeout for a record that never ends).
 const GARBAGE: usize = 200;
+/// The daemon's handshake timeout, given on its command line (its default).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 connections (each with `STREAMS` stalled streams).
 const STREAM_CONNS: usize = 20;
 const STREAMS: usize = 16;
@@ -62,7 +65,8 @@ fn hostile_load() {
     let streamer = User::create(&dir, None);
     let oversizer = User::create(&dir, None);
     let flooder = User::create(&dir, None);
-    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
+    let handshake_timeout = HANDSHAKE_TIMEOUT.as_secs().to_string();
+    let daemon = clients::quiet_daemon(&dir, &admins, &["--handshake-timeout", &handshake_timeout]);
     clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
     daemon.ensure_client_cert(&newcomer, &["version"], None);
     let pid = daemon.pid();
@@ -88,10 +92,20 @@ fn hostile_load() {
         .iter()
         .flat_map(|u| connect_as(u, &socket, PER_USER, &scratch))
         .collect();
-    let mut garbled = connect_as(&garbler, &socket, GARBAGE, &scratch);
-    for (i, s) in garbled.iter_mut().enumerate() {
+    let (mut malformed, mut unfinished) = (Vec::new(), Vec::new());
+    for (i, mut s) in connect_as(&garbler, &socket, GARBAGE, &scratch)
+        .into_iter()
+        .enumerate()
+    {
         let _ = s.write_all(&clients::garbage(i));
+        if clients::garbage_is_unfinished(i) {
+            unfinished.push(s);
+        } else {
+            malformed.push(s);
+        }
     }
+    let garbage_sent = Instant::now();
+    let (malformed_sent, unfinished_sent) = (malformed.len(), unfinished.len());
     // The flooder: as many as it can, at once.
     let mut flood = connect_as(&flooder, &socket, FLOOD, &scratch);
     let flood_refused = clients::count_closed(&mut flood, Duration::from_millis(500));
@@ -263,18 +277,26 @@ fn hostile_load() {
     let (rss_during, hwm_during) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
 
     // What the daemon did with the raw connections.
-    let garbage_closed = clients::count_closed(&mut garbled, Duration::from_secs(5));
+    let malformed_closed = clients::count_closed(&mut malformed, Duration::from_secs(5));
+    // A record that never ends is closed by the handshake timeout, counted from the accept,
+    // which came before the bytes were sent; however long the load above took.
+    let unfinished_wait = (garbage_sent + HANDSHAKE_TIMEOUT + Duration::from_secs(5))
+        .saturating_duration_since(Instant::now());
+    let unfinished_closed = clients::count_closed(&mut unfinished, unfinished_wait);
 
     multipass_system_tests::figure(&format!(
         "hostile_load: {} connections that never finish TLS ({} users, {stalled_refused} \
          refused), {GARBAGE} sending \
-         garbage ({garbage_closed} closed by the daemon), {} without a client certificate \
+         garbage ({malformed_closed} of {} malformed closed at once, {unfinished_closed} of {} \
+         unfinished closed by the handshake timeout), {} without a client certificate \
          ({certless_refused} refused), {stalled_streams} stalled HTTP/2 streams on {STREAM_CONNS} \
          connections, {oversized_streams} streams announcing a 4 MiB message ({} MiB sent), \
          {HEADER_FLOODS} requests with 256 KiB of headers ({header_refused} refused), and a user \
          opening {FLOOD} connections at once ({flood_refused} refused at accept)",
         stalled.len(),
         STALLING_USERS,
+        malformed_sent,
+        unfinished_sent,
         PER_USER,
         oversized_sent >> 20,
     ));
@@ -288,7 +310,7 @@ fn hostile_load() {
     // The hostile clients go away.
     drop(held);
     drop(runtime);
-    drop((garbled, flood, stalled));
+    drop((malformed, unfinished, flood, stalled));
     let closing = Instant::now();
     let fd_after = procfs::wait_fd_count(pid, fd_before + 2, Duration::from_secs(15));
     let released_in = closing.elapsed();
@@ -312,8 +334,12 @@ fn hostile_load() {
         );
     }
     assert_eq!(
-        garbage_closed, GARBAGE,
-        "garbage-sending connections must be closed at once"
+        malformed_closed, malformed_sent,
+        "connections sending bytes that cannot start a TLS handshake must be closed at once"
+    );
+    assert_eq!(
+        unfinished_closed, unfinished_sent,
+        "connections whose ClientHello never ends must be closed by the handshake timeout"
     );
     assert_eq!(
         stalled_refused, 0,
