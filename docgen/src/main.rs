@@ -3,7 +3,7 @@
 //! `--help`. Run by `debian/rules`.
 //!
 //! Each subcommand gets a page named after its path (`multipass-trust-token-create(1)`) whose
-//! synopsis is the command as it is typed (`multipass trust token create`). The sections clap
+//! synopsis is the command as it is typed (`multipass trust token create [--name <NAME>] ...`). The sections clap
 //! does not know (exit status, environment, files, signals) come from the programs' crates, where
 //! `--help` takes them from too.
 
@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::CommandFactory;
 use clap_complete::Shell;
-use clap_mangen::roff::{bold, roman, Roff};
+use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 
 /// How a page presents its command's subcommands.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -163,10 +163,11 @@ fn write_subcommand_pages(dir: &Path, parent: &clap::Command) -> anyhow::Result<
 fn inline_subcommands(roff: &mut Roff, cmd: &clap::Command) {
     roff.control("SH", ["COMMANDS"]);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let mut sub = sub.clone();
-        let usage = sub.render_usage().to_string();
         roff.control("TP", []);
-        roff.text([bold(usage.trim_start_matches("Usage: "))]);
+        let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name());
+        let mut usage = vec![bold(name), roman(" ")];
+        usage.extend(synopsis(sub, own_option));
+        roff.text(usage);
         if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
             for (i, paragraph) in about.to_string().split("\n\n").enumerate() {
                 if i > 0 {
@@ -175,18 +176,30 @@ fn inline_subcommands(roff: &mut Roff, cmd: &clap::Command) {
                 roff.text([roman(paragraph)]);
             }
         }
-        // `--help` goes without saying on every command.
         for arg in sub
             .get_arguments()
-            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
+            .filter(|a| !a.is_hide_set() && own_option(a))
         {
             let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else {
                 continue;
             };
             roff.control("IP", []);
-            roff.text([bold(format!("--{long}")), roman(format!(": {help}"))]);
+            let mut entry = with_value(arg, format!("--{long}"));
+            entry.push(roman(format!(": {help}")));
+            let defaults = arg.get_default_values();
+            if !defaults.is_empty() && !arg.is_hide_default_value_set() {
+                let defaults: Vec<_> = defaults.iter().map(|d| d.to_string_lossy()).collect();
+                entry.push(roman(format!(" [default: {}]", defaults.join(", "))));
+            }
+            roff.text(entry);
         }
     }
+}
+
+/// Whether a subcommand described inline lists `arg`: the page's synopsis gives the global
+/// options, and `--help` goes without saying on every command.
+fn own_option(arg: &clap::Arg) -> bool {
+    !arg.is_global_set() && arg.get_id() != "help"
 }
 
 /// `extra`, then the pages of `cmd`'s subcommands.
@@ -198,6 +211,105 @@ fn see_also(cmd: &clap::Command, extra: &[&str]) -> Vec<String> {
             .map(|s| format!("{}(1)", page_name(s))),
     );
     pages
+}
+
+/// The SYNOPSIS: the command as it is typed, each option with its value.
+///
+/// `clap_mangen` writes an option that takes a value without it (`[--format]`), which typed as
+/// shown is refused for want of the value; so the synopsis is written here, in clap's notation
+/// (`[--format <FORMAT>]`, as `--help` writes it) and in `clap_mangen`'s order.
+fn synopsis_section(cmd: &clap::Command) -> String {
+    let mut roff = Roff::default();
+    roff.control("SH", ["SYNOPSIS"]);
+    // `.SY`: the lines after the first hang from the command's name, left-adjusted and not
+    // hyphenated.
+    roff.control("SY", [cmd.get_bin_name().unwrap_or_else(|| cmd.get_name())]);
+    roff.text(synopsis(cmd, |_| true));
+    roff.control("YS", []);
+    with_no_breaks(roff)
+}
+
+/// What follows the command's name in its synopsis: the options `keep` keeps, the arguments and
+/// the subcommand.
+fn synopsis(cmd: &clap::Command, keep: impl Fn(&clap::Arg) -> bool) -> Vec<Inline> {
+    let bracketed = |required: bool| if required { ("<", ">") } else { ("[", "]") };
+    let mut options: Vec<&clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && !a.is_positional() && keep(a))
+        .collect();
+    options.sort_by_key(|a| {
+        let key = match (a.get_short(), a.get_long()) {
+            (Some(short), _) => format!("{}{}", short.to_ascii_lowercase(), !short.is_lowercase()),
+            (None, Some(long)) => long.to_string(),
+            (None, None) => format!("{{{}", a.get_id()),
+        };
+        (a.get_display_order(), key)
+    });
+    let mut words: Vec<Vec<Inline>> = Vec::new();
+    for arg in options {
+        let names = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("-{short}|--{long}"),
+            (Some(short), None) => format!("-{short}"),
+            (None, Some(long)) => format!("--{long}"),
+            (None, None) => continue,
+        };
+        let (open, close) = if arg.is_required_set() {
+            ("", "")
+        } else {
+            ("[", "]")
+        };
+        let mut word = vec![roman(open)];
+        word.extend(with_value(arg, names));
+        word.push(roman(close));
+        if matches!(arg.get_action(), clap::ArgAction::Count) {
+            word.push(roman("..."));
+        }
+        words.push(word);
+    }
+    for arg in cmd.get_positionals().filter(|a| !a.is_hide_set()) {
+        let (open, close) = bracketed(arg.is_required_set());
+        let names = arg
+            .get_value_names()
+            .map(|names| names.join(" "))
+            .unwrap_or_else(|| arg.get_id().to_string());
+        words.push(vec![roman(open), italic(names), roman(close)]);
+    }
+    if cmd.has_subcommands() {
+        let (open, close) = bracketed(cmd.is_subcommand_required_set());
+        let name = cmd.get_subcommand_value_name().unwrap_or("COMMAND");
+        words.push(vec![roman(open), italic(name), roman(close)]);
+    }
+    let mut line: Vec<Inline> = Vec::new();
+    for (i, word) in words.into_iter().enumerate() {
+        if i > 0 {
+            line.push(roman(" "));
+        }
+        line.extend(word);
+    }
+    line.retain(|i| !matches!(i, Inline::Roman(s) if s.is_empty()));
+    line
+}
+
+/// An option's `names` in bold, then the values it takes (`--expires <DURATION>`), held on one
+/// line with it.
+fn with_value(arg: &clap::Arg, names: String) -> Vec<Inline> {
+    let mut word = vec![bold(names)];
+    if arg.get_num_args().is_some_and(|n| n.takes_values()) {
+        for value in arg.get_value_names().unwrap_or_default() {
+            word.extend([roman(NO_BREAK), italic(format!("<{value}>"))]);
+        }
+    }
+    word
+}
+
+/// Stands for roff's unbreakable space, `\~`, until a page is rendered: the `roff` crate escapes
+/// backslashes in text. (A U+00A0 left in would show as a space, but a shell does not split
+/// words there: pasted, the option would be refused.)
+const NO_BREAK: &str = "\u{a0}";
+
+/// `roff` rendered, with [`NO_BREAK`] made roff's unbreakable space.
+fn with_no_breaks(roff: Roff) -> String {
+    roff.render().replace(NO_BREAK, "\\~")
 }
 
 /// Write `cmd`'s page: clap's sections (the synopsis names the command as it is typed: the
@@ -220,7 +332,7 @@ fn write_page(
     let mut buf = Vec::new();
     man.render_title(&mut buf)?;
     man.render_name_section(&mut buf)?;
-    man.render_synopsis_section(&mut buf)?;
+    buf.extend(synopsis_section(&cmd).into_bytes());
     man.render_description_section(&mut buf)?;
     if cmd.get_arguments().any(|a| !a.is_hide_set()) {
         man.render_options_section(&mut buf)?;
@@ -244,7 +356,7 @@ fn write_page(
         let list: Vec<&str> = see_also.iter().map(AsRef::as_ref).collect();
         roff.text([roman(list.join(", "))]);
     }
-    buf.extend(roff.render().into_bytes());
+    buf.extend(with_no_breaks(roff).into_bytes());
     if cmd.get_version().is_some() {
         man.render_version_section(&mut buf)?;
     }

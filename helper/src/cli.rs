@@ -35,7 +35,7 @@ pub enum Command {
     /// through multipassd-helper.service; exits when idle.
     Serve {
         /// Exit after this many seconds without a call (0: never).
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         idle_timeout: u64,
     },
     /// Give the socket the owner, group and mode that match the trust store

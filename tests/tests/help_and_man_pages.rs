@@ -237,53 +237,77 @@ fn section<'a>(sections: &'a [(String, String)], name: &str) -> Option<&'a str> 
         .map(|(_, b)| b.as_str())
 }
 
+/// An option a synopsis offers: its long (or only) name, and the name of the value it shows.
+struct Offered {
+    name: String,
+    value: Option<String>,
+}
+
 /// The program, the words of the command and the options of a synopsis (`multipass trust list
-/// [--format] [-v|--verbose]... [-h|--help]`).
-fn parse_synopsis(synopsis: &str) -> (Vec<String>, Vec<String>) {
-    let words: Vec<&str> = synopsis.split_whitespace().collect();
-    let command: Vec<String> = words
-        .iter()
-        .take_while(|w| !w.starts_with('[') && !w.starts_with('<'))
-        .map(|w| w.to_string())
-        .collect();
-    let options = words
-        .iter()
-        .filter(|w| w.starts_with("[-"))
-        .map(|w| {
-            let inner = w
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or_default();
-            // `-v|--verbose`: the long form; both name the same option.
-            inner.rsplit('|').next().unwrap_or(inner).to_string()
-        })
-        .collect();
+/// [--format <FORMAT>] [-v|--verbose]... [-h|--help]`).
+fn parse_synopsis(synopsis: &str) -> (Vec<String>, Vec<Offered>) {
+    let mut words = synopsis.split_whitespace().peekable();
+    let mut command = Vec::new();
+    while let Some(word) = words.next_if(|w| !w.starts_with('[') && !w.starts_with('<')) {
+        command.push(word.to_string());
+    }
+    let mut options = Vec::new();
+    while let Some(word) = words.next() {
+        let Some(names) = word.strip_prefix("[-").map(|rest| format!("-{rest}")) else {
+            continue;
+        };
+        // `-v|--verbose`: the long form; both name the same option.
+        let names = names.split(']').next().unwrap_or_default();
+        let name = names.rsplit('|').next().unwrap_or(names).to_string();
+        // `[--format <FORMAT>]`: the value is the next word, and closes the brackets.
+        let value = match word.contains(']') {
+            true => None,
+            false => words.next().map(|v| {
+                v.split(']')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches(['<', '>'])
+                    .to_string()
+            }),
+        };
+        options.push(Offered { name, value });
+    }
     (command, options)
 }
 
-/// A value the option accepts, from the page's OPTIONS section: its default, its first possible
-/// value, or something of the shape its value name asks for.
-fn value_for(options_section: &str, option: &str) -> Option<String> {
-    let mut lines = options_section.lines().map(str::trim);
-    let head = lines.find(|l| l.split([',', ' ']).any(|word| word == option))?;
+/// The name of the value `option` takes, as the page's OPTIONS section writes it
+/// (`--format <FORMAT>`).
+fn value_name_in_options(options_section: &str, option: &str) -> Option<String> {
+    let head = options_section
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split([',', ' ']).any(|word| word == option))?;
     let value_name = head.split('<').nth(1)?.split('>').next()?;
+    Some(value_name.to_string())
+}
+
+/// A value `option` accepts, from the page's OPTIONS section: its default, its first possible
+/// value, or something of the shape its value name asks for.
+fn value_for(options_section: &str, option: &str, value_name: &str) -> String {
+    let mut lines = options_section.lines().map(str::trim);
+    let head = lines
+        .find(|l| l.split([',', ' ']).any(|word| word == option))
+        .unwrap_or_default();
     if let Some(default) = head.split("[default: ").nth(1) {
-        return Some(default.trim_end_matches(']').to_string());
+        return default.trim_end_matches(']').to_string();
     }
     let rest: Vec<&str> = lines.take_while(|l| !l.starts_with('-')).collect();
     if let Some(i) = rest.iter().position(|l| l.starts_with("Possible values")) {
-        let first = rest[i + 1..].iter().find(|l| !l.is_empty())?;
-        return Some(first.trim_start_matches('•').trim().to_string());
-    }
-    Some(
-        match value_name {
-            "DURATION" => "1h",
-            "SECONDS" => "1",
-            _ => "x",
+        if let Some(first) = rest[i + 1..].iter().find(|l| !l.is_empty()) {
+            return first.trim_start_matches('•').trim().to_string();
         }
-        .to_string(),
-    )
+    }
+    match value_name {
+        "DURATION" => "1h",
+        "SECONDS" => "1",
+        _ => "x",
+    }
+    .to_string()
 }
 
 fn man_pages_name_real_commands_and_offer_options_that_work() {
@@ -322,20 +346,42 @@ fn man_pages_name_real_commands_and_offer_options_that_work() {
         let out = output(program, &help);
         out.assert_code(0, &format!("{page}: its synopsis as a command"));
 
+        // Each option typed as the synopsis shows it, a value put for the value's name.
         let options_section = section(&parts, "OPTIONS").unwrap_or_default();
-        for option in &options {
-            let mut args = words.clone();
-            args.push(option);
-            let value = value_for(options_section, option);
-            if let Some(value) = &value {
-                args.push(value);
+        for Offered { name, value } in &options {
+            assert_eq!(
+                value.as_deref(),
+                value_name_in_options(options_section, name).as_deref(),
+                "{page}: the synopsis and OPTIONS differ on the value {name} takes\n{text}"
+            );
+            let mut args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            args.push(name.clone());
+            if let Some(value_name) = value {
+                args.push(value_for(options_section, name, value_name));
             }
-            args.push("--help");
+            args.push("--help".into());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = output(program, &args);
             assert!(
-                out.code == Some(0) && (out.stdout.contains("Usage:") || option == "--version"),
-                "{page}: the synopsis offers {option}, which `{program} {}` refuses\n{out}",
+                out.code == Some(0) && (out.stdout.contains("Usage:") || name == "--version"),
+                "{page}: the synopsis offers {name}, which `{program} {}` refuses\n{out}",
                 args.join(" ")
+            );
+        }
+        // ...and each option OPTIONS describes is in the synopsis.
+        for head in options_section
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with('-'))
+        {
+            let names: Vec<&str> = head
+                .split([',', ' '])
+                .filter(|w| w.starts_with('-'))
+                .collect();
+            let name = names.iter().find(|n| n.starts_with("--")).or(names.first());
+            assert!(
+                name.is_some_and(|n| options.iter().any(|o| o.name == *n)),
+                "{page}: OPTIONS describes {head:?}, which the synopsis does not offer\n{text}"
             );
         }
 
@@ -444,11 +490,15 @@ fn pages_of_the_client_daemon_and_helper_have_their_sections() {
             ("DESCRIPTION", &["polkit", "pkexec", "io.multipass.Helper1"]),
             (
                 "COMMANDS",
+                // Each command as it is typed, an option with its value.
                 &[
-                    "serve",
-                    "apply-socket-policy",
-                    "set-passphrase",
-                    "trust-certificate",
+                    "multipassd-helper serve [--idle-timeout <SECONDS>]",
+                    "--idle-timeout <SECONDS>: Exit after",
+                    "[default: 30]",
+                    "multipassd-helper apply-socket-policy",
+                    "multipassd-helper set-passphrase [--clear]",
+                    "multipassd-helper trust-certificate [--name <NAME>]",
+                    "--name <NAME>: Name to record",
                 ],
             ),
             ("FILES", &["io.multipass.policy", "multipassd.conf"]),
