@@ -299,7 +299,12 @@ fn new_server(
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     params.not_before = now - Duration::hours(1);
-    let not_after = now + validity;
+    // A certificate holds whole seconds (the fraction is dropped), and the renewal is timed from
+    // the expiry returned here: it must be the one the certificate holds, not up to a second
+    // later.
+    let not_after = (now + validity)
+        .replace_nanosecond(0)
+        .unwrap_or(now + validity);
     params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
     Ok((cert.pem(), key, not_after))
@@ -461,6 +466,24 @@ mod tests {
         let second = ServerPki::load_or_create(&dir, opts).unwrap();
         assert_eq!(first.root_cert_pem, second.root_cert_pem);
         assert_ne!(first.chain[0], second.chain[0]);
+    }
+
+    #[test]
+    fn a_new_server_cert_expires_when_its_pki_says() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let opts = ServerPkiOptions {
+            server_validity: Duration::seconds(4),
+            renew_before: Duration::seconds(2),
+        };
+        // Made several times, so that at least one is made at a fraction of a second.
+        for _ in 0..3 {
+            std::fs::remove_file(dir.server_cert()).ok();
+            let pki = ServerPki::load_or_create(&dir, opts).unwrap();
+            let (_, x509) = x509_parser::parse_x509_certificate(&pki.chain[0]).unwrap();
+            assert_eq!(x509.validity().not_after.to_datetime(), pki.not_after);
+            std::thread::sleep(std::time::Duration::from_millis(137));
+        }
     }
 
     #[test]
