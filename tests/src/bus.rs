@@ -216,7 +216,18 @@ pub fn authorized(user: &User, action: &str) -> bool {
         .args(["--init-groups", "sleep", "10"])
         .spawn()
         .expect("spawn sleeper");
-    std::thread::sleep(Duration::from_millis(50));
+    // Until `setpriv` has exec'd `sleep`, the process may still be root's, which polkit allows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read(format!("/proc/{}/cmdline", sleeper.id()))
+        .map_or(true, |c| !c.starts_with(b"sleep\0"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "setpriv did not exec sleep as {}",
+            user.name
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let ok = Command::new("pkcheck")
         .args(["--action-id", action, "--process"])
         .arg(sleeper.id().to_string())

@@ -402,6 +402,41 @@ impl Daemon {
         out
     }
 
+    /// Run `multipass authenticate` as `user` with `passphrase` (a wrong one) on standard input
+    /// until the failure limiter refuses an attempt, at most `attempts` times; each attempt it
+    /// lets through must fail with [`crate::PASSPHRASE_NOT_CORRECT`]. Returns the number of the
+    /// refused attempt (from 1), or `None`.
+    ///
+    /// Doubling waits make this hold on a slow machine: an attempt that comes after its wait
+    /// has ended is checked, fails, and sets a wait twice as long for the next one.
+    #[track_caller]
+    pub fn authenticate_until_limited(
+        &self,
+        user: &User,
+        passphrase: &str,
+        attempts: usize,
+    ) -> Option<usize> {
+        for attempt in 1..=attempts {
+            let out = self.run_as(user, &["authenticate"], Some(&format!("{passphrase}\n")));
+            if out
+                .stderr
+                .contains("Too many failed authentication attempts")
+            {
+                out.assert_code(2, "an attempt refused by the failure limiter");
+                return Some(attempt);
+            }
+            out.assert_failure(
+                2,
+                &format!("authenticate failed: {}", crate::PASSPHRASE_NOT_CORRECT),
+                &format!(
+                    "{} `authenticate` with a wrong passphrase, attempt {attempt}",
+                    user.name
+                ),
+            );
+        }
+        None
+    }
+
     /// Make sure `user` has a client certificate by running `multipass args...` as them (the
     /// outcome of the command itself does not matter). Panics if no certificate appears.
     pub fn ensure_client_cert(&self, user: &User, args: &[&str], stdin: Option<&str>) {

@@ -35,7 +35,13 @@ fn jitter(max_ms: u64) -> Duration {
 }
 
 fn concurrency_without_loss() {
-    let Fixture::<USERS>(dir, admins, admin, users, daemon) = Fixture::open();
+    // This is about writes lost or doubled, not about handshake timing: 200 processes starting
+    // at once on two cores, beside the hashing, may take a straggler past the default 10 s.
+    let Fixture::<USERS>(dir, admins, admin, users, daemon) =
+        Fixture::open_configured(multipass_system_tests::DaemonConfig {
+            extra_args: vec!["--handshake-timeout".into(), "60".into()],
+            ..Default::default()
+        });
     clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
 
     let mut expected: Vec<Vec<u8>> = vec![admin.cert_der()];

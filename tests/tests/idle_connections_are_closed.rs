@@ -41,6 +41,7 @@ fn idle_connections_are_closed() {
         // An authenticated connection that makes one request, then only answers and sends
         // pings.
         let mut quiet = connect().await;
+        let request_sent = Instant::now();
         let status = grpc::h2_call(&mut quiet.send, "list", &[]).await.unwrap();
         assert_eq!(status, "0", "the trusted client's `list`");
         let last_request = Instant::now();
@@ -56,6 +57,7 @@ fn idle_connections_are_closed() {
             }
         });
         // One that never makes a request at all.
+        let silent_connecting = Instant::now();
         let silent = connect().await;
         let silent_since = Instant::now();
         // One that makes a request every half second, over more than twice the limit.
@@ -95,12 +97,17 @@ fn idle_connections_are_closed() {
              {busy_calls} calls over {:.1?} and stayed open",
             busy_since.elapsed()
         ));
-        // The daemon's clock starts when it has answered, a little before the client has read it.
-        let early = idle - Duration::from_millis(200);
-        for (what, after) in [("idle", quiet_after), ("silent", silent_after)] {
+        // The daemon's clock starts between the request's sending and the client's reading the
+        // answer (between connecting and the end of the handshake, for the silent one): the
+        // lower bound is taken from before, the upper from after.
+        for (what, from_before, after) in [
+            ("idle", quiet_closed - request_sent, quiet_after),
+            ("silent", silent_closed - silent_connecting, silent_after),
+        ] {
             assert!(
-                after >= early && after < idle + Duration::from_secs(2),
-                "the {what} connection was closed {after:.1?} after, limit {idle:?}"
+                from_before >= idle && after < idle + Duration::from_secs(2),
+                "the {what} connection was closed {from_before:.1?} after the client began, \
+                 {after:.1?} after it was done, limit {idle:?}"
             );
         }
         assert!(

@@ -19,16 +19,23 @@ const MESSAGE: usize = 64 * 1024;
 const BOUND_MIB: u64 = 16;
 
 fn incomplete_messages_bound_memory() {
-    let Fixture(dir, _admins, admin, [hog], daemon) =
-        Fixture::open_with(|dir, admins| clients::quiet_daemon(dir, admins, &[]));
+    // The 64 connections are accepted at once and their handshakes made one after another,
+    // each followed by its streams: on a loaded machine that may outlast the default 10 s
+    // handshake timeout, which this test is not about.
+    let Fixture(dir, _admins, admin, [hog], daemon) = Fixture::open_with(|dir, admins| {
+        clients::quiet_daemon(dir, admins, &["--handshake-timeout", "60"])
+    });
     let scratch = dir.subdir("scratch");
     daemon
         .run_as(&admin, &["list"], None)
         .assert_code(0, "the first client");
     let pid = daemon.pid();
+    let idle_fds = procfs::fd_count(pid);
     // Warm up the paths every connection takes (TLS, HTTP/2, a refused request), so that the
     // figures compare the attack with a daemon that has served, not with a fresh one.
     daemon.run_as(&hog, &["list"], None);
+    // That connection counts against the hog's 64 until the daemon has closed it.
+    procfs::wait_fd_count(pid, idle_fds, Duration::from_secs(5));
     let (rss_before, hwm_before) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
 
     let connections = connect_as(&hog, daemon.socket(), CONNECTIONS, &scratch);

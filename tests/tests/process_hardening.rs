@@ -75,11 +75,32 @@ impl Running {
                 std::fs::read(format!("/proc/{}/cmdline", self.pid())).unwrap_or_default();
             let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
             if Path::new(std::str::from_utf8(argv0).unwrap_or_default()).ends_with(exe) {
-                // Past exec; give main() a moment to run its first lines.
-                std::thread::sleep(Duration::from_millis(200));
                 return;
             }
             assert!(Instant::now() < deadline, "{exe} never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Running {
+    /// Wait until the process's main thread is blocked reading its standard input (`read(0,
+    /// ...)`, from `/proc/PID/syscall`): past whatever it does first.
+    fn wait_reading_stdin(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                panic!("exited early with {status}");
+            }
+            let syscall = std::fs::read_to_string(format!("/proc/{}/syscall", self.pid()))
+                .unwrap_or_default();
+            if syscall.starts_with("0 0x0 ") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never came to read its standard input: {syscall:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -190,6 +211,7 @@ fn daemon_and_helper_are_not_dumpable() {
             .arg(&data),
     );
     writer.wait_exec("multipassd-helper");
+    writer.wait_reading_stdin();
     assert!(status_field(writer.pid(), "Uid").starts_with(&NOBODY.to_string()));
     assert_eq!(
         proc_owner(writer.pid()),
@@ -211,6 +233,7 @@ fn daemon_and_helper_are_not_dumpable() {
         "set-passphrase",
     ]));
     direct.wait_exec("multipassd-helper");
+    direct.wait_reading_stdin();
     assert!(
         !introspectable(direct.pid()),
         "the helper running as root is dumpable"

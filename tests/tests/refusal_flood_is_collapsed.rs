@@ -26,6 +26,26 @@ fn timestamp(line: &str) -> time::OffsetDateTime {
         .unwrap_or_else(|e| panic!("no timestamp in {line:?}: {e}"))
 }
 
+/// The `refused` lines of `uid` for an untrusted certificate.
+fn refused_lines(log: &str, uid: u32) -> Vec<&str> {
+    audit_events(log, "refused")
+        .into_iter()
+        .filter(|l| l.contains("reason=\"not-trusted\"") && l.contains(&format!(" uid={uid} ")))
+        .collect()
+}
+
+/// The refusals `lines` stand for: the sum of their `refusals` counts.
+fn counted(lines: &[&str]) -> u64 {
+    lines
+        .iter()
+        .map(|l| {
+            field(l, "refusals")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no refusals count in {l}"))
+        })
+        .sum()
+}
+
 fn refusal_flood_is_collapsed() {
     let Fixture(dir, _admins, admin, [intruder, newcomer], daemon) =
         Fixture::open_with(|dir, admins| clients::quiet_daemon(dir, admins, &[]));
@@ -80,24 +100,18 @@ fn refusal_flood_is_collapsed() {
         newcomer_in
     });
     let refused = refused.load(Ordering::Relaxed);
-    // The last refusals held back are written a second after the previous line.
-    std::thread::sleep(Duration::from_millis(1500));
-
-    let log = daemon.log();
-    let lines: Vec<&str> = audit_events(&log, "refused")
-        .into_iter()
-        .filter(|l| {
-            l.contains("reason=\"not-trusted\"") && l.contains(&format!(" uid={} ", intruder.uid))
-        })
-        .collect();
-    let counted: u64 = lines
-        .iter()
-        .map(|l| {
-            field(l, "refusals")
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("no refusals count in {l}"))
-        })
-        .sum();
+    // The last refusals held back are written a second after the previous line: the log is
+    // read until they are all counted, for at most 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = daemon.log();
+        if counted(&refused_lines(&log, intruder.uid)) >= refused || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines = refused_lines(&log, intruder.uid);
+    let counted = counted(&lines);
     let gaps: Vec<Duration> = lines
         .windows(2)
         .map(|w| {

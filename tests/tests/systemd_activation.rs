@@ -431,13 +431,17 @@ fn notify_socket_gets_ready_then_stopping() {
         first.lines().any(|l| l.starts_with("STATUS=Serving on")),
         "first message: {first:?}"
     );
-    // Ready means served: the socket is there and answers.
-    assert!(sock.exists(), "READY=1 before the socket exists");
+    // Ready means served: the socket is there and answers. A connection held from here keeps
+    // the one-second idle exit away while the client makes its identity (fsyncs included) and
+    // starts; the daemon counts a connection from its accept.
+    let held = std::os::unix::net::UnixStream::connect(&sock)
+        .unwrap_or_else(|e| panic!("READY=1, but the socket does not take a connection: {e}"));
     let home = dir.subdir("home");
     assert_ok(
         &client(&sock, &dir.path().join("data"), &home, &["list"]),
         "list after READY",
     );
+    drop(held);
 
     let n = notify.recv(&mut buf).expect("no STOPPING=1 received");
     let second = String::from_utf8_lossy(&buf[..n]).to_string();
