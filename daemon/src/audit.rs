@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc::collapse::Collapse;
 use rpc::server::{Peer, PeerKey, Transport};
 use tls::VerifiedClient;
 use trust::audit::{AuditEvent, Via, Who};
+use trust::collapse::Collapse;
 use trust::{Enrolment, Fingerprint};
 
 use crate::admission::{Refusal, TokenRefusal};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trust::audit::{AuditEvent, Via, Who};
+use trust::collapse::Collapse;
 use zbus::message::{Flags, Header};
 use zbus::{interface, Connection};
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
@@ -65,6 +66,7 @@ impl Drop for CallGuard {
 pub struct Helper {
     config: Arc<Config>,
     activity: Arc<Activity>,
+    denials: Denials,
 }
 
 impl Helper {
@@ -73,6 +75,7 @@ impl Helper {
         Helper {
             config: Arc::new(config),
             activity: Activity::new(),
+            denials: denials(),
         }
     }
 
@@ -82,32 +85,97 @@ impl Helper {
     }
 }
 
+/// At most one `helper-denied` line per caller and action in this period.
+const DENIAL_PERIOD: Duration = Duration::from_secs(1);
+
+/// One denial, as its line tells it.
+#[derive(Debug)]
+struct Denied {
+    action: &'static str,
+    who: Who,
+    sender: String,
+    reason: String,
+}
+
+/// Denials collapsed per caller (by uid, so that new connections do not make new keys) and
+/// action: the first is written at once, then at most one line a second with the number it
+/// stands for. A user whom polkit denies can call as fast as polkitd answers (about 190 calls a
+/// second here); without this each call was a line, and a flood could push the lines that
+/// matter past the journal's rate limit.
+type Denials = Collapse<(Option<u32>, &'static str), Denied>;
+
+fn denials() -> Denials {
+    Collapse::new(
+        DENIAL_PERIOD,
+        Arc::new(|denied: &Denied, refusals| {
+            AuditEvent::HelperDenied {
+                action: denied.action,
+                who: denied.who,
+                sender: &denied.sender,
+                reason: &denied.reason,
+                refusals,
+            }
+            .emit()
+        }),
+    )
+}
+
 /// Ask polkit whether the sender of the message with `header` may perform `action`. Interaction
 /// (an authentication dialog or agent prompt) only if the caller flagged the message with
-/// ALLOW_INTERACTIVE_AUTHORIZATION. Any error is a denial.
+/// ALLOW_INTERACTIVE_AUTHORIZATION. Any error is a denial, audited through `denials`.
 async fn authorize(
     connection: &Connection,
     header: &Header<'_>,
-    action: &str,
+    action: &'static str,
+    denials: &Denials,
 ) -> Result<(), HelperError> {
-    let denied = |why: String| {
-        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-        AuditEvent::HelperDenied {
-            action,
-            sender: &sender,
-            reason: &why,
-        }
-        .emit();
-        HelperError::NotAuthorized(format!("Not authorized to {action}: {why}"))
-    };
-    let subject = Subject::new_for_message_header(header).map_err(|e| denied(e.to_string()))?;
-    let authority = AuthorityProxy::new(connection)
-        .await
-        .map_err(|e| denied(format!("cannot reach polkit ({e})")))?;
     let interactive = header
         .primary()
         .flags()
         .contains(Flags::AllowInteractiveAuth);
+    let reason = match check_authorization(connection, header, action, interactive).await {
+        Ok(Polkit::Yes) => return Ok(()),
+        Ok(Polkit::NeedsInteraction) => {
+            return Err(HelperError::InteractionRequired(format!(
+                "{action} needs an administrator's authentication; call again allowing \
+                 interactive authorization, with a polkit agent running (e.g. pkttyagent)"
+            )))
+        }
+        Ok(Polkit::No) => "polkit said no".to_string(),
+        Err(reason) => reason,
+    };
+    let uid = caller_uid(connection, header).await.ok();
+    let denied = Denied {
+        action,
+        who: uid.map_or(Who::Unknown, Who::Uid),
+        sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
+        reason: reason.clone(),
+    };
+    denials.note((uid, action), denied);
+    Err(HelperError::NotAuthorized(format!(
+        "Not authorized to {action}: {reason}"
+    )))
+}
+
+/// What polkit said.
+enum Polkit {
+    Yes,
+    No,
+    /// An administrator's authentication would do, but the caller did not allow interaction.
+    NeedsInteraction,
+}
+
+/// polkit's answer for the sender of `header` and `action`; an error says why there is none.
+async fn check_authorization(
+    connection: &Connection,
+    header: &Header<'_>,
+    action: &str,
+    interactive: bool,
+) -> Result<Polkit, String> {
+    let subject = Subject::new_for_message_header(header).map_err(|e| e.to_string())?;
+    let authority = AuthorityProxy::new(connection)
+        .await
+        .map_err(|e| format!("cannot reach polkit ({e})"))?;
     let flags = if interactive {
         CheckAuthorizationFlags::AllowUserInteraction.into()
     } else {
@@ -116,17 +184,14 @@ async fn authorize(
     let result = authority
         .check_authorization(&subject, action, &HashMap::new(), flags, "")
         .await
-        .map_err(|e| denied(format!("polkit failed ({e})")))?;
-    if result.is_authorized {
-        return Ok(());
-    }
-    if result.is_challenge && !interactive {
-        return Err(HelperError::InteractionRequired(format!(
-            "{action} needs an administrator's authentication; call again allowing interactive \
-             authorization, with a polkit agent running (e.g. pkttyagent)"
-        )));
-    }
-    Err(denied("polkit said no".into()))
+        .map_err(|e| format!("polkit failed ({e})"))?;
+    Ok(if result.is_authorized {
+        Polkit::Yes
+    } else if result.is_challenge && !interactive {
+        Polkit::NeedsInteraction
+    } else {
+        Polkit::No
+    })
 }
 
 async fn caller_uid(connection: &Connection, header: &Header<'_>) -> Result<u32, HelperError> {
@@ -161,7 +226,7 @@ impl Helper {
     ) -> Result<(), HelperError> {
         let _call = self.activity.begin();
         let passphrase = Zeroizing::new(passphrase);
-        authorize(connection, &header, actions::SET_PASSPHRASE).await?;
+        authorize(connection, &header, actions::SET_PASSPHRASE, &self.denials).await?;
         ops::validate_passphrase(&passphrase)?;
         let uid = caller_uid(connection, &header).await.ok();
         let config = self.config.clone();
@@ -186,7 +251,7 @@ impl Helper {
         name: String,
     ) -> Result<String, HelperError> {
         let _call = self.activity.begin();
-        authorize(connection, &header, actions::TRUST_CLIENT).await?;
+        authorize(connection, &header, actions::TRUST_CLIENT, &self.denials).await?;
         let der = ops::validate_certificate(&pem)?;
         let uid = caller_uid(connection, &header).await?;
         let name = ops::client_name(&name, uid)?;
@@ -205,7 +270,7 @@ impl Helper {
         open: bool,
     ) -> Result<(), HelperError> {
         let _call = self.activity.begin();
-        authorize(connection, &header, actions::MANAGE_SOCKET).await?;
+        authorize(connection, &header, actions::MANAGE_SOCKET, &self.denials).await?;
         let access = if open {
             trust::access::Access::Open
         } else {

@@ -6,7 +6,6 @@
 //! - [`server`]: accepts connections on a Unix or TCP listener, runs each TLS handshake in its
 //!   own task with a timeout, and hands finished connections to tonic together with the typed
 //!   [`server::Peer`] (kernel-reported credentials and the verified client certificate).
-//! - [`collapse`]: repeated log events collapsed per peer, with their count.
 //! - [`client`]: dials the daemon, does the TLS handshake, and returns a tonic channel; failures
 //!   are typed so the CLI can say *why* it could not connect.
 //!
@@ -16,7 +15,6 @@
 
 pub mod address;
 pub mod client;
-pub mod collapse;
 pub mod server;
 
 /// Generated protocol types and service stubs (`package multipass`).

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::collapse::Collapse;
+use trust::collapse::Collapse;
 
 /// The credentials the kernel reports for the other end of a Unix socket (SO_PEERCRED), taken
 /// when the connection was accepted. Never re-parsed from text.

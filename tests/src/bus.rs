@@ -271,6 +271,11 @@ impl Helper {
         helper
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What it logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -355,6 +360,36 @@ pub fn call_helper_as(
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// As `user`, call `SetPassphrase` on one connection for `seconds`, `in_flight` calls at a
+/// time: (calls, refused as not authorized, anything else).
+pub fn flood_helper(user: &User, seconds: u64, in_flight: usize) -> (u64, u64, u64) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &user.uid.to_string(),
+            "--regid",
+            &user.gid.to_string(),
+        ])
+        .arg("--init-groups")
+        .arg(crate::bin("multipass-test-helper-call"))
+        .args(["--flood", &seconds.to_string(), &in_flight.to_string()])
+        .args(["SetPassphrase", "s", "flood"])
+        .output()
+        .expect("multipass-test-helper-call --flood");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match (out.status.success(), numbers.as_slice()) {
+        (true, [calls, refused, other]) => (*calls, *refused, *other),
+        _ => panic!(
+            "multipass-test-helper-call --flood: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// The set-up every helper test shares: the system bus (locked for this test), a scratch

@@ -199,6 +199,43 @@ pub fn audit_events<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The value of the field `name` in a log line (`... name=value ...`), without quotes removed.
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[start..].split_whitespace().next()
+}
+
+/// The time a log line was written (its first word, RFC 3339).
+#[track_caller]
+pub fn log_timestamp(line: &str) -> time::OffsetDateTime {
+    let word = line.split_whitespace().next().unwrap_or_default();
+    time::OffsetDateTime::parse(word, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("no timestamp in {line:?}: {e}"))
+}
+
+/// The counts that collapsed audit lines carry (`refusals=N`), summed, and the shortest time
+/// between two of `lines`.
+#[track_caller]
+pub fn collapsed_counts(lines: &[&str]) -> (u64, Option<std::time::Duration>) {
+    let counted = lines
+        .iter()
+        .map(|l| {
+            log_field(l, "refusals")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no refusals count in {l}"))
+        })
+        .sum();
+    let shortest = lines
+        .windows(2)
+        .map(|w| {
+            (log_timestamp(w[1]) - log_timestamp(w[0]))
+                .try_into()
+                .unwrap_or_default()
+        })
+        .min();
+    (counted, shortest)
+}
+
 /// Panics unless `secret` appears nowhere in `log` nor in any of `outputs` (stdout and stderr).
 #[track_caller]
 pub fn assert_secret_absent(secret: &str, what: &str, log: &str, outputs: &[&CliOutput]) {

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::bus::{call_helper, call_helper_as, HelperSetup};
+use multipass_system_tests::bus::{call_helper, call_helper_as, flood_helper, HelperSetup};
 use multipass_system_tests::{
-    bin, mode_owner, sha256_hex, DaemonConfig, Fixture, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
+    audit_events, bin, collapsed_counts, mode_owner, procfs, sha256_hex, DaemonConfig, Fixture,
+    NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
 };
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -111,6 +112,83 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
         2,
         &format!("list failed: {NOT_AUTHENTICATED}"),
         "still untrusted",
+    );
+}
+
+/// A user whom polkit denies everything calls the helper as fast as one connection lets it, for
+/// 4 s. Each call is denied; the helper writes at most one `helper-denied` line a second for that
+/// user and action, whose counts add up to the calls denied, and its memory stays bounded.
+fn a_flood_of_denied_calls_is_collapsed() {
+    const SECONDS: u64 = 4;
+    let setup = HelperSetup::new();
+    let stranger = setup.user(&[]);
+    let (_daemon, helper) = setup.serve();
+    let pid = helper.pid();
+    let (rss_before, hwm_before) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
+    let flood_began = Instant::now();
+    let (calls, refused, other) = flood_helper(&stranger, SECONDS, 64);
+    let flooding = flood_began.elapsed();
+    let (rss_after, hwm_after) = (procfs::rss_kib(pid), procfs::peak_rss_kib(pid));
+
+    let uid = format!(" uid={} ", stranger.uid);
+    let denials = |log: &str| -> Vec<String> {
+        audit_events(log, "helper-denied")
+            .into_iter()
+            .filter(|l| l.contains(&uid))
+            .map(str::to_string)
+            .collect()
+    };
+    // The last denials held back are written a second after the previous line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = denials(&helper.log());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        if collapsed_counts(&refs).0 >= refused || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let (counted, shortest) = collapsed_counts(&refs);
+    multipass_system_tests::figure(&format!(
+        "a_flood_of_denied_calls_is_collapsed: {calls} calls in {flooding:.1?}, 64 in flight: \
+         {refused} denied, {other} otherwise; {} helper-denied lines counting {counted}, the \
+         shortest gap between two {:.2?}; helper RSS {rss_before} -> {rss_after} KiB, peak \
+         {hwm_before} -> {hwm_after} KiB",
+        lines.len(),
+        shortest.unwrap_or_default()
+    ));
+    assert!(refused > 100, "only {refused} calls denied: no flood");
+    assert_eq!(
+        other, 0,
+        "calls neither denied nor refused as not authorized"
+    );
+    assert_eq!(
+        counted, refused,
+        "every denial must be counted in exactly one line"
+    );
+    assert!(
+        shortest.is_none_or(|g| g >= Duration::from_millis(900)),
+        "two lines for the same caller within a second: {shortest:?}"
+    );
+    assert!(
+        lines.len() as u64 <= flooding.as_secs() + 2,
+        "{} helper-denied lines for a flood of {flooding:.1?}",
+        lines.len()
+    );
+    // Each line says who in its text.
+    let who = format!("user {}, uid {}", stranger.name, stranger.uid);
+    for line in &lines {
+        let text = line.split(" event=").next().unwrap_or_default();
+        assert!(
+            text.contains(&who),
+            "a helper-denied line without {who}: {line}"
+        );
+    }
+    let grown_mib = hwm_after.saturating_sub(hwm_before) >> 10;
+    assert!(
+        grown_mib < 16,
+        "the helper's peak RSS grew by {grown_mib} MiB"
     );
 }
 
@@ -347,5 +425,5 @@ fn stuck_administrator_gets_out_without_editing_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
+    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
 }

@@ -171,15 +171,29 @@ pub enum AuditEvent<'a> {
         /// Who asked.
         by: Who,
     },
-    /// polkit refused a helper call.
+    /// polkit refused a helper call (collapsed: `refusals` such refusals since the last line for
+    /// this caller and action, this one the latest).
     HelperDenied {
         /// The polkit action.
         action: &'a str,
+        /// Who called, by the uid the bus knows for the sender.
+        who: Who,
         /// The D-Bus sender.
         sender: &'a str,
         /// polkit's answer.
         reason: &'a str,
+        /// How many refusals this line stands for.
+        refusals: u64,
     },
+}
+
+/// What a collapsed line adds when it stands for more than one refusal.
+fn times(refusals: u64) -> String {
+    if refusals == 1 {
+        String::new()
+    } else {
+        format!(" ({refusals} such refusals since the last line; the latest shown)")
+    }
 }
 
 fn how_text(how: Enrolment) -> &'static str {
@@ -247,11 +261,6 @@ impl AuditEvent<'_> {
                     Some(fingerprint) => format!("client {fingerprint}"),
                     None => "a client without a certificate".to_string(),
                 };
-                let times = if refusals == 1 {
-                    String::new()
-                } else {
-                    format!(" ({refusals} such refusals since the last line; the latest shown)")
-                };
                 tracing::info!(
                     target: "audit",
                     event,
@@ -263,8 +272,9 @@ impl AuditEvent<'_> {
                     fingerprint = fingerprint.map(tracing::field::display),
                     failures,
                     refusals,
-                    "refused {client} ({}): {says}{times}",
-                    who.describe()
+                    "refused {client} ({}): {says}{}",
+                    who.describe(),
+                    times(refusals)
                 )
             }
             AuditEvent::Removed {
@@ -359,15 +369,22 @@ impl AuditEvent<'_> {
             ),
             AuditEvent::HelperDenied {
                 action,
+                who,
                 sender,
                 reason,
+                refusals,
             } => tracing::info!(
                 target: "audit",
                 event,
                 action,
+                uid = who.uid(),
+                user = who.uid().and_then(user_name),
                 sender,
                 reason,
-                "polkit refused {action} to {sender}: {reason}"
+                refusals,
+                "polkit refused {action} to {} on {sender}: {reason}{}",
+                who.describe(),
+                times(refusals)
             ),
         }
     }

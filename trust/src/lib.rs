@@ -5,7 +5,8 @@
 //! passphrase hashes ([`passphrase`]), one-time enrollment tokens ([`tokens`]), last-seen times
 //! ([`seen`]), the settings file ([`settings`]) and the default paths ([`paths`]); what a name
 //! ([`names`]) and a new passphrase ([`passphrase::validate_new`]) may be; who is an
-//! administrator and the socket's access ([`access`]). It does no
+//! administrator and the socket's access ([`access`]); the audit log's events ([`audit`]), and
+//! repeated ones collapsed with their count ([`collapse`]), for the daemon and the helper. It does no
 //! networking and holds no policy about *when* to trust: the daemon decides that and calls in here.
 //!
 //! It makes no certificates and speaks no TLS (that is the `multipass-tls` crate), because the
@@ -18,6 +19,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod collapse;
 pub mod error;
 pub mod fsutil;
 pub mod names;

@@ -4,8 +4,14 @@
 //!
 //! `multipass-test-helper-call METHOD SIGNATURE ARG...`, exit status 0 on success, 1 when the
 //! helper refused, 2 on a usage error.
+//!
+//! `multipass-test-helper-call --flood SECONDS IN_FLIGHT SetPassphrase s P` calls the method
+//! again and again for that long, that many calls in flight at once on one connection, and prints
+//! `calls N refused N failed N` (refused: the helper's `NotAuthorized`; failed: anything else,
+//! or a success).
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use helper_api::HelperError;
 use zbus::DBusError;
@@ -13,15 +19,19 @@ use zbus::DBusError;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, seconds, in_flight, method, signature, passphrase] = args.as_slice() {
+        if flag == "--flood" && method == "SetPassphrase" && signature == "s" {
+            let (Ok(seconds), Ok(in_flight)) = (seconds.parse(), in_flight.parse()) else {
+                return usage("--flood SECONDS IN_FLIGHT SetPassphrase s P");
+            };
+            return flood(Duration::from_secs(seconds), in_flight, passphrase).await;
+        }
+    }
     let (method, signature, rest) = match args.as_slice() {
         [method, signature, rest @ ..] => (method.as_str(), signature.as_str(), rest),
         _ => return usage("METHOD SIGNATURE ARG..."),
     };
-    let connection = match zbus::Connection::system().await {
-        Ok(c) => c,
-        Err(e) => return failed(&HelperError::ZBus(e)),
-    };
-    let proxy = match helper_api::proxy(&connection).await {
+    let proxy = match connect().await {
         Ok(p) => p,
         Err(e) => return failed(&HelperError::ZBus(e)),
     };
@@ -50,6 +60,37 @@ async fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => failed(&e),
     }
+}
+
+/// The helper's proxy on a new connection to the system bus.
+async fn connect() -> zbus::Result<helper_api::Helper1Proxy<'static>> {
+    let connection = zbus::Connection::system().await?;
+    helper_api::proxy(&connection).await
+}
+
+/// `SetPassphrase(passphrase)` for `length`, `in_flight` calls at a time.
+async fn flood(length: Duration, in_flight: usize, passphrase: &str) -> ExitCode {
+    let proxy = match connect().await {
+        Ok(p) => p,
+        Err(e) => return failed(&HelperError::ZBus(e)),
+    };
+    let end = Instant::now() + length;
+    let (mut calls, mut refused, mut other) = (0u64, 0u64, 0u64);
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < in_flight && Instant::now() < end {
+            let (proxy, passphrase) = (proxy.clone(), passphrase.to_string());
+            running.spawn(async move { proxy.set_passphrase(&passphrase).await });
+            calls += 1;
+        }
+        match running.join_next().await {
+            Some(Ok(Err(HelperError::NotAuthorized(_)))) => refused += 1,
+            Some(_) => other += 1,
+            None => break,
+        }
+    }
+    println!("calls {calls} refused {refused} failed {other}");
+    ExitCode::SUCCESS
 }
 
 fn failed(e: &HelperError) -> ExitCode {
