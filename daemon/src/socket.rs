@@ -7,8 +7,12 @@
 //! only a socket, only in a directory nobody else can write.
 
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use helper_api::HelperError;
 
 pub use trust::access::Access;
 use trust::access::{apply_to, AdminPolicy, SocketEntry};
@@ -73,11 +77,36 @@ impl crate::gate::SocketAccess for SocketPolicy {
     }
 }
 
-/// `SetSocketAccess` on the helper, over the system bus.
-async fn ask_helper(access: Access) -> Result<(), helper_api::HelperError> {
+/// How long the daemon asks again while the helper is busy (a local user flooding it, say).
+const HELPER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// `SetSocketAccess` on the helper, over the system bus, [`patiently`].
+async fn ask_helper(access: Access) -> Result<(), HelperError> {
     let connection = zbus::Connection::system().await?;
     let helper = helper_api::proxy(&connection).await?;
-    helper.set_socket_access(access == Access::Open).await
+    patiently(HELPER_PATIENCE, || {
+        helper.set_socket_access(access == Access::Open)
+    })
+    .await
+}
+
+/// Make `call` again, at doubling intervals from 20 ms, while the helper answers that it is
+/// busy and `patience` has not run out.
+async fn patiently<F: Future<Output = Result<(), HelperError>>>(
+    patience: Duration,
+    mut call: impl FnMut() -> F,
+) -> Result<(), HelperError> {
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(HelperError::Busy(_)) if tokio::time::Instant::now() + wait < give_up => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A listening Unix socket bound under a temporary name next to its final path, already carrying
@@ -141,4 +170,53 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> anyhow::Result<
         temporary,
         path: path.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn busy() -> HelperError {
+        HelperError::Busy("Too many calls in flight".into())
+    }
+
+    #[tokio::test]
+    async fn a_busy_helper_is_asked_again() {
+        let calls = AtomicUsize::new(0);
+        let result = patiently(Duration::from_secs(5), || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(busy()),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn patience_runs_out_and_other_errors_are_not_retried() {
+        let calls = AtomicUsize::new(0);
+        let began = std::time::Instant::now();
+        let result = patiently(Duration::from_millis(300), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(busy())
+        })
+        .await;
+        assert!(matches!(result, Err(HelperError::Busy(_))), "{result:?}");
+        // Waits of 20, 40 and 80 ms fit in 300 ms (fewer on a stalled machine); one of 160 ms
+        // would end past it, so the busy answer is given up on rather than waited out.
+        assert!((2..=4).contains(&calls.load(Ordering::SeqCst)));
+        assert!(began.elapsed() < Duration::from_secs(2));
+
+        let calls = AtomicUsize::new(0);
+        let result = patiently(Duration::from_secs(5), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(HelperError::NotAuthorized("no".into()))
+        })
+        .await;
+        assert!(matches!(result, Err(HelperError::NotAuthorized(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }

@@ -43,6 +43,9 @@ pub enum HelperError {
     InvalidInput(String),
     /// The operation failed.
     Failed(String),
+    /// The helper is answering too many calls, in all or of this caller, to take this one.
+    /// Nothing was done; the same call may succeed once the others are answered.
+    Busy(String),
 }
 
 impl HelperError {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use trust::audit::{AuditEvent, Via, Who};
@@ -66,7 +66,10 @@ impl Drop for CallGuard {
 pub struct Helper {
     config: Arc<Config>,
     activity: Arc<Activity>,
+    callers: Callers,
     denials: Denials,
+    bus: tokio::sync::OnceCell<zbus::fdo::DBusProxy<'static>>,
+    authority: tokio::sync::OnceCell<AuthorityProxy<'static>>,
 }
 
 impl Helper {
@@ -75,13 +78,205 @@ impl Helper {
         Helper {
             config: Arc::new(config),
             activity: Activity::new(),
+            callers: Callers::new(),
             denials: denials(),
+            bus: tokio::sync::OnceCell::new(),
+            authority: tokio::sync::OnceCell::new(),
         }
     }
 
     /// Its activity record.
     pub fn activity(&self) -> Arc<Activity> {
         self.activity.clone()
+    }
+
+    /// The caller of the message with `header`, by the uid the bus knows for its connection,
+    /// admitted if fewer than [`CALLS`] calls are being answered and it has fewer than
+    /// [`CALLS_PER_CALLER`] of them.
+    async fn admit(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+    ) -> Result<Admitted<'_>, HelperError> {
+        // Before anything that waits: a call refused here costs no more than its message.
+        let slot = self.callers.slot()?;
+        let uid = self.caller_uid(connection, header).await?;
+        self.callers.admit(uid, slot)
+    }
+
+    /// The uid the bus knows for the sender of the message with `header`.
+    async fn caller_uid(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+    ) -> Result<u32, HelperError> {
+        let sender = header.sender().ok_or_else(|| {
+            HelperError::NotAuthorized("Not authorized: a call without a sender".into())
+        })?;
+        let bus = self
+            .bus
+            .get_or_try_init(|| zbus::fdo::DBusProxy::new(connection))
+            .await?;
+        bus.get_connection_unix_user(sender.clone().into())
+            .await
+            .map_err(|e| {
+                HelperError::NotAuthorized(format!(
+                    "Not authorized: cannot identify the caller ({e})"
+                ))
+            })
+    }
+
+    /// Ask polkit whether the sender of the message with `header` (`uid`) may perform `action`.
+    /// Interaction (an authentication dialog or agent prompt) only if the caller flagged the
+    /// message with ALLOW_INTERACTIVE_AUTHORIZATION. Any error is a denial, audited collapsed.
+    async fn authorize(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        action: &'static str,
+        uid: u32,
+    ) -> Result<(), HelperError> {
+        let interactive = header
+            .primary()
+            .flags()
+            .contains(Flags::AllowInteractiveAuth);
+        let reason = match self
+            .check_authorization(connection, header, action, interactive)
+            .await
+        {
+            Ok(Polkit::Yes) => return Ok(()),
+            Ok(Polkit::NeedsInteraction) => {
+                return Err(HelperError::InteractionRequired(format!(
+                    "{action} needs an administrator's authentication; call again allowing \
+                     interactive authorization, with a polkit agent running (e.g. pkttyagent)"
+                )))
+            }
+            Ok(Polkit::No) => "polkit said no".to_string(),
+            Err(reason) => reason,
+        };
+        let denied = Denied {
+            action,
+            who: Who::Uid(uid),
+            sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
+            reason: reason.clone(),
+        };
+        self.denials.note((uid, action), denied);
+        Err(HelperError::NotAuthorized(format!(
+            "Not authorized to {action}: {reason}"
+        )))
+    }
+
+    /// polkit's answer for the sender of `header` and `action`; an error says why there is none.
+    async fn check_authorization(
+        &self,
+        connection: &Connection,
+        header: &Header<'_>,
+        action: &str,
+        interactive: bool,
+    ) -> Result<Polkit, String> {
+        let subject = Subject::new_for_message_header(header).map_err(|e| e.to_string())?;
+        let authority = self
+            .authority
+            .get_or_try_init(|| AuthorityProxy::new(connection))
+            .await
+            .map_err(|e| format!("cannot reach polkit ({e})"))?;
+        let flags = if interactive {
+            CheckAuthorizationFlags::AllowUserInteraction.into()
+        } else {
+            Default::default()
+        };
+        let result = authority
+            .check_authorization(&subject, action, &HashMap::new(), flags, "")
+            .await
+            .map_err(|e| format!("polkit failed ({e})"))?;
+        Ok(if result.is_authorized {
+            Polkit::Yes
+        } else if result.is_challenge && !interactive {
+            Polkit::NeedsInteraction
+        } else {
+            Polkit::No
+        })
+    }
+}
+
+/// Calls answered at once, at most. Beyond that a call is refused as soon as its message is
+/// read, before it waits for anything: the system bus lets one user keep thousands of calls
+/// waiting (256 connections with 128 each), and each held a task and its message here (2,048
+/// at once took 15 MiB).
+const CALLS: usize = 64;
+
+/// Calls one caller (by uid; root excepted) may have among those. Nobody needs more than one at a
+/// time; a caller who floods takes no more than its share from the others.
+const CALLS_PER_CALLER: usize = 8;
+
+/// Calls being answered, and per caller.
+#[derive(Debug)]
+struct Callers {
+    slots: Arc<tokio::sync::Semaphore>,
+    per_uid: Mutex<HashMap<u32, usize>>,
+}
+
+/// A call admitted by [`Callers::admit`], counted until dropped.
+struct Admitted<'a> {
+    callers: &'a Callers,
+    uid: u32,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Callers {
+    fn new() -> Callers {
+        Callers {
+            slots: Arc::new(tokio::sync::Semaphore::new(CALLS)),
+            per_uid: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One of the [`CALLS`] places.
+    fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HelperError> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            HelperError::Busy(format!(
+                "Too many calls in flight: the helper is answering {CALLS} calls; try again \
+                 once it has"
+            ))
+        })
+    }
+
+    /// `uid`'s call, in `slot`, unless it has [`CALLS_PER_CALLER`] in flight.
+    fn admit(
+        &self,
+        uid: u32,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Admitted<'_>, HelperError> {
+        let mut per_uid = self.per_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = per_uid.entry(uid).or_insert(0);
+        if *calls >= CALLS_PER_CALLER && uid != 0 {
+            return Err(HelperError::Busy(format!(
+                "Too many calls in flight: {CALLS_PER_CALLER} of this user's calls are still \
+                 being answered; try again once they are"
+            )));
+        }
+        *calls += 1;
+        Ok(Admitted {
+            callers: self,
+            uid,
+            _slot: slot,
+        })
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut per_uid = self
+            .callers
+            .per_uid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(calls) = per_uid.get_mut(&self.uid) {
+            *calls -= 1;
+            if *calls == 0 {
+                per_uid.remove(&self.uid);
+            }
+        }
     }
 }
 
@@ -102,7 +297,7 @@ struct Denied {
 /// stands for. A user whom polkit denies can call as fast as polkitd answers (about 190 calls a
 /// second here); without this each call was a line, and a flood could push the lines that
 /// matter past the journal's rate limit.
-type Denials = Collapse<(Option<u32>, &'static str), Denied>;
+type Denials = Collapse<(u32, &'static str), Denied>;
 
 fn denials() -> Denials {
     Collapse::new(
@@ -120,88 +315,12 @@ fn denials() -> Denials {
     )
 }
 
-/// Ask polkit whether the sender of the message with `header` may perform `action`. Interaction
-/// (an authentication dialog or agent prompt) only if the caller flagged the message with
-/// ALLOW_INTERACTIVE_AUTHORIZATION. Any error is a denial, audited through `denials`.
-async fn authorize(
-    connection: &Connection,
-    header: &Header<'_>,
-    action: &'static str,
-    denials: &Denials,
-) -> Result<(), HelperError> {
-    let interactive = header
-        .primary()
-        .flags()
-        .contains(Flags::AllowInteractiveAuth);
-    let reason = match check_authorization(connection, header, action, interactive).await {
-        Ok(Polkit::Yes) => return Ok(()),
-        Ok(Polkit::NeedsInteraction) => {
-            return Err(HelperError::InteractionRequired(format!(
-                "{action} needs an administrator's authentication; call again allowing \
-                 interactive authorization, with a polkit agent running (e.g. pkttyagent)"
-            )))
-        }
-        Ok(Polkit::No) => "polkit said no".to_string(),
-        Err(reason) => reason,
-    };
-    let uid = caller_uid(connection, header).await.ok();
-    let denied = Denied {
-        action,
-        who: uid.map_or(Who::Unknown, Who::Uid),
-        sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
-        reason: reason.clone(),
-    };
-    denials.note((uid, action), denied);
-    Err(HelperError::NotAuthorized(format!(
-        "Not authorized to {action}: {reason}"
-    )))
-}
-
 /// What polkit said.
 enum Polkit {
     Yes,
     No,
     /// An administrator's authentication would do, but the caller did not allow interaction.
     NeedsInteraction,
-}
-
-/// polkit's answer for the sender of `header` and `action`; an error says why there is none.
-async fn check_authorization(
-    connection: &Connection,
-    header: &Header<'_>,
-    action: &str,
-    interactive: bool,
-) -> Result<Polkit, String> {
-    let subject = Subject::new_for_message_header(header).map_err(|e| e.to_string())?;
-    let authority = AuthorityProxy::new(connection)
-        .await
-        .map_err(|e| format!("cannot reach polkit ({e})"))?;
-    let flags = if interactive {
-        CheckAuthorizationFlags::AllowUserInteraction.into()
-    } else {
-        Default::default()
-    };
-    let result = authority
-        .check_authorization(&subject, action, &HashMap::new(), flags, "")
-        .await
-        .map_err(|e| format!("polkit failed ({e})"))?;
-    Ok(if result.is_authorized {
-        Polkit::Yes
-    } else if result.is_challenge && !interactive {
-        Polkit::NeedsInteraction
-    } else {
-        Polkit::No
-    })
-}
-
-async fn caller_uid(connection: &Connection, header: &Header<'_>) -> Result<u32, HelperError> {
-    let sender = header
-        .sender()
-        .ok_or_else(|| HelperError::NotAuthorized("message without a sender".into()))?;
-    let dbus = zbus::fdo::DBusProxy::new(connection).await?;
-    dbus.get_connection_unix_user(sender.clone().into())
-        .await
-        .map_err(|e| HelperError::NotAuthorized(format!("cannot identify the caller: {e}")))
 }
 
 /// Run blocking `work` (file writes, hashing) off the D-Bus executor.
@@ -215,6 +334,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 // The macro takes a literal; `interface_name_is_the_api_s` checks it against `helper_api`.
+//
+// Each method checks its input first (cheap, bounded, and it frees a message that may be as
+// large as the bus allows), then admits its caller, then asks polkit, then works.
 #[interface(name = "io.multipass.Helper1")]
 impl Helper {
     /// Set the passphrase clients authenticate with; an empty one clears it.
@@ -226,15 +348,16 @@ impl Helper {
     ) -> Result<(), HelperError> {
         let _call = self.activity.begin();
         let passphrase = Zeroizing::new(passphrase);
-        authorize(connection, &header, actions::SET_PASSPHRASE, &self.denials).await?;
         ops::validate_passphrase(&passphrase)?;
-        let uid = caller_uid(connection, &header).await.ok();
+        let caller = self.admit(connection, &header).await?;
+        self.authorize(connection, &header, actions::SET_PASSPHRASE, caller.uid)
+            .await?;
         let config = self.config.clone();
         let cleared = passphrase.is_empty();
         blocking(move || ops::set_passphrase(&config, passphrase)).await?;
         AuditEvent::PassphraseChanged {
             cleared,
-            by: uid.map_or(Who::Unknown, Who::Uid),
+            by: Who::Uid(caller.uid),
             via: Via::Helper,
         }
         .emit();
@@ -251,9 +374,12 @@ impl Helper {
         name: String,
     ) -> Result<String, HelperError> {
         let _call = self.activity.begin();
-        authorize(connection, &header, actions::TRUST_CLIENT, &self.denials).await?;
         let der = ops::validate_certificate(&pem)?;
-        let uid = caller_uid(connection, &header).await?;
+        drop(pem);
+        let caller = self.admit(connection, &header).await?;
+        self.authorize(connection, &header, actions::TRUST_CLIENT, caller.uid)
+            .await?;
+        let uid = caller.uid;
         let name = ops::client_name(&name, uid)?;
         let config = self.config.clone();
         let who = Requester { uid, name };
@@ -270,7 +396,9 @@ impl Helper {
         open: bool,
     ) -> Result<(), HelperError> {
         let _call = self.activity.begin();
-        authorize(connection, &header, actions::MANAGE_SOCKET, &self.denials).await?;
+        let caller = self.admit(connection, &header).await?;
+        self.authorize(connection, &header, actions::MANAGE_SOCKET, caller.uid)
+            .await?;
         let access = if open {
             trust::access::Access::Open
         } else {
@@ -278,12 +406,9 @@ impl Helper {
         };
         let config = self.config.clone();
         blocking(move || ops::set_socket_access(&config, access)).await?;
-        let by = caller_uid(connection, &header)
-            .await
-            .map_or(Who::Unknown, Who::Uid);
         AuditEvent::SocketAccess {
             access: if open { "open" } else { "restricted" },
-            by,
+            by: Who::Uid(caller.uid),
         }
         .emit();
         Ok(())
@@ -327,6 +452,34 @@ mod tests {
     use zbus::object_server::Interface;
 
     #[test]
+    fn calls_in_flight_are_bounded_in_all_and_per_caller() {
+        let callers = Callers::new();
+        let admit = |uid| callers.slot().and_then(|slot| callers.admit(uid, slot));
+        let busy = |what: &str, result: Result<Admitted<'_>, HelperError>| match result {
+            Err(HelperError::Busy(why)) => assert!(why.contains("in flight"), "{what}: {why}"),
+            other => panic!("{what}: {:?}", other.map(|_| ())),
+        };
+        let held: Vec<_> = (0..CALLS_PER_CALLER)
+            .map(|_| admit(1000).expect("within the bound"))
+            .collect();
+        busy("beyond a caller's bound", admit(1000));
+        // Another user, and root, are not held up.
+        let _other = admit(1001).expect("another caller");
+        let root: Vec<_> = (0..=CALLS_PER_CALLER)
+            .map(|_| admit(0).expect("root"))
+            .collect();
+        drop(held);
+        let _again = admit(1000).expect("once its calls were answered");
+        assert_eq!(callers.per_uid.lock().unwrap().get(&1000), Some(&1));
+        // However many callers, no more than CALLS at once, root's included.
+        let many: Vec<_> = (2000..).map_while(|uid| admit(uid).ok()).collect();
+        assert_eq!(many.len() + root.len() + 2, CALLS);
+        busy("beyond the helper's bound", admit(0));
+        drop(many);
+        let _after = admit(3000).expect("once calls were answered");
+    }
+
+    #[test]
     fn interface_name_is_the_api_s() {
         assert_eq!(Helper::name().as_str(), helper_api::INTERFACE);
     }
@@ -364,10 +517,11 @@ mod tests {
             other => panic!("{what}: {other:?}"),
         };
         refused("SetPassphrase", proxy.set_passphrase("a passphrase").await);
-        refused(
-            "TrustCertificate",
-            proxy.trust_certificate("pem", "name").await.map(|_| ()),
-        );
+        // Input is checked before anything else.
+        match proxy.trust_certificate("pem", "name").await {
+            Err(HelperError::InvalidInput(why)) => assert!(why.contains("PEM"), "{why}"),
+            other => panic!("TrustCertificate of no certificate: {other:?}"),
+        }
         refused("SetSocketAccess", proxy.set_socket_access(true).await);
         assert!(!scratch.exists(), "a refused call touched the file system");
     }

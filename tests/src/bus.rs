@@ -362,34 +362,66 @@ pub fn call_helper_as(
     )
 }
 
-/// As `user`, call `SetPassphrase` on one connection for `seconds`, `in_flight` calls at a
-/// time: (calls, refused as not authorized, anything else).
-pub fn flood_helper(user: &User, seconds: u64, in_flight: usize) -> (u64, u64, u64) {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &user.uid.to_string(),
-            "--regid",
-            &user.gid.to_string(),
-        ])
-        .arg("--init-groups")
-        .arg(crate::bin("multipass-test-helper-call"))
-        .args(["--flood", &seconds.to_string(), &in_flight.to_string()])
-        .args(["SetPassphrase", "s", "flood"])
-        .output()
-        .expect("multipass-test-helper-call --flood");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let numbers: Vec<u64> = text
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    match (out.status.success(), numbers.as_slice()) {
-        (true, [calls, refused, other]) => (*calls, *refused, *other),
-        _ => panic!(
-            "multipass-test-helper-call --flood: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+/// What [`flood_helper`] saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Flood {
+    /// Calls made.
+    pub calls: u64,
+    /// Refused as not authorized (polkit's answer).
+    pub denied: u64,
+    /// Refused for too many calls in flight, before polkit was asked.
+    pub busy: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+/// As `user`, call `SetPassphrase` for `seconds` on `connections` connections at once, with
+/// `in_flight` calls at a time on each.
+pub fn flood_helper(user: &User, seconds: u64, connections: usize, in_flight: usize) -> Flood {
+    let one = || {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid",
+                &user.uid.to_string(),
+                "--regid",
+                &user.gid.to_string(),
+            ])
+            .arg("--init-groups")
+            .arg(crate::bin("multipass-test-helper-call"))
+            .args(["--flood", &seconds.to_string(), &in_flight.to_string()])
+            .args(["SetPassphrase", "s", "flood"])
+            .output()
+            .expect("multipass-test-helper-call --flood");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let numbers: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match (out.status.success(), numbers.as_slice()) {
+            (true, [calls, denied, busy, other]) => Flood {
+                calls: *calls,
+                denied: *denied,
+                busy: *busy,
+                other: *other,
+            },
+            _ => panic!(
+                "multipass-test-helper-call --flood: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    };
+    std::thread::scope(|scope| {
+        let floods: Vec<_> = (0..connections).map(|_| scope.spawn(one)).collect();
+        floods
+            .into_iter()
+            .map(|f| f.join().expect("a flooding thread"))
+            .fold(Flood::default(), |sum, f| Flood {
+                calls: sum.calls + f.calls,
+                denied: sum.denied + f.denied,
+                busy: sum.busy + f.busy,
+                other: sum.other + f.other,
+            })
+    })
 }
 
 /// The set-up every helper test shares: the system bus (locked for this test), a scratch

@@ -7,8 +7,8 @@
 //!
 //! `multipass-test-helper-call --flood SECONDS IN_FLIGHT SetPassphrase s P` calls the method
 //! again and again for that long, that many calls in flight at once on one connection, and prints
-//! `calls N refused N failed N` (refused: the helper's `NotAuthorized`; failed: anything else,
-//! or a success).
+//! `calls N refused N busy N failed N` (refused: the helper's `NotAuthorized`; busy: refused for
+//! too many calls in flight; failed: anything else, or a success).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ async fn flood(length: Duration, in_flight: usize, passphrase: &str) -> ExitCode
         Err(e) => return failed(&HelperError::ZBus(e)),
     };
     let end = Instant::now() + length;
-    let (mut calls, mut refused, mut other) = (0u64, 0u64, 0u64);
+    let (mut calls, mut refused, mut busy, mut other) = (0u64, 0u64, 0u64, 0u64);
     let mut running = tokio::task::JoinSet::new();
     loop {
         while running.len() < in_flight && Instant::now() < end {
@@ -85,11 +85,12 @@ async fn flood(length: Duration, in_flight: usize, passphrase: &str) -> ExitCode
         }
         match running.join_next().await {
             Some(Ok(Err(HelperError::NotAuthorized(_)))) => refused += 1,
+            Some(Ok(Err(HelperError::Busy(_)))) => busy += 1,
             Some(_) => other += 1,
             None => break,
         }
     }
-    println!("calls {calls} refused {refused} failed {other}");
+    println!("calls {calls} refused {refused} busy {busy} failed {other}");
     ExitCode::SUCCESS
 }
 
