@@ -141,8 +141,23 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
 
 /// Parse a duration such as `90s`, `15m`, `2h`, `1d` or `1h 30m` into whole seconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e}: expected a duration such as 90s, 15m, 2h, 1d or 1h30m"))?;
+    use humantime::DurationError;
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        // humantime's own words suggest units such as `ms`, which a token's lifetime in whole
+        // seconds refuses anyway.
+        let why = match e {
+            DurationError::Empty => "nothing given".to_string(),
+            DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+                format!("{value} has no unit")
+            }
+            DurationError::UnknownUnit { unit, .. } => format!("unknown unit {unit:?}"),
+            DurationError::NumberOverflow => "too long".to_string(),
+            DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => {
+                "not a duration".to_string()
+            }
+        };
+        format!("{why}: expected a duration such as 90s, 15m, 2h, 1d or 1h30m")
+    })?;
     if duration.subsec_nanos() != 0 {
         return Err("the duration must be a whole number of seconds".into());
     }
@@ -225,6 +240,23 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert!(parse_duration("99999999999999999999d").is_err());
+        // The reason in our words, then what is expected.
+        for (bad, why) in [
+            ("", "nothing given"),
+            ("15", "15 has no unit"),
+            ("1h30", "30 has no unit"),
+            ("1x", "unknown unit \"x\""),
+            ("-1m", "not a duration"),
+            ("99999999999999999999d", "too long"),
+        ] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(format!(
+                    "{why}: expected a duration such as 90s, 15m, 2h, 1d or 1h30m"
+                )),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
