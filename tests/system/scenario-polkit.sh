@@ -33,10 +33,11 @@ as erin list; expect "erin is still not trusted" 2 "$rc"
 # pkexec, the documented alternative, with the password prompt. polkit 122 (Debian 12) fails
 # pkexec's own text agent with "No session for cookie" (a polkit bug, fixed upstream in 124:
 # polkit-org/polkit#423), so the documented way starts a terminal agent for the shell first.
+# pkttyagent closes its --notify-fd (here a FIFO's writing end) once it is registered.
 cert='~/.local/share/multipass-client-certificate/multipass_cert.pem'
 rc=0
 /usr/bin/python3 /x/pty_answer.py erin-password su -l erin --pty -c \
-    "pkttyagent --process \$\$ & agent=\$!; sleep 1; pkexec /usr/libexec/multipassd-helper trust-certificate < $cert; rc=\$?; kill \$agent; exit \$rc" \
+    "f=\$(mktemp -u); mkfifo \$f; pkttyagent --process \$\$ --notify-fd 3 3>\$f & agent=\$!; cat \$f >/dev/null; rm -f \$f; pkexec /usr/libexec/multipassd-helper trust-certificate < $cert; rc=\$?; kill \$agent; exit \$rc" \
     >"$results/pkexec.pty" 2>&1 || rc=$?
 expect "pkexec trust-certificate with the password prompt succeeds" 0 "$rc"
 check "polkit asked erin for her password" grep -qi "password" "$results/pkexec.pty"
