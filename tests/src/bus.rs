@@ -335,18 +335,7 @@ pub fn call_helper_as(
     signature: &str,
     args: &[&str],
 ) -> (bool, String) {
-    let caller = crate::bin("multipass-test-helper-call");
-    let mut cmd = match ids {
-        Some((uid, gid)) => {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
-                .arg("--init-groups")
-                .arg(&caller);
-            c
-        }
-        None => Command::new(&caller),
-    };
-    let out = cmd
+    let out = helper_caller(ids)
         .arg(method)
         .arg(signature)
         .args(args)
@@ -360,6 +349,22 @@ pub fn call_helper_as(
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// `multipass-test-helper-call`, to be run as the uid and gid `ids` (with that user's groups), or
+/// as root with `None`.
+fn helper_caller(ids: Option<(u32, u32)>) -> Command {
+    let caller = crate::bin("multipass-test-helper-call");
+    match ids {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                .arg("--init-groups")
+                .arg(&caller);
+            c
+        }
+        None => Command::new(&caller),
+    }
 }
 
 /// What [`flood_helper`] saw.
@@ -379,15 +384,7 @@ pub struct Flood {
 /// `in_flight` calls at a time on each.
 pub fn flood_helper(user: &User, seconds: u64, connections: usize, in_flight: usize) -> Flood {
     let one = || {
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid",
-                &user.uid.to_string(),
-                "--regid",
-                &user.gid.to_string(),
-            ])
-            .arg("--init-groups")
-            .arg(crate::bin("multipass-test-helper-call"))
+        let out = helper_caller(Some((user.uid, user.gid)))
             .args(["--flood", &seconds.to_string(), &in_flight.to_string()])
             .args(["SetPassphrase", "s", "flood"])
             .output()

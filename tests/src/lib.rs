@@ -199,6 +199,23 @@ pub fn audit_events<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// What `read` returns once `done` holds for it, read again every 100 ms for at most `limit`
+/// (then the last read): for lines a timer writes, or work finished after a reply.
+pub fn read_until(
+    limit: std::time::Duration,
+    mut read: impl FnMut() -> String,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = read();
+        if done(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The value of the field `name` in a log line (`... name=value ...`), without quotes removed.
 pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {name}="))? + name.len() + 2;

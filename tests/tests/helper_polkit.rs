@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use multipass_system_tests::bus::{call_helper, call_helper_as, flood_helper, Flood, HelperSetup};
 use multipass_system_tests::{
-    audit_events, bin, collapsed_counts, mode_owner, procfs, sha256_hex, DaemonConfig, Fixture,
-    NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
+    audit_events, bin, collapsed_counts, mode_owner, procfs, read_until, sha256_hex, DaemonConfig,
+    Fixture, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
 };
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -115,6 +115,15 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
     );
 }
 
+/// The `helper-denied` lines of `uid`.
+fn denials_of(log: &str, uid: u32) -> Vec<&str> {
+    let uid = format!(" uid={uid} ");
+    audit_events(log, "helper-denied")
+        .into_iter()
+        .filter(|l| l.contains(&uid))
+        .collect()
+}
+
 /// A user whom polkit denies everything calls the helper as fast as the bus lets it, for 4 s: 16
 /// connections with 128 calls in flight on each. The helper answers at most 64 calls at once and
 /// 16 of one user's, and refuses the others as soon as it reads them; it writes at most one
@@ -168,26 +177,14 @@ fn a_flood_of_denied_calls_is_collapsed() {
         other,
     } = flood;
 
-    let uid = format!(" uid={} ", stranger.uid);
-    let denials = |log: &str| -> Vec<String> {
-        audit_events(log, "helper-denied")
-            .into_iter()
-            .filter(|l| l.contains(&uid))
-            .map(str::to_string)
-            .collect()
-    };
     // The last denials held back are written a second after the previous line.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let lines = loop {
-        let lines = denials(&helper.log());
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        if collapsed_counts(&refs).0 >= refused || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let (counted, shortest) = collapsed_counts(&refs);
+    let log = read_until(
+        Duration::from_secs(5),
+        || helper.log(),
+        |log| collapsed_counts(&denials_of(log, stranger.uid)).0 >= refused,
+    );
+    let lines = denials_of(&log, stranger.uid);
+    let (counted, shortest) = collapsed_counts(&lines);
     multipass_system_tests::figure(&format!(
         "a_flood_of_denied_calls_is_collapsed: {calls} calls in {flooding:.1?} on \
          {CONNECTIONS} connections, {IN_FLIGHT} in flight on each: {refused} denied by polkit, \

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as, MemoryIdentity};
-use multipass_system_tests::{audit_events, collapsed_counts, Fixture};
+use multipass_system_tests::{audit_events, collapsed_counts, read_until, Fixture};
 
 const PASSPHRASE: &str = "flood-test-pass";
 const STREAMS: usize = 16;
@@ -79,16 +79,11 @@ fn refusal_flood_is_collapsed() {
     let refused = refused.load(Ordering::Relaxed);
     // The last refusals held back are written a second after the previous line: the log is
     // read until they are all counted, for at most 5 s.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        let log = daemon.log();
-        if collapsed_counts(&refused_lines(&log, intruder.uid)).0 >= refused
-            || Instant::now() > deadline
-        {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let log = read_until(
+        Duration::from_secs(5),
+        || daemon.log(),
+        |log| collapsed_counts(&refused_lines(log, intruder.uid)).0 >= refused,
+    );
     let lines = refused_lines(&log, intruder.uid);
     let (counted, shortest) = collapsed_counts(&lines);
     multipass_system_tests::figure(&format!(

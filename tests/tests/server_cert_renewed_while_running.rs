@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::{audit_events, grpc, sha256_hex, DaemonConfig, Fixture};
+use multipass_system_tests::{audit_events, grpc, read_until, sha256_hex, DaemonConfig, Fixture};
 
 fn server_cert_renewed_while_running() {
     let Fixture(_dir, _admins, a, [], daemon) = Fixture::open_configured(DaemonConfig {
@@ -90,15 +90,11 @@ fn server_cert_renewed_while_running() {
 
     // The second renewal is due about 4 s after the start; it writes files with fsync, so it is
     // looked for until it has been logged, not at one moment.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let log = loop {
-        let log = daemon.log();
-        if audit_events(&log, "server-certificate-renewed").len() >= 2 || Instant::now() > deadline
-        {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let log = read_until(
+        Duration::from_secs(15),
+        || daemon.log(),
+        |log| audit_events(log, "server-certificate-renewed").len() >= 2,
+    );
     let renewed = audit_events(&log, "server-certificate-renewed");
     assert!(
         renewed.len() >= 2,
