@@ -156,7 +156,7 @@ impl Helper {
         };
         let denied = Denied {
             action,
-            who: Who::Uid(uid),
+            uid,
             sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
             reason: reason.clone(),
         };
@@ -288,7 +288,7 @@ const DENIAL_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Denied {
     action: &'static str,
-    who: Who,
+    uid: u32,
     sender: String,
     reason: String,
 }
@@ -306,7 +306,7 @@ fn denials() -> Denials {
         Arc::new(|denied: &Denied, refusals| {
             AuditEvent::HelperDenied {
                 action: denied.action,
-                who: denied.who,
+                who: Who::Uid(denied.uid),
                 sender: &denied.sender,
                 reason: &denied.reason,
                 refusals,
@@ -377,11 +377,12 @@ impl Helper {
         let _call = self.activity.begin();
         let der = ops::validate_certificate(&pem)?;
         drop(pem);
+        let name = ops::requested_name(&name)?;
         let caller = self.admit(connection, &header).await?;
         self.authorize(connection, &header, actions::TRUST_CLIENT, caller.uid)
             .await?;
         let uid = caller.uid;
-        let name = ops::client_name(&name, uid)?;
+        let name = name.unwrap_or_else(|| trust::names::default_for_uid(uid));
         let config = self.config.clone();
         let who = Requester { uid, name };
         let fingerprint = blocking(move || ops::trust_certificate(&config, &der, &who)).await?;

@@ -44,11 +44,17 @@ pub fn validate_certificate(pem: &str) -> Result<Vec<u8>, HelperError> {
 /// The name to record for a client trusted on behalf of `uid`: `given` if it is a valid name
 /// ([`trust::names::validate`]), the user's login name (or `uid-N`) when `given` is empty.
 pub fn client_name(given: &str, uid: u32) -> Result<String, HelperError> {
+    Ok(requested_name(given)?.unwrap_or_else(|| trust::names::default_for_uid(uid)))
+}
+
+/// `given`, checked as a client name ([`trust::names::validate`]); `None` when it is empty (the
+/// caller's login name then, which [`client_name`] finds once the caller is known).
+pub fn requested_name(given: &str) -> Result<Option<String>, HelperError> {
     if given.is_empty() {
-        return Ok(trust::names::default_for_uid(uid));
+        return Ok(None);
     }
     trust::names::validate(given)
-        .map(str::to_string)
+        .map(|name| Some(name.to_string()))
         .map_err(|e| {
             HelperError::InvalidInput(format!(
                 "Invalid client name '{}': {e}.",

@@ -105,6 +105,17 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
     assert!(out.stderr.contains("pkexec"), "{out}");
     let (ok, text) = call_helper(Some(&stranger), "SetPassphrase", "s", &["x"]);
     assert!(!ok && text.contains("Not authorized"), "{text}");
+    // A call's input is checked before polkit is asked, the name as well as the certificate.
+    let pem = std::fs::read_to_string(stranger.cert_path()).expect("the stranger's certificate");
+    let (ok, text) = call_helper(
+        Some(&stranger),
+        "TrustCertificate",
+        "ss",
+        &[&pem, "a name\nwith a newline"],
+    );
+    assert!(!ok && text.contains("InvalidInput"), "{text}");
+    let (ok, text) = call_helper(Some(&stranger), "TrustCertificate", "ss", &[&pem, ""]);
+    assert!(!ok && text.contains("Not authorized"), "{text}");
 
     let after = (read(&daemon.store_path()), read(&daemon.conf_path()));
     assert!(before == after, "files changed after denied calls");
