@@ -15,6 +15,7 @@ pub mod activation;
 pub mod admission;
 pub mod args;
 pub mod audit;
+pub mod descriptors;
 pub mod doc;
 pub mod error;
 pub mod gate;

@@ -26,6 +26,7 @@ use trust::{DataDir, TrustStore};
 
 use crate::activation;
 use crate::args::Args;
+use crate::descriptors;
 use crate::gate::{Gate, Parts, PARALLEL_HASHES, QUEUED_HASHES};
 use crate::limits::{FailureLimiter, HashPool, LimiterConfig};
 use crate::management::Management;
@@ -311,6 +312,17 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let service = Service::new(gate.clone());
     let management = Management::new(gate.clone(), tokens, seen);
 
+    let wanted = IncomingOptions::default().max_connections;
+    let descriptors = descriptors::budget(wanted);
+    if descriptors.lowered(wanted) {
+        tracing::warn!(
+            open_files = descriptors.open_files,
+            max_connections = descriptors.connections,
+            "the open-file limit leaves room for {} connections from users other than root \
+             (instead of {wanted})",
+            descriptors.connections,
+        );
+    }
     let activity = Activity::default();
     let (stop_accepting, accept_stopped) = tokio::sync::watch::channel(false);
     let mut accept_stop = accept_stopped.clone();
@@ -320,6 +332,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         IncomingOptions {
             handshake_timeout: Duration::from_secs(args.handshake_timeout),
             idle_timeout: Some(Duration::from_secs(args.connection_idle_timeout.max(1))),
+            max_connections: descriptors.connections,
             ..IncomingOptions::default()
         },
         activity.clone(),

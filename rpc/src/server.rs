@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use tls::VerifiedClient;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -194,6 +195,11 @@ pub struct IncomingOptions {
     /// peer's new connections are closed at once, so one peer cannot take every handshake slot or
     /// file descriptor from the others.
     pub max_connections_per_peer: usize,
+    /// Connections of every limited peer together (everyone but root). Beyond it new ones are
+    /// closed at once, so that peers together cannot take the daemon's last file descriptor:
+    /// once those are gone the daemon cannot even accept a connection to see who it is from, and
+    /// root would be locked out with everyone else. The daemon sizes it below its open-file limit.
+    pub max_connections: usize,
     /// An established connection with no request in flight for this long is closed (`None`:
     /// never). HTTP/2 keepalive pings do not count as requests.
     pub idle_timeout: Option<Duration>,
@@ -205,6 +211,7 @@ impl Default for IncomingOptions {
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 512,
             max_connections_per_peer: 64,
+            max_connections: 1024,
             idle_timeout: Some(Duration::from_secs(60)),
         }
     }
@@ -350,11 +357,12 @@ pub struct Connection {
 }
 
 /// What a connection holds from accept to close: its place in the daemon's count of open
-/// connections and in its peer's.
+/// connections, in its peer's, and among all limited peers' (`max_connections`).
 #[derive(Debug)]
 struct Held {
     _guard: ActivityGuard,
     _slot: Option<PeerSlot>,
+    _place: Option<OwnedSemaphorePermit>,
 }
 
 /// Closes a connection that has had no request in flight for `limit`. hyper keeps a read
@@ -510,7 +518,8 @@ async fn accept_loop(
     tx: mpsc::Sender<io::Result<Connection>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let pending = Arc::new(tokio::sync::Semaphore::new(options.max_pending_handshakes));
+    let pending = Arc::new(Semaphore::new(options.max_pending_handshakes));
+    let limited = Arc::new(Semaphore::new(options.max_connections));
     let per_peer = PerPeer::default();
     let warnings = warnings();
     tokio::pin!(stop);
@@ -523,24 +532,32 @@ async fn accept_loop(
             Ok(raw) => raw,
             Err(e) => {
                 // EMFILE and friends: back off rather than spin; the socket stays queued.
-                tracing::warn!(error = %e, "accept failed");
+                warn(&warnings, None, accept_failure(&e));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let slot = match raw.limited_key() {
-            Some(key) => match per_peer.claim(key, options.max_connections_per_peer) {
-                Some(slot) => Some(slot),
-                None => {
+        let (slot, place) = match raw.limited_key() {
+            Some(key) => {
+                let Some(slot) = per_peer.claim(key, options.max_connections_per_peer) else {
                     warn(
                         &warnings,
                         Some(key),
                         "a peer holds too many connections; closing its new ones",
                     );
                     continue;
-                }
-            },
-            None => None,
+                };
+                let Ok(place) = limited.clone().try_acquire_owned() else {
+                    warn(
+                        &warnings,
+                        None,
+                        "too many connections open; closing new ones from everyone but root",
+                    );
+                    continue;
+                };
+                (Some(slot), Some(place))
+            }
+            None => (None, None),
         };
         let guard = activity.guard();
         let Ok(permit) = pending.clone().try_acquire_owned() else {
@@ -557,6 +574,7 @@ async fn accept_loop(
         let held = Held {
             _guard: guard,
             _slot: slot,
+            _place: place,
         };
         let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
@@ -576,6 +594,16 @@ async fn accept_loop(
     drop(listener);
     activity.drained().await;
     drop(tx);
+}
+
+/// What the log says when `accept` fails: a fixed text per cause, so that the lines collapse.
+fn accept_failure(e: &io::Error) -> &'static str {
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EMFILE) => "cannot accept connections: the daemon has no file descriptor left",
+        Some(Errno::ENFILE) => "cannot accept connections: the system has no file descriptor left",
+        Some(Errno::ENOBUFS | Errno::ENOMEM) => "cannot accept connections: out of memory",
+        _ => "cannot accept a connection",
+    }
 }
 
 enum Raw {

@@ -31,6 +31,8 @@ pub struct DaemonConfig {
     /// production the privileged helper does that. A file's owner may change its group to one of
     /// its own groups without CAP_CHOWN.
     pub admin_group_member: bool,
+    /// Start the daemon with this open-file limit, soft and hard (so it cannot raise it).
+    pub open_files: Option<u64>,
 }
 
 /// A running `multipassd` with its own socket and data directory. Stopped on drop (SIGTERM, then
@@ -131,6 +133,20 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
+        if let Some(limit) = self.config.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
         let stale_socket = self.socket.as_ref().is_some_and(|s| s.exists());
         let child = cmd.spawn().expect("spawn multipassd");
         self.child = Some(child);

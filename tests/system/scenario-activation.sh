@@ -17,6 +17,11 @@ for cap in CapEff CapPrm CapInh CapAmb; do
 done
 expect "daemon NoNewPrivs is 1" 1 "$(sed -n 's/^NoNewPrivs:\t//p' /proc/"$pid"/status)"
 expect "daemon runs as multipassd" multipassd "$(ps -o user= -p "$pid")"
+# Under the unit's system call filter the daemon still raises its soft open-file limit to the hard
+# one, which leaves its connection cap at 1,024 (multipassd::descriptors).
+expect "daemon's soft open-file limit is raised to its hard one" \
+    "$(awk '/^Max open files/ {print $5}' /proc/"$pid"/limits)" \
+    "$(awk '/^Max open files/ {print $4}' /proc/"$pid"/limits)"
 wait_for "the helper opened the socket (root:root 0666)" 10 test "$(mode_of /run/multipass_socket)" = "666 root:root"
 expect "the helper was bus-activated by systemd" active "$(systemctl is-active multipassd-helper.service || true)"
 finish
