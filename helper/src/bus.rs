@@ -1,7 +1,7 @@
 //! The D-Bus service `io.multipass.Helper1` (its names, errors and callers' proxy are in
-//! `helper_api`). Each method asks polkit about the caller first
-//! (the `system-bus-name` subject, which polkitd resolves itself, race-free), then calls one
-//! function in [`crate::ops`].
+//! `helper_api`). Each method checks its input, admits its caller within the bounds on calls in
+//! flight, asks polkit about the caller (the `system-bus-name` subject, which polkitd resolves
+//! itself, race-free), then calls one function in [`crate::ops`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -422,7 +422,8 @@ pub async fn serve(config: Config, idle: Option<Duration>) -> anyhow::Result<()>
     let helper = Helper::new(config);
     let activity = helper.activity();
     // Serve the object before taking the name, so a call that activated us finds it.
-    let connection = zbus::connection::Builder::system()?
+    let connection = crate::bus_socket::system()
+        .await?
         .serve_at(OBJECT_PATH, helper)?
         .name(BUS_NAME)?
         .build()

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+mod bus_socket;
 pub mod cli;
 pub mod config;
 pub mod doc;

@@ -421,6 +421,39 @@ pub fn flood_helper(user: &User, seconds: u64, connections: usize, in_flight: us
     })
 }
 
+/// As `user`, `calls` calls of the helper's `member` (with one string argument), each carrying
+/// `descriptors` Unix file descriptors, written on the bus socket by a client of our own
+/// (`dbus_descriptors.py`): no D-Bus library attaches descriptors a signature does not name. The
+/// kinds of reply (`error NAME` or `return`) with their counts.
+pub fn calls_carrying_descriptors(
+    user: &User,
+    member: &str,
+    calls: usize,
+    descriptors: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let out = user
+        .command(Path::new("/usr/bin/python3"), &[])
+        .arg("-c")
+        .arg(include_str!("dbus_descriptors.py"))
+        .args([SYSTEM_BUS_SOCKET, HELPER_NAME, helper_api::OBJECT_PATH])
+        .args([helper_api::INTERFACE, member])
+        .args([calls.to_string(), descriptors.to_string()])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dbus_descriptors.py: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter_map(|line| {
+            let (kind, count) = line.rsplit_once(' ')?;
+            Some((kind.to_string(), count.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The set-up every helper test shares: the system bus (locked for this test), a scratch
 /// directory, the daemon's admin group and an "operators" group that test rules may authorize.
 /// Users are made with [`HelperSetup::user`], then [`HelperSetup::serve`] starts the daemon and

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use multipass_system_tests::bus::{call_helper, call_helper_as, flood_helper, Flood, HelperSetup};
+use multipass_system_tests::bus::{
+    call_helper, call_helper_as, calls_carrying_descriptors, flood_helper, Flood, HelperSetup,
+};
 use multipass_system_tests::{
     audit_events, bin, collapsed_counts, mode_owner, procfs, read_until, sha256_hex, DaemonConfig,
     Fixture, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
@@ -236,6 +238,80 @@ fn a_flood_of_denied_calls_is_collapsed() {
     assert!(
         grown_mib < 8,
         "the helper's peak RSS grew by {grown_mib} MiB"
+    );
+}
+
+/// Any caller may attach Unix file descriptors to a D-Bus message, up to 16 each. None of the
+/// helper's methods takes one, and the helper does not offer to receive them, so the bus refuses
+/// such calls to their sender and the helper's descriptors stay as they were however many come.
+/// (When it did offer, four connections of one unprivileged user ran it up to 8,204 open
+/// descriptors, against its soft limit of 1,024 under systemd.)
+fn calls_carrying_descriptors_never_reach_the_helper() {
+    const CONNECTIONS: usize = 4;
+    const CALLS: usize = 2000;
+    const PER_CALL: usize = 16;
+    const NOT_SUPPORTED: &str = "error org.freedesktop.DBus.Error.NotSupported";
+    let setup = HelperSetup::new();
+    let stranger = setup.user(&[]);
+    let (_daemon, helper) = setup.serve();
+    let pid = helper.pid();
+    let before = procfs::fd_count(pid);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (floods, most) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(procfs::fd_count(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        });
+        let floods: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                scope.spawn(|| {
+                    calls_carrying_descriptors(&stranger, "SetPassphrase", CALLS, PER_CALL)
+                })
+            })
+            .collect();
+        let floods: Vec<_> = floods.into_iter().map(|f| f.join()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let floods: Vec<_> = floods.into_iter().map(|f| f.unwrap()).collect();
+        (floods, sampler.join().unwrap())
+    });
+    // The same call without descriptors reaches the helper, which refuses the stranger.
+    let plain = calls_carrying_descriptors(&stranger, "SetPassphrase", 1, 0);
+    multipass_system_tests::figure(&format!(
+        "calls_carrying_descriptors_never_reach_the_helper: {CONNECTIONS} connections of \
+         {CALLS} calls with {PER_CALL} descriptors each: replies {floods:?}; the helper's open \
+         descriptors {before} before, at most {most} during; the same call without: {plain:?}"
+    ));
+    // The bus refuses them as unsupported by the helper or, once the caller has sent more
+    // descriptors than it lets one connection have in flight, as over its limits; it may
+    // disconnect a caller that goes on.
+    for replies in &floods {
+        assert!(
+            replies.values().sum::<usize>() == CALLS
+                && replies.keys().all(|k| {
+                    k.starts_with("error org.freedesktop.DBus.Error.")
+                        || k.starts_with("unanswered")
+                }),
+            "every call carrying descriptors must be refused by the bus: {replies:?}"
+        );
+    }
+    assert!(
+        floods.iter().any(|r| r.contains_key(NOT_SUPPORTED)),
+        "the bus should have said the helper takes no descriptors: {floods:?}"
+    );
+    assert!(
+        most <= before + 4,
+        "the helper's descriptors went from {before} to {most}"
+    );
+    assert!(
+        plain.len() == 1
+            && plain
+                .keys()
+                .all(|k| k.starts_with("error io.multipass.Helper1.Error.")),
+        "a call without descriptors should reach the helper and be refused there: {plain:?}"
     );
 }
 
@@ -472,5 +548,5 @@ fn stuck_administrator_gets_out_without_editing_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
+    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, calls_carrying_descriptors_never_reach_the_helper, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
 }
