@@ -203,6 +203,13 @@ pub struct IncomingOptions {
     /// An established connection with no request in flight for this long is closed (`None`:
     /// never). HTTP/2 keepalive pings do not count as requests.
     pub idle_timeout: Option<Duration>,
+    /// TLS handshakes one peer (as for `max_connections_per_peer`) may start each second, after a
+    /// burst of `handshake_burst_per_peer`. Beyond that its handshakes wait their turn, within the
+    /// handshake timeout: a handshake is the costly part of a connection (a signature and a key
+    /// exchange), and without a pace one user connecting in a loop keeps the daemon's cores busy.
+    pub handshakes_per_second_per_peer: u32,
+    /// See `handshakes_per_second_per_peer`.
+    pub handshake_burst_per_peer: u32,
 }
 
 impl Default for IncomingOptions {
@@ -213,6 +220,8 @@ impl Default for IncomingOptions {
             max_connections_per_peer: 64,
             max_connections: 1024,
             idle_timeout: Some(Duration::from_secs(60)),
+            handshakes_per_second_per_peer: 100,
+            handshake_burst_per_peer: 64,
         }
     }
 }
@@ -253,6 +262,46 @@ impl Drop for PeerSlot {
                 open.remove(&self.key);
             }
         }
+    }
+}
+
+/// When each peer's next TLS handshake may start: a generic cell rate algorithm, one instant per
+/// peer (its theoretical arrival time), kept until it has passed. A handshake whose turn has not
+/// come waits for it rather than being refused, so a user's burst of commands is slowed, never
+/// failed.
+#[derive(Debug)]
+struct Pacing {
+    interval: Duration,
+    tolerance: Duration,
+    peers: Mutex<(std::collections::HashMap<PeerKey, Instant>, usize)>,
+}
+
+impl Pacing {
+    /// Entries kept before the passed ones are swept out; then twice what is left.
+    const SWEEP_AT: usize = 1024;
+
+    fn new(per_second: u32, burst: u32) -> Pacing {
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        Pacing {
+            interval,
+            tolerance: interval * burst.saturating_sub(1),
+            peers: Mutex::new((std::collections::HashMap::new(), Self::SWEEP_AT)),
+        }
+    }
+
+    /// When `key`'s handshake that comes at `now` may start; its place is taken at once.
+    fn turn(&self, key: PeerKey, now: Instant) -> Instant {
+        let mut guard = lock(&self.peers);
+        let (peers, sweep_at) = &mut *guard;
+        if peers.len() >= *sweep_at {
+            peers.retain(|_, at| *at > now);
+            *sweep_at = (2 * peers.len()).max(Self::SWEEP_AT);
+        }
+        let arrival = peers.get(&key).map_or(now, |at| (*at).max(now));
+        peers.insert(key, arrival + self.interval);
+        arrival
+            .checked_sub(self.tolerance)
+            .map_or(now, |start| start.max(now))
     }
 }
 
@@ -520,6 +569,10 @@ async fn accept_loop(
 ) {
     let pending = Arc::new(Semaphore::new(options.max_pending_handshakes));
     let limited = Arc::new(Semaphore::new(options.max_connections));
+    let pacing = Pacing::new(
+        options.handshakes_per_second_per_peer,
+        options.handshake_burst_per_peer,
+    );
     let per_peer = PerPeer::default();
     let warnings = warnings();
     tokio::pin!(stop);
@@ -537,7 +590,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (slot, place) = match raw.limited_key() {
+        let key = raw.limited_key();
+        let (slot, place) = match key {
             Some(key) => {
                 let Some(slot) = per_peer.claim(key, options.max_connections_per_peer) else {
                     warn(
@@ -568,6 +622,7 @@ async fn accept_loop(
             );
             continue;
         };
+        let turn = key.map(|key| pacing.turn(key, Instant::now()));
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
@@ -578,8 +633,13 @@ async fn accept_loop(
         };
         let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
-            let result =
-                tokio::time::timeout(timeout, handshake(raw, &acceptor, held, idle_timeout)).await;
+            let paced = async {
+                if let Some(turn) = turn {
+                    tokio::time::sleep_until(turn.into()).await;
+                }
+                handshake(raw, &acceptor, held, idle_timeout).await
+            };
+            let result = tokio::time::timeout(timeout, paced).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {
@@ -799,6 +859,35 @@ impl http_body::Body for Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_starts_at_once_then_handshakes_wait_their_turn() {
+        let pacing = Pacing::new(100, 4);
+        let (alice, bob) = (PeerKey::Uid(1000), PeerKey::Uid(1001));
+        let now = Instant::now();
+        let turns: Vec<Duration> = (0..7).map(|_| pacing.turn(alice, now) - now).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(turns, [ms(0), ms(0), ms(0), ms(0), ms(10), ms(20), ms(30)]);
+        // Another peer has its own pace.
+        assert_eq!(pacing.turn(bob, now), now);
+        // Once the turns taken have passed, the next starts at once; after a long pause the
+        // whole burst does again.
+        assert_eq!(pacing.turn(alice, now + ms(70)), now + ms(70));
+        let later = now + Duration::from_secs(5);
+        let turns: Vec<Instant> = (0..5).map(|_| pacing.turn(alice, later)).collect();
+        assert_eq!(turns, [later, later, later, later, later + ms(10)]);
+    }
+
+    #[test]
+    fn paces_of_peers_long_gone_are_swept_out() {
+        let pacing = Pacing::new(100, 4);
+        let now = Instant::now();
+        for uid in 0..Pacing::SWEEP_AT as u32 {
+            pacing.turn(PeerKey::Uid(uid), now);
+        }
+        pacing.turn(PeerKey::Uid(u32::MAX), now + Duration::from_secs(1));
+        assert_eq!(lock(&pacing.peers).0.len(), 1);
+    }
 
     /// Whether `activity.served()` resolves now (it never waits on a timer, only on the counts).
     async fn served_now(activity: &Activity) -> bool {

@@ -1,0 +1,93 @@
+//! A TLS handshake is the costly part of a connection (a signature and a key exchange), and a
+//! user who connects in a loop could keep the daemon's cores busy with them. Each peer's
+//! handshakes are paced: 64 at once, then 100 a second, the others waiting their turn rather
+//! than being refused. Here a user makes 256 handshakes as fast as it can, 32 connections at a
+//! time: all of them succeed, and they take at least (256 − 64) / 100 s. (That each peer has a
+//! pace of its own is shown by the unit tests of `rpc::server`.)
+
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use multipass_system_tests::clients::{self, connect_as};
+use multipass_system_tests::{grpc, Group, TestDir, User};
+
+const PASSPHRASE: &str = "handshake-pace-pass";
+/// `IncomingOptions::handshakes_per_second_per_peer` and `handshake_burst_per_peer`.
+const PER_SECOND: u32 = 100;
+const BURST: u32 = 64;
+const HANDSHAKES: u32 = 256;
+const AT_A_TIME: usize = 32;
+
+/// TLS handshakes (no client certificate) on `streams`, all at once; how many succeeded, and
+/// when the last one ended.
+async fn handshakes(
+    streams: Vec<UnixStream>,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> (usize, Instant) {
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|s| {
+            let config = config.clone();
+            tokio::spawn(async move {
+                s.set_nonblocking(true)?;
+                let stream = tokio::net::UnixStream::from_std(s)?;
+                grpc::tls_over(stream, config).await.map(drop)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        if matches!(task.await, Ok(Ok(()))) {
+            ok += 1;
+        }
+    }
+    (ok, Instant::now())
+}
+
+fn handshakes_paced_per_peer() {
+    let dir = TestDir::new();
+    let scratch = dir.subdir("scratch");
+    let admins = Group::create_admin();
+    let a = User::create(&dir, Some(&admins));
+    let flooder = User::create(&dir, None);
+    let other_user = User::create(&dir, None);
+    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
+    clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
+    let socket = daemon.socket().to_path_buf();
+    let config = grpc::client_config(&daemon.root_cert(), None).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let began = Instant::now();
+    let mut succeeded = 0;
+    for _ in 0..HANDSHAKES as usize / AT_A_TIME {
+        let streams = connect_as(&flooder, &socket, AT_A_TIME, &scratch);
+        succeeded += runtime.block_on(handshakes(streams, &config)).0;
+    }
+    let took = began.elapsed();
+    let least = Duration::from_secs_f64(f64::from(HANDSHAKES - BURST) / f64::from(PER_SECOND));
+    // Another user is served meanwhile.
+    let other = connect_as(&other_user, &socket, 1, &scratch);
+    let other_done = runtime.block_on(handshakes(other, &config)).0;
+    multipass_system_tests::figure(&format!(
+        "handshakes_paced_per_peer: {succeeded} of {HANDSHAKES} handshakes of one user, \
+         {AT_A_TIME} at a time, in {took:.2?} (paced: at least {least:.2?}); another user's \
+         handshake after them: {other_done} done"
+    ));
+    assert_eq!(
+        succeeded, HANDSHAKES as usize,
+        "paced handshakes wait their turn; none is refused"
+    );
+    assert!(
+        took >= least - Duration::from_millis(50),
+        "{HANDSHAKES} handshakes in {took:.2?}: faster than the pace allows"
+    );
+    assert_eq!(other_done, 1, "another user's handshake should succeed");
+}
+
+multipass_system_tests::process_tests! {
+    root: [handshakes_paced_per_peer],
+}
