@@ -622,7 +622,18 @@ async fn accept_loop(
             );
             continue;
         };
-        let turn = key.map(|key| pacing.turn(key, Instant::now()));
+        let turn = key.map(|key| {
+            let now = Instant::now();
+            let turn = pacing.turn(key, now);
+            if turn > now {
+                warn(
+                    &warnings,
+                    Some(key),
+                    "a peer starts handshakes faster than its pace; they wait their turn",
+                );
+            }
+            turn
+        });
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let timeout = options.handshake_timeout;

@@ -86,6 +86,15 @@ fn handshakes_paced_per_peer() {
         "{HANDSHAKES} handshakes in {took:.2?}: faster than the pace allows"
     );
     assert_eq!(other_done, 1, "another user's handshake should succeed");
+    let log = daemon.log();
+    let paced = format!(
+        "faster than its pace; they wait their turn (uid {})",
+        flooder.uid
+    );
+    assert!(
+        log.contains(&paced),
+        "the pacing should be logged for the flooder"
+    );
 }
 
 multipass_system_tests::process_tests! {
