@@ -27,6 +27,14 @@ impl Budget {
     pub fn lowered(&self, wanted: usize) -> bool {
         self.connections < wanted
     }
+
+    fn fit(wanted: usize, open_files: u64) -> Budget {
+        let room = usize::try_from(open_files.saturating_sub(RESERVED)).unwrap_or(usize::MAX);
+        Budget {
+            connections: wanted.min(room),
+            open_files,
+        }
+    }
 }
 
 /// Raises the soft open-file limit to the hard one (allowed without privileges; the soft default
@@ -43,16 +51,6 @@ pub fn budget(wanted: usize) -> Budget {
         Err(_) => return Budget::fit(wanted, u64::MAX),
     };
     Budget::fit(wanted, open_files)
-}
-
-impl Budget {
-    fn fit(wanted: usize, open_files: u64) -> Budget {
-        let room = usize::try_from(open_files.saturating_sub(RESERVED)).unwrap_or(usize::MAX);
-        Budget {
-            connections: wanted.min(room),
-            open_files,
-        }
-    }
 }
 
 #[cfg(test)]
