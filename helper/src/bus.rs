@@ -85,6 +85,29 @@ impl Helper {
         }
     }
 
+    /// `connection`, a peer-to-peer server serving a helper whose paths are in `scratch` (under
+    /// the temporary directory), which must not exist: for tests whose calls are all refused
+    /// before any work, as messages carry no sender without a bus.
+    #[cfg(test)]
+    pub(crate) fn served_nowhere(
+        connection: zbus::connection::Builder<'static>,
+        scratch: &str,
+    ) -> (zbus::connection::Builder<'static>, std::path::PathBuf) {
+        let scratch = std::env::temp_dir().join(scratch);
+        let helper = Helper::new(Config {
+            socket: scratch.join("socket"),
+            data_dir: scratch.clone(),
+            admin_group: None,
+        });
+        let connection = connection
+            .server(zbus::Guid::generate())
+            .unwrap()
+            .p2p()
+            .serve_at(OBJECT_PATH, helper)
+            .unwrap();
+        (connection, scratch)
+    }
+
     /// Its activity record.
     pub fn activity(&self) -> Arc<Activity> {
         self.activity.clone()
@@ -494,19 +517,11 @@ mod tests {
     #[tokio::test]
     async fn the_proxy_reaches_every_method_and_reads_its_errors() {
         let (server_end, client_end) = tokio::net::UnixStream::pair().unwrap();
-        let scratch = std::env::temp_dir().join("multipassd-helper-p2p-nonexistent");
-        let helper = Helper::new(Config {
-            socket: scratch.join("socket"),
-            data_dir: scratch.clone(),
-            admin_group: None,
-        });
-        let server = zbus::connection::Builder::unix_stream(server_end)
-            .server(zbus::Guid::generate())
-            .unwrap()
-            .p2p()
-            .serve_at(OBJECT_PATH, helper)
-            .unwrap()
-            .build();
+        let (server, scratch) = Helper::served_nowhere(
+            zbus::connection::Builder::unix_stream(server_end),
+            "multipassd-helper-p2p-nonexistent",
+        );
+        let server = server.build();
         let client = zbus::connection::Builder::unix_stream(client_end)
             .p2p()
             .build();
