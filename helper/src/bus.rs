@@ -67,6 +67,7 @@ pub struct Helper {
     config: Arc<Config>,
     activity: Arc<Activity>,
     callers: Callers,
+    writers: tokio::sync::Semaphore,
     denials: Denials,
     bus: tokio::sync::OnceCell<zbus::fdo::DBusProxy<'static>>,
     authority: tokio::sync::OnceCell<AuthorityProxy<'static>>,
@@ -79,6 +80,7 @@ impl Helper {
             config: Arc::new(config),
             activity: Activity::new(),
             callers: Callers::new(),
+            writers: tokio::sync::Semaphore::new(WRITERS),
             denials: denials(),
             bus: tokio::sync::OnceCell::new(),
             authority: tokio::sync::OnceCell::new(),
@@ -220,6 +222,19 @@ impl Helper {
             Polkit::No
         })
     }
+
+    /// Run `write` (which starts a writer process) once fewer than [`WRITERS`] are running.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, HelperError> {
+        let _turn = self
+            .writers
+            .acquire()
+            .await
+            .map_err(|_| HelperError::Failed("internal error".into()))?;
+        blocking(write).await
+    }
 }
 
 /// Calls answered at once, at most. Beyond that a call is refused as soon as its message is
@@ -227,6 +242,13 @@ impl Helper {
 /// waiting (256 connections with 128 each), and each held a task and its message here (2,048
 /// at once took 15 MiB).
 const CALLS: usize = 64;
+
+/// Writer processes (`ops`' writes as the state directory's owner) running at once, at most;
+/// the calls beyond wait their turn. Each passphrase is hashed in one, and Argon2id takes 19 MiB
+/// and a core: without this bound one operator's 16 calls in flight ran 16 writers holding
+/// 428 MiB between them, and all callers' 64 could run 64. Two keep a small host's cores busy,
+/// and the writes themselves take the files' locks one at a time anyway.
+const WRITERS: usize = 2;
 
 /// Calls one caller (by uid; root excepted) may have among those: room for an administrator's
 /// script that trusts several clients at once (the tests make 10), while a caller who floods
@@ -378,7 +400,8 @@ impl Helper {
             .await?;
         let config = self.config.clone();
         let cleared = passphrase.is_empty();
-        blocking(move || ops::set_passphrase(&config, passphrase)).await?;
+        self.write(move || ops::set_passphrase(&config, passphrase))
+            .await?;
         AuditEvent::PassphraseChanged {
             cleared,
             by: Who::Uid(caller.uid),
@@ -408,7 +431,9 @@ impl Helper {
         let name = name.unwrap_or_else(|| trust::names::default_for_uid(uid));
         let config = self.config.clone();
         let who = Requester { uid, name };
-        let fingerprint = blocking(move || ops::trust_certificate(&config, &der, &who)).await?;
+        let fingerprint = self
+            .write(move || ops::trust_certificate(&config, &der, &who))
+            .await?;
         crate::trusted(uid, &fingerprint, Via::Helper);
         Ok(fingerprint)
     }

@@ -11,10 +11,23 @@ use std::time::Duration;
 fn status_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
-    text.lines()
+    status_field_kib(&text, field).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+fn status_field_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Resident set size now (`VmRSS`), KiB, of a process that may be gone or exiting (a zombie has
+/// none): 0 then.
+pub fn rss_kib_if_alive(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| status_field_kib(&status, "VmRSS"))
+        .unwrap_or(0)
 }
 
 /// Peak resident set size (`VmHWM`), KiB.

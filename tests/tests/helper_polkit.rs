@@ -241,6 +241,72 @@ fn a_flood_of_denied_calls_is_collapsed() {
     );
 }
 
+/// Each passphrase set through the helper is hashed (Argon2id, 19 MiB) in a writer process of
+/// its own. An operator may have 16 calls in flight, and all callers 64, but the helper runs at
+/// most [`WRITERS`] writers at once: the others wait their turn, and none is lost.
+fn writers_run_a_few_at_a_time() {
+    const CALLS: usize = 16;
+    const WRITERS: usize = 2;
+    let setup = HelperSetup::new();
+    let operator = setup.user(&[&setup.operators]);
+    let _rules = setup.grant(&operator);
+    let (daemon, helper) = setup.serve();
+    let pid = helper.pid();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let began = Instant::now();
+    let (results, (most, memory)) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let (mut most, mut memory) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let writers = procfs::children(pid);
+                most = most.max(writers.len());
+                memory = memory.max(
+                    writers
+                        .iter()
+                        .map(|&w| procfs::rss_kib_if_alive(w))
+                        .sum::<u64>(),
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (most, memory)
+        });
+        let calls: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let operator = &operator;
+                scope.spawn(move || {
+                    call_helper(
+                        Some(operator),
+                        "SetPassphrase",
+                        "s",
+                        &[&format!("pass-{i}")],
+                    )
+                })
+            })
+            .collect();
+        let results: Vec<_> = calls
+            .into_iter()
+            .map(|c| c.join().expect("a call"))
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (results, sampler.join().expect("the sampler"))
+    });
+    multipass_system_tests::figure(&format!(
+        "writers_run_a_few_at_a_time: {CALLS} passphrases set at once by one operator in {:.1?}: \
+         at most {most} writer processes at once, {} MiB between them",
+        began.elapsed(),
+        memory >> 10
+    ));
+    for (ok, text) in &results {
+        assert!(ok, "a call failed: {text}");
+    }
+    assert!(most >= 1, "no writer process seen");
+    assert!(
+        most <= WRITERS,
+        "{most} writer processes at once, more than {WRITERS}"
+    );
+    assert!(read(&daemon.conf_path()).is_some(), "no passphrase written");
+}
+
 /// Any caller may attach Unix file descriptors to a D-Bus message, up to 16 each. None of the
 /// helper's methods takes one, and the helper does not offer to receive them, so the bus refuses
 /// such calls to their sender and the helper's descriptors stay as they were however many come.
@@ -548,5 +614,5 @@ fn stuck_administrator_gets_out_without_editing_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, calls_carrying_descriptors_never_reach_the_helper, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
+    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, writers_run_a_few_at_a_time, calls_carrying_descriptors_never_reach_the_helper, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
 }
