@@ -123,6 +123,8 @@ pub enum Refusal {
     PassphraseIncorrect,
     /// The token was refused.
     Token(TokenRefusal),
+    /// The user has as many clients trusted by the passphrase as one user may.
+    TooManyClients,
 }
 
 /// Why a token was refused.
@@ -155,6 +157,7 @@ impl Refusal {
             Refusal::Token(TokenRefusal::Used) => "token-used",
             Refusal::Token(TokenRefusal::Expired) => "token-expired",
             Refusal::Token(TokenRefusal::Revoked) => "token-revoked",
+            Refusal::TooManyClients => "too-many-clients",
         }
     }
 

@@ -36,6 +36,7 @@ fn says(refusal: Refusal, action: Option<&'static str>) -> String {
         Refusal::Token(TokenRefusal::Used) => "enrollment token already used",
         Refusal::Token(TokenRefusal::Expired) => "enrollment token expired",
         Refusal::Token(TokenRefusal::Revoked) => "enrollment token revoked",
+        Refusal::TooManyClients => "its user has as many clients trusted by passphrase as allowed",
         Refusal::NotAdministrator | Refusal::OverTcp => {
             let action = action.unwrap_or("manage other clients' trust");
             return if refusal == Refusal::OverTcp {

@@ -46,6 +46,12 @@ pub enum Error {
         /// How long until the next attempt is accepted.
         retry_after: Duration,
     },
+    /// The user has as many clients trusted by the passphrase as one user may.
+    #[error("This user has {limit} clients trusted with the passphrase already, the most one user may have, so no more are trusted that way. An administrator can remove unused ones (`multipass trust list`, then `multipass trust remove NAME`) or give you a one-time token for 'multipass authenticate TOKEN'.")]
+    TooManyClients {
+        /// The most one user may have.
+        limit: usize,
+    },
     /// More passphrase checks are queued than the daemon accepts at once.
     #[error("The service is busy checking other passphrases. Please try again.")]
     Busy,
@@ -123,7 +129,9 @@ impl From<Error> for Status {
             Error::NoClientCertificate => Status::unauthenticated(message),
             Error::PassphraseNotSet => Status::failed_precondition(message),
             Error::PassphraseIncorrect => Status::invalid_argument(message),
-            Error::RateLimited { .. } | Error::Busy => Status::resource_exhausted(message),
+            Error::RateLimited { .. } | Error::Busy | Error::TooManyClients { .. } => {
+                Status::resource_exhausted(message)
+            }
             Error::UnknownKey(_) | Error::InvalidValue { .. } | Error::NoRequest => {
                 Status::invalid_argument(message)
             }

@@ -400,6 +400,101 @@ async fn enrolment_by_passphrase_and_by_token_names_the_client() {
     );
 }
 
+/// Entries in the store as if this user had trusted `count` clients with the passphrase.
+fn trusted_by_passphrase_already(daemon: &Daemon, count: usize) {
+    let uid = me();
+    let entries: Vec<_> = (0..count)
+        .map(|i| {
+            let name = format!("earlier-{i}");
+            let identity_dir = daemon.dir.path().join("clients").join(&name);
+            daemon.identity(&name);
+            let pem = std::fs::read(identity_dir.join(trust::paths::CLIENT_CERT_FILE)).unwrap();
+            let metadata = trust::Metadata {
+                name: Some(name),
+                uid: Some(uid),
+                how: Some(trust::Enrolment::Passphrase),
+                ..Default::default()
+            };
+            trust::Entry::new(
+                trust::pki::parse_single_certificate(&pem).unwrap(),
+                metadata,
+            )
+        })
+        .collect();
+    daemon
+        .gate
+        .store()
+        .modify(|bundle| {
+            let mut added = false;
+            for entry in &entries {
+                added |= bundle.insert(entry.clone());
+            }
+            added
+        })
+        .unwrap();
+}
+
+/// A user may have 100 clients trusted with the passphrase, however many new keys they make:
+/// the next is refused before its passphrase is hashed, with how to go on, and is not trusted.
+/// Clients trusted already still authenticate, a token still enrols, and a place given back
+/// can be taken again.
+#[tokio::test]
+async fn one_user_trusts_at_most_a_hundred_clients_with_the_passphrase() {
+    let (daemon, _) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let limit = multipassd::gate::MAX_PASSPHRASE_CLIENTS;
+    assert_eq!(limit, 100);
+    trusted_by_passphrase_already(&daemon, limit - 1);
+
+    let last = daemon.identity("the-hundredth");
+    authenticate(&mut daemon.rpc(&last).await, "correct horse")
+        .await
+        .expect("the hundredth client");
+    assert!(daemon.is_trusted(&last));
+
+    let trusted = daemon.trusted();
+    let over = daemon.identity("one-too-many");
+    for secret in ["correct horse", "a wrong one"] {
+        refused(
+            authenticate(&mut daemon.rpc(&over).await, secret).await,
+            Code::ResourceExhausted,
+            Error::TooManyClients { limit },
+        );
+    }
+    assert!(!daemon.is_trusted(&over));
+    assert_eq!(daemon.trusted(), trusted, "the store changed");
+    let message = Error::TooManyClients { limit }.to_string();
+    assert!(
+        message.contains("multipass trust remove") && message.contains("token"),
+        "{message}"
+    );
+
+    // A client trusted already is answered as before.
+    let line = authenticate(&mut daemon.rpc(&last).await, "correct horse")
+        .await
+        .expect("a trusted client's authenticate");
+    assert!(line.starts_with("This client is trusted as"), "{line}");
+
+    // A token is an administrator's decision, and is not counted.
+    let (token, _) = daemon
+        .gate
+        .tokens()
+        .create(None, Duration::hours(1), None, OffsetDateTime::now_utc())
+        .unwrap();
+    authenticate(&mut daemon.rpc(&over).await, token.expose())
+        .await
+        .expect("a token beyond the bound");
+    assert!(daemon.is_trusted(&over));
+
+    // A place given back is taken again.
+    daemon.gate.store().remove(&last.fingerprint()).unwrap();
+    let again = daemon.identity("in-its-place");
+    authenticate(&mut daemon.rpc(&again).await, "correct horse")
+        .await
+        .expect("a client in the place given back");
+    assert!(daemon.is_trusted(&again));
+}
+
 #[tokio::test]
 async fn each_refused_token_state_has_its_answer_and_enrols_nobody() {
     let (daemon, _) = with_first_client().await;

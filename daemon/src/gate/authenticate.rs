@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::Gate;
 use crate::admission::{
-    self, Checked, Decision, Presented, Request, Secret, TokenRefusal, Verdict,
+    self, Checked, Decision, Presented, Refusal, Request, Secret, TokenRefusal, Verdict,
 };
 use crate::error::Error;
 
@@ -56,6 +56,11 @@ impl Gate {
             Decision::Refuse(refusal) => {
                 return Err(self.refuse(peer, refusal, request, None, None))
             }
+            // Before the hash, which could not change the answer. Exact: the peer's turn, held
+            // until its client is written, keeps its user's other attempts out meanwhile.
+            Decision::CheckPassphrase if self.passphrase_clients_full(peer)? => {
+                return Err(self.refuse(peer, Refusal::TooManyClients, request, None, None));
+            }
             Decision::CheckPassphrase => {
                 let (checked, legacy) = self.check_passphrase(&secret).await?;
                 (checked, None, legacy)
@@ -88,6 +93,18 @@ impl Gate {
                 Ok(Authenticated::Trusted(name))
             }
         }
+    }
+
+    /// Whether the peer's client, if trusted with the passphrase now, would be one client too
+    /// many for its user. A client trusted already adds none.
+    fn passphrase_clients_full(&self, peer: &Peer) -> Result<bool, Error> {
+        let (Some(credentials), Some(client)) = (peer.credentials, &peer.client) else {
+            return Ok(false);
+        };
+        let bundle = self.store.current()?;
+        Ok(!bundle.contains(&client.fingerprint())
+            && bundle.enrolled_by(credentials.uid, trust::Enrolment::Passphrase)
+                >= super::MAX_PASSPHRASE_CLIENTS)
     }
 
     /// Check `passphrase` against the stored hash; a right one's hash comes back too if it is a

@@ -84,6 +84,14 @@ pub struct Parts {
 pub const PARALLEL_HASHES: usize = 2;
 /// Passphrase checks allowed to wait for a turn.
 pub const QUEUED_HASHES: usize = 64;
+/// Clients one user (by uid, over the Unix socket) may have trusted with the passphrase, at
+/// most. Each new key is a new client, so without a bound a user who knows the passphrase could
+/// add a client every time it is checked (14 a second from a shell loop of `authenticate` with a
+/// fresh `XDG_DATA_HOME`), each about 750 bytes of store and an audit line that is never
+/// collapsed. Far above what one person uses; a script that makes a new identity at every run
+/// reaches it, and is told how to go on. Clients trusted by token, by an administrator or by
+/// hand do not count, and neither do clients over TCP, which have no uid.
+pub const MAX_PASSPHRASE_CLIENTS: usize = 100;
 
 impl Parts {
     /// The parts of a daemon keeping its files in `dir` (the store's file is `store`'s), with the
@@ -456,6 +464,9 @@ impl Gate {
             Refusal::RateLimited(retry_after) => Error::RateLimited { retry_after },
             Refusal::PassphraseNotSet => Error::PassphraseNotSet,
             Refusal::PassphraseIncorrect => Error::PassphraseIncorrect,
+            Refusal::TooManyClients => Error::TooManyClients {
+                limit: MAX_PASSPHRASE_CLIENTS,
+            },
             Refusal::Token(why) => Error::Token(match why {
                 TokenRefusal::Unknown => TokenError::Unknown,
                 TokenRefusal::Used => TokenError::Used,

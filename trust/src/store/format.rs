@@ -310,6 +310,15 @@ impl Bundle {
         Some(entry)
     }
 
+    /// How many of the entries the user with `uid` enrolled `how`, by the metadata written when
+    /// they were trusted (a certificate appended by hand has none).
+    pub fn enrolled_by(&self, uid: u32, how: Enrolment) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.metadata.uid == Some(uid) && e.metadata.how == Some(how))
+            .count()
+    }
+
     /// Number of trusted certificates.
     pub fn len(&self) -> usize {
         self.entries.len()
