@@ -1,9 +1,9 @@
 //! 200 distinct clients authenticate with the passphrase at once, while
 //! certificates are appended to the store by hand (`tee -a`, no lock) and imported through the
 //! helper's direct mode. Every one of them ends up in the store exactly once and the file stays
-//! valid. Repeated `MPT_CONCURRENCY_ROUNDS` times (default 3) against one daemon.
+//! valid. Repeated `MPT_CONCURRENCY_ROUNDS` times (default 3, at most 5) against one daemon.
 //!
-//! Clients are distinct certificates (distinct `XDG_DATA_HOME`s) of a handful of real users; the
+//! Clients are distinct certificates (distinct `XDG_DATA_HOME`s) of ten real users; the
 //! rate limiter only counts failures, so correct passphrases from one uid are fine. A client told
 //! "busy" (more passphrase checks queued than the daemon accepts) tries again, as the message
 //! asks; the retries are counted and printed.
@@ -17,7 +17,10 @@ use multipass_system_tests::clients::{self, Identity};
 use multipass_system_tests::Fixture;
 
 const CLIENTS: usize = 200;
-const USERS: usize = 5;
+/// Enough users that none has more clients trusted with the passphrase than the daemon lets one
+/// user have (100, `multipassd::gate::MAX_PASSPHRASE_CLIENTS`) over the rounds.
+const USERS: usize = 10;
+const PASSPHRASE_CLIENTS_PER_USER: usize = 100;
 const HAND_APPENDS: usize = 20;
 const IMPORTS: usize = 20;
 const PASSPHRASE: &str = "many-clients-at-once";
@@ -46,6 +49,11 @@ fn concurrency_without_loss() {
 
     let mut expected: Vec<Vec<u8>> = vec![admin.cert_der()];
     let rounds = rounds();
+    assert!(
+        rounds * CLIENTS / USERS <= PASSPHRASE_CLIENTS_PER_USER,
+        "{rounds} rounds would give each of the {USERS} users more clients than the daemon \
+         trusts with the passphrase for one user ({PASSPHRASE_CLIENTS_PER_USER})"
+    );
     for round in 0..rounds {
         // Clients: CLIENTS / USERS per user, each its own XDG_DATA_HOME (its own certificate,
         // made by the CLI on first use, in the storm itself).

@@ -96,11 +96,14 @@ impl Gate {
     }
 
     /// Whether the peer's client, if trusted with the passphrase now, would be one client too
-    /// many for its user. A client trusted already adds none.
+    /// many for its user. A client trusted already adds none, and root is not bounded.
     fn passphrase_clients_full(&self, peer: &Peer) -> Result<bool, Error> {
         let (Some(credentials), Some(client)) = (peer.credentials, &peer.client) else {
             return Ok(false);
         };
+        if credentials.uid == 0 {
+            return Ok(false);
+        }
         let bundle = self.store.current()?;
         Ok(!bundle.contains(&client.fingerprint())
             && bundle.enrolled_by(credentials.uid, trust::Enrolment::Passphrase)
