@@ -85,12 +85,12 @@ pub const PARALLEL_HASHES: usize = 2;
 /// Passphrase checks allowed to wait for a turn.
 pub const QUEUED_HASHES: usize = 64;
 /// Clients one user but root (by uid, over the Unix socket) may have trusted with the
-/// passphrase, at most. Each new key is a new client, so without a bound a user who knows the passphrase could
-/// add a client every time it is checked (14 a second from a shell loop of `authenticate` with a
-/// fresh `XDG_DATA_HOME`), each about 750 bytes of store and an audit line that is never
-/// collapsed. Far above what one person uses; a script that makes a new identity at every run
-/// reaches it, and is told how to go on. Clients trusted by token, by an administrator or by
-/// hand do not count, and neither do clients over TCP, which have no uid.
+/// passphrase, at most. Each new key is a new client, so without a bound a user who knows the
+/// passphrase could add a client every time it is checked (14 a second from a shell loop of
+/// `authenticate` with a fresh `XDG_DATA_HOME`), each about 750 bytes of store and a `trusted`
+/// line, which is never collapsed. Far above what one person uses; a script that makes a new
+/// identity at every run reaches it, and is told how to go on. Clients trusted by token, by an
+/// administrator or by hand do not count, and neither do clients over TCP, which have no uid.
 pub const MAX_PASSPHRASE_CLIENTS: usize = 100;
 
 impl Parts {
