@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as};
-use multipass_system_tests::{grpc, Group, TestDir, User};
+use multipass_system_tests::{grpc, Fixture};
 
 const PASSPHRASE: &str = "handshake-pace-pass";
 /// `IncomingOptions::handshakes_per_second_per_peer` and `handshake_burst_per_peer`.
@@ -45,13 +45,9 @@ async fn handshakes(
 }
 
 fn handshakes_paced_per_peer() {
-    let dir = TestDir::new();
+    let Fixture(dir, _admins, a, [flooder, other_user], daemon) =
+        Fixture::open_with(|dir, admins| clients::quiet_daemon(dir, admins, &[]));
     let scratch = dir.subdir("scratch");
-    let admins = Group::create_admin();
-    let a = User::create(&dir, Some(&admins));
-    let flooder = User::create(&dir, None);
-    let other_user = User::create(&dir, None);
-    let daemon = clients::quiet_daemon(&dir, &admins, &[]);
     clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
     let socket = daemon.socket().to_path_buf();
     let config = grpc::client_config(&daemon.root_cert(), None).unwrap();
