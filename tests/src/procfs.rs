@@ -30,6 +30,39 @@ pub fn rss_kib_if_alive(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `work`'s result, and what `sample` said before it began and then every `every` until it
+/// ended (also if it panicked): for the most a process held while something was done to it.
+pub fn sampled_while<T, S: Send>(
+    every: Duration,
+    sample: impl Fn() -> S + Sync,
+    work: impl FnOnce() -> T,
+) -> (T, Vec<S>) {
+    /// Tells the sampler to stop when dropped, so that a panicking `work` does not leave it
+    /// running and the scope waiting for it.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut samples = vec![sample()];
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(every);
+                samples.push(sample());
+            }
+            samples
+        });
+        let result = {
+            let _done = Done(&done);
+            work()
+        };
+        (result, sampler.join().expect("the sampler"))
+    })
+}
+
 /// Peak resident set size (`VmHWM`), KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM")

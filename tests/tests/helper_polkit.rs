@@ -252,44 +252,32 @@ fn writers_run_a_few_at_a_time() {
     let _rules = setup.grant(&operator);
     let (daemon, helper) = setup.serve();
     let pid = helper.pid();
-    let done = std::sync::atomic::AtomicBool::new(false);
     let began = Instant::now();
-    let (results, (most, memory)) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let (mut most, mut memory) = (0, 0);
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let writers = procfs::children(pid);
-                most = most.max(writers.len());
-                memory = memory.max(
-                    writers
-                        .iter()
-                        .map(|&w| procfs::rss_kib_if_alive(w))
-                        .sum::<u64>(),
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            (most, memory)
-        });
-        let calls: Vec<_> = (0..CALLS)
-            .map(|i| {
-                let operator = &operator;
-                scope.spawn(move || {
-                    call_helper(
-                        Some(operator),
-                        "SetPassphrase",
-                        "s",
-                        &[&format!("pass-{i}")],
-                    )
+    let writers = || {
+        let writers = procfs::children(pid);
+        let memory: u64 = writers.iter().map(|&w| procfs::rss_kib_if_alive(w)).sum();
+        (writers.len(), memory)
+    };
+    let (results, samples) = procfs::sampled_while(Duration::from_millis(2), writers, || {
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..CALLS)
+                .map(|i| {
+                    let operator = &operator;
+                    scope.spawn(move || {
+                        let passphrase = format!("pass-{i}");
+                        call_helper(Some(operator), "SetPassphrase", "s", &[&passphrase])
+                    })
                 })
-            })
-            .collect();
-        let results: Vec<_> = calls
-            .into_iter()
-            .map(|c| c.join().expect("a call"))
-            .collect();
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        (results, sampler.join().expect("the sampler"))
+                .collect();
+            let results: Vec<_> = calls
+                .into_iter()
+                .map(|c| c.join().expect("a call"))
+                .collect();
+            results
+        })
     });
+    let most = samples.iter().map(|s| s.0).max().unwrap_or(0);
+    let memory = samples.iter().map(|s| s.1).max().unwrap_or(0);
     multipass_system_tests::figure(&format!(
         "writers_run_a_few_at_a_time: {CALLS} passphrases set at once by one operator in {:.1?}: \
          at most {most} writer processes at once, {} MiB between them",
@@ -322,28 +310,24 @@ fn calls_carrying_descriptors_never_reach_the_helper() {
     let (_daemon, helper) = setup.serve();
     let pid = helper.pid();
     let before = procfs::fd_count(pid);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (floods, most) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let mut most = 0;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                most = most.max(procfs::fd_count(pid));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            most
-        });
-        let floods: Vec<_> = (0..CONNECTIONS)
-            .map(|_| {
-                scope.spawn(|| {
-                    calls_carrying_descriptors(&stranger, "SetPassphrase", CALLS, PER_CALL)
-                })
+    let (floods, samples) = procfs::sampled_while(
+        Duration::from_millis(5),
+        || procfs::fd_count(pid),
+        || {
+            std::thread::scope(|scope| {
+                let floods: Vec<_> = (0..CONNECTIONS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            calls_carrying_descriptors(&stranger, "SetPassphrase", CALLS, PER_CALL)
+                        })
+                    })
+                    .collect();
+                let floods: Vec<_> = floods.into_iter().map(|f| f.join().unwrap()).collect();
+                floods
             })
-            .collect();
-        let floods: Vec<_> = floods.into_iter().map(|f| f.join()).collect();
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        let floods: Vec<_> = floods.into_iter().map(|f| f.unwrap()).collect();
-        (floods, sampler.join().unwrap())
-    });
+        },
+    );
+    let most = samples.into_iter().max().unwrap_or(before);
     // The same call without descriptors reaches the helper, which refuses the stranger.
     let plain = calls_carrying_descriptors(&stranger, "SetPassphrase", 1, 0);
     multipass_system_tests::figure(&format!(
