@@ -15,10 +15,22 @@
 //!   then, so of simultaneous first clients exactly one wins;
 //! - `authenticate` checks the secret even for a trusted client (as Multipass does), after the
 //!   per-peer failure limiter; a token is told from a passphrase by its shape and redeemed once;
+//! - a user other than root, on the Unix socket, may have at most [`MAX_PASSPHRASE_CLIENTS`]
+//!   clients trusted by the passphrase; the next one is refused before the passphrase is hashed;
 //! - managing others' trust (removing another client, tokens) needs a trusted client whose peer
 //!   is an administrator at the time of the request, on the Unix socket; never over TCP.
 
 use std::time::Duration;
+
+/// Clients one user but root (by uid, over the Unix socket) may have trusted with the
+/// passphrase, at most. Each new key is a new client, so without a bound a user who knows the
+/// passphrase could add a client every time it is checked (14 a second from a shell loop of
+/// `authenticate` with a fresh `XDG_DATA_HOME`), each about 750 bytes of store and a `trusted`
+/// line, which is never collapsed. Far above what one person uses; a script that makes a new
+/// identity at every run reaches it, and is told how to go on. Clients trusted by token, by an
+/// administrator or by hand do not count, and neither do clients over TCP, which have no uid.
+/// Root is not bounded: it could write the store itself.
+pub const MAX_PASSPHRASE_CLIENTS: usize = 100;
 
 /// How the peer reached the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +67,9 @@ pub struct Facts {
     pub store_empty: bool,
     /// How long the peer must still wait after failed attempts (`None`: it may try now).
     pub wait: Option<Duration>,
+    /// How many clients the peer's user has trusted by the passphrase (the store's `uid` and
+    /// `how` lines). Gathered only where [`needs_client_count`] says it counts; 0 elsewhere.
+    pub passphrase_clients: usize,
 }
 
 /// What the peer asks for.
@@ -190,6 +205,10 @@ pub fn decide(facts: &Facts, request: Request) -> Decision {
                 return Decision::Refuse(Refusal::RateLimited(wait));
             }
             match secret {
+                // Before the hash, which could not change the answer.
+                Secret::Passphrase if passphrase_bounded(facts) && at_client_limit(facts) => {
+                    Decision::Refuse(Refusal::TooManyClients)
+                }
                 Secret::Passphrase => Decision::CheckPassphrase,
                 Secret::Token => Decision::RedeemToken,
             }
@@ -205,6 +224,17 @@ fn first_client(facts: &Facts) -> Decision {
         return Decision::Refuse(Refusal::FirstClientNotAdmin);
     }
     Decision::TryFirstClient
+}
+
+/// Whether the peer's passphrase clients are bounded: a user other than root on the Unix socket.
+fn passphrase_bounded(facts: &Facts) -> bool {
+    facts.transport == Transport::Unix && matches!(facts.uid, Some(uid) if uid != 0)
+}
+
+/// Whether trusting the peer's client by the passphrase would be one client too many for its
+/// user. A client trusted already adds none.
+fn at_client_limit(facts: &Facts) -> bool {
+    facts.presented != Presented::Trusted && facts.passphrase_clients >= MAX_PASSPHRASE_CLIENTS
 }
 
 /// What checking a secret found.
@@ -244,10 +274,19 @@ pub fn checked(outcome: Checked) -> Verdict {
 
 /// Whether the store's facts (`presented` beyond whether there is a certificate at all,
 /// `store_empty`) can change the decision for `request`. A passphrase is checked whoever
-/// presents it, so `authenticate` with one does not read the store before the check: under a
-/// crowd of enrolments the file changes at every write, and each read would parse it again.
-pub fn needs_store(request: Request) -> bool {
-    request != Request::Authenticate(Secret::Passphrase)
+/// presents it, so `authenticate` with one reads the store before the check only where the
+/// bound on passphrase clients applies: under a crowd of enrolments the file changes at every
+/// write, and each read would parse it again.
+pub fn needs_store(facts: &Facts, request: Request) -> bool {
+    request != Request::Authenticate(Secret::Passphrase) || passphrase_bounded(facts)
+}
+
+/// Whether the `passphrase_clients` fact can change the decision for `request`, given the store's
+/// facts: counting reads every entry of the store.
+pub fn needs_client_count(facts: &Facts, request: Request) -> bool {
+    request == Request::Authenticate(Secret::Passphrase)
+        && facts.presented == Presented::Unknown
+        && passphrase_bounded(facts)
 }
 
 /// Whether the `admin` fact can change the decision for `request`: looking a user up in the
@@ -276,6 +315,7 @@ mod tests {
             presented,
             store_empty,
             wait: None,
+            passphrase_clients: 0,
         }
     }
 
@@ -287,6 +327,7 @@ mod tests {
             presented,
             store_empty,
             wait: None,
+            passphrase_clients: 0,
         }
     }
 
@@ -442,19 +483,24 @@ mod tests {
 
     #[test]
     fn the_store_is_read_only_where_it_counts() {
-        for transport in [Transport::Unix, Transport::Tcp] {
+        let request = Request::Authenticate(Secret::Passphrase);
+        for (transport, uid) in [
+            (Transport::Unix, Some(0)),
+            (Transport::Unix, None),
+            (Transport::Tcp, None),
+        ] {
             for presented in [Presented::Unknown, Presented::Trusted] {
                 for store_empty in [false, true] {
                     let facts = Facts {
                         transport,
-                        uid: Some(1000),
+                        uid,
                         admin: false,
                         presented,
                         store_empty,
                         wait: None,
+                        passphrase_clients: MAX_PASSPHRASE_CLIENTS,
                     };
-                    let request = Request::Authenticate(Secret::Passphrase);
-                    assert!(!needs_store(request));
+                    assert!(!needs_store(&facts, request));
                     let unread = Facts {
                         presented: Presented::Unknown,
                         store_empty: false,
@@ -464,10 +510,56 @@ mod tests {
                 }
             }
         }
+        // A user's passphrase clients are bounded: whether this one is among them counts.
+        let user = unix(1000, false, Presented::Unknown, false);
+        assert!(needs_store(&user, request));
     }
 
     #[test]
-    fn the_admin_fact_is_looked_up_only_where_it_counts() {
+    fn a_user_at_the_bound_gets_no_further_client_by_the_passphrase() {
+        let request = Request::Authenticate(Secret::Passphrase);
+        let full = Facts {
+            passphrase_clients: MAX_PASSPHRASE_CLIENTS,
+            ..unix(1000, false, Presented::Unknown, false)
+        };
+        assert_eq!(
+            decide(&full, request),
+            Decision::Refuse(Refusal::TooManyClients)
+        );
+        assert!(!Refusal::TooManyClients.is_failed_attempt());
+        let below = Facts {
+            passphrase_clients: MAX_PASSPHRASE_CLIENTS - 1,
+            ..full
+        };
+        assert_eq!(decide(&below, request), Decision::CheckPassphrase);
+        // A client trusted already is checked as before: it adds none.
+        let trusted = Facts {
+            presented: Presented::Trusted,
+            ..full
+        };
+        assert_eq!(decide(&trusted, request), Decision::CheckPassphrase);
+        // Root is not bounded, tokens are not bounded, and a peer that must wait hears that.
+        let root = Facts {
+            uid: Some(0),
+            ..full
+        };
+        assert_eq!(decide(&root, request), Decision::CheckPassphrase);
+        assert_eq!(
+            decide(&full, Request::Authenticate(Secret::Token)),
+            Decision::RedeemToken
+        );
+        let waiting = Facts {
+            wait: Some(Duration::from_secs(2)),
+            ..full
+        };
+        assert_eq!(
+            decide(&waiting, request),
+            Decision::Refuse(Refusal::RateLimited(Duration::from_secs(2)))
+        );
+    }
+
+    #[test]
+    fn the_admin_fact_and_the_client_count_are_looked_up_only_where_they_count() {
         let requests = [
             Request::Ping,
             Request::Use,
@@ -487,9 +579,14 @@ mod tests {
                             presented,
                             store_empty,
                             wait: None,
+                            passphrase_clients: 0,
                         };
                         let admin = Facts {
                             admin: true,
+                            ..facts
+                        };
+                        let full = Facts {
+                            passphrase_clients: MAX_PASSPHRASE_CLIENTS,
                             ..facts
                         };
                         for request in requests {
@@ -497,6 +594,13 @@ mod tests {
                                 assert_eq!(
                                     decide(&facts, request),
                                     decide(&admin, request),
+                                    "{facts:?} {request:?}"
+                                );
+                            }
+                            if !needs_client_count(&facts, request) {
+                                assert_eq!(
+                                    decide(&facts, request),
+                                    decide(&full, request),
                                     "{facts:?} {request:?}"
                                 );
                             }

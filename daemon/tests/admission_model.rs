@@ -301,6 +301,13 @@ impl AdmissionModel {
             },
             store_empty: parsed.is_empty(),
             wait: None,
+            // Counted as the gate counts, though no peer of the model comes near the bound.
+            passphrase_clients: parsed
+                .iter()
+                .filter(|&&(client, how)| {
+                    how == Enrolment::Passphrase && self.peers[client as usize].uid == spec.uid
+                })
+                .count(),
         }
     }
 

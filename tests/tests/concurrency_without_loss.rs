@@ -18,7 +18,7 @@ use multipass_system_tests::Fixture;
 
 const CLIENTS: usize = 200;
 /// Enough users that none has more clients trusted with the passphrase than the daemon lets one
-/// user have (100, `multipassd::gate::MAX_PASSPHRASE_CLIENTS`) over the rounds.
+/// user have (100, `multipassd::admission::MAX_PASSPHRASE_CLIENTS`) over the rounds.
 const USERS: usize = 10;
 const PASSPHRASE_CLIENTS_PER_USER: usize = 100;
 const HAND_APPENDS: usize = 20;

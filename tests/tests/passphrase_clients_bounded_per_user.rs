@@ -11,7 +11,7 @@ use multipass_system_tests::clients::{self, Identity};
 use multipass_system_tests::{audit_events, log_field, Daemon, Fixture, User};
 use trust::{Bundle, Enrolment, Entry, Metadata};
 
-/// `multipassd::gate::MAX_PASSPHRASE_CLIENTS`.
+/// `multipassd::admission::MAX_PASSPHRASE_CLIENTS`.
 const BOUND: usize = 100;
 const PASSPHRASE: &str = "one-too-many";
 const REFUSED: &str = "This user has 100 clients trusted with the passphrase already";

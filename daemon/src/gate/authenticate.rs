@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::Gate;
 use crate::admission::{
-    self, Checked, Decision, Presented, Refusal, Request, Secret, TokenRefusal, Verdict,
+    self, Checked, Decision, Presented, Request, Secret, TokenRefusal, Verdict,
 };
 use crate::error::Error;
 
@@ -43,7 +43,9 @@ impl Gate {
         let request = Request::Authenticate(kind);
         // One check at a time per peer: many at once (on many streams or connections) cannot
         // all pass the limiter before the first failure is recorded; a flood queues behind
-        // itself, not in front of others.
+        // itself, not in front of others. It also makes the count of the user's passphrase
+        // clients in the facts exact: the turn is held until the client is written, so the
+        // user's other attempts cannot pass the same count meanwhile.
         let key = peer.key();
         let _turn = match key {
             Some(key) => Some(self.limiter.turn(key).await),
@@ -55,11 +57,6 @@ impl Gate {
         let (outcome, name, legacy) = match admission::decide(&facts, request) {
             Decision::Refuse(refusal) => {
                 return Err(self.refuse(peer, refusal, request, None, None))
-            }
-            // Before the hash, which could not change the answer. Exact: the peer's turn, held
-            // until its client is written, keeps its user's other attempts out meanwhile.
-            Decision::CheckPassphrase if self.passphrase_clients_full(peer)? => {
-                return Err(self.refuse(peer, Refusal::TooManyClients, request, None, None));
             }
             Decision::CheckPassphrase => {
                 let (checked, legacy) = self.check_passphrase(&secret).await?;
@@ -93,21 +90,6 @@ impl Gate {
                 Ok(Authenticated::Trusted(name))
             }
         }
-    }
-
-    /// Whether the peer's client, if trusted with the passphrase now, would be one client too
-    /// many for its user. A client trusted already adds none, and root is not bounded.
-    fn passphrase_clients_full(&self, peer: &Peer) -> Result<bool, Error> {
-        let (Some(credentials), Some(client)) = (peer.credentials, &peer.client) else {
-            return Ok(false);
-        };
-        if credentials.uid == 0 {
-            return Ok(false);
-        }
-        let bundle = self.store.current()?;
-        Ok(!bundle.contains(&client.fingerprint())
-            && bundle.enrolled_by(credentials.uid, trust::Enrolment::Passphrase)
-                >= super::MAX_PASSPHRASE_CLIENTS)
     }
 
     /// Check `passphrase` against the stored hash; a right one's hash comes back too if it is a

@@ -84,14 +84,6 @@ pub struct Parts {
 pub const PARALLEL_HASHES: usize = 2;
 /// Passphrase checks allowed to wait for a turn.
 pub const QUEUED_HASHES: usize = 64;
-/// Clients one user but root (by uid, over the Unix socket) may have trusted with the
-/// passphrase, at most. Each new key is a new client, so without a bound a user who knows the
-/// passphrase could add a client every time it is checked (14 a second from a shell loop of
-/// `authenticate` with a fresh `XDG_DATA_HOME`), each about 750 bytes of store and a `trusted`
-/// line, which is never collapsed. Far above what one person uses; a script that makes a new
-/// identity at every run reaches it, and is told how to go on. Clients trusted by token, by an
-/// administrator or by hand do not count, and neither do clients over TCP, which have no uid.
-pub const MAX_PASSPHRASE_CLIENTS: usize = 100;
 
 impl Parts {
     /// The parts of a daemon keeping its files in `dir` (the store's file is `store`'s), with the
@@ -263,8 +255,9 @@ impl Gate {
             },
             store_empty: false,
             wait,
+            passphrase_clients: 0,
         };
-        if admission::needs_store(request) {
+        if admission::needs_store(&facts, request) {
             let presence = match &peer.client {
                 Some(client) => self
                     .store
@@ -289,6 +282,14 @@ impl Gate {
                 && known != encode(Some(Access::for_store(facts.store_empty)))
             {
                 self.sync_socket().await;
+            }
+        }
+        if admission::needs_client_count(&facts, request) {
+            if let Some(uid) = facts.uid {
+                facts.passphrase_clients = self
+                    .store
+                    .current()?
+                    .enrolled_by(uid, Enrolment::Passphrase);
             }
         }
         if admission::needs_admin(&facts, request) {
@@ -465,7 +466,7 @@ impl Gate {
             Refusal::PassphraseNotSet => Error::PassphraseNotSet,
             Refusal::PassphraseIncorrect => Error::PassphraseIncorrect,
             Refusal::TooManyClients => Error::TooManyClients {
-                limit: MAX_PASSPHRASE_CLIENTS,
+                limit: admission::MAX_PASSPHRASE_CLIENTS,
             },
             Refusal::Token(why) => Error::Token(match why {
                 TokenRefusal::Unknown => TokenError::Unknown,
