@@ -41,7 +41,7 @@ pub enum Error {
     #[error("{PASSPHRASE_INCORRECT}")]
     PassphraseIncorrect,
     /// Too many failed attempts from this user.
-    #[error("Too many failed authentication attempts. Please try again in {} seconds.", .retry_after.as_secs().max(1))]
+    #[error("Too many failed authentication attempts. Please try again in {}.", seconds(.retry_after.as_secs().max(1)))]
     RateLimited {
         /// How long until the next attempt is accepted.
         retry_after: Duration,
@@ -69,6 +69,10 @@ pub enum Error {
     /// The client closed its request stream without sending a request.
     #[error("No request received.")]
     NoRequest,
+    /// A token named after a client trusted already: its client could not be trusted under
+    /// that name, and the name would then designate another client in `trust remove`.
+    #[error("A trusted client is named '{0}' already, and a name designates one client. Please choose another name for the token, or remove that client first ('multipass trust remove {0}').")]
+    ClientNameTaken(String),
     /// `trust remove` with an id that is neither a client's name nor a fingerprint prefix of one.
     #[error("No trusted client is named '{0}' or has a fingerprint starting with it.")]
     NoSuchClient(String),
@@ -108,6 +112,15 @@ pub enum Error {
     Internal,
 }
 
+/// `n` seconds, in words: "1 second", "4 seconds".
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_string()
+    } else {
+        format!("{n} seconds")
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let message = match &err {
@@ -138,6 +151,7 @@ impl From<Error> for Status {
             Error::Unimplemented(_) => Status::unimplemented(message),
             Error::NotAdministrator { .. } => Status::permission_denied(message),
             Error::NoSuchClient(_) => Status::not_found(message),
+            Error::ClientNameTaken(_) => Status::already_exists(message),
             Error::ClientIdTooShort(_) | Error::AmbiguousClient { .. } => {
                 Status::invalid_argument(message)
             }
@@ -296,6 +310,23 @@ mod tests {
                 .starts_with("Nobody can remove another client's trust over TCP"),
             "{status:?}"
         );
+    }
+
+    #[test]
+    fn the_wait_is_said_in_whole_seconds() {
+        let said = |millis| {
+            Status::from(Error::RateLimited {
+                retry_after: Duration::from_millis(millis),
+            })
+            .message()
+            .to_string()
+        };
+        assert_eq!(
+            said(300),
+            "Too many failed authentication attempts. Please try again in 1 second."
+        );
+        assert!(said(1_000).ends_with("in 1 second."));
+        assert!(said(4_000).ends_with("in 4 seconds."));
     }
 
     #[test]

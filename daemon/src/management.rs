@@ -92,10 +92,19 @@ impl Management {
 }
 
 /// The one entry `id` designates: by name (exactly), or by fingerprint prefix (at least
-/// [`MIN_PREFIX`] hex digits, any case). An id matching several entries, in either way, is refused
-/// rather than guessed at.
+/// [`MIN_PREFIX`] hex digits, any case). A name wins over prefixes, as a branch's name does over
+/// a commit's in git: names are unique among the clients the daemon trusts, and a name made of hex
+/// digits (a login name, a token's) could otherwise never be removed by name. An id matching
+/// several entries otherwise (a prefix, or a name given twice by hand) is refused rather than
+/// guessed at.
 pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
     let id = id.trim();
+    let mut named = bundle
+        .iter()
+        .filter(|e| e.metadata.name.as_deref() == Some(id));
+    if let (Some(one), None) = (named.next(), named.next()) {
+        return Ok(one.fingerprint);
+    }
     let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
     // Shown back in refusals: with its invisible characters escaped.
     let shown = || trust::names::shown(id).to_string();
@@ -251,6 +260,17 @@ impl Trust for Management {
         let peer = Peer::of(&request);
         self.gate.manage(&peer, CREATE_TOKENS).await?;
         let message = request.into_inner();
+        if !message.name.is_empty()
+            && self
+                .gate
+                .store()
+                .current()
+                .map_err(Error::from)?
+                .iter()
+                .any(|e| e.metadata.name.as_deref() == Some(message.name.as_str()))
+        {
+            return Err(Error::ClientNameTaken(message.name).into());
+        }
         let lifetime = match message.expires_in_seconds {
             0 => DEFAULT_LIFETIME,
             secs => Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)),
@@ -356,6 +376,20 @@ mod tests {
             resolve(&bundle, &b.to_hex()[..3]),
             Err(Error::ClientIdTooShort(_))
         ));
+    }
+
+    #[test]
+    fn a_name_wins_over_fingerprint_prefixes() {
+        let (x, y) = (b"x".to_vec(), b"y".to_vec());
+        let x_prefix = Fingerprint::of(&x).to_hex()[..8].to_string();
+        let mut bundle = Bundle::default();
+        bundle.insert(entry(&x, Some("x")));
+        // A client named like another's fingerprint prefix: the name designates it.
+        bundle.insert(entry(&y, Some(&x_prefix)));
+        assert_eq!(resolve(&bundle, &x_prefix).unwrap(), Fingerprint::of(&y));
+        // The other is still designated by a prefix the name is not.
+        let longer = &Fingerprint::of(&x).to_hex()[..9];
+        assert_eq!(resolve(&bundle, longer).unwrap(), Fingerprint::of(&x));
     }
 
     #[test]

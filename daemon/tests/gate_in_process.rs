@@ -401,6 +401,56 @@ async fn enrolment_by_passphrase_and_by_token_names_the_client() {
 }
 
 #[tokio::test]
+async fn a_token_and_a_login_never_get_the_same_name() {
+    let (daemon, admin) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let login = trust::names::default_for_uid(me());
+    let mut trust = daemon.trust(&admin).await;
+    let create = |name: String| CreateTokenRequest {
+        name,
+        ..CreateTokenRequest::default()
+    };
+    // The first client has the login name: a token may not promise it to another client.
+    let status = trust
+        .create_token(create(login.clone()))
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert_eq!(
+        status.message(),
+        Error::ClientNameTaken(login.clone()).to_string()
+    );
+    assert!(
+        status.message().contains("choose another name"),
+        "{status:?}"
+    );
+    // A name kept by an active token is skipped by a login enrolled meanwhile.
+    let kept = format!("{login}-2");
+    let token = trust
+        .create_token(create(kept.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let by_passphrase = daemon.identity("by-passphrase");
+    let line = authenticate(&mut daemon.rpc(&by_passphrase).await, "correct horse")
+        .await
+        .unwrap();
+    assert_eq!(line, format!("This client is trusted as '{login}-3'.\n"));
+    let by_token = daemon.identity("by-token");
+    let line = authenticate(&mut daemon.rpc(&by_token).await, &token)
+        .await
+        .unwrap();
+    assert_eq!(line, format!("This client is trusted as '{kept}'.\n"));
+    // Used, the token keeps the name no longer; the client has it.
+    let status = trust
+        .create_token(create(kept))
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+}
+
+#[tokio::test]
 async fn each_refused_token_state_has_its_answer_and_enrols_nobody() {
     let (daemon, _) = with_first_client().await;
     let tokens = daemon.gate.tokens().clone();

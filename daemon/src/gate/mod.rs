@@ -22,7 +22,7 @@ use tls::VerifiedClient;
 use trust::access::{Access, AdminPolicy};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
-use trust::tokens::{TokenError, TokenStore};
+use trust::tokens::{TokenError, TokenStatus, TokenStore};
 use trust::{Enrolment, Entry, Metadata, Presence, TrustStore};
 
 pub use self::authenticate::Authenticated;
@@ -345,8 +345,10 @@ impl Gate {
 
     /// Trust `client` as `how` (after a right passphrase or a redeemed token), under `name` (a
     /// token's) or else the user's login name, made unique among the trusted clients (`alice`,
-    /// then `alice-2`) so that it designates one client for `trust remove`. Returns the name the
-    /// client is trusted under (its existing entry's, if it was trusted already).
+    /// then `alice-2`) so that it designates one client for `trust remove`. A login name also
+    /// gives way to the name of an active token, which its creator was told its client will
+    /// have. Returns the name the client is trusted under (its existing entry's, if it was
+    /// trusted already).
     async fn enrol(
         &self,
         peer: &Peer,
@@ -359,8 +361,19 @@ impl Gate {
             entry.metadata.name = name;
         }
         let store = self.store.clone();
+        let tokens = (how != Enrolment::Token).then(|| self.tokens.clone());
         let (added, was_empty, name) = tokio::task::spawn_blocking(move || {
             let (mut was_empty, mut name) = (false, None);
+            // Read before the store's lock, which the token file's writers do not take; a token
+            // created meanwhile is refused if its name is then taken.
+            let now = OffsetDateTime::now_utc();
+            let reserved: Vec<String> = tokens
+                .and_then(|tokens| tokens.list().ok())
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.status(now) == TokenStatus::Active)
+                .filter_map(|r| r.client_name().map(str::to_string))
+                .collect();
             let added = store.modify(|bundle| {
                 if let Some(existing) = bundle.get(&entry.fingerprint) {
                     name = existing.metadata.name.clone();
@@ -368,7 +381,7 @@ impl Gate {
                 }
                 let mut entry = entry.clone();
                 if let Some(base) = &entry.metadata.name {
-                    entry.metadata.name = Some(bundle.unique_name(base));
+                    entry.metadata.name = Some(bundle.unique_name(base, &reserved));
                 }
                 name = entry.metadata.name.clone();
                 was_empty = bundle.is_empty();

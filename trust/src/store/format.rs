@@ -273,13 +273,16 @@ impl Bundle {
         true
     }
 
-    /// `base`, or if a client already has that name, `base-2`, `base-3`... the first that none
-    /// has; `base` is shortened when the suffix would make a name longer than names may be.
-    pub fn unique_name(&self, base: &str) -> String {
+    /// `base`, or if a client already has that name or it is `reserved`, `base-2`, `base-3`...
+    /// the first that is neither; `base` is shortened when the suffix would make a name longer
+    /// than names may be.
+    pub fn unique_name(&self, base: &str, reserved: &[String]) -> String {
         let taken = |name: &str| {
-            self.entries
-                .iter()
-                .any(|e| e.metadata.name.as_deref() == Some(name))
+            reserved.iter().any(|r| r == name)
+                || self
+                    .entries
+                    .iter()
+                    .any(|e| e.metadata.name.as_deref() == Some(name))
         };
         if !taken(base) {
             return base.to_string();

@@ -52,17 +52,20 @@ fn unique_names_take_the_first_free_suffix() {
         ..Metadata::default()
     };
     s.modify(|bundle| {
-        assert_eq!(bundle.unique_name("alice"), "alice");
+        assert_eq!(bundle.unique_name("alice", &[]), "alice");
         bundle.insert(Entry::new(cert().1, named("alice")));
         bundle.insert(Entry::new(cert().1, named("alice-3")));
-        assert_eq!(bundle.unique_name("alice"), "alice-2");
+        assert_eq!(bundle.unique_name("alice", &[]), "alice-2");
         bundle.insert(Entry::new(cert().1, named("alice-2")));
-        assert_eq!(bundle.unique_name("alice"), "alice-4");
-        assert_eq!(bundle.unique_name("bob"), "bob");
+        assert_eq!(bundle.unique_name("alice", &[]), "alice-4");
+        assert_eq!(bundle.unique_name("bob", &[]), "bob");
+        // A name kept for a token is taken too.
+        let kept = ["bob".to_string(), "bob-2".to_string()];
+        assert_eq!(bundle.unique_name("bob", &kept), "bob-3");
         // Never longer than a name may be, even for a base of the longest length.
         let long = "é".repeat(32);
         bundle.insert(Entry::new(cert().1, named(&long)));
-        let unique = bundle.unique_name(&long);
+        let unique = bundle.unique_name(&long, &[]);
         assert!(unique.len() <= crate::names::MAX_NAME_LEN, "{unique}");
         assert!(unique.ends_with("-2") && long.starts_with(&unique[..unique.len() - 2]));
         true
