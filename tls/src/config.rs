@@ -73,6 +73,11 @@ impl ClientCertVerifier for PossessionOnlyClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        if end_entity.len() > trust::pki::MAX_CERTIFICATE_DER {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            ));
+        }
         // No chain and no expiry check (Multipass trusts expired client certificates); but it must
         // be a certificate, or the signature check below has no key to use.
         x509_parser::parse_x509_certificate(end_entity).map_err(|_| {
@@ -263,6 +268,38 @@ mod tests {
     use super::*;
     use crate::ServerPkiOptions;
     use trust::DataDir;
+
+    /// A self-signed client certificate carrying `padding` bytes in an extension of its own.
+    fn client_cert_padded(padding: usize) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 99999, 1],
+                vec![0x04; padding],
+            ));
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_client_certificate_larger_than_the_store_takes_is_refused() {
+        let verifier = PossessionOnlyClientVerifier::new();
+        let verify =
+            |der: &CertificateDer<'_>| verifier.verify_client_cert(der, &[], UnixTime::now());
+        let ours = client_cert_padded(0);
+        assert!(verify(&ours).is_ok());
+        let near = client_cert_padded(trust::pki::MAX_CERTIFICATE_DER - ours.len() - 64);
+        assert!(near.len() <= trust::pki::MAX_CERTIFICATE_DER);
+        assert!(verify(&near).is_ok(), "{} bytes", near.len());
+        let large = client_cert_padded(trust::pki::MAX_CERTIFICATE_DER);
+        assert!(matches!(
+            verify(&large),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding
+            ))
+        ));
+    }
 
     /// Two server certificates of one root, made one after the other in a fresh directory.
     fn two_server_pkis() -> (ServerPki, ServerPki) {

@@ -66,6 +66,13 @@ pub fn certificate_pem(der: &[u8]) -> String {
 /// Largest PEM input accepted as one client certificate (ours are under 1 KiB).
 pub const MAX_CERTIFICATE_PEM: usize = 16 * 1024;
 
+/// Largest client certificate (DER) the daemon takes in a handshake, and so writes to the store.
+/// Without a bound a client's certificate could be as large as a TLS handshake message allows
+/// (64 KiB), and every client trusted by the passphrase would cost the store, and each read of
+/// it, that much. Its PEM block fits in [`MAX_CERTIFICATE_PEM`], so any client the daemon trusted
+/// can be handed to the helper too. Ours are about 500 bytes; an RSA-4096 one about 1.5 KiB.
+pub const MAX_CERTIFICATE_DER: usize = 8 * 1024;
+
 /// Parse input that must be exactly one PEM `CERTIFICATE` block holding a valid X.509
 /// certificate, and nothing else: no second certificate, no key, no other PEM item. Used for
 /// certificates an administrator asks the helper to trust.
@@ -128,6 +135,12 @@ pub(crate) mod tests {
             assert!(!fp.is_written_as(text), "{text}");
             assert_ne!(Fingerprint::from_hex(text), Some(fp));
         }
+    }
+
+    #[test]
+    fn the_largest_certificate_taken_in_a_handshake_fits_the_helpers_bound() {
+        let pem = certificate_pem(&[0x30; MAX_CERTIFICATE_DER]);
+        assert!(pem.len() <= MAX_CERTIFICATE_PEM, "{}", pem.len());
     }
 
     #[test]
