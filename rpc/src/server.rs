@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use tls::VerifiedClient;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -187,9 +187,16 @@ pub enum Listener {
 pub struct IncomingOptions {
     /// A handshake not finished within this is dropped.
     pub handshake_timeout: Duration,
-    /// Handshakes allowed in progress at once; connections beyond are closed at once, so a flood
-    /// cannot grow memory without bound (OpenSSH's MaxStartups, without the randomness).
+    /// Handshakes allowed in progress at once, root's aside; connections beyond are closed at
+    /// once, so a flood cannot grow memory without bound (OpenSSH's MaxStartups, without the
+    /// randomness). A handshake takes its place once its pace and its peer's share allow it to
+    /// start, so connections that only wait hold none.
     pub max_pending_handshakes: usize,
+    /// Handshakes one peer (as for `max_connections_per_peer`) may have in progress at once; its
+    /// others wait for one of them to end, within the handshake timeout. Connections that never
+    /// finish their handshake then cost their own peer's, not the other peers', which a few
+    /// peers could otherwise keep from starting any by filling `max_pending_handshakes`.
+    pub max_handshakes_per_peer: usize,
     /// Connections (in their handshake or established) one peer may hold at once: a local user
     /// by the uid of SO_PEERCRED (root is not limited), a TCP peer by its address. Beyond it that
     /// peer's new connections are closed at once, so one peer cannot take every handshake slot or
@@ -217,6 +224,7 @@ impl Default for IncomingOptions {
         IncomingOptions {
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 512,
+            max_handshakes_per_peer: 16,
             max_connections_per_peer: 64,
             max_connections: 1024,
             idle_timeout: Some(Duration::from_secs(60)),
@@ -260,6 +268,57 @@ impl Drop for PeerSlot {
             *count -= 1;
             if *count == 0 {
                 open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Handshakes in progress per peer, and those waiting to start. A peer's entry lives while any of
+/// its connections holds or awaits a turn.
+#[derive(Debug, Default, Clone)]
+struct Handshaking(Arc<Mutex<std::collections::HashMap<PeerKey, PeerHandshakes>>>);
+
+/// A peer's places for handshakes, and how many of its connections hold or await one.
+type PeerHandshakes = (Arc<Semaphore>, usize);
+
+impl Handshaking {
+    /// Wait until `key` has fewer than `max` handshakes in progress, then hold one place of its
+    /// own until the returned turn is dropped (a cancelled wait gives its claim back too).
+    async fn turn(&self, key: PeerKey, max: usize) -> HandshakeTurn {
+        let places = {
+            let mut peers = lock(&self.0);
+            let (places, users) = peers
+                .entry(key)
+                .or_insert_with(|| (Arc::new(Semaphore::new(max)), 0));
+            *users += 1;
+            places.clone()
+        };
+        let mut turn = HandshakeTurn {
+            key,
+            peers: self.clone(),
+            place: None,
+        };
+        turn.place = Some(places.acquire_owned().await.expect("never closed"));
+        turn
+    }
+}
+
+/// One handshake's place among its peer's, given back on drop.
+#[derive(Debug)]
+struct HandshakeTurn {
+    key: PeerKey,
+    peers: Handshaking,
+    place: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for HandshakeTurn {
+    fn drop(&mut self) {
+        self.place.take();
+        let mut peers = lock(&self.peers.0);
+        if let Some((_, users)) = peers.get_mut(&self.key) {
+            *users -= 1;
+            if *users == 0 {
+                peers.remove(&self.key);
             }
         }
     }
@@ -574,7 +633,8 @@ async fn accept_loop(
         options.handshake_burst_per_peer,
     );
     let per_peer = PerPeer::default();
-    let warnings = warnings();
+    let handshaking = Handshaking::default();
+    let warnings = Arc::new(warnings());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -614,14 +674,7 @@ async fn accept_loop(
             None => (None, None),
         };
         let guard = activity.guard();
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            warn(
-                &warnings,
-                None,
-                "too many TLS handshakes in progress; closing new connections",
-            );
-            continue;
-        };
+        let root = raw.is_root();
         let turn = key.map(|key| {
             let now = Instant::now();
             let turn = pacing.turn(key, now);
@@ -636,6 +689,9 @@ async fn accept_loop(
         });
         let acceptor = acceptor.clone();
         let tx = tx.clone();
+        let (pending, handshaking, warnings) =
+            (pending.clone(), handshaking.clone(), warnings.clone());
+        let per_peer_handshakes = options.max_handshakes_per_peer;
         let timeout = options.handshake_timeout;
         let held = Held {
             _guard: guard,
@@ -645,13 +701,39 @@ async fn accept_loop(
         let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
             let paced = async {
-                if let Some(turn) = turn {
-                    tokio::time::sleep_until(turn.into()).await;
-                }
+                let waited = async {
+                    if let Some(turn) = turn {
+                        tokio::time::sleep_until(turn.into()).await;
+                    }
+                    match key {
+                        Some(key) => Some(handshaking.turn(key, per_peer_handshakes).await),
+                        None => None,
+                    }
+                };
+                // A client that gives up while it waits gives its places back at once.
+                let _own = tokio::select! {
+                    own = waited => own,
+                    () = raw.hung_up() => return Err(io::ErrorKind::ConnectionAborted.into()),
+                };
+                // Root's handshakes take no place: however the others fill them, root gets in.
+                let _place = match root {
+                    true => None,
+                    false => match pending.try_acquire_owned() {
+                        Ok(place) => Some(place),
+                        Err(_) => {
+                            warn(
+                                &warnings,
+                                None,
+                                "too many TLS handshakes in progress; closing new connections \
+                                 from everyone but root",
+                            );
+                            return Err(io::ErrorKind::ConnectionRefused.into());
+                        }
+                    },
+                };
                 handshake(raw, &acceptor, held, idle_timeout).await
             };
             let result = tokio::time::timeout(timeout, paced).await;
-            drop(permit);
             match result {
                 Ok(Ok(conn)) => {
                     let _ = tx.send(Ok(conn)).await;
@@ -665,6 +747,13 @@ async fn accept_loop(
     drop(listener);
     activity.drained().await;
     drop(tx);
+}
+
+/// Bytes waiting on `fd` (0: its peer closed it), without taking them and without waiting.
+fn peek(fd: std::os::fd::RawFd) -> io::Result<usize> {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut byte = [0u8; 1];
+    recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
 /// What the log says when `accept` fails: a fixed text per cause, so that the lines collapse.
@@ -683,6 +772,40 @@ enum Raw {
 }
 
 impl Raw {
+    /// Resolves once the peer has closed its end (or reset it) before sending anything; pends
+    /// forever once it has sent something, which the handshake then reads. The runtime may call a
+    /// socket readable when it is not, so a byte is peeked at to tell.
+    async fn hung_up(&self) {
+        loop {
+            let peeked = match self {
+                Raw::Unix(stream, _) => match stream.readable().await {
+                    Ok(()) => stream.try_io(Interest::READABLE, || {
+                        peek(std::os::fd::AsRawFd::as_raw_fd(stream))
+                    }),
+                    Err(e) => Err(e),
+                },
+                Raw::Tcp(stream, _) => match stream.readable().await {
+                    Ok(()) => stream.try_io(Interest::READABLE, || {
+                        peek(std::os::fd::AsRawFd::as_raw_fd(stream))
+                    }),
+                    Err(e) => Err(e),
+                },
+            };
+            match peeked {
+                Ok(0) => return,
+                Ok(_) => return std::future::pending().await,
+                // Not readable after all: the runtime has forgotten the readiness; wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether the peer is root on the Unix socket.
+    fn is_root(&self) -> bool {
+        matches!(self, Raw::Unix(_, Some(credentials)) if credentials.uid == 0)
+    }
+
     fn limited_key(&self) -> Option<PeerKey> {
         let key = match self {
             Raw::Unix(_, credentials) => PeerKey::of(Transport::Unix, credentials.as_ref()),
@@ -870,6 +993,48 @@ impl http_body::Body for Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection as the daemon has it (accepted, so registered with the runtime as it is
+    /// there) and the client's end.
+    async fn accepted(dir: &std::path::Path) -> (Raw, std::os::unix::net::UnixStream) {
+        let path = dir.join(format!("sock-{}", next_id()));
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (Raw::Unix(ours, None), client)
+    }
+
+    fn next_id() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_connection_notices_its_client_hang_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, client) = accepted(dir.path()).await;
+        let quiet = tokio::time::timeout(Duration::from_millis(200), raw.hung_up()).await;
+        assert!(quiet.is_err(), "a silent client is still there");
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), raw.hung_up())
+            .await
+            .expect("a closed client is noticed");
+
+        let (raw, mut client) = accepted(dir.path()).await;
+        std::io::Write::write_all(&mut client, b"hello").unwrap();
+        let spoke = tokio::time::timeout(Duration::from_millis(200), raw.hung_up()).await;
+        assert!(
+            spoke.is_err(),
+            "a client that sent something is left to the handshake"
+        );
+        let Raw::Unix(ours, _) = raw else {
+            unreachable!()
+        };
+        let mut buf = [0u8; 5];
+        ours.try_read(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello", "nothing is taken from the client's bytes");
+    }
 
     #[test]
     fn a_burst_starts_at_once_then_handshakes_wait_their_turn() {

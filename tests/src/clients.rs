@@ -120,6 +120,32 @@ pub fn quiet_daemon(dir: &crate::TestDir, admins: &crate::Group, extra_args: &[&
     )
 }
 
+/// A daemon for tests that hold connections which never start TLS (they must outlive the
+/// test), with `open_files` as its open-file limit if given: `admin` is its first client and
+/// root is trusted by `passphrase`.
+pub fn daemon_for_stalled_connections(
+    dir: &crate::TestDir,
+    admins: &crate::Group,
+    admin: &User,
+    passphrase: &str,
+    open_files: Option<u64>,
+) -> Daemon {
+    let daemon = Daemon::start_with(
+        dir,
+        admins,
+        crate::DaemonConfig {
+            open_files,
+            extra_args: vec!["--handshake-timeout".into(), "120".into()],
+            ..crate::DaemonConfig::default()
+        },
+    );
+    first_client_sets_passphrase(&daemon, admin, passphrase);
+    daemon
+        .run_as_root(&["authenticate"], Some(&format!("{passphrase}\n")))
+        .assert_code(0, "root authenticates");
+    daemon
+}
+
 /// `admin` becomes the first client and sets the passphrase to `passphrase`.
 pub fn first_client_sets_passphrase(daemon: &Daemon, admin: &User, passphrase: &str) {
     daemon

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, closed_by_daemon, connect_as, count_closed};
-use multipass_system_tests::{Daemon, DaemonConfig, Group, TestDir, User};
+use multipass_system_tests::{Group, TestDir, User};
 
 const PASSPHRASE: &str = "descriptor-cap-pass";
 /// The daemon's open-file limit, soft and hard.
@@ -29,20 +29,8 @@ fn connections_capped_in_all() {
     let admins = Group::create_admin();
     let a = User::create(&dir, Some(&admins));
     let users: Vec<User> = (0..USERS).map(|_| User::create(&dir, None)).collect();
-    let daemon = Daemon::start_with(
-        &dir,
-        &admins,
-        DaemonConfig {
-            open_files: Some(OPEN_FILES),
-            // The users' connections never start TLS; they must outlive the test.
-            extra_args: vec!["--handshake-timeout".into(), "120".into()],
-            ..DaemonConfig::default()
-        },
-    );
-    clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
-    daemon
-        .run_as_root(&["authenticate"], Some(&format!("{PASSPHRASE}\n")))
-        .assert_code(0, "root authenticates");
+    let daemon =
+        clients::daemon_for_stalled_connections(&dir, &admins, &a, PASSPHRASE, Some(OPEN_FILES));
     let socket = daemon.socket().to_path_buf();
     let lowered = daemon
         .log()
