@@ -324,12 +324,12 @@ impl Drop for HandshakeTurn {
     }
 }
 
-/// When each peer's next TLS handshake may start: a generic cell rate algorithm, one instant per
-/// peer (its theoretical arrival time), kept until it has passed. A handshake whose turn has not
-/// come waits for it rather than being refused, so a user's burst of commands is slowed, never
-/// failed.
+/// When each peer's next costly step (a TLS handshake, a passphrase change) may start: a generic
+/// cell rate algorithm, one instant per peer (its theoretical arrival time), kept until it has
+/// passed. A step whose turn has not come waits for it rather than being refused, so a user's
+/// burst of commands is slowed, never failed.
 #[derive(Debug)]
-struct Pacing {
+pub struct Pacing {
     interval: Duration,
     tolerance: Duration,
     peers: Mutex<(std::collections::HashMap<PeerKey, Instant>, usize)>,
@@ -339,7 +339,8 @@ impl Pacing {
     /// Entries kept before the passed ones are swept out; then twice what is left.
     const SWEEP_AT: usize = 1024;
 
-    fn new(per_second: u32, burst: u32) -> Pacing {
+    /// `burst` steps at once, then `per_second`.
+    pub fn new(per_second: u32, burst: u32) -> Pacing {
         let interval = Duration::from_secs(1) / per_second.max(1);
         Pacing {
             interval,
@@ -348,8 +349,8 @@ impl Pacing {
         }
     }
 
-    /// When `key`'s handshake that comes at `now` may start; its place is taken at once.
-    fn turn(&self, key: PeerKey, now: Instant) -> Instant {
+    /// When `key`'s step that comes at `now` may start; its place is taken at once.
+    pub fn turn(&self, key: PeerKey, now: Instant) -> Instant {
         let mut guard = lock(&self.peers);
         let (peers, sweep_at) = &mut *guard;
         if peers.len() >= *sweep_at {
