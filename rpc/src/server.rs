@@ -108,16 +108,34 @@ impl Peer {
 pub enum PeerKey {
     /// A local user.
     Uid(u32),
-    /// A TCP peer (IPv4-mapped IPv6 addresses as IPv4).
+    /// A TCP peer by its IPv4 address (IPv4-mapped IPv6 addresses as IPv4).
     Ip(IpAddr),
+    /// TCP peers of one network, counted as one because one peer can take any address in it:
+    /// loopback (127.0.0.0/8, which any local user may connect from) and an IPv6 /64 (what one
+    /// host or link is usually given). The address is the network's first.
+    Net(IpAddr, u8),
 }
 
 impl PeerKey {
     fn of(transport: Transport, credentials: Option<&PeerCredentials>) -> Option<PeerKey> {
         match (transport, credentials) {
             (Transport::Unix, Some(c)) => Some(PeerKey::Uid(c.uid)),
-            (Transport::Tcp(addr), _) => Some(PeerKey::Ip(addr.ip().to_canonical())),
+            (Transport::Tcp(addr), _) => Some(PeerKey::of_address(addr.ip())),
             (Transport::Unix, None) => None,
+        }
+    }
+
+    /// The account of a TCP peer at `ip`.
+    pub fn of_address(ip: IpAddr) -> PeerKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) if v4.is_loopback() => {
+                PeerKey::Net(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)), 8)
+            }
+            IpAddr::V4(v4) => PeerKey::Ip(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => {
+                let network = u128::from(v6) & !(u128::MAX >> 64);
+                PeerKey::Net(IpAddr::V6(network.into()), 64)
+            }
         }
     }
 }
@@ -127,6 +145,7 @@ impl std::fmt::Display for PeerKey {
         match self {
             PeerKey::Uid(uid) => write!(f, "uid {uid}"),
             PeerKey::Ip(ip) => write!(f, "address {ip}"),
+            PeerKey::Net(ip, prefix) => write!(f, "addresses {ip}/{prefix}"),
         }
     }
 }
@@ -994,6 +1013,23 @@ impl http_body::Body for Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tcp_peer_is_counted_by_what_it_can_change_at_will() {
+        let key = |ip: &str| PeerKey::of_address(ip.parse().unwrap());
+        // Any local user can connect from any loopback address: one account for them all.
+        assert_eq!(key("127.0.0.1"), key("127.0.0.2"));
+        assert_eq!(key("127.255.1.9"), key("::ffff:127.0.0.1"));
+        assert_eq!(key("127.0.0.1").to_string(), "addresses 127.0.0.0/8");
+        // IPv6 by /64.
+        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:1"));
+        assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
+        assert_eq!(key("2001:db8::9").to_string(), "addresses 2001:db8::/64");
+        assert_eq!(key("::1"), key("::2"));
+        // Other IPv4 addresses one by one.
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1").to_string(), "address 192.0.2.1");
+    }
 
     /// A connection as the daemon has it (accepted, so registered with the runtime as it is
     /// there) and the client's end.
