@@ -106,7 +106,8 @@ impl Peer {
 /// Whose account a connection, a request or a failure goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeerKey {
-    /// A local user.
+    /// A local user: the owner of the subordinate uid (`trust::subids`) the peer runs as, if it
+    /// runs as one, else the peer's uid.
     Uid(u32),
     /// A TCP peer by its IPv4 address (IPv4-mapped IPv6 addresses as IPv4).
     Ip(IpAddr),
@@ -119,7 +120,7 @@ pub enum PeerKey {
 impl PeerKey {
     fn of(transport: Transport, credentials: Option<&PeerCredentials>) -> Option<PeerKey> {
         match (transport, credentials) {
-            (Transport::Unix, Some(c)) => Some(PeerKey::Uid(c.uid)),
+            (Transport::Unix, Some(c)) => Some(PeerKey::Uid(trust::subids::account(c.uid))),
             (Transport::Tcp(addr), _) => Some(PeerKey::of_address(addr.ip())),
             (Transport::Unix, None) => None,
         }

@@ -120,6 +120,26 @@ pub fn quiet_daemon(dir: &crate::TestDir, admins: &crate::Group, extra_args: &[&
     )
 }
 
+/// Append to the store, as an administrator could by hand, `count` entries recording that the
+/// user `uid` trusted them with the passphrase (their keys made in `scratch`).
+pub fn trusted_by_passphrase_already(daemon: &Daemon, scratch: &Path, uid: u32, count: usize) {
+    use trust::{Bundle, Enrolment, Entry, Metadata};
+    let mut bundle = Bundle::default();
+    for i in 0..count {
+        let identity = Identity::create(&scratch.join(format!("earlier-{uid}-{i}")), None);
+        bundle.insert(Entry::new(
+            identity.der.into(),
+            Metadata {
+                name: Some(format!("earlier-{uid}-{i}")),
+                uid: Some(uid),
+                how: Some(Enrolment::Passphrase),
+                ..Default::default()
+            },
+        ));
+    }
+    append_by_hand(&daemon.store_path(), &bundle.to_pem());
+}
+
 /// A daemon for tests that hold connections which never start TLS (they must outlive the
 /// test), with `open_files` as its open-file limit if given: `admin` is its first client and
 /// root is trusted by `passphrase`.

@@ -5,35 +5,13 @@
 //! already keep working, a token still enrols, a place given back can be taken again, and root
 //! is not bounded.
 
-use std::path::Path;
-
-use multipass_system_tests::clients::{self, Identity};
+use multipass_system_tests::clients;
 use multipass_system_tests::{audit_events, log_field, Daemon, Fixture, User};
-use trust::{Bundle, Enrolment, Entry, Metadata};
 
 /// `multipassd::admission::MAX_PASSPHRASE_CLIENTS`.
 const BOUND: usize = 100;
 const PASSPHRASE: &str = "one-too-many";
 const REFUSED: &str = "This user has 100 clients trusted with the passphrase already";
-
-/// Append to the store, as an administrator could by hand, `count` entries recording that the
-/// user `uid` trusted them with the passphrase.
-fn trusted_by_passphrase_already(daemon: &Daemon, scratch: &Path, uid: u32, count: usize) {
-    let mut bundle = Bundle::default();
-    for i in 0..count {
-        let identity = Identity::create(&scratch.join(format!("earlier-{uid}-{i}")), None);
-        bundle.insert(Entry::new(
-            identity.der.into(),
-            Metadata {
-                name: Some(format!("earlier-{uid}-{i}")),
-                uid: Some(uid),
-                how: Some(Enrolment::Passphrase),
-                ..Default::default()
-            },
-        ));
-    }
-    clients::append_by_hand(&daemon.store_path(), &bundle.to_pem());
-}
 
 /// `multipass authenticate` as `user` from the client in `user`'s directory `client`.
 fn authenticate(daemon: &Daemon, user: &User, client: &str, secret: &str) -> (i32, String) {
@@ -50,7 +28,7 @@ fn authenticate(daemon: &Daemon, user: &User, client: &str, secret: &str) -> (i3
 fn passphrase_clients_bounded_per_user() {
     let Fixture(dir, _admins, admin, [user], daemon) = Fixture::open();
     clients::first_client_sets_passphrase(&daemon, &admin, PASSPHRASE);
-    trusted_by_passphrase_already(&daemon, &dir.subdir("earlier"), user.uid, BOUND - 1);
+    clients::trusted_by_passphrase_already(&daemon, &dir.subdir("earlier"), user.uid, BOUND - 1);
 
     let (code, stderr) = authenticate(&daemon, &user, "the-hundredth", PASSPHRASE);
     assert_eq!(code, 0, "the hundredth client: {stderr}");
@@ -105,7 +83,7 @@ fn passphrase_clients_bounded_per_user() {
     assert_eq!(code, 0, "a client in the place given back: {stderr}");
 
     // Root is not bounded.
-    trusted_by_passphrase_already(&daemon, &dir.subdir("earlier"), 0, BOUND);
+    clients::trusted_by_passphrase_already(&daemon, &dir.subdir("earlier"), 0, BOUND);
     daemon
         .run_as_root(&["authenticate"], Some(&format!("{PASSPHRASE}\n")))
         .assert_code(0, "root's client beyond the bound");

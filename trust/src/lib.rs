@@ -29,6 +29,7 @@ pub mod pki;
 pub mod seen;
 pub mod settings;
 pub mod store;
+pub mod subids;
 pub mod tokens;
 
 pub use error::{Error, Result};

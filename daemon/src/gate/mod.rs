@@ -286,10 +286,13 @@ impl Gate {
         }
         if admission::needs_client_count(&facts, request) {
             if let Some(uid) = facts.uid {
+                // A user's subordinate uids are the user's: their clients count together.
+                let ranges = trust::subids::current();
+                let account = ranges.account(uid);
                 facts.passphrase_clients = self
                     .store
                     .current()?
-                    .enrolled_by(uid, Enrolment::Passphrase);
+                    .enrolled_by(|u| ranges.account(u) == account, Enrolment::Passphrase);
             }
         }
         if admission::needs_admin(&facts, request) {

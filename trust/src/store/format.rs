@@ -313,12 +313,12 @@ impl Bundle {
         Some(entry)
     }
 
-    /// How many of the entries the user with `uid` enrolled `how`, by the metadata written when
-    /// they were trusted (a certificate appended by hand has none).
-    pub fn enrolled_by(&self, uid: u32, how: Enrolment) -> usize {
+    /// How many of the entries were enrolled `how` by a uid for which `user` holds, by the
+    /// metadata written when they were trusted (a certificate appended by hand has none).
+    pub fn enrolled_by(&self, user: impl Fn(u32) -> bool, how: Enrolment) -> usize {
         self.entries
             .iter()
-            .filter(|e| e.metadata.uid == Some(uid) && e.metadata.how == Some(how))
+            .filter(|e| e.metadata.how == Some(how) && e.metadata.uid.is_some_and(&user))
             .count()
     }
 
