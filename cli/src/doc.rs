@@ -22,7 +22,8 @@ pub const EXIT_STATUS: &[Entry] = &[
     entry(
         "1",
         "Command-line error: bad arguments, no passphrase given, passphrases that do not match, \
-         or an unusable client environment (MULTIPASS_SERVER_ADDRESS, HOME, XDG_DATA_HOME).",
+         a passphrase too long or not UTF-8 text, or an unusable client environment \
+         (MULTIPASS_SERVER_ADDRESS, HOME, XDG_DATA_HOME).",
     ),
     entry(
         "2",

@@ -50,7 +50,10 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // The command may stop reading and exit before all of it is written.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         child.wait_with_output().unwrap()
     }
 
@@ -233,6 +236,75 @@ fn authenticate_reads_the_passphrase_from_stdin() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).starts_with("authenticate failed: cannot connect"));
     assert!(!stderr(&out).contains("secret"));
+}
+
+/// A passphrase longer than the service takes is refused before connecting, wherever it comes
+/// from, and standard input is not read much beyond the limit: the service would refuse it, or,
+/// past 64 KiB, not even decode the request and say only "No request received."
+#[test]
+fn an_overlong_passphrase_exits_1_before_connecting() {
+    let env = Env::new();
+    let socket = env.path("nonexistent");
+    let refused = "The passphrase is longer than 1024 bytes, the most the service accepts.\n";
+    for length in [1025, 65536] {
+        let long = "a".repeat(length);
+        let out = env.run(&socket, &["authenticate", &long]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(stderr(&out), refused);
+        let out = env.run_with_input(&socket, &["authenticate"], format!("{long}\n").as_bytes());
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(stderr(&out), refused);
+        let out = env.run(&socket, &["set", &format!("local.passphrase={long}")]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            "Invalid setting 'local.passphrase': the passphrase is longer than 1024 bytes\n"
+        );
+    }
+    // The longest one goes on to connect.
+    let out = env.run(&socket, &["authenticate", &"a".repeat(1024)]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // A line that never ends: refused once the limit is passed, not read to the end.
+    let started = std::time::Instant::now();
+    let mut child = env
+        .command(&socket)
+        .arg("authenticate")
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`multipass authenticate < /dev/zero` still reading after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err, refused);
+}
+
+/// Bytes that are not UTF-8 on standard input are a wrong input (exit 1), said as such, with no
+/// remedy telling to do what was done already.
+#[test]
+fn a_passphrase_that_is_not_utf8_exits_1_before_connecting() {
+    let env = Env::new();
+    let out = env.run_with_input(&env.path("nonexistent"), &["authenticate"], b"\xff\xfe\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "The passphrase must be UTF-8 text.\n");
 }
 
 /// `set` asks for a value only once the daemon said this client may set it: with the daemon

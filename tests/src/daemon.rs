@@ -375,6 +375,14 @@ impl Daemon {
         process::run(cmd, stdin, DEFAULT_TIMEOUT)
     }
 
+    /// [`Daemon::run_as`] with any bytes on stdin, text or not.
+    pub fn run_as_bytes(&self, user: &User, args: &[&str], stdin: &[u8]) -> CliOutput {
+        let env = self.client_env(&user.xdg_data_home());
+        let mut cmd = user.command(&crate::bin("multipass"), &env);
+        cmd.args(args);
+        process::run_bytes(cmd, Some(stdin), DEFAULT_TIMEOUT)
+    }
+
     /// Run `multipass args...` as root (with its own home in the test directory).
     pub fn run_as_root(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
         self.run_as_root_with(args, stdin, &[])

@@ -110,7 +110,12 @@ impl fmt::Display for CliOutput {
 }
 
 /// Run `cmd` to completion (killing it after `timeout`), feeding it `stdin` (or /dev/null).
-pub fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> CliOutput {
+pub fn run(cmd: Command, stdin: Option<&str>, timeout: Duration) -> CliOutput {
+    run_bytes(cmd, stdin.map(str::as_bytes), timeout)
+}
+
+/// [`run`] with any bytes on stdin, text or not.
+pub fn run_bytes(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CliOutput {
     let command = describe(&cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -125,10 +130,10 @@ pub fn run(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> CliOutpu
         .unwrap_or_else(|e| panic!("cannot spawn {command}: {e}"));
     let writer = stdin.map(|input| {
         let mut pipe = child.stdin.take().expect("piped stdin");
-        let input = input.to_string();
+        let input = input.to_vec();
         std::thread::spawn(move || {
             // The command may exit without reading everything: a broken pipe is fine.
-            let _ = pipe.write_all(input.as_bytes());
+            let _ = pipe.write_all(&input);
         })
     });
     let mut out = child.stdout.take().expect("piped stdout");

@@ -1,7 +1,8 @@
 //! What a new user does in the first ten minutes, with real users against the real daemon: the
 //! flows that used to surprise (root under sudo is a client of its own, empty answers at the
-//! passphrase prompt, `authenticate` from a trusted client, tokens without a name, no controlling
-//! terminal, the wrong root certificate, `list --snapshots`), each answered clearly.
+//! passphrase prompt, a passphrase that is not UTF-8 or far too long, `authenticate` from a
+//! trusted client, tokens without a name, no controlling terminal, the wrong root certificate,
+//! `list --snapshots`), each answered clearly.
 
 use std::time::Duration;
 
@@ -163,6 +164,36 @@ fn empty_answers_do_not_clear_the_passphrase() {
     let text = help.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(text.contains("An empty answer changes nothing"), "{help}");
     assert!(text.contains("`multipass set local.passphrase=`"), "{help}");
+}
+
+fn set_local_passphrase_refuses_what_it_cannot_send() {
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    daemon.set_passphrase(alice, "kept");
+    let before = stored_hash(daemon).expect("a passphrase is set");
+
+    // Not UTF-8: an input error, said as such, with no remedy telling to do what was done.
+    let out = daemon.run_as_bytes(alice, &["set", "local.passphrase"], b"\xff\xfe\n\xff\xfe\n");
+    out.assert_failure(
+        1,
+        "The passphrase must be UTF-8 text.",
+        "a passphrase not UTF-8",
+    );
+    assert_eq!(out.stderr_trimmed().lines().count(), 1, "{out}");
+
+    // Far more than the service takes, or even decodes: refused by the client, read in part.
+    let long = "a".repeat(5_000_000);
+    let out = daemon.run_as(
+        alice,
+        &["set", "local.passphrase"],
+        Some(&format!("{long}\n")),
+    );
+    out.assert_failure(
+        1,
+        "Invalid setting 'local.passphrase': the passphrase is longer than 1024 bytes",
+        "a passphrase of 5 MB",
+    );
+    assert_eq!(stored_hash(daemon).as_deref(), Some(before.as_str()));
 }
 
 fn authenticate_from_a_trusted_client_checks_the_passphrase() {
@@ -416,5 +447,5 @@ fn list_snapshots_answers_as_multipass_does() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_local_passphrase_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
 }

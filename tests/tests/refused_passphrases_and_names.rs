@@ -2,7 +2,7 @@
 //! (over D-Bus and in its direct mode, as through pkexec), and for names in the client too:
 //! - a passphrase of a token's shape (`mpt_` and 40 hex digits), which `authenticate` would take
 //!   for a token and so could never be used, and an over-long one are refused, and the settings
-//!   file is not touched;
+//!   file is not touched (the client refuses an over-long one itself, before connecting);
 //! - a name holding a line or paragraph separator (U+2028, U+2029) or a bidirectional control
 //!   (U+202E and the others), which would make `multipass trust list` show something else than
 //!   what is stored, is refused, and neither the trust store nor the token file is touched; a
@@ -32,6 +32,7 @@ fn token_shaped_and_overlong_passphrases_are_refused_by_daemon_and_helper() {
     let conf = daemon.conf_path();
     let before = read(&conf).expect("the settings file");
 
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let token_shaped = format!("{TOKEN_PREFIX}{}", &"0123456789abcdef".repeat(3)[..40]);
     let overlong = "p".repeat(1025);
     for (value, why) in [
@@ -45,15 +46,37 @@ fn token_shaped_and_overlong_passphrases_are_refused_by_daemon_and_helper() {
             "the passphrase is longer than 1024 bytes",
         ),
     ] {
-        // The daemon, from a trusted client.
+        // The daemon, from a trusted client, as any client may send it.
+        let refusal = runtime
+            .block_on(async {
+                let config = grpc::client_config(
+                    &daemon.root_cert(),
+                    Some((&first.cert_path(), &first.key_path())),
+                )?;
+                let channel = grpc::channel(daemon.socket(), config).await?;
+                Ok::<_, grpc::BoxError>(grpc::set(channel, "local.passphrase", value).await)
+            })
+            .expect("a channel with the first client's certificate")
+            .expect_err("`set local.passphrase` of a refused value");
+        assert_eq!(refusal.code(), tonic::Code::InvalidArgument, "{refusal:?}");
+        assert_eq!(
+            refusal.message(),
+            format!("Invalid setting 'local.passphrase': {why}")
+        );
+        // Through the client, which refuses an over-long one itself, before connecting.
         let out = daemon.run_as(
             first,
             &["set", "local.passphrase"],
             Some(&format!("{value}\n{value}\n")),
         );
+        let (code, prefix) = if value.len() > 1024 {
+            (1, "")
+        } else {
+            (2, "set failed: ")
+        };
         out.assert_failure(
-            2,
-            &format!("set failed: Invalid setting 'local.passphrase': {why}"),
+            code,
+            &format!("{prefix}Invalid setting 'local.passphrase': {why}"),
             "`set local.passphrase` of a refused value",
         );
         // The helper over D-Bus, from an authorized caller: directly, and through the client.
@@ -67,11 +90,19 @@ fn token_shaped_and_overlong_passphrases_are_refused_by_daemon_and_helper() {
             &["set", "local.passphrase", "--admin"],
             Some(&format!("{value}\n{value}\n")),
         );
-        out.assert_failure(
-            2,
-            &format!("set failed: {why}"),
-            "`set local.passphrase --admin` of a refused value",
-        );
+        if value.len() > 1024 {
+            out.assert_failure(
+                1,
+                &format!("Invalid setting 'local.passphrase': {why}"),
+                "`set local.passphrase --admin` of an over-long value",
+            );
+        } else {
+            out.assert_failure(
+                2,
+                &format!("set failed: {why}"),
+                "`set local.passphrase --admin` of a refused value",
+            );
+        }
         // The helper's direct mode (root, as through pkexec).
         let out = helper_direct(
             daemon,

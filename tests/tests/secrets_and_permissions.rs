@@ -71,7 +71,7 @@ fn secrets_and_permissions() {
         &["set", "local.passphrase"],
         Some(&format!("{long}\n{long}\n")),
     ));
-    out.assert_code(2, "an overlong passphrase is refused");
+    out.assert_code(1, "an overlong passphrase is refused, by the client");
     assert!(out.stderr.contains("longer than"), "{out}");
 
     // The helper's direct mode (as through pkexec): the passphrase on standard input, the

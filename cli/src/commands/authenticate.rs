@@ -1,6 +1,7 @@
 //! `multipass authenticate [PASSPHRASE]`: have this client's certificate trusted by the daemon.
 
 use rpc::proto::AuthenticateRequest;
+use trust::passphrase::MAX_PASSPHRASE_LEN;
 use zeroize::Zeroizing;
 
 use super::Context;
@@ -59,11 +60,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     }
     let mut passphrase = match args.passphrase {
         Some(given) => Zeroizing::new(given),
-        None => passphrase::read_hidden("Please enter passphrase: ")
-            .map_err(|e| passphrase::read_error("the passphrase", e))?,
+        None => passphrase::read_hidden("Please enter passphrase: ", MAX_PASSPHRASE_LEN)
+            .map_err(|e| e.into_error("passphrase", too_long))?,
     };
     if passphrase.is_empty() {
         return Err(Error::Usage("No passphrase given".into()));
+    }
+    // The daemon would refuse it unread, or not even decode the request; a token is far shorter.
+    if passphrase.len() > MAX_PASSPHRASE_LEN {
+        return Err(too_long());
     }
 
     let mut client = ctx.connect().await?;
@@ -78,6 +83,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         .await?;
     // The daemon says which name this client is now trusted under.
     ctx.show_log_lines(&replies)
+}
+
+/// A passphrase longer than the service accepts.
+fn too_long() -> Error {
+    Error::Usage(format!(
+        "The passphrase is longer than {MAX_PASSPHRASE_LEN} bytes, the most the service accepts."
+    ))
 }
 
 /// `authenticate --admin`: have the helper trust this client's own certificate.

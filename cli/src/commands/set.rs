@@ -3,6 +3,7 @@
 use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::{KeysRequest, SetRequest};
 use tonic::transport::Channel;
+use trust::passphrase::{InvalidPassphrase, MAX_PASSPHRASE_LEN};
 use trust::settings::PASSPHRASE_KEY;
 use zeroize::Zeroizing;
 
@@ -101,14 +102,28 @@ impl clap::builder::TypedValueParser for SettingParser {
     }
 }
 
-fn read_error(e: std::io::Error) -> Error {
-    passphrase::read_error("the value", e)
+/// The longest value read at the prompt for a key other than the passphrase: a line, not a file,
+/// and well within the 64 KiB request the daemon decodes.
+const MAX_VALUE_LEN: usize = 16 * 1024;
+
+/// A passphrase longer than the service accepts, said as the service says it.
+fn passphrase_too_long() -> Error {
+    Error::Usage(format!(
+        "Invalid setting '{PASSPHRASE_KEY}': {}",
+        InvalidPassphrase::TooLong
+    ))
+}
+
+/// Read the passphrase at one of its prompts.
+fn read_passphrase(prompt: &str) -> Result<Zeroizing<String>, Error> {
+    passphrase::read_hidden(prompt, MAX_PASSPHRASE_LEN)
+        .map_err(|e| e.into_error("passphrase", passphrase_too_long))
 }
 
 /// Ask for the passphrase, twice. An empty first answer ends it: clearing takes an explicit
 /// empty value.
 fn prompt_passphrase() -> Result<Zeroizing<String>, Error> {
-    let first = passphrase::read_hidden("Please enter passphrase: ").map_err(read_error)?;
+    let first = read_passphrase("Please enter passphrase: ")?;
     if first.is_empty() {
         return Err(Error::Usage(
             "No passphrase given; nothing was changed. To clear the passphrase, run \
@@ -116,7 +131,7 @@ fn prompt_passphrase() -> Result<Zeroizing<String>, Error> {
                 .into(),
         ));
     }
-    let second = passphrase::read_hidden("Please re-enter passphrase: ").map_err(read_error)?;
+    let second = read_passphrase("Please re-enter passphrase: ")?;
     if *first != *second {
         return Err(Error::Usage("Passphrases do not match".into()));
     }
@@ -128,7 +143,13 @@ fn prompt_value(key: &str) -> Result<Zeroizing<String>, Error> {
     if key == PASSPHRASE_KEY {
         prompt_passphrase()
     } else {
-        passphrase::read_visible("Please enter value: ").map_err(read_error)
+        passphrase::read_visible("Please enter value: ", MAX_VALUE_LEN).map_err(|e| {
+            e.into_error("value", || {
+                Error::Usage(format!(
+                    "The value is longer than {MAX_VALUE_LEN} bytes, the most read at the prompt."
+                ))
+            })
+        })
     }
 }
 
@@ -140,6 +161,11 @@ const CLEARED: &str = "The passphrase was cleared: nobody can authenticate with 
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let Setting { key, value } = args.setting;
     let is_passphrase = key == PASSPHRASE_KEY;
+    // Refused here rather than by the service: one far over the limit does not even fit in the
+    // request the service decodes, which then says only that no request came.
+    if is_passphrase && value.as_ref().is_some_and(|v| v.len() > MAX_PASSPHRASE_LEN) {
+        return Err(passphrase_too_long());
+    }
 
     if args.admin {
         if !is_passphrase {
