@@ -1,8 +1,8 @@
 //! What a new user does in the first ten minutes, with real users against the real daemon: the
 //! flows that used to surprise (root under sudo is a client of its own, empty answers at the
-//! passphrase prompt, a passphrase that is not UTF-8 or far too long, `authenticate` from a
-//! trusted client, tokens without a name, no controlling terminal, the wrong root certificate,
-//! `list --snapshots`), each answered clearly.
+//! passphrase prompt, a key the service does not have, a passphrase that is not UTF-8 or far too
+//! long, `authenticate` from a trusted client, tokens without a name, no controlling terminal, the
+//! wrong root certificate, `list --snapshots`), each answered clearly.
 
 use std::time::Duration;
 
@@ -164,6 +164,29 @@ fn empty_answers_do_not_clear_the_passphrase() {
     let text = help.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(text.contains("An empty answer changes nothing"), "{help}");
     assert!(text.contains("`multipass set local.passphrase=`"), "{help}");
+}
+
+fn set_of_an_unknown_key_asks_for_nothing() {
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+
+    // The service's own refusal, before any prompt; with the value given, the service says it.
+    let out = daemon.run_as(alice, &["set", "foo.bar"], None);
+    out.assert_failure(
+        2,
+        "set failed: Unrecognized settings key: 'foo.bar'",
+        "`set foo.bar`",
+    );
+    assert_eq!(
+        out.stdout, "",
+        "a prompt for a key the service does not have\n{out}"
+    );
+    let out = daemon.run_as(alice, &["set", "foo.bar=baz"], None);
+    out.assert_failure(
+        2,
+        "set failed: Unrecognized settings key: 'foo.bar'",
+        "`set foo.bar=baz`",
+    );
 }
 
 fn set_local_passphrase_refuses_what_it_cannot_send() {
@@ -447,5 +470,5 @@ fn list_snapshots_answers_as_multipass_does() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_local_passphrase_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
 }

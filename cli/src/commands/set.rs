@@ -191,10 +191,14 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         Some(value) => value,
         None => {
             // Nobody should type a passphrase twice only to learn that this client may not set
-            // it (the classic case: `sudo`, whose root is a client of its own).
-            ensure_trusted(ctx, &mut client)
+            // it (the classic case: `sudo`, whose root is a client of its own), nor type a value
+            // for a key the service does not have.
+            let keys = settings_keys(ctx, &mut client)
                 .await
                 .map_err(|e| explain_untrusted(e, is_passphrase))?;
+            if !keys.contains(&key) {
+                return Err(unknown_key(&key));
+            }
             prompt_value(&key)?
         }
     };
@@ -220,15 +224,25 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// Ask a gated question whose answer does not matter: it fails as `set` would if this client is
+/// The settings keys the service has. Asking is gated: it fails as `set` would if this client is
 /// not trusted (and, on a fresh service, makes an administrator the first client as `set` would).
-async fn ensure_trusted(ctx: &Context, client: &mut RpcClient<Channel>) -> Result<(), Error> {
+async fn settings_keys(
+    ctx: &Context,
+    client: &mut RpcClient<Channel>,
+) -> Result<Vec<String>, Error> {
     let request = KeysRequest {
         verbosity_level: ctx.verbosity_level(),
     };
-    ctx.replies(client.keys(tokio_stream::once(request)).await)
-        .await
-        .map(drop)
+    let replies = ctx
+        .replies(client.keys(tokio_stream::once(request)).await)
+        .await?;
+    Ok(replies.into_iter().flat_map(|r| r.settings_keys).collect())
+}
+
+/// A key the service does not have, said in the words (and with the exit status) of the service's
+/// own refusal, which the client gives instead of asking for a value that would be refused.
+fn unknown_key(key: &str) -> Error {
+    Error::Local(anyhow::anyhow!("Unrecognized settings key: '{key}'"))
 }
 
 /// Add to a "not authenticated" refusal what this user can do about it.
