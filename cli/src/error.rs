@@ -234,14 +234,19 @@ impl fmt::Display for Unreachable {
                         f,
                         "cannot connect to the multipass socket at {at}: permission denied"
                     )?;
-                    let members = match socket_group {
-                        Some(group) => format!("members of the '{group}' group"),
-                        None => "members of the socket's group".to_string(),
+                    // The client cannot tell whether a client is trusted yet: the socket's
+                    // mode is what says so, and it is what just refused us.
+                    let admins = match socket_group.as_deref() {
+                        Some("root" | "0") => "root".to_string(),
+                        Some(group) => format!("administrators (root and the '{group}' group)"),
+                        None => "administrators (root and the socket's group)".to_string(),
                     };
                     write!(
                         f,
-                        "Until an administrator trusts a first client, only {members} can connect; \
-                         ask an administrator to add you to it or to trust your client."
+                        "The socket does not let this user connect. While no client is trusted, \
+                         only {admins} can; once one is, everybody can.\n\
+                         If a client is trusted already, an administrator can fix the socket's \
+                         access: `sudo multipassd-helper apply-socket-policy`."
                     )
                 } else {
                     write!(
@@ -352,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn permission_denied_names_the_group() {
+    fn permission_denied_names_the_administrators_and_the_fix() {
         assert_eq!(
             dial(
                 unix("/run/multipass_socket"),
@@ -360,11 +365,28 @@ mod tests {
                 Some("sudo")
             ),
             "list failed: cannot connect to the multipass socket at /run/multipass_socket: permission denied\n\
-             Until an administrator trusts a first client, only members of the 'sudo' group can connect; \
-             ask an administrator to add you to it or to trust your client."
+             The socket does not let this user connect. While no client is trusted, only \
+             administrators (root and the 'sudo' group) can; once one is, everybody can.\n\
+             If a client is trusted already, an administrator can fix the socket's access: \
+             `sudo multipassd-helper apply-socket-policy`."
         );
+        // Whether a client is trusted already, the client cannot know: it claims neither.
+        let text = dial(unix("/s"), nix::errno::Errno::EACCES, Some("sudo"));
+        assert!(!text.contains("Until"), "{text}");
         assert!(dial(unix("/s"), nix::errno::Errno::EACCES, None)
-            .contains("members of the socket's group"));
+            .contains("only administrators (root and the socket's group) can;"));
+    }
+
+    #[test]
+    fn permission_denied_on_a_root_group_socket_names_root_alone() {
+        for group in ["root", "0"] {
+            let text = dial(unix("/s"), nix::errno::Errno::EACCES, Some(group));
+            assert!(
+                text.contains("While no client is trusted, only root can;"),
+                "{group}: {text}"
+            );
+            assert!(!text.contains("group"), "{group}: {text}");
+        }
     }
 
     #[test]
