@@ -287,6 +287,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
 
     let admin = AdminPolicy::new(args.admin_group.clone());
+    admin.announce();
 
     let listener = match listening.listener {
         ListenerSource::Unix(l) => Listener::Unix(tokio::net::UnixListener::from_std(l)?),

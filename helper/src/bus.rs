@@ -467,6 +467,7 @@ impl Helper {
 
 /// Serve on the system bus until idle for `idle` (or forever with `None`).
 pub async fn serve(config: Config, idle: Option<Duration>) -> anyhow::Result<()> {
+    config.admin().announce();
     let helper = Helper::new(config);
     let activity = helper.activity();
     // Serve the object before taking the name, so a call that activated us finds it.

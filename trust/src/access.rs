@@ -40,6 +40,34 @@ impl AdminPolicy {
             .find_map(|name| Group::from_name(name).ok().flatten())
     }
 
+    /// Who the administrators are now, in words, and whether that is less than was asked for:
+    /// a group named on the command line that does not exist (a typo, say, which would otherwise
+    /// go unnoticed until an administrator is refused).
+    pub fn describe(&self) -> (String, bool) {
+        match (self.group(), &self.configured) {
+            (Some(group), _) => (format!("root and the members of '{}'", group.name), false),
+            (None, Some(name)) => (
+                format!("root alone: the admin group '{name}' does not exist (yet)"),
+                true,
+            ),
+            (None, None) => (
+                format!(
+                    "root alone: none of the groups {} exists",
+                    DEFAULT_ADMIN_GROUPS.map(|g| format!("'{g}'")).join(", ")
+                ),
+                false,
+            ),
+        }
+    }
+
+    /// Log who the administrators are, at start: a warning when a configured group is missing.
+    pub fn announce(&self) {
+        match self.describe() {
+            (who, true) => tracing::warn!("administrators: {who}"),
+            (who, false) => tracing::info!("administrators: {who}"),
+        }
+    }
+
     /// Whether the user `uid` is an administrator. Membership comes from the user database (the
     /// peer's supplementary groups are not part of SO_PEERCRED). Any lookup failure is a "no".
     pub fn is_admin(&self, uid: u32) -> bool {
@@ -240,8 +268,21 @@ impl SocketEntry {
         };
         // Narrow first, then chown, then widen: at no moment is the socket more open than either
         // the old or the new policy allows.
+        let before = self.mode;
         self.set_mode(self.mode & mode)?;
-        self.set_owner(0, gid)?;
+        if let Err(e) = self.set_owner(0, gid) {
+            // Without its owner the new mode would mean something else. Open is still open
+            // (anybody may connect whoever owns it), so it is given. Restricted, on a socket
+            // whose group is not the admin group, would keep the administrators out, who could
+            // then not be the first client again; the old mode is put back instead, and the
+            // gate still lets only an administrator become the first client.
+            let fallback = match access {
+                Access::Open => mode,
+                Access::Restricted => before,
+            };
+            self.set_mode(fallback)?;
+            return Err(e);
+        }
         self.set_mode(mode)
     }
 
@@ -257,6 +298,19 @@ impl SocketEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_admin_group_is_said() {
+        let (who, missing) = AdminPolicy::new(Some("no-such-group-xyz".into())).describe();
+        assert!(missing);
+        assert_eq!(
+            who,
+            "root alone: the admin group 'no-such-group-xyz' does not exist (yet)"
+        );
+        let (who, missing) = AdminPolicy::new(Some("root".into())).describe();
+        assert!(!missing);
+        assert_eq!(who, "root and the members of 'root'");
+    }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn private_dir() -> tempfile::TempDir {
