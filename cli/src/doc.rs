@@ -52,7 +52,7 @@ pub const ENVIRONMENT: &[Entry] = &[
     entry(
         "XDG_DATA_HOME",
         "Where the client keeps its certificate, in multipass-client-certificate/ (default \
-         ~/.local/share).",
+         ~/.local/share; a relative path is ignored).",
     ),
 ];
 

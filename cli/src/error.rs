@@ -221,8 +221,15 @@ impl fmt::Display for Unreachable {
                         os_text(source)
                     )?;
                     match address {
+                        Address::Unix(path)
+                            if path.as_os_str() == trust::paths::DEFAULT_SOCKET =>
+                        {
+                            f.write_str(
+                                "Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS.",
+                            )
+                        }
                         Address::Unix(_) => f.write_str(
-                            "Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS.",
+                            "Check that multipassd listens there, or set MULTIPASS_SERVER_ADDRESS.",
                         ),
                         Address::Tcp(_) => write!(
                             f,
@@ -330,6 +337,11 @@ mod tests {
              the daemon is not running (No such file or directory)\n\
              Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS."
         );
+        // A socket of one's own: systemd's unit is not what is missing.
+        assert!(
+            dial(unix("/tmp/mine.sock"), nix::errno::Errno::ENOENT, None)
+                .ends_with("Check that multipassd listens there, or set MULTIPASS_SERVER_ADDRESS.")
+        );
     }
 
     #[test]
@@ -338,7 +350,7 @@ mod tests {
             dial(unix("/tmp/s"), nix::errno::Errno::ECONNREFUSED, None),
             "list failed: cannot connect to the multipass socket at /tmp/s: \
              the daemon is not running (Connection refused)\n\
-             Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS."
+             Check that multipassd listens there, or set MULTIPASS_SERVER_ADDRESS."
         );
     }
 

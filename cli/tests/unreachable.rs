@@ -74,8 +74,8 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-const START_HINT: &str =
-    "Start it with 'sudo systemctl start multipass.socket', or set MULTIPASS_SERVER_ADDRESS.\n";
+/// What a missing socket of one's own (not the default one, which systemd provides) is told.
+const START_HINT: &str = "Check that multipassd listens there, or set MULTIPASS_SERVER_ADDRESS.\n";
 
 #[test]
 fn missing_socket_exits_3_and_leaves_an_identity() {
@@ -211,6 +211,26 @@ fn invalid_address_exits_1() {
         "list failed: invalid MULTIPASS_SERVER_ADDRESS: \
          invalid address 'nowhere': expected unix:PATH or HOST:PORT\n"
     );
+}
+
+#[test]
+fn a_url_as_the_address_or_an_empty_client_id_exits_1() {
+    let env = Env::new();
+    let out = env
+        .command(Path::new("unused"))
+        .env("MULTIPASS_SERVER_ADDRESS", "tcp://127.0.0.1:50051")
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid address 'tcp://127.0.0.1:50051'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&env.path("nonexistent"), &["trust", "remove", ""]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!env.cert_dir().exists(), "nothing was done");
 }
 
 #[test]

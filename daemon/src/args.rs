@@ -46,7 +46,8 @@ pub struct Args {
     pub verbosity: Option<String>,
 
     /// Exit after this many seconds with no open connection (under socket activation systemd
-    /// starts the daemon again on the next connection). Exit status 75.
+    /// starts the daemon again on the next connection). Exit status 75. 0, like no value, means
+    /// never, as for multipassd-helper.
     #[arg(long, value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
 

@@ -47,7 +47,7 @@ pub enum Error {
         retry_after: Duration,
     },
     /// The user has as many clients trusted by the passphrase as one user may.
-    #[error("This user has {limit} clients trusted with the passphrase already, the most one user may have, so no more are trusted that way. An administrator can remove unused ones (`multipass trust list`, then `multipass trust remove NAME`) or give you a one-time token for 'multipass authenticate TOKEN'.")]
+    #[error("This user has {limit} clients trusted with the passphrase already, the most one user may have, so no more are trusted that way. An administrator can remove unused ones (`multipass trust list`, then `multipass trust remove NAME`) or give you a one-time token, which 'multipass authenticate' asks for.")]
     TooManyClients {
         /// The most one user may have.
         limit: usize,
@@ -198,12 +198,18 @@ fn not_administrator(action: &str, group: Option<&str>, over_tcp: bool) -> Strin
 
 /// The line after the Multipass message for an untrusted client.
 fn untrusted_hint(trusted: usize) -> String {
-    let how = "an administrator can run 'multipass authenticate --admin', or give you a one-time \
-               token for 'multipass authenticate TOKEN'.";
+    // Said so that whoever reads it knows who runs what: `--admin` trusts the client of whoever
+    // runs it, with an administrator's password, and a token is typed at the prompt, not given
+    // on the command line where other users can see it.
+    let how = "run 'multipass authenticate', which asks for the passphrase or a one-time token \
+               from an administrator, or 'multipass authenticate --admin' to be trusted with an \
+               administrator's password.";
     match trusted {
-        0 => format!("No client is trusted yet; {how}"),
-        1 => format!("1 client is trusted; {how}"),
-        n => format!("{n} clients are trusted; {how}"),
+        0 => format!(
+            "No client is trusted yet: an administrator becomes the first client by running any \
+             'multipass' command. Then, to have this client trusted, {how}"
+        ),
+        _ => format!("To have this client trusted, {how}"),
     }
 }
 
@@ -231,8 +237,8 @@ mod tests {
     fn untrusted_keeps_multipass_lines_and_adds_one() {
         for (trusted, count) in [
             (0, "No client is trusted yet"),
-            (1, "1 client is trusted"),
-            (7, "7 clients are trusted"),
+            (1, "To have this client trusted"),
+            (7, "To have this client trusted"),
         ] {
             let status = Status::from(Error::Untrusted { trusted });
             assert_eq!(status.code(), tonic::Code::Unauthenticated);
@@ -241,6 +247,9 @@ mod tests {
             assert_eq!(lines[..2].join("\n"), NOT_AUTHENTICATED);
             assert!(lines[2].starts_with(count), "{}", lines[2]);
             assert!(lines[2].contains("multipass authenticate --admin"));
+            // Nothing a refused peer need not know, and no secret on a command line.
+            assert!(!lines[2].contains(&trusted.to_string()) || trusted == 0);
+            assert!(!lines[2].contains("TOKEN"), "{}", lines[2]);
         }
     }
 

@@ -47,8 +47,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Says why the daemon stops, once: the log goes to stderr, or to the journal that stderr is
+/// connected to, so a second line on stderr would repeat it.
 fn fail(e: anyhow::Error) -> ExitCode {
     tracing::error!("{e:#}");
-    eprintln!("multipassd: {e:#}");
     ExitCode::FAILURE
 }

@@ -387,7 +387,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     }
 
     let idle = async {
-        match args.idle_timeout {
+        match args.idle_timeout.filter(|secs| *secs > 0) {
             Some(secs) => activity.idle_for(Duration::from_secs(secs)).await,
             None => std::future::pending().await,
         }

@@ -46,9 +46,22 @@ impl Section {
 }
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args()
-        .nth(1)
-        .context("usage: multipass-docgen OUTDIR")?;
+    const USAGE: &str = "usage: multipass-docgen OUTDIR\nWrites man pages to OUTDIR/man and shell \
+                         completions to OUTDIR/completions.";
+    let out = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let Some(out) = out else {
+        // `--help` asks for this; anything else starting with `-` is no directory we would
+        // want to create.
+        let asked = std::env::args()
+            .nth(1)
+            .is_some_and(|a| a == "--help" || a == "-h");
+        if asked {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
     let out = Path::new(&out);
     let man = out.join("man");
     let completions = out.join("completions");

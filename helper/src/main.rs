@@ -54,6 +54,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ApplySocketPolicy => {
             require_root()?;
+            // A mistyped directory would read as an empty store and restrict the socket.
+            if !cli.config.data_dir.is_dir() {
+                bail!(
+                    "{} is not a directory: give the daemon's state directory (--data-dir)",
+                    cli.config.data_dir.display()
+                );
+            }
             let access = ops::socket_access(&cli.config)?;
             eprintln!("{}: {access:?}", cli.config.socket.display());
             Ok(())
@@ -69,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 passphrase
             };
-            ops::validate_passphrase(&passphrase).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ops::validate_passphrase(&passphrase).map_err(refused)?;
             ops::set_passphrase(&cli.config, passphrase)?;
             eprintln!(
                 "The passphrase was {}.",
@@ -84,14 +91,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .take(trust::pki::MAX_CERTIFICATE_PEM as u64 + 1)
                 .read_to_string(&mut pem)
                 .context("cannot read the certificate from standard input")?;
-            let der = ops::validate_certificate(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let der = ops::validate_certificate(&pem).map_err(refused)?;
             // pkexec says who asked; without it, root itself.
             let uid: u32 = std::env::var("PKEXEC_UID")
                 .ok()
                 .and_then(|u| u.parse().ok())
                 .unwrap_or(0);
-            let name = ops::client_name(name.as_deref().unwrap_or_default(), uid)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let name =
+                ops::client_name(name.as_deref().unwrap_or_default(), uid).map_err(refused)?;
             let fingerprint =
                 ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
             multipassd_helper::trusted(uid, &fingerprint, trust::audit::Via::HelperDirect);
@@ -106,6 +113,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A refusal as a person reads it: its text, without the D-Bus error name it carries for callers
+/// on the bus.
+fn refused(e: helper_api::HelperError) -> anyhow::Error {
+    use zbus::DBusError;
+    match e.description() {
+        Some(text) => anyhow::anyhow!("{text}"),
+        None => anyhow::Error::new(e),
     }
 }
 

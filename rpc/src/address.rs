@@ -35,7 +35,13 @@ impl FromStr for Address {
             return Ok(Address::Unix(PathBuf::from(path)));
         }
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            // A host has no `/`: `tcp://HOST:PORT` or a path is a mistake, better said now
+            // than as a failed name lookup.
+            Some((host, port))
+                if !host.is_empty()
+                    && !host.contains(['/', ' '])
+                    && port.parse::<u16>().is_ok() =>
+            {
                 Ok(Address::Tcp(s.to_string()))
             }
             _ => Err(InvalidAddress(s.to_string())),
@@ -55,6 +61,20 @@ impl fmt::Display for Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_or_a_path_is_no_address() {
+        for wrong in [
+            "tcp://127.0.0.1:50051",
+            "/run/x:1",
+            "a b:1",
+            "unix:",
+            "localhost",
+        ] {
+            assert!(wrong.parse::<Address>().is_err(), "{wrong}");
+        }
+        assert!("[::1]:50051".parse::<Address>().is_ok());
+    }
 
     #[test]
     fn parses_both_forms() {

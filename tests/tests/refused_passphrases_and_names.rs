@@ -213,6 +213,8 @@ fn names_with_bidi_controls_or_separators_are_refused_everywhere() {
             out.code == Some(1) && out.stderr.contains("Invalid client name"),
             "direct trust-certificate named {name:?}\n{out}"
         );
+        // Said as a person reads it, without the D-Bus error name.
+        assert!(!out.stderr.contains("io.multipass."), "{out}");
     }
     assert!(
         (read(&store), read(&tokens)) == before,

@@ -95,12 +95,19 @@ impl Default for DataDir {
 /// The client's certificate directory: `$XDG_DATA_HOME/multipass-client-certificate`, with
 /// `$XDG_DATA_HOME` defaulting to `~/.local/share`. `None` when neither it nor `$HOME` is set.
 pub fn client_cert_dir() -> Option<PathBuf> {
-    let data_home = match env::var_os("XDG_DATA_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = env::var_os("HOME").filter(|h| !h.is_empty())?;
-            PathBuf::from(home).join(".local/share")
-        }
+    client_cert_dir_in(env::var_os("XDG_DATA_HOME"), env::var_os("HOME"))
+}
+
+/// [`client_cert_dir`] for these values of `XDG_DATA_HOME` and `HOME`. A relative
+/// `XDG_DATA_HOME` is ignored, as the XDG Base Directory specification says: it would put the
+/// client's key wherever the command happens to run.
+fn client_cert_dir_in(
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let data_home = match xdg_data_home.map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => PathBuf::from(home.filter(|h| !h.is_empty())?).join(".local/share"),
     };
     Some(data_home.join(CLIENT_CERT_DIR_NAME))
 }
@@ -111,5 +118,27 @@ pub fn client_root_cert() -> PathBuf {
     match env::var_os(ENV_ROOT_CERT) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => DataDir::default().root_cert(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_xdg_data_home_is_ignored() {
+        let dir = |xdg: Option<&str>, home: Option<&str>| {
+            client_cert_dir_in(xdg.map(Into::into), home.map(Into::into))
+        };
+        let cert_dir = |p: &str| Some(Path::new(p).join(CLIENT_CERT_DIR_NAME));
+        assert_eq!(dir(Some("/x/data"), Some("/home/a")), cert_dir("/x/data"));
+        for ignored in ["", "relative", "./data"] {
+            assert_eq!(
+                dir(Some(ignored), Some("/home/a")),
+                cert_dir("/home/a/.local/share")
+            );
+        }
+        assert_eq!(dir(Some("relative"), None), None);
+        assert_eq!(dir(None, Some("")), None);
     }
 }

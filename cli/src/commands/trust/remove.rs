@@ -19,7 +19,7 @@ use crate::output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The client's name, or a prefix of its fingerprint
-    #[arg(value_name = "ID")]
+    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     id: String,
 }
 
