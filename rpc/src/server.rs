@@ -209,13 +209,14 @@ pub struct IncomingOptions {
     pub handshake_timeout: Duration,
     /// Handshakes allowed in progress at once, root's aside; connections beyond are closed at
     /// once, so a flood cannot grow memory without bound (OpenSSH's MaxStartups, without the
-    /// randomness). A handshake takes its place once its pace and its peer's share allow it to
-    /// start, so connections that only wait hold none.
+    /// randomness). A handshake takes its place once its client has sent something and its pace
+    /// and its peer's share allow it to start, so connections that only wait hold none.
     pub max_pending_handshakes: usize,
-    /// Handshakes one peer (as for `max_connections_per_peer`) may have in progress at once; its
-    /// others wait for one of them to end, within the handshake timeout. Connections that never
-    /// finish their handshake then cost their own peer's, not the other peers', which a few
-    /// peers could otherwise keep from starting any by filling `max_pending_handshakes`.
+    /// Handshakes one peer (as for `max_connections_per_peer`) may have in progress (its client
+    /// has spoken) at once; its others wait for one of them to end, within the handshake
+    /// timeout. Handshakes that never finish then cost their own peer's, not the other peers',
+    /// which a few peers could otherwise keep from starting any by filling
+    /// `max_pending_handshakes`.
     pub max_handshakes_per_peer: usize,
     /// Connections (in their handshake or established) one peer may hold at once: a local user
     /// by the uid of SO_PEERCRED (root is not limited), a TCP peer by its address. Beyond it that
@@ -722,19 +723,19 @@ async fn accept_loop(
         let idle_timeout = options.idle_timeout;
         tokio::spawn(async move {
             let paced = async {
-                let waited = async {
-                    if let Some(turn) = turn {
-                        tokio::time::sleep_until(turn.into()).await;
-                    }
-                    match key {
-                        Some(key) => Some(handshaking.turn(key, per_peer_handshakes).await),
-                        None => None,
-                    }
-                };
-                // A client that gives up while it waits gives its places back at once.
-                let _own = tokio::select! {
-                    own = waited => own,
-                    () = raw.hung_up() => return Err(io::ErrorKind::ConnectionAborted.into()),
+                // A handshake is in progress once its client has spoken. Until then the
+                // connection takes no place: its client may open others before it speaks on
+                // this one (and would wait for itself if this one held a place they need), or
+                // never speak, or hang up, which gives the connection's slot back at once.
+                if !raw.spoke().await {
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+                if let Some(turn) = turn {
+                    tokio::time::sleep_until(turn.into()).await;
+                }
+                let _own = match key {
+                    Some(key) => Some(handshaking.turn(key, per_peer_handshakes).await),
+                    None => None,
                 };
                 // Root's handshakes take no place: however the others fill them, root gets in.
                 let _place = match root {
@@ -793,10 +794,10 @@ enum Raw {
 }
 
 impl Raw {
-    /// Resolves once the peer has closed its end (or reset it) before sending anything; pends
-    /// forever once it has sent something, which the handshake then reads. The runtime may call a
-    /// socket readable when it is not, so a byte is peeked at to tell.
-    async fn hung_up(&self) {
+    /// Waits until the peer has sent something (true), which the handshake then reads, or has
+    /// closed or reset its end before that (false). The runtime may call a socket readable when
+    /// it is not, so a byte is peeked at to tell.
+    async fn spoke(&self) -> bool {
         loop {
             let peeked = match self {
                 Raw::Unix(stream, _) => match stream.readable().await {
@@ -813,11 +814,11 @@ impl Raw {
                 },
             };
             match peeked {
-                Ok(0) => return,
-                Ok(_) => return std::future::pending().await,
+                Ok(0) => return false,
+                Ok(_) => return true,
                 // Not readable after all: the runtime has forgotten the readiness; wait again.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
     }
@@ -1049,22 +1050,22 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_waiting_connection_notices_its_client_hang_up() {
+    async fn a_connection_waits_for_its_client_to_speak_or_hang_up() {
         let dir = tempfile::tempdir().unwrap();
         let (raw, client) = accepted(dir.path()).await;
-        let quiet = tokio::time::timeout(Duration::from_millis(200), raw.hung_up()).await;
-        assert!(quiet.is_err(), "a silent client is still there");
+        let quiet = tokio::time::timeout(Duration::from_millis(200), raw.spoke()).await;
+        assert!(quiet.is_err(), "a silent client is waited for");
         drop(client);
-        tokio::time::timeout(Duration::from_secs(5), raw.hung_up())
-            .await
-            .expect("a closed client is noticed");
+        let spoke = tokio::time::timeout(Duration::from_secs(5), raw.spoke()).await;
+        assert_eq!(spoke.ok(), Some(false), "a closed client is noticed");
 
         let (raw, mut client) = accepted(dir.path()).await;
         std::io::Write::write_all(&mut client, b"hello").unwrap();
-        let spoke = tokio::time::timeout(Duration::from_millis(200), raw.hung_up()).await;
-        assert!(
-            spoke.is_err(),
-            "a client that sent something is left to the handshake"
+        let spoke = tokio::time::timeout(Duration::from_secs(5), raw.spoke()).await;
+        assert_eq!(
+            spoke.ok(),
+            Some(true),
+            "a client that sent something has spoken"
         );
         let Raw::Unix(ours, _) = raw else {
             unreachable!()

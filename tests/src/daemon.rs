@@ -188,11 +188,16 @@ impl Daemon {
                     Err(_) => false,
                 },
                 None => {
-                    // Probed only once the certificates exist, and from another address: the
-                    // daemon counts connections per address until it sees them close, and a
-                    // test may count connections from 127.0.0.1 right after start-up.
+                    // Probed only once the certificates exist. The daemon counts loopback's
+                    // connections together until it sees them close, and a test may count
+                    // connections from 127.0.0.1 right after start-up: wait for it to see the
+                    // probe's close, when it holds its listening socket alone.
                     crate::pem::holds_certificate(&self.root_cert())
                         && probe_tcp(self.address.parse().expect("socket address"))
+                        && crate::procfs::wait_tcp_connections_closed(
+                            self.address.parse().expect("socket address"),
+                            Duration::from_secs(5),
+                        )
                 }
             };
             // The daemon binds its socket first (connections queue meanwhile) and then creates
@@ -502,7 +507,7 @@ pub fn free_tcp_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// Whether a TCP connection to `addr` is accepted; from 127.0.0.2 when `addr` is 127.0.0.1.
+/// Whether a TCP connection to `addr` is accepted (from 127.0.0.2 when `addr` is 127.0.0.1).
 fn probe_tcp(addr: std::net::SocketAddr) -> bool {
     use socket2::{Domain, Socket, Type};
     let timeout = Duration::from_millis(200);

@@ -92,6 +92,37 @@ pub fn wait_fd_count(pid: u32, at_most: usize, limit: Duration) -> usize {
     }
 }
 
+/// Wait up to `limit` until no connection accepted on the IPv4 TCP socket `listening` is open
+/// on the server's side (`/proc/net/tcp`: none with that local port in a state other than
+/// listening or TIME_WAIT); whether that happened.
+pub fn wait_tcp_connections_closed(listening: std::net::SocketAddr, limit: Duration) -> bool {
+    let port = format!(":{:04X}", listening.port());
+    let open = || {
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3
+                    && fields[1].ends_with(&port)
+                    && fields[3] != "0A"
+                    && fields[3] != "06"
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if open() == 0 {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Direct children of `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
     let mut all = Vec::new();
