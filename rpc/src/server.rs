@@ -738,20 +738,19 @@ async fn accept_loop(
                     None => None,
                 };
                 // Root's handshakes take no place: however the others fill them, root gets in.
-                let _place = match root {
-                    true => None,
-                    false => match pending.try_acquire_owned() {
-                        Ok(place) => Some(place),
-                        Err(_) => {
-                            warn(
-                                &warnings,
-                                None,
-                                "too many TLS handshakes in progress; closing new connections \
-                                 from everyone but root",
-                            );
-                            return Err(io::ErrorKind::ConnectionRefused.into());
-                        }
-                    },
+                let _place = if root {
+                    None
+                } else {
+                    let Ok(place) = pending.try_acquire_owned() else {
+                        warn(
+                            &warnings,
+                            None,
+                            "too many TLS handshakes in progress; closing new connections from \
+                             everyone but root",
+                        );
+                        return Err(io::ErrorKind::ConnectionRefused.into());
+                    };
+                    Some(place)
                 };
                 handshake(raw, &acceptor, held, idle_timeout).await
             };

@@ -161,8 +161,13 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     if duration.subsec_nanos() != 0 {
         return Err("the duration must be a whole number of seconds".into());
     }
+    let most = trust::tokens::MAX_LIFETIME;
     match duration.as_secs() {
         0 => Err("the duration must be longer than zero".into()),
+        // Refused here as the service would refuse it, before anything is asked of it.
+        seconds if i64::try_from(seconds).map_or(true, |s| s > most.whole_seconds()) => {
+            Err(format!("a token works at most {} days", most.whole_days()))
+        }
         seconds => Ok(seconds),
     }
 }
@@ -240,6 +245,11 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert_eq!(
+            parse_duration("31d"),
+            Err("a token works at most 30 days".to_string())
+        );
         // The reason in our words, then what is expected.
         for (bad, why) in [
             ("", "nothing given"),
