@@ -40,7 +40,7 @@ fn passphrase_clients_bounded_per_user() {
         assert!(
             stderr.contains(REFUSED)
                 && stderr.contains("multipass trust remove")
-                && stderr.contains("multipass authenticate TOKEN"),
+                && stderr.contains("one-time token, which 'multipass authenticate' asks for"),
             "one client too many ({secret}): {stderr}"
         );
     }
