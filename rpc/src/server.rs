@@ -62,6 +62,9 @@ pub struct Peer {
     pub client: Option<VerifiedClient>,
     /// The connection's requests in flight and since when it has had none.
     pub clock: IdleClock,
+    /// [`Peer::key`], found once for the connection: finding a uid's account reads
+    /// `/etc/subuid`'s metadata, which every request of the connection would otherwise repeat.
+    key: Option<PeerKey>,
 }
 
 impl Peer {
@@ -72,6 +75,7 @@ impl Peer {
         client: Option<VerifiedClient>,
     ) -> Peer {
         Peer {
+            key: PeerKey::of(transport, credentials.as_ref()),
             transport,
             credentials,
             client,
@@ -82,7 +86,7 @@ impl Peer {
     /// Whose account this peer's doings go on: its uid on the Unix socket, its address on TCP.
     /// `None` on a Unix socket without kernel credentials.
     pub fn key(&self) -> Option<PeerKey> {
-        PeerKey::of(self.transport, self.credentials.as_ref())
+        self.key
     }
 
     /// The peer of `request`, as [`incoming`] recorded it in the request's extensions. A request
