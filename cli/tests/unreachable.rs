@@ -196,15 +196,19 @@ fn tls_failure_exits_3() {
     );
 }
 
+/// `multipass list` with `MULTIPASS_SERVER_ADDRESS` set to `address`.
+fn list_at(env: &Env, address: &str) -> Output {
+    env.command(Path::new("unused"))
+        .env("MULTIPASS_SERVER_ADDRESS", address)
+        .arg("list")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn invalid_address_exits_1() {
     let env = Env::new();
-    let out = env
-        .command(Path::new("unused"))
-        .env("MULTIPASS_SERVER_ADDRESS", "nowhere")
-        .arg("list")
-        .output()
-        .unwrap();
+    let out = list_at(&env, "nowhere");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
@@ -216,12 +220,7 @@ fn invalid_address_exits_1() {
 #[test]
 fn a_url_as_the_address_or_an_empty_client_id_exits_1() {
     let env = Env::new();
-    let out = env
-        .command(Path::new("unused"))
-        .env("MULTIPASS_SERVER_ADDRESS", "tcp://127.0.0.1:50051")
-        .arg("list")
-        .output()
-        .unwrap();
+    let out = list_at(&env, "tcp://127.0.0.1:50051");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("invalid address 'tcp://127.0.0.1:50051'"),

@@ -374,18 +374,15 @@ impl Daemon {
 
     /// Run `multipass args...` as `user`, with `stdin` piped in (or /dev/null).
     pub fn run_as(&self, user: &User, args: &[&str], stdin: Option<&str>) -> CliOutput {
-        let env = self.client_env(&user.xdg_data_home());
-        let mut cmd = user.command(&crate::bin("multipass"), &env);
-        cmd.args(args);
-        process::run(cmd, stdin, DEFAULT_TIMEOUT)
+        self.run_as_bytes(user, args, stdin.map(str::as_bytes))
     }
 
     /// [`Daemon::run_as`] with any bytes on stdin, text or not.
-    pub fn run_as_bytes(&self, user: &User, args: &[&str], stdin: &[u8]) -> CliOutput {
+    pub fn run_as_bytes(&self, user: &User, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
         let env = self.client_env(&user.xdg_data_home());
         let mut cmd = user.command(&crate::bin("multipass"), &env);
         cmd.args(args);
-        process::run_bytes(cmd, Some(stdin), DEFAULT_TIMEOUT)
+        process::run_bytes(cmd, stdin, DEFAULT_TIMEOUT)
     }
 
     /// Run `multipass args...` as root (with its own home in the test directory).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use rpc::proto::rpc_client::RpcClient;
-use rpc::proto::{ListReply, ListRequest, PingRequest, SetReply, SetRequest};
+use rpc::proto::{ListReply, ListRequest, PingRequest};
 use rustls::pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -91,26 +91,6 @@ pub async fn list(channel: Channel) -> Result<Vec<ListReply>, tonic::Status> {
     let request = ListRequest::default();
     let mut replies = client
         .list(tokio_stream::iter(vec![request]))
-        .await?
-        .into_inner();
-    let mut all = Vec::new();
-    while let Some(reply) = replies.message().await? {
-        all.push(reply);
-    }
-    Ok(all)
-}
-
-/// Call `set` of `key` to `value` (one request, then read every reply), as a client that sends
-/// whatever it is given.
-pub async fn set(channel: Channel, key: &str, value: &str) -> Result<Vec<SetReply>, tonic::Status> {
-    let mut client = RpcClient::new(channel);
-    let request = SetRequest {
-        key: key.to_string(),
-        val: value.to_string(),
-        ..SetRequest::default()
-    };
-    let mut replies = client
-        .set(tokio_stream::iter(vec![request]))
         .await?
         .into_inner();
     let mut all = Vec::new();

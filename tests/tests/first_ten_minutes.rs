@@ -196,7 +196,11 @@ fn set_local_passphrase_refuses_what_it_cannot_send() {
     let before = stored_hash(daemon).expect("a passphrase is set");
 
     // Not UTF-8: an input error, said as such, with no remedy telling to do what was done.
-    let out = daemon.run_as_bytes(alice, &["set", "local.passphrase"], b"\xff\xfe\n\xff\xfe\n");
+    let out = daemon.run_as_bytes(
+        alice,
+        &["set", "local.passphrase"],
+        Some(b"\xff\xfe\n\xff\xfe\n"),
+    );
     out.assert_failure(
         1,
         "The passphrase must be UTF-8 text.",

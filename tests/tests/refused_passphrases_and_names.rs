@@ -54,7 +54,7 @@ fn token_shaped_and_overlong_passphrases_are_refused_by_daemon_and_helper() {
                     Some((&first.cert_path(), &first.key_path())),
                 )?;
                 let channel = grpc::channel(daemon.socket(), config).await?;
-                Ok::<_, grpc::BoxError>(grpc::set(channel, "local.passphrase", value).await)
+                Ok::<_, grpc::BoxError>(clients::set(channel, "local.passphrase", value).await)
             })
             .expect("a channel with the first client's certificate")
             .expect_err("`set local.passphrase` of a refused value");
