@@ -18,7 +18,7 @@ use crate::passphrase;
 /// The passphrase is asked for when it is not given: without echo on a terminal, otherwise as one
 /// line of standard input (`echo "$PASSPHRASE" | multipass authenticate`). Prefer either to the
 /// argument: other users can see command-line arguments. An empty answer is refused (`No
-/// passphrase given`).
+/// passphrase given`), and so is one that is not UTF-8 text or is longer than 1024 bytes.
 ///
 /// The passphrase is checked even when this client is trusted already: a wrong one is refused,
 /// the right one answers which name the client is trusted under. Wrong passphrases and tokens

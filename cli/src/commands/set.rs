@@ -19,7 +19,9 @@ fn long_about() -> String {
          alone to be asked for the value, or KEY=VALUE.\n\n\
          For local.passphrase the client first checks that the service trusts it, and only then \
          asks for the passphrase, twice: without echo on a terminal, otherwise as two lines of \
-         standard input. The service keeps only a salted Argon2id hash of it.\n\n\
+         standard input. It is UTF-8 text of at most 1024 bytes. The service keeps only a salted \
+         Argon2id hash of it. One user's changes (root's aside) come five at once, then two a \
+         second; the others wait their turn.\n\n\
          An empty answer changes nothing. To clear the passphrase (nobody can then authenticate \
          with one until it is set again; trusted clients stay trusted), give the empty value \
          explicitly: `multipass set local.passphrase=`.\n\n\

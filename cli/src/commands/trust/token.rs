@@ -43,8 +43,9 @@ enum TokenCommand {
 /// once, until it expires or is revoked.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
-    /// The token's name, and the name the enrolled client is trusted under [default: a generated
-    /// token name; the client gets the redeeming user's login name]
+    /// The token's name, and the name the enrolled client is trusted under; refused when a
+    /// trusted client has that name already [default: a generated token name; the client gets
+    /// the redeeming user's login name]
     #[arg(long)]
     name: Option<String>,
     /// How long the token works, e.g. 90s, 15m, 2h, 1d, "1h 30m" (at most 30 days) [default: 15m]
