@@ -316,16 +316,20 @@ impl Trust for Management {
         self.gate.manage(&peer, REVOKE_TOKENS).await?;
         let name = request.into_inner().name;
         let now = OffsetDateTime::now_utc();
-        let record = self
+        let revocation = self
             .on_tokens(move |tokens| tokens.revoke(&name, now))
             .await?;
-        AuditEvent::TokenRevoked {
-            name: &record.name,
-            by: crate::audit::who(&peer),
+        // A repeated revocation changed nothing, so it leaves no line in the audit log.
+        if !revocation.already {
+            AuditEvent::TokenRevoked {
+                name: &revocation.record.name,
+                by: crate::audit::who(&peer),
+            }
+            .emit();
         }
-        .emit();
         Ok(Response::new(RevokeTokenReply {
-            info: Some(token_info(&record, now)),
+            info: Some(token_info(&revocation.record, now)),
+            already_revoked: revocation.already,
         }))
     }
 }

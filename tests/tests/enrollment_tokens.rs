@@ -100,6 +100,21 @@ fn enrollment_tokens() {
     tokens.push(revoked.clone());
     let out = daemon.run_as(&a, &["trust", "token", "revoke", "changed-my-mind"], None);
     out.assert_code(0, "A `trust token revoke`");
+    assert_eq!(
+        out.stdout.trim(),
+        "Revoked enrollment token 'changed-my-mind': it can no longer be used.",
+        "{out}"
+    );
+    outputs.push(out);
+    // Again: it succeeds for scripts, says that nothing changed, and leaves no second audit line
+    // (checked with the audit below).
+    let out = daemon.run_as(&a, &["trust", "token", "revoke", "changed-my-mind"], None);
+    out.assert_code(0, "A second `trust token revoke`");
+    assert_eq!(
+        out.stdout.trim(),
+        "Enrollment token 'changed-my-mind' was already revoked: it cannot be used.",
+        "{out}"
+    );
     outputs.push(out);
     let out = daemon.run_as(&c, &["authenticate"], Some(&format!("{revoked}\n")));
     out.assert_failure(

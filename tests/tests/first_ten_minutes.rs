@@ -122,6 +122,15 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
     assert!(stored_hash(daemon).is_some());
     let out = daemon.run_as(alice, &["set", "local.passphrase"], Some("one\ntwo\n"));
     out.assert_failure(1, "Passphrases do not match", "a mismatch");
+    // One line where two are asked for: said as a mismatch, as Multipass does, and why.
+    let out = daemon.run_as(alice, &["set", "local.passphrase"], Some("only-once\n"));
+    out.assert_failure(
+        1,
+        "Passphrases do not match\nThe second answer was empty; nothing was changed. The \
+         passphrase is asked for twice: on standard input, give it on two lines.",
+        "a single line",
+    );
+    assert!(!out.stderr.contains("only-once"), "{out}");
 }
 
 fn empty_answers_do_not_clear_the_passphrase() {

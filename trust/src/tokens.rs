@@ -141,6 +141,15 @@ impl TokenStatus {
     }
 }
 
+/// What [`TokenStore::revoke`] did.
+#[derive(Debug)]
+pub struct Revocation {
+    /// The token's record, revoked.
+    pub record: TokenRecord,
+    /// It had been revoked before: nothing changed.
+    pub already: bool,
+}
+
 /// One token as the file records it (never the token itself).
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
@@ -428,8 +437,9 @@ impl TokenStore {
         })
     }
 
-    /// Revoke the token named `name` so that it can no longer be redeemed.
-    pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<TokenRecord, TokenError> {
+    /// Revoke the token named `name` so that it can no longer be redeemed. Revoking it again
+    /// succeeds and changes nothing, so that a script may repeat it; the answer says which.
+    pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<Revocation, TokenError> {
         self.modify(now, |records| {
             let record = records
                 .iter_mut()
@@ -437,11 +447,17 @@ impl TokenStore {
                 .ok_or_else(|| TokenError::NoSuchToken(crate::names::shown(name).to_string()))?;
             match record.state {
                 Stored::Used => Err(TokenError::AlreadyUsed(name.to_string())),
-                Stored::Revoked => Ok(record.clone()),
+                Stored::Revoked => Ok(Revocation {
+                    record: record.clone(),
+                    already: true,
+                }),
                 Stored::Active => {
                     record.state = Stored::Revoked;
                     record.state_changed = Some(now);
-                    Ok(record.clone())
+                    Ok(Revocation {
+                        record: record.clone(),
+                        already: false,
+                    })
                 }
             }
         })
@@ -614,9 +630,12 @@ mod tests {
         ));
         let (revoked, _) = s.create(Some("gone"), DEFAULT_LIFETIME, None, t0).unwrap();
         assert_eq!(
-            s.revoke("gone", t0).unwrap().status(t0),
+            s.revoke("gone", t0).unwrap().record.status(t0),
             TokenStatus::Revoked
         );
+        let again = s.revoke("gone", t0).unwrap();
+        assert!(again.already, "a second revocation says it changed nothing");
+        assert_eq!(again.record.status(t0), TokenStatus::Revoked);
         assert!(matches!(
             s.redeem(revoked.expose(), t0),
             Err(TokenError::Revoked)

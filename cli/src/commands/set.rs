@@ -134,6 +134,14 @@ fn prompt_passphrase() -> Result<Zeroizing<String>, Error> {
         ));
     }
     let second = read_passphrase("Please re-enter passphrase: ")?;
+    if second.is_empty() {
+        // Most often a single line piped in, which ran out at the second question.
+        return Err(Error::Usage(
+            "Passphrases do not match\nThe second answer was empty; nothing was changed. The \
+             passphrase is asked for twice: on standard input, give it on two lines."
+                .into(),
+        ));
+    }
     if *first != *second {
         return Err(Error::Usage("Passphrases do not match".into()));
     }

@@ -68,8 +68,9 @@ pub struct ListArgs {
 /// Revoke an enrollment token so that nobody can use it
 ///
 /// Revoke the enrollment token NAME (as `multipass trust token list` shows it): it can no longer
-/// be redeemed. A token that was already used cannot be revoked; remove the client it enrolled
-/// with `multipass trust remove` instead.
+/// be redeemed. Revoking a revoked token again succeeds and changes nothing. A token that was
+/// already used cannot be revoked; remove the client it enrolled with `multipass trust remove`
+/// instead.
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's name
@@ -133,9 +134,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 .await?
                 .into_inner();
             let name = reply.info.map(|i| i.name).unwrap_or_default();
-            output::print_line(&format!(
-                "Revoked enrollment token '{name}': it can no longer be used."
-            ))
+            if reply.already_revoked {
+                output::print_line(&format!(
+                    "Enrollment token '{name}' was already revoked: it cannot be used."
+                ))
+            } else {
+                output::print_line(&format!(
+                    "Revoked enrollment token '{name}': it can no longer be used."
+                ))
+            }
         }
     }
 }
