@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 
@@ -183,42 +183,56 @@ impl FailureLimiter {
 /// Bounds the passphrase hashes computed at once and the number waiting for a turn.
 #[derive(Debug)]
 pub struct HashPool {
-    running: Semaphore,
+    running: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
+}
+
+/// A place in [`HashPool`]'s queue, given back however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl HashPool {
     /// `parallel` hashes at once, `max_waiting` queued behind them.
     pub fn new(parallel: usize, max_waiting: usize) -> Arc<HashPool> {
         Arc::new(HashPool {
-            running: Semaphore::new(parallel.max(1)),
+            running: Arc::new(Semaphore::new(parallel.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting,
         })
     }
 
     /// Wait for a turn, or `Err(Busy)` if too many are already waiting.
-    pub async fn turn(&self) -> Result<SemaphorePermit<'_>, Error> {
-        if let Ok(permit) = self.running.try_acquire() {
+    pub async fn turn(&self) -> Result<OwnedSemaphorePermit, Error> {
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
             return Ok(permit);
         }
+        let place = Waiting(&self.waiting);
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::Busy);
         }
-        let permit = self.running.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = self.running.clone().acquire_owned().await;
+        drop(place);
         permit.map_err(|_| Error::Internal)
     }
 
-    /// Run the blocking `hash` on a blocking thread once it is our turn.
+    /// Run the blocking `hash` on a blocking thread once it is our turn. The turn goes with the
+    /// hash, so it is held until the hash ends even if the caller stops waiting for it.
     pub async fn run<T: Send + 'static>(
         &self,
         hash: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _turn = self.turn().await?;
-        Ok(tokio::task::spawn_blocking(hash).await?)
+        let turn = self.turn().await?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            hash()
+        })
+        .await?)
     }
 }
 
@@ -303,5 +317,45 @@ mod tests {
         assert!(matches!(pool.turn().await, Err(Error::Busy)));
         drop(held);
         assert!(pool.turn().await.is_ok());
+    }
+
+    /// A caller that stops waiting gives its place in the queue back, and a hash it started
+    /// keeps its turn until it ends.
+    #[tokio::test]
+    async fn abandoned_waits_and_hashes_keep_the_bounds() {
+        let pool = HashPool::new(1, 1);
+        let held = pool.turn().await.unwrap();
+        for _ in 0..10 {
+            let wait = tokio::time::timeout(Duration::from_millis(1), pool.turn()).await;
+            assert!(wait.is_err(), "no turn while the only one is held");
+        }
+        // Had the abandoned waits kept their places, the queue of one would be full.
+        let queued = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.turn().await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert!(queued.await.unwrap().is_ok());
+
+        let (started, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), {
+            let (started, release) = (started.0, release.1);
+            pool.run(move || {
+                started.send(()).unwrap();
+                release.recv().unwrap();
+            })
+        });
+        assert!(abandoned.await.is_err(), "the caller stopped waiting");
+        started.1.recv().unwrap();
+        assert!(
+            pool.running.available_permits() == 0,
+            "the hash still running holds its turn"
+        );
+        release.0.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), pool.turn())
+            .await
+            .expect("the turn comes back when the hash ends")
+            .unwrap();
     }
 }

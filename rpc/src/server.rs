@@ -903,7 +903,8 @@ pub const TOO_MANY_REQUESTS: &str =
 /// peer (a local user but root by uid, a TCP peer by address); beyond that a request is refused
 /// with `RESOURCE_EXHAUSTED` before any of its message is read, so the memory one peer can make
 /// the daemon hold for half-sent messages is bounded whatever its number of connections. Every
-/// request also moves its connection's [`IdleClock`].
+/// request also moves its connection's [`IdleClock`]. A request's handler runs to its end
+/// whatever its client does meanwhile, and keeps its place until then.
 #[derive(Debug, Clone)]
 pub struct RequestLimitLayer {
     max_per_peer: usize,
@@ -975,16 +976,27 @@ where
         };
         let in_flight = peer.map(|p| p.clock.begin());
         let reply = self.inner.call(request);
+        // The handler runs as a task of its own, holding its request's place, so that a client
+        // cannot cut it short: a deadline it sent (`grpc-timeout`), a reset stream or a closed
+        // connection drops only the wait below. Cut short, a handler could have left a change on
+        // disk without its audit line, or let go of a passphrase check's place while the hash
+        // went on running, unrecorded, on a blocking thread.
+        let work = tokio::spawn(async move {
+            let reply = reply.await;
+            (reply, (slot, in_flight))
+        });
         Box::pin(async move {
-            let reply = reply.await?;
+            let (reply, held) = match work.await {
+                Ok(done) => done,
+                // Nothing aborts the task, so it failed by panicking; the panic was printed.
+                Err(_) => {
+                    let failed = tonic::Status::internal("The service failed to answer.");
+                    return Ok(failed.into_http());
+                }
+            };
             // Held until the answer has been sent (or abandoned), not only until the handler
             // returned: a streamed answer is still part of the request.
-            Ok(reply.map(|body| {
-                tonic::body::Body::new(Holding {
-                    body,
-                    _held: (slot, in_flight),
-                })
-            }))
+            Ok(reply?.map(|body| tonic::body::Body::new(Holding { body, _held: held })))
         })
     }
 }

@@ -305,12 +305,22 @@ pub async fn channel_over(
 
 /// `authenticate` with `passphrase`.
 pub async fn authenticate(channel: Channel, passphrase: &str) -> Result<(), Status> {
+    authenticate_within(channel, passphrase, None).await
+}
+
+/// `authenticate` with `passphrase`, telling the daemon to give up after `deadline`
+/// (`grpc-timeout`) if one is given.
+pub async fn authenticate_within(
+    channel: Channel,
+    passphrase: &str,
+    deadline: Option<Duration>,
+) -> Result<(), Status> {
     let request = AuthenticateRequest {
         passphrase: passphrase.to_string(),
         verbosity_level: 0,
     };
     let mut replies = RpcClient::new(channel)
-        .authenticate(tokio_stream::iter(vec![request]))
+        .authenticate(within(tokio_stream::iter(vec![request]), deadline))
         .await?
         .into_inner();
     while replies.message().await?.is_some() {}
@@ -319,17 +329,35 @@ pub async fn authenticate(channel: Channel, passphrase: &str) -> Result<(), Stat
 
 /// `set key=val`.
 pub async fn set(channel: Channel, key: &str, val: &str) -> Result<(), Status> {
+    set_within(channel, key, val, None).await
+}
+
+/// `set key=val`, with a deadline as in [`authenticate_within`].
+pub async fn set_within(
+    channel: Channel,
+    key: &str,
+    val: &str,
+    deadline: Option<Duration>,
+) -> Result<(), Status> {
     let request = SetRequest {
         key: key.to_string(),
         val: val.to_string(),
         ..SetRequest::default()
     };
     let mut replies = RpcClient::new(channel)
-        .set(tokio_stream::iter(vec![request]))
+        .set(within(tokio_stream::iter(vec![request]), deadline))
         .await?
         .into_inner();
     while replies.message().await?.is_some() {}
     Ok(())
+}
+
+fn within<T>(message: T, deadline: Option<Duration>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
+    request
 }
 
 /// `get key`.
