@@ -32,13 +32,27 @@ impl FileMode {
 
 /// Replace `path` with `contents` atomically and durably.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<()> {
+    write_atomic_if(path, contents, mode, || Ok(true)).map(|_| ())
+}
+
+/// [`write_atomic`], but only if `still_valid` says so once the new content is durable and just
+/// before it takes the file's place; otherwise nothing changes and the answer is `false`. Writing
+/// and syncing take the most time of a replacement, so a check made before them leaves a window
+/// for a writer that takes no lock (a `tee -a` by hand); checked here, the window is one
+/// `rename`.
+pub fn write_atomic_if(
+    path: &Path,
+    contents: &[u8],
+    mode: FileMode,
+    still_valid: impl FnOnce() -> io::Result<bool>,
+) -> Result<bool> {
     let dir = parent(path);
     let write_err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
     };
     let tmp = temp_name(path);
-    let result = (|| -> io::Result<()> {
+    let result = (|| -> io::Result<bool> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -52,8 +66,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<()> 
         }
         file.write_all(contents)?;
         file.sync_all()?;
+        if !still_valid()? {
+            fs::remove_file(&tmp)?;
+            return Ok(false);
+        }
         fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
+        File::open(&dir)?.sync_all()?;
+        Ok(true)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -67,10 +86,18 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
+    // The directories about to be made, so that each can be made durable in its parent: a
+    // file written durably into a directory whose own entry was lost in a crash is lost too.
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
     match fs::create_dir_all(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(dir_err(e)),
+    }
+    for made in missing {
+        File::open(parent(made))
+            .and_then(|dir| dir.sync_all())
+            .map_err(dir_err)?;
     }
     let meta = fs::metadata(path).map_err(dir_err)?;
     if meta.permissions().mode() & 0o7777 != mode {
@@ -211,6 +238,15 @@ impl<'a> LockedFile<'a> {
     pub fn replace(&self, contents: &[u8]) -> Result<()> {
         write_atomic(self.path, contents, self.mode)
     }
+
+    /// Replace it with `contents` if `still_valid` (see [`write_atomic_if`]).
+    pub fn replace_if(
+        &self,
+        contents: &[u8],
+        still_valid: impl FnOnce() -> io::Result<bool>,
+    ) -> Result<bool> {
+        write_atomic_if(self.path, contents, self.mode, still_valid)
+    }
 }
 
 /// Change a file rewritten whole: lock, clear temporary files, read (`None`: missing), then
@@ -271,6 +307,25 @@ mod tests {
         );
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_replacement_no_longer_valid_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"read").unwrap();
+        let written = write_atomic_if(&path, b"new", FileMode::PRIVATE, || {
+            // A hand append while the new content was being written.
+            let mut f = OpenOptions::new().append(true).open(&path)?;
+            f.write_all(b" and appended")?;
+            Ok(false)
+        })
+        .unwrap();
+        assert!(!written);
+        assert_eq!(fs::read(&path).unwrap(), b"read and appended");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary");
+        assert!(write_atomic_if(&path, b"new", FileMode::PRIVATE, || Ok(true)).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"new");
     }
 
     #[test]

@@ -50,13 +50,17 @@ impl FileKey {
     }
 
     fn stat(path: &Path) -> Result<Option<FileKey>> {
+        FileKey::stat_io(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn stat_io(path: &Path) -> std::io::Result<Option<FileKey>> {
         match std::fs::metadata(path) {
             Ok(meta) => Ok(Some(FileKey::of(&meta))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(e) => Err(e),
         }
     }
 }

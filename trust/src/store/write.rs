@@ -45,7 +45,12 @@ impl TrustStore {
                 }
             }
             let text = bundle.to_pem();
-            file.replace(text.as_bytes())?;
+            // Checked again once the new file is written: a hand append meanwhile would
+            // otherwise be renamed away with the old file.
+            let unchanged = || Ok(FileKey::stat_io(&self.path)? == key);
+            if !file.replace_if(text.as_bytes(), unchanged)? {
+                continue;
+            }
             // Cache what we wrote only if the file is still exactly that.
             let now = FileKey::stat(&self.path)?.filter(|k| k.size == text.len() as u64);
             self.remember(bundle, now);
