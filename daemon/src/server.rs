@@ -27,7 +27,7 @@ use trust::{DataDir, TrustStore};
 use crate::activation;
 use crate::args::Args;
 use crate::descriptors;
-use crate::gate::{Gate, Parts, PARALLEL_HASHES, QUEUED_HASHES};
+use crate::gate::{Gate, Parts, PARALLEL_HASHES, QUEUED_HASHES, SOCKET_RETRY};
 use crate::limits::{FailureLimiter, HashPool, LimiterConfig};
 use crate::management::Management;
 use crate::renewal;
@@ -309,6 +309,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         }),
         hashes: HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
         tokens: tokens.clone(),
+        socket_retry: SOCKET_RETRY,
     }));
     let service = Service::new(gate.clone());
     let management = Management::new(gate.clone(), tokens, seen);

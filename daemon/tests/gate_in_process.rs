@@ -49,9 +49,10 @@ impl AdminDirectory for Admins {
     }
 }
 
-/// A socket file's access, as the gate set it, and how many times it was set.
+/// A socket file's access, as the gate set it, and how many times it was set; while `refusing`,
+/// a setting changes nothing (as when the helper is busy or cannot be reached).
 #[derive(Debug)]
-struct Socket(Mutex<(Access, usize)>);
+struct Socket(Mutex<(Access, usize)>, std::sync::atomic::AtomicBool);
 
 #[tonic::async_trait]
 impl SocketAccess for Socket {
@@ -61,9 +62,16 @@ impl SocketAccess for Socket {
 
     async fn set(&self, access: Access) {
         let mut state = self.0.lock().unwrap();
-        *state = (access, state.1 + 1);
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            state.1 += 1;
+        } else {
+            *state = (access, state.1 + 1);
+        }
     }
 }
+
+/// How long the gate waits before it tries again to set a socket's access it could not set.
+const SOCKET_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 struct Daemon {
     dir: tempfile::TempDir,
@@ -86,13 +94,14 @@ impl Daemon {
         let tls = tls::server_config(ServerCertResolver::new(&pki).unwrap()).unwrap();
         let store = Arc::new(TrustStore::new(data.trust_store(), FileMode::PRIVATE));
         let admin_set = Arc::new(Admins(Mutex::new(admins.iter().copied().collect())));
-        let socket = Arc::new(Socket(Mutex::new((Access::Restricted, 0))));
-        let gate = Arc::new(Gate::new(Parts::in_dir(
-            store,
-            &data,
-            admin_set.clone(),
-            socket.clone(),
-        )));
+        let socket = Arc::new(Socket(
+            Mutex::new((Access::Restricted, 0)),
+            Default::default(),
+        ));
+        let gate = Arc::new(Gate::new(Parts {
+            socket_retry: SOCKET_RETRY,
+            ..Parts::in_dir(store, &data, admin_set.clone(), socket.clone())
+        }));
         let unix = dir.path().join("multipass_socket");
         let unix_listener = tokio::net::UnixListener::bind(&unix).unwrap();
         let tcp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -574,6 +583,55 @@ async fn the_socket_follows_a_store_changed_behind_the_daemons_back() {
     list(&mut client).await.unwrap();
     assert_eq!(daemon.socket(), (Access::Open, 3));
     assert!(has_socket_file(&daemon.unix));
+}
+
+/// When the socket's access cannot be set (the helper busy, say), it is tried again at a later
+/// request, once a wait has passed that doubles with each failure; not at every request.
+#[tokio::test]
+async fn a_socket_access_not_set_is_tried_again_later() {
+    let daemon = Daemon::start(&[me()]).await;
+    daemon
+        .socket
+        .1
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let admin = daemon.identity("admin");
+    let mut client = daemon.rpc(&admin).await;
+    list(&mut client).await.unwrap();
+    assert!(daemon.is_trusted(&admin));
+    assert_eq!(
+        daemon.socket(),
+        (Access::Restricted, 1),
+        "tried once, not set"
+    );
+    for _ in 0..5 {
+        list(&mut client).await.unwrap();
+    }
+    assert_eq!(
+        daemon.socket(),
+        (Access::Restricted, 1),
+        "not at every request"
+    );
+    tokio::time::sleep(SOCKET_RETRY).await;
+    list(&mut client).await.unwrap();
+    assert_eq!(
+        daemon.socket(),
+        (Access::Restricted, 2),
+        "tried again after the wait"
+    );
+    // The wait doubled.
+    tokio::time::sleep(SOCKET_RETRY).await;
+    list(&mut client).await.unwrap();
+    assert_eq!(daemon.socket(), (Access::Restricted, 2), "the wait doubles");
+    // Once the helper answers again, the next try sets it, and then nothing more is tried.
+    daemon
+        .socket
+        .1
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(SOCKET_RETRY).await;
+    list(&mut client).await.unwrap();
+    assert_eq!(daemon.socket(), (Access::Open, 3));
+    list(&mut client).await.unwrap();
+    assert_eq!(daemon.socket(), (Access::Open, 3));
 }
 
 fn has_socket_file(path: &Path) -> bool {

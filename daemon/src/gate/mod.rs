@@ -14,7 +14,7 @@ mod authenticate;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rpc::server::{Peer, Transport as PeerTransport};
 use time::OffsetDateTime;
@@ -59,6 +59,13 @@ pub trait SocketAccess: Debug + Send + Sync + 'static {
     async fn set(&self, access: Access);
 }
 
+/// When the socket's access, not set, is tried again.
+#[derive(Debug, Default)]
+struct SocketRetry {
+    at: Option<Instant>,
+    wait: Duration,
+}
+
 /// What a [`Gate`] is made of.
 #[derive(Debug)]
 pub struct Parts {
@@ -78,7 +85,15 @@ pub struct Parts {
     pub hashes: Arc<HashPool>,
     /// One-time enrollment tokens.
     pub tokens: Arc<TokenStore>,
+    /// How long after a failure to set the socket's access it is tried again (doubling with
+    /// each failure, up to [`SOCKET_RETRY_MAX`]).
+    pub socket_retry: Duration,
 }
+
+/// The first wait before the socket's access, not set, is tried again.
+pub const SOCKET_RETRY: Duration = Duration::from_secs(10);
+/// The longest wait before it is tried again.
+pub const SOCKET_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// Passphrase hashes computed at once (each ~19 MiB and a core for ~50 ms).
 pub const PARALLEL_HASHES: usize = 2;
@@ -104,6 +119,7 @@ impl Parts {
             limiter: FailureLimiter::new(crate::limits::LimiterConfig::default()),
             hashes: HashPool::new(PARALLEL_HASHES, QUEUED_HASHES),
             tokens: Arc::new(TokenStore::new(dir.tokens(), FileMode::PRIVATE)),
+            socket_retry: SOCKET_RETRY,
         }
     }
 }
@@ -117,7 +133,9 @@ pub struct Gate {
     /// The access the socket was last given ([`encode`]d; 0: unknown or no socket file).
     socket_access: AtomicU8,
     /// Held while the socket's access is set: the later of two settings reads the later store.
-    socket_turn: tokio::sync::Mutex<()>,
+    /// Holds when to try again after the access could not be set, and the wait after that.
+    socket_turn: tokio::sync::Mutex<SocketRetry>,
+    socket_retry: Duration,
     seen: Option<Arc<LastSeen>>,
     settings: SettingsFile,
     limiter: FailureLimiter,
@@ -139,7 +157,8 @@ impl Gate {
     pub fn new(parts: Parts) -> Gate {
         Gate {
             socket_access: AtomicU8::new(encode(parts.socket.current())),
-            socket_turn: tokio::sync::Mutex::new(()),
+            socket_turn: tokio::sync::Mutex::new(SocketRetry::default()),
+            socket_retry: parts.socket_retry,
             store: parts.store,
             admin: parts.admin,
             socket: parts.socket,
@@ -408,8 +427,13 @@ impl Gate {
     /// empty, open otherwise), if it does not have it already. Called after every change of the
     /// store and at start-up; serialized, and the store is read under the turn, so when several
     /// changes race the last setting matches the last store.
+    ///
+    /// When the access could not be set (the helper busy or unreachable; the failure is logged),
+    /// it is tried again at a request after a wait that doubles with each failure: the access
+    /// is not left wrong for good, and a helper that cannot be reached is not asked at every
+    /// request.
     pub async fn sync_socket(&self) {
-        let _turn = self.socket_turn.lock().await;
+        let mut retry = self.socket_turn.lock().await;
         if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -424,11 +448,23 @@ impl Gate {
         if self.socket_access.load(Ordering::Acquire) == encode(Some(access)) {
             return;
         }
+        if retry.at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
         self.socket.set(access).await;
-        // Recorded even if it failed (the failure is logged): a helper that cannot be reached is
-        // not asked again at every request.
-        self.socket_access
-            .store(encode(Some(access)), Ordering::Release);
+        let now = self.socket.current();
+        if now.is_some_and(|now| now != access) {
+            retry.wait = match retry.wait {
+                Duration::ZERO => self.socket_retry,
+                wait => (wait * 2).min(SOCKET_RETRY_MAX),
+            };
+            retry.at = Some(Instant::now() + retry.wait);
+            self.socket_access.store(encode(now), Ordering::Release);
+        } else {
+            *retry = SocketRetry::default();
+            self.socket_access
+                .store(encode(Some(access)), Ordering::Release);
+        }
     }
 
     /// Audit that `peer` was refused for `refusal` (collapsed per peer and reason) and return
