@@ -11,6 +11,18 @@ use zeroize::Zeroizing;
 // Links in what keeps the executable from loading libm (see the crate).
 use multipass_linkage as _;
 
+/// Whether a tracer is attached (`TracerPid` in `/proc/self/status`).
+fn traced() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("TracerPid:"))
+                .is_some_and(|pid| pid.trim() != "0")
+        })
+        .unwrap_or(false)
+}
+
 fn main() -> ExitCode {
     // Before anything else: no core dump (nor a same-user ptrace or /proc/PID/mem read) may
     // expose a passphrase or the trust store. Every mode, the writer child included, runs this
@@ -19,6 +31,19 @@ fn main() -> ExitCode {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         eprintln!("multipassd-helper: cannot mark the process non-dumpable: {e}");
         return ExitCode::FAILURE;
+    }
+    // A process of the same user could have attached between `exec` and the line above, and
+    // stays attached: refuse to go on traced. (The writer child runs as the state directory's
+    // owner, whose other processes are the daemon's.)
+    if traced() {
+        eprintln!("multipassd-helper: refusing to run under a tracer");
+        return ExitCode::FAILURE;
+    }
+    // Descriptors inherited without close-on-exec (from whatever started us as root) are not
+    // passed on to the writer child, which runs as another user.
+    // SAFETY: close_range only changes flags of this process's descriptors.
+    unsafe {
+        libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -44,13 +69,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         bail!("paths cannot be chosen through pkexec");
     }
     match cli.command {
-        Command::Serve { idle_timeout } => {
+        Command::Serve {
+            idle_timeout,
+            max_calls,
+            polkit_timeout,
+        } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             let idle = (idle_timeout > 0).then(|| Duration::from_secs(idle_timeout));
-            runtime.block_on(bus::serve(cli.config, idle))
+            let limits = bus::Limits {
+                calls: max_calls.max(1),
+                interaction: Duration::from_secs(polkit_timeout.max(1)),
+            };
+            runtime.block_on(bus::serve(cli.config, limits, idle))
         }
         Command::ApplySocketPolicy => {
             require_root()?;

@@ -240,6 +240,55 @@ fn daemon_and_helper_are_not_dumpable() {
     );
 }
 
+/// A helper started under a tracer (which a process of the writer's user could attach in the
+/// moment between `exec` and the helper making itself non-dumpable) refuses to go on.
+fn helper_refuses_to_run_traced() {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(bin("multipassd-helper"));
+    command
+        .arg("--help")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("start the helper traced");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Let it run past the stop at `exec` and every signal-delivery stop, as a tracer would.
+    loop {
+        match nix::sys::wait::waitpid(pid, None).expect("wait for the traced helper") {
+            nix::sys::wait::WaitStatus::Stopped(_, signal) => {
+                let pass = match signal {
+                    nix::sys::signal::Signal::SIGTRAP => 0,
+                    other => other as libc::c_int,
+                };
+                // SAFETY: PTRACE_CONT of our own stopped tracee.
+                let done = unsafe { libc::ptrace(libc::PTRACE_CONT, pid.as_raw(), 0, pass) };
+                assert_eq!(done, 0, "continue the traced helper");
+            }
+            nix::sys::wait::WaitStatus::Exited(_, code) => {
+                // Reaped above already; only its output is read.
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+                    .expect("the helper's standard error");
+                assert_eq!(code, 1, "a traced helper ran on: {stderr}");
+                assert!(
+                    stderr.contains("refusing to run under a tracer"),
+                    "{stderr}"
+                );
+                break;
+            }
+            other => panic!("the traced helper: {other:?}"),
+        }
+    }
+}
+
 fn units_forbid_core_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     for unit in ["multipass.service", "multipassd-helper.service"] {
@@ -257,6 +306,6 @@ fn units_forbid_core_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [daemon_started_as_root_with_a_user_gives_up_the_bounding_set, daemon_and_helper_are_not_dumpable],
+    root: [daemon_started_as_root_with_a_user_gives_up_the_bounding_set, daemon_and_helper_are_not_dumpable, helper_refuses_to_run_traced],
     plain: [units_forbid_core_files],
 }
