@@ -62,9 +62,28 @@ impl Drop for CallGuard {
     }
 }
 
+/// Bounds of a serving helper that tests may change.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Calls answered at once, at most, beside those of root and the state directory's owner.
+    pub calls: usize,
+    /// How long polkit may take over a check that may ask someone to authenticate.
+    pub interaction: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            calls: CALLS,
+            interaction: POLKIT_INTERACTION,
+        }
+    }
+}
+
 /// The object served at [`OBJECT_PATH`].
 pub struct Helper {
     config: Arc<Config>,
+    limits: Limits,
     activity: Arc<Activity>,
     callers: Callers,
     writers: tokio::sync::Semaphore,
@@ -74,12 +93,13 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// A helper for `config`.
-    pub fn new(config: Config) -> Helper {
+    /// A helper for `config`, within `limits`.
+    pub fn new(config: Config, limits: Limits) -> Helper {
         Helper {
             config: Arc::new(config),
+            limits,
             activity: Activity::new(),
-            callers: Callers::new(),
+            callers: Callers::new(limits.calls),
             writers: tokio::sync::Semaphore::new(WRITERS),
             denials: denials(),
             bus: tokio::sync::OnceCell::new(),
@@ -96,11 +116,14 @@ impl Helper {
         scratch: &str,
     ) -> (zbus::connection::Builder<'static>, std::path::PathBuf) {
         let scratch = std::env::temp_dir().join(scratch);
-        let helper = Helper::new(Config {
-            socket: scratch.join("socket"),
-            data_dir: scratch.clone(),
-            admin_group: None,
-        });
+        let helper = Helper::new(
+            Config {
+                socket: scratch.join("socket"),
+                data_dir: scratch.clone(),
+                admin_group: None,
+            },
+            Limits::default(),
+        );
         let connection = connection
             .server(zbus::Guid::generate())
             .unwrap()
@@ -117,7 +140,8 @@ impl Helper {
 
     /// The caller of the message with `header`, by the uid the bus knows for its connection,
     /// admitted if fewer than [`CALLS`] calls are being answered and it has fewer than
-    /// [`CALLS_PER_CALLER`] of them.
+    /// [`CALLS_PER_CALLER`] of them. Root and the state directory's owner (the daemon, which
+    /// asks for the socket's access) also have [`RESERVED_CALLS`] places nobody else can take.
     async fn admit(
         &self,
         connection: &Connection,
@@ -126,7 +150,18 @@ impl Helper {
         // Before anything that waits: a call refused here costs no more than its message.
         let slot = self.callers.slot()?;
         let uid = self.caller_uid(connection, header).await?;
+        if slot.reserved && uid != 0 && Some(uid) != self.owner() {
+            return Err(Callers::full(self.limits.calls));
+        }
         self.callers.admit(uid, slot)
+    }
+
+    /// The uid that owns the state directory.
+    fn owner(&self) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&self.config.data_dir)
+            .ok()
+            .map(|meta| meta.uid())
     }
 
     /// The uid the bus knows for the sender of the message with `header`.
@@ -165,6 +200,12 @@ impl Helper {
             .primary()
             .flags()
             .contains(Flags::AllowInteractiveAuth);
+        // Someone answers one prompt at a time; a check that waits for an agent that never
+        // answers must not let one user hold the helper's places.
+        let _prompt = match interactive && uid != 0 {
+            true => Some(self.callers.prompt(uid)?),
+            false => None,
+        };
         let reason = match self
             .check_authorization(connection, header, action, interactive)
             .await
@@ -205,15 +246,32 @@ impl Helper {
             .get_or_try_init(|| AuthorityProxy::new(connection))
             .await
             .map_err(|e| format!("cannot reach polkit ({e})"))?;
-        let flags = if interactive {
-            CheckAuthorizationFlags::AllowUserInteraction.into()
+        let (flags, deadline) = if interactive {
+            (
+                CheckAuthorizationFlags::AllowUserInteraction.into(),
+                self.limits.interaction,
+            )
         } else {
-            Default::default()
+            (Default::default(), POLKIT_ANSWER)
         };
-        let result = authority
-            .check_authorization(&subject, action, &HashMap::new(), flags, "")
-            .await
-            .map_err(|e| format!("polkit failed ({e})"))?;
+        static CHECKS: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "multipassd-helper-{}",
+            CHECKS.fetch_add(1, Ordering::Relaxed)
+        );
+        let details = HashMap::new();
+        let check = authority.check_authorization(&subject, action, &details, flags, &id);
+        let result = match tokio::time::timeout(deadline, check).await {
+            Ok(result) => result.map_err(|e| format!("polkit failed ({e})"))?,
+            Err(_) => {
+                // polkitd would otherwise keep asking the caller's agent.
+                let _ = authority.cancel_check_authorization(&id).await;
+                return Err(format!(
+                    "no answer from polkit within {} s",
+                    deadline.as_secs()
+                ));
+            }
+        };
         Ok(if result.is_authorized {
             Polkit::Yes
         } else if result.is_challenge && !interactive {
@@ -243,6 +301,10 @@ impl Helper {
 /// at once took 15 MiB).
 const CALLS: usize = 64;
 
+/// Places beyond [`CALLS`] for root and the state directory's owner only: whatever others hold,
+/// the daemon can still have the socket's access set, and root can still act.
+const RESERVED_CALLS: usize = 8;
+
 /// Writer processes (`ops`' writes as the state directory's owner) running at once, at most;
 /// the calls beyond wait their turn. Each passphrase is hashed in one, and Argon2id takes 19 MiB
 /// and a core: without this bound one operator's 16 calls in flight ran 16 writers holding
@@ -255,44 +317,88 @@ const WRITERS: usize = 2;
 /// takes no more than a quarter of the places from the others.
 const CALLS_PER_CALLER: usize = 16;
 
+/// Checks that may ask someone to authenticate, in progress per caller (root excepted). Each
+/// holds its call's place until polkit answers, which an agent that never answers delays until
+/// [`POLKIT_INTERACTION`]: without this bound, four users held all [`CALLS`] places that way.
+const PROMPTS_PER_CALLER: usize = 2;
+
+/// How long polkit may take over a check that may ask someone to authenticate: time to type a
+/// password at an agent's prompt. Then the check is cancelled and the call refused.
+const POLKIT_INTERACTION: Duration = Duration::from_secs(120);
+
+/// How long polkit may take over any other check, which it answers at once: the default
+/// timeout of a D-Bus call.
+const POLKIT_ANSWER: Duration = Duration::from_secs(25);
+
 /// Calls being answered, and per caller.
 #[derive(Debug)]
 struct Callers {
     slots: Arc<tokio::sync::Semaphore>,
+    reserved: Arc<tokio::sync::Semaphore>,
+    calls: usize,
     per_uid: Mutex<HashMap<u32, usize>>,
+    prompts: Mutex<HashMap<u32, usize>>,
+}
+
+/// One of the places of [`Callers`].
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// One of the [`RESERVED_CALLS`].
+    reserved: bool,
 }
 
 /// A call admitted by [`Callers::admit`], counted until dropped.
 struct Admitted<'a> {
     callers: &'a Callers,
     uid: u32,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
+}
+
+/// A check that may prompt, counted by [`Callers::prompt`] until dropped.
+struct Prompt<'a> {
+    callers: &'a Callers,
+    uid: u32,
 }
 
 impl Callers {
-    fn new() -> Callers {
+    fn new(calls: usize) -> Callers {
         Callers {
-            slots: Arc::new(tokio::sync::Semaphore::new(CALLS)),
+            slots: Arc::new(tokio::sync::Semaphore::new(calls)),
+            reserved: Arc::new(tokio::sync::Semaphore::new(RESERVED_CALLS)),
+            calls,
             per_uid: Mutex::new(HashMap::new()),
+            prompts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// One of the [`CALLS`] places.
-    fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HelperError> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
-            HelperError::Busy(format!(
-                "Too many calls in flight: the helper is answering {CALLS} calls; try again \
-                 once it has"
-            ))
-        })
+    /// What a caller is told when every place it may take is taken.
+    fn full(calls: usize) -> HelperError {
+        HelperError::Busy(format!(
+            "Too many calls in flight: the helper is answering {calls} calls; try again once it \
+             has"
+        ))
+    }
+
+    /// One of the places: of the [`CALLS`], or else of the [`RESERVED_CALLS`], which the caller
+    /// may keep only if it is root or the state directory's owner.
+    fn slot(&self) -> Result<Slot, HelperError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Slot {
+                _permit: permit,
+                reserved: false,
+            });
+        }
+        match self.reserved.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Slot {
+                _permit: permit,
+                reserved: true,
+            }),
+            Err(_) => Err(Callers::full(self.calls)),
+        }
     }
 
     /// `uid`'s call, in `slot`, unless it has [`CALLS_PER_CALLER`] in flight.
-    fn admit(
-        &self,
-        uid: u32,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<Admitted<'_>, HelperError> {
+    fn admit(&self, uid: u32, slot: Slot) -> Result<Admitted<'_>, HelperError> {
         let mut per_uid = self.per_uid.lock().unwrap_or_else(|e| e.into_inner());
         let calls = per_uid.entry(uid).or_insert(0);
         if *calls >= CALLS_PER_CALLER && uid != 0 {
@@ -308,21 +414,42 @@ impl Callers {
             _slot: slot,
         })
     }
+
+    /// A check of `uid`'s that may prompt, unless it has [`PROMPTS_PER_CALLER`] in progress.
+    fn prompt(&self, uid: u32) -> Result<Prompt<'_>, HelperError> {
+        let mut prompts = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = prompts.entry(uid).or_insert(0);
+        if *count >= PROMPTS_PER_CALLER {
+            return Err(HelperError::Busy(format!(
+                "{PROMPTS_PER_CALLER} of this user's calls are waiting for an authentication \
+                 to be answered; answer them first"
+            )));
+        }
+        *count += 1;
+        Ok(Prompt { callers: self, uid })
+    }
+}
+
+/// Take one off `uid`'s count in `counts`, forgetting it at zero.
+fn uncount(counts: &Mutex<HashMap<u32, usize>>, uid: u32) {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = counts.get_mut(&uid) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&uid);
+        }
+    }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        let mut per_uid = self
-            .callers
-            .per_uid
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(calls) = per_uid.get_mut(&self.uid) {
-            *calls -= 1;
-            if *calls == 0 {
-                per_uid.remove(&self.uid);
-            }
-        }
+        uncount(&self.callers.per_uid, self.uid);
+    }
+}
+
+impl Drop for Prompt<'_> {
+    fn drop(&mut self) {
+        uncount(&self.callers.prompts, self.uid);
     }
 }
 
@@ -466,9 +593,9 @@ impl Helper {
 }
 
 /// Serve on the system bus until idle for `idle` (or forever with `None`).
-pub async fn serve(config: Config, idle: Option<Duration>) -> anyhow::Result<()> {
+pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> anyhow::Result<()> {
     config.admin().announce();
-    let helper = Helper::new(config);
+    let helper = Helper::new(config, limits);
     let activity = helper.activity();
     // Serve the object before taking the name, so a call that activated us finds it.
     let connection = crate::bus_socket::system()
@@ -505,7 +632,7 @@ mod tests {
 
     #[test]
     fn calls_in_flight_are_bounded_in_all_and_per_caller() {
-        let callers = Callers::new();
+        let callers = Callers::new(CALLS);
         let admit = |uid| callers.slot().and_then(|slot| callers.admit(uid, slot));
         let busy = |what: &str, result: Result<Admitted<'_>, HelperError>| match result {
             Err(HelperError::Busy(why)) => assert!(why.contains("in flight"), "{what}: {why}"),
@@ -523,12 +650,41 @@ mod tests {
         drop(held);
         let _again = admit(1000).expect("once its calls were answered");
         assert_eq!(callers.per_uid.lock().unwrap().get(&1000), Some(&1));
-        // However many callers, no more than CALLS at once, root's included.
-        let many: Vec<_> = (2000..).map_while(|uid| admit(uid).ok()).collect();
+        // However many callers, no more than CALLS at once, root's included; then only the
+        // reserved places, which `Helper::admit` leaves to root and the directory's owner.
+        let many: Vec<_> = (2000..)
+            .map_while(|uid| {
+                let slot = callers.slot().ok().filter(|slot| !slot.reserved)?;
+                callers.admit(uid, slot).ok()
+            })
+            .collect();
         assert_eq!(many.len() + root.len() + 2, CALLS);
+        let reserved: Vec<_> = (0..RESERVED_CALLS)
+            .map(|_| callers.slot().expect("a reserved place"))
+            .collect();
+        assert!(reserved.iter().all(|slot| slot.reserved));
         busy("beyond the helper's bound", admit(0));
+        drop(reserved);
+        assert!(callers.slot().unwrap().reserved);
         drop(many);
-        let _after = admit(3000).expect("once calls were answered");
+        let after = callers.slot().expect("once calls were answered");
+        assert!(!after.reserved, "the common places are taken first");
+    }
+
+    #[test]
+    fn checks_that_may_prompt_are_bounded_per_caller() {
+        let callers = Callers::new(CALLS);
+        let held: Vec<_> = (0..PROMPTS_PER_CALLER)
+            .map(|_| callers.prompt(1000).expect("within the bound"))
+            .collect();
+        match callers.prompt(1000) {
+            Err(HelperError::Busy(why)) => assert!(why.contains("answer them first"), "{why}"),
+            other => panic!("beyond the bound: {:?}", other.map(|_| ())),
+        }
+        let _other = callers.prompt(1001).expect("another caller");
+        drop(held);
+        let _again = callers.prompt(1000).expect("once answered");
+        assert_eq!(callers.prompts.lock().unwrap().get(&1000), Some(&1));
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub enum Command {
         /// Exit after this many seconds without a call (0: never).
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         idle_timeout: u64,
+        /// For tests: calls answered at once beside root's and the state directory owner's.
+        #[arg(long, hide = true, default_value_t = crate::bus::Limits::default().calls)]
+        max_calls: usize,
+        /// For tests: seconds polkit may take over a check that may prompt.
+        #[arg(long, hide = true, value_name = "SECONDS",
+              default_value_t = crate::bus::Limits::default().interaction.as_secs())]
+        polkit_timeout: u64,
     },
     /// Give the socket the owner, group and mode that match the trust store
     ///
