@@ -200,16 +200,22 @@ impl Helper {
             .primary()
             .flags()
             .contains(Flags::AllowInteractiveAuth);
-        // Someone answers one prompt at a time; a check that waits for an agent that never
-        // answers must not let one user hold the helper's places.
-        let _prompt = match interactive && uid != 0 {
-            true => Some(self.callers.prompt(uid)?),
-            false => None,
-        };
-        let reason = match self
-            .check_authorization(connection, header, action, interactive)
-            .await
-        {
+        // Asked without interaction first: polkit answers that at once, and most callers (root,
+        // the daemon, operators its rules authorize) need nothing more. Only a caller who must
+        // authenticate is asked again with interaction, which may wait for someone to answer a
+        // prompt, or for an agent that never answers: a few such checks per caller, so that
+        // nobody can hold the helper's places that way.
+        let mut answer = self
+            .check_authorization(connection, header, action, false)
+            .await;
+        let _prompt;
+        if interactive && matches!(answer, Ok(Polkit::NeedsInteraction)) {
+            _prompt = (uid != 0).then(|| self.callers.prompt(uid)).transpose()?;
+            answer = self
+                .check_authorization(connection, header, action, true)
+                .await;
+        }
+        let reason = match answer {
             Ok(Polkit::Yes) => return Ok(()),
             Ok(Polkit::NeedsInteraction) => {
                 return Err(HelperError::InteractionRequired(format!(
