@@ -217,7 +217,13 @@ fn apply(data_dir: &std::path::Path) -> anyhow::Result<Reply> {
             );
             let fingerprint = entry.fingerprint;
             trust::fsutil::ensure_dir(&layout.trust_store_dir(), 0o700)?;
-            TrustStore::new(layout.trust_store(), FileMode::PRIVATE).add(entry)?;
+            // Named as the daemon names the clients it trusts: never a name taken already.
+            let tokens = trust::tokens::TokenStore::new(layout.tokens(), FileMode::PRIVATE);
+            TrustStore::new(layout.trust_store(), FileMode::PRIVATE).enrol(
+                entry,
+                Some(&tokens),
+                time::OffsetDateTime::now_utc(),
+            )?;
             Ok(Reply::Trusted {
                 fingerprint: fingerprint.to_hex(),
             })

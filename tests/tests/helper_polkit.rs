@@ -60,6 +60,21 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
         store.contains(&format!("user: {}", operator.name)),
         "store:\n{store}"
     );
+    // A second client of the same user is named as the daemon would name it, not after the
+    // first one: two clients of one name could not be removed by it.
+    let second = multipass_system_tests::clients::MemoryIdentity::new(&daemon);
+    let (ok, text) = call_helper(
+        Some(&operator),
+        "TrustCertificate",
+        "ss",
+        &[&second.pem, ""],
+    );
+    assert!(ok, "a second certificate: {text}");
+    let store = std::fs::read_to_string(daemon.store_path()).unwrap();
+    assert!(
+        store.contains(&format!("name: {}-2\n", operator.name)),
+        "store:\n{store}"
+    );
     assert!(
         !helper.log().contains("helper-pass"),
         "passphrase in the helper's log"

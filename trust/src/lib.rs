@@ -36,4 +36,4 @@ pub use error::{Error, Result};
 pub use passphrase::PassphraseHash;
 pub use paths::DataDir;
 pub use pki::Fingerprint;
-pub use store::{Bundle, Enrolment, Entry, Metadata, Presence, TrustStore};
+pub use store::{Bundle, Enrolled, Enrolment, Entry, Metadata, Presence, TrustStore};

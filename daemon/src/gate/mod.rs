@@ -22,7 +22,7 @@ use tls::VerifiedClient;
 use trust::access::{Access, AdminPolicy};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
-use trust::tokens::{TokenError, TokenStatus, TokenStore};
+use trust::tokens::{TokenError, TokenStore};
 use trust::{Enrolment, Entry, Metadata, Presence, TrustStore};
 
 pub use self::authenticate::Authenticated;
@@ -384,34 +384,15 @@ impl Gate {
         }
         let store = self.store.clone();
         let tokens = (how != Enrolment::Token).then(|| self.tokens.clone());
-        let (added, was_empty, name) = tokio::task::spawn_blocking(move || {
-            let (mut was_empty, mut name) = (false, None);
-            // Read before the store's lock, which the token file's writers do not take; a token
-            // created meanwhile is refused if its name is then taken.
-            let now = OffsetDateTime::now_utc();
-            let reserved: Vec<String> = tokens
-                .and_then(|tokens| tokens.list().ok())
-                .unwrap_or_default()
-                .iter()
-                .filter(|r| r.status(now) == TokenStatus::Active)
-                .filter_map(|r| r.client_name().map(str::to_string))
-                .collect();
-            let added = store.modify(|bundle| {
-                if let Some(existing) = bundle.get(&entry.fingerprint) {
-                    name = existing.metadata.name.clone();
-                    return false;
-                }
-                let mut entry = entry.clone();
-                if let Some(base) = &entry.metadata.name {
-                    entry.metadata.name = Some(bundle.unique_name(base, &reserved));
-                }
-                name = entry.metadata.name.clone();
-                was_empty = bundle.is_empty();
-                bundle.insert(entry)
-            })?;
-            Ok::<_, trust::Error>((added, was_empty, name))
+        let enrolled = tokio::task::spawn_blocking(move || {
+            store.enrol(entry, tokens.as_deref(), OffsetDateTime::now_utc())
         })
         .await??;
+        let trust::Enrolled {
+            added,
+            was_empty,
+            name,
+        } = enrolled;
         if added {
             audit::trusted(peer, client, how);
             // Only a write that filled the store changes the socket's access; others' changes

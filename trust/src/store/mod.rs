@@ -28,6 +28,17 @@ use crate::pki::Fingerprint;
 pub use format::{Bundle, Enrolment, Entry, Metadata};
 pub use write::Changed;
 
+/// What [`TrustStore::enrol`] did.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// The client was not trusted before.
+    pub added: bool,
+    /// Nobody was trusted before.
+    pub was_empty: bool,
+    /// The name it is trusted under (its existing entry's, if it was trusted already).
+    pub name: Option<String>,
+}
+
 /// What identifies one version of the file, cheaply: a changed key means reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileKey {
@@ -213,6 +224,46 @@ impl TrustStore {
     /// Trust `entry`'s certificate. Returns `false` if it already was (its metadata is kept).
     pub fn add(&self, entry: Entry) -> Result<bool> {
         self.modify(|bundle| bundle.insert(entry.clone()))
+    }
+
+    /// Trust `entry`'s certificate, as [`TrustStore::add`], under a name that no other client
+    /// has and that no active token of `tokens` keeps for the client it will enroll: the
+    /// entry's own, or else the first free of `name-2`, `name-3`... Two clients with one name
+    /// could not be removed by it, and a token would not give its client the name it promised.
+    pub fn enrol(
+        &self,
+        entry: Entry,
+        tokens: Option<&crate::tokens::TokenStore>,
+        now: time::OffsetDateTime,
+    ) -> Result<Enrolled> {
+        // Read before the store's lock, which the token file's writers do not take; a token
+        // created meanwhile is refused if its name is then taken.
+        let reserved: Vec<String> = tokens
+            .and_then(|tokens| tokens.list().ok())
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.status(now) == crate::tokens::TokenStatus::Active)
+            .filter_map(|r| r.client_name().map(str::to_string))
+            .collect();
+        let (mut was_empty, mut name) = (false, None);
+        let added = self.modify(|bundle| {
+            if let Some(existing) = bundle.get(&entry.fingerprint) {
+                name = existing.metadata.name.clone();
+                return false;
+            }
+            let mut entry = entry.clone();
+            if let Some(base) = &entry.metadata.name {
+                entry.metadata.name = Some(bundle.unique_name(base, &reserved));
+            }
+            name = entry.metadata.name.clone();
+            was_empty = bundle.is_empty();
+            bundle.insert(entry)
+        })?;
+        Ok(Enrolled {
+            added,
+            was_empty,
+            name,
+        })
     }
 
     /// Stop trusting `fingerprint`; the removed entry, if it was there.
