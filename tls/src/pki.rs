@@ -65,6 +65,18 @@ impl ServerPki {
     /// clients that already read it keep working.
     pub fn load_or_create(dir: &DataDir, opts: ServerPkiOptions) -> Result<ServerPki> {
         fsutil::ensure_dir(&dir.certificates_dir(), 0o700)?;
+        // Two daemons started on one directory (or a renewal racing a second daemon) would
+        // otherwise each write a key and a certificate, and could leave one's key beside the
+        // other's certificate. Under the lock, no temporary file belongs to a live writer.
+        let _lock = DirLock::acquire(&dir.certificates_dir())?;
+        for file in [
+            dir.root_key(),
+            dir.root_cert(),
+            dir.server_key(),
+            dir.server_cert(),
+        ] {
+            fsutil::remove_stale_temporaries(&file);
+        }
         let now = OffsetDateTime::now_utc();
 
         let root = match load_root(dir, now + opts.renew_before) {
@@ -354,6 +366,10 @@ impl ClientIdentity {
         let _lock = DirLock::acquire(dir)?;
         let cert_path = dir.join(CLIENT_CERT_FILE);
         let key_path = dir.join(CLIENT_KEY_FILE);
+        // A copy of the key left by a write that a crash interrupted.
+        for file in [&key_path, &cert_path] {
+            fsutil::remove_stale_temporaries(file);
+        }
         if cert_path.exists() || key_path.exists() {
             return ClientIdentity::load(&cert_path, &key_path);
         }
@@ -455,6 +471,33 @@ mod tests {
     }
 
     #[test]
+    fn daemons_starting_at_once_on_a_new_directory_agree_on_one_pki() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        // A key copy left by a write that a crash interrupted.
+        std::fs::create_dir_all(dir.certificates_dir()).unwrap();
+        let stale = dir.certificates_dir().join(".localhost_key.pem.tmp.1.x");
+        std::fs::write(&stale, "left by a crash").unwrap();
+        let roots: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        ServerPki::load_or_create(&dir, Default::default())
+                            .unwrap()
+                            .root_cert_pem
+                            .clone()
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        assert!(roots.iter().all(|r| *r == roots[0]), "two root CAs made");
+        let again = ServerPki::load_or_create(&dir, Default::default()).unwrap();
+        assert_eq!(again.root_cert_pem, roots[0], "the files did not match");
+        assert!(!stale.exists(), "the stale temporary file is still there");
+    }
+
+    #[test]
     fn short_lived_server_cert_is_renewed_but_root_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
@@ -503,8 +546,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("multipass-client-certificate");
         let a = ClientIdentity::load_or_create(&dir).unwrap();
+        let stale = dir.join(format!(".{CLIENT_KEY_FILE}.tmp.1.x"));
+        std::fs::write(&stale, "a key copy left by a crash").unwrap();
         let b = ClientIdentity::load_or_create(&dir).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
+        assert!(!stale.exists(), "the stale temporary file is still there");
         use std::os::unix::fs::PermissionsExt;
         let mode =
             |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
