@@ -148,16 +148,19 @@ fn wire_enrolment(how: Enrolment) -> WireEnrolment {
     }
 }
 
-fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
-    let status = match record.status(now) {
+fn wire_status(status: TokenStatus) -> WireTokenStatus {
+    match status {
         TokenStatus::Active => WireTokenStatus::Active,
         TokenStatus::Expired => WireTokenStatus::Expired,
         TokenStatus::Used => WireTokenStatus::Used,
         TokenStatus::Revoked => WireTokenStatus::Revoked,
-    };
+    }
+}
+
+fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
     TokenInfo {
         name: record.name.clone(),
-        status: status as i32,
+        status: wire_status(record.status(now)) as i32,
         created: rfc3339(record.created),
         expires: rfc3339(record.expires),
         created_by_uid: record.created_by,
@@ -319,8 +322,8 @@ impl Trust for Management {
         let revocation = self
             .on_tokens(move |tokens| tokens.revoke(&name, now))
             .await?;
-        // A repeated revocation changed nothing, so it leaves no line in the audit log.
-        if !revocation.already {
+        // Revoking what could not be used anyway changed nothing: no line in the audit log.
+        if revocation.before == TokenStatus::Active {
             AuditEvent::TokenRevoked {
                 name: &revocation.record.name,
                 by: crate::audit::who(&peer),
@@ -329,7 +332,7 @@ impl Trust for Management {
         }
         Ok(Response::new(RevokeTokenReply {
             info: Some(token_info(&revocation.record, now)),
-            already_revoked: revocation.already,
+            before: wire_status(revocation.before) as i32,
         }))
     }
 }

@@ -94,6 +94,14 @@ fn enrollment_tokens() {
         "C `authenticate` with an expired token",
     );
     outputs.push(out);
+    // Revoking it changes nothing (the list below still says expired; no audit line).
+    let out = daemon.run_as(&a, &["trust", "token", "revoke", "short-lived"], None);
+    out.assert_code(0, "A `trust token revoke` of an expired token");
+    assert_eq!(
+        out.stdout.trim(),
+        "Enrollment token 'short-lived' had expired already: it cannot be used.",
+        "{out}"
+    );
 
     // Revoked.
     let revoked = create_token(&daemon, &a, &["--name", "changed-my-mind"]);

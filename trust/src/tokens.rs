@@ -144,10 +144,10 @@ impl TokenStatus {
 /// What [`TokenStore::revoke`] did.
 #[derive(Debug)]
 pub struct Revocation {
-    /// The token's record, revoked.
+    /// The token's record, as it is now.
     pub record: TokenRecord,
-    /// It had been revoked before: nothing changed.
-    pub already: bool,
+    /// Its status before: [`TokenStatus::Active`] if this revoked it, otherwise nothing changed.
+    pub before: TokenStatus,
 }
 
 /// One token as the file records it (never the token itself).
@@ -437,29 +437,28 @@ impl TokenStore {
         })
     }
 
-    /// Revoke the token named `name` so that it can no longer be redeemed. Revoking it again
-    /// succeeds and changes nothing, so that a script may repeat it; the answer says which.
+    /// Revoke the token named `name` so that it can no longer be redeemed. Revoking a token
+    /// that cannot be redeemed anyway (revoked or expired) succeeds and changes nothing, so that
+    /// a script may repeat it; the answer says what it was.
     pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<Revocation, TokenError> {
         self.modify(now, |records| {
             let record = records
                 .iter_mut()
                 .find(|r| r.name == name)
                 .ok_or_else(|| TokenError::NoSuchToken(crate::names::shown(name).to_string()))?;
-            match record.state {
-                Stored::Used => Err(TokenError::AlreadyUsed(name.to_string())),
-                Stored::Revoked => Ok(Revocation {
-                    record: record.clone(),
-                    already: true,
-                }),
-                Stored::Active => {
+            let before = record.status(now);
+            match before {
+                TokenStatus::Used => return Err(TokenError::AlreadyUsed(name.to_string())),
+                TokenStatus::Active => {
                     record.state = Stored::Revoked;
                     record.state_changed = Some(now);
-                    Ok(Revocation {
-                        record: record.clone(),
-                        already: false,
-                    })
                 }
+                TokenStatus::Revoked | TokenStatus::Expired => {}
             }
+            Ok(Revocation {
+                record: record.clone(),
+                before,
+            })
         })
     }
 
@@ -634,8 +633,16 @@ mod tests {
             TokenStatus::Revoked
         );
         let again = s.revoke("gone", t0).unwrap();
-        assert!(again.already, "a second revocation says it changed nothing");
+        assert_eq!(again.before, TokenStatus::Revoked, "nothing changed");
         assert_eq!(again.record.status(t0), TokenStatus::Revoked);
+        // An expired token stays expired: it says when it stopped working.
+        let (_, _) = s
+            .create(Some("lapsed"), Duration::seconds(5), None, t0)
+            .unwrap();
+        let later = t0 + Duration::seconds(10);
+        let lapsed = s.revoke("lapsed", later).unwrap();
+        assert_eq!(lapsed.before, TokenStatus::Expired);
+        assert_eq!(lapsed.record.status(later), TokenStatus::Expired);
         assert!(matches!(
             s.redeem(revoked.expose(), t0),
             Err(TokenError::Revoked)

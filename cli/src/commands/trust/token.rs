@@ -68,9 +68,9 @@ pub struct ListArgs {
 /// Revoke an enrollment token so that nobody can use it
 ///
 /// Revoke the enrollment token NAME (as `multipass trust token list` shows it): it can no longer
-/// be redeemed. Revoking a revoked token again succeeds and changes nothing. A token that was
-/// already used cannot be revoked; remove the client it enrolled with `multipass trust remove`
-/// instead.
+/// be redeemed. Revoking a token that is revoked or expired already succeeds and changes nothing.
+/// A token that was already used cannot be revoked; remove the client it enrolled with
+/// `multipass trust remove` instead.
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's name
@@ -133,16 +133,17 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 .revoke_token(RevokeTokenRequest { name: args.name })
                 .await?
                 .into_inner();
+            let before = reply.before();
             let name = reply.info.map(|i| i.name).unwrap_or_default();
-            if reply.already_revoked {
-                output::print_line(&format!(
-                    "Enrollment token '{name}' was already revoked: it cannot be used."
-                ))
-            } else {
-                output::print_line(&format!(
-                    "Revoked enrollment token '{name}': it can no longer be used."
-                ))
-            }
+            output::print_line(&match before {
+                TokenStatus::Revoked => {
+                    format!("Enrollment token '{name}' was already revoked: it cannot be used.")
+                }
+                TokenStatus::Expired => {
+                    format!("Enrollment token '{name}' had expired already: it cannot be used.")
+                }
+                _ => format!("Revoked enrollment token '{name}': it can no longer be used."),
+            })
         }
     }
 }
