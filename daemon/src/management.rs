@@ -99,12 +99,8 @@ impl Management {
 /// guessed at.
 pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
     let id = id.trim();
-    let mut named = bundle
-        .iter()
-        .filter(|e| e.metadata.name.as_deref() == Some(id));
-    if let (Some(one), None) = (named.next(), named.next()) {
-        return Ok(one.fingerprint);
-    }
+    // A name and another client's fingerprint prefix at once designate two clients: refused
+    // with both shown, rather than one picked, since a removal cannot be taken back.
     let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
     // Shown back in refusals: with its invisible characters escaped.
     let shown = || trust::names::shown(id).to_string();
@@ -386,17 +382,34 @@ mod tests {
     }
 
     #[test]
-    fn a_name_wins_over_fingerprint_prefixes() {
+    fn a_name_that_is_also_another_clients_prefix_is_ambiguous() {
         let (x, y) = (b"x".to_vec(), b"y".to_vec());
         let x_prefix = Fingerprint::of(&x).to_hex()[..8].to_string();
         let mut bundle = Bundle::default();
         bundle.insert(entry(&x, Some("x")));
-        // A client named like another's fingerprint prefix: the name designates it.
+        // A client named like another's fingerprint prefix: both are shown, neither picked.
         bundle.insert(entry(&y, Some(&x_prefix)));
-        assert_eq!(resolve(&bundle, &x_prefix).unwrap(), Fingerprint::of(&y));
-        // The other is still designated by a prefix the name is not.
+        match resolve(&bundle, &x_prefix) {
+            Err(Error::AmbiguousClient { candidates, .. }) => {
+                assert_eq!(candidates.len(), 2, "{candidates:?}")
+            }
+            other => panic!("expected ambiguity, got {other:?}"),
+        }
+        // Each is designated by a prefix of its own fingerprint.
         let longer = &Fingerprint::of(&x).to_hex()[..9];
         assert_eq!(resolve(&bundle, longer).unwrap(), Fingerprint::of(&x));
+        let own = &Fingerprint::of(&y).to_hex()[..8];
+        assert_eq!(resolve(&bundle, own).unwrap(), Fingerprint::of(&y));
+        // A name that is no other client's prefix designates its client.
+        bundle.insert(entry(b"z", Some("deadbeef0")));
+        if !Fingerprint::of(&x).to_hex().starts_with("deadbeef0")
+            && !Fingerprint::of(&y).to_hex().starts_with("deadbeef0")
+        {
+            assert_eq!(
+                resolve(&bundle, "deadbeef0").unwrap(),
+                Fingerprint::of(b"z")
+            );
+        }
     }
 
     #[test]

@@ -360,8 +360,12 @@ pub fn validate_name(name: &str) -> Result<&str, TokenError> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'+' | b'-'))
     {
         return Err(invalid(
-            "only letters, digits and the characters . _ @ + - are allowed".into(),
+            "only ASCII letters, digits and the characters . _ @ + - are allowed".into(),
         ));
+    }
+    // Shown in lists and logs, a name like a token would be mistaken for one.
+    if looks_like_token(name) {
+        return Err(invalid("it looks like an enrollment token".into()));
     }
     Ok(name)
 }
@@ -682,6 +686,7 @@ mod tests {
             "a\u{202E}b",
             "a\u{2028}b",
             &"a".repeat(65),
+            Token::generate().expose(),
         ] {
             assert!(
                 matches!(

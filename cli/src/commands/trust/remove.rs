@@ -10,8 +10,8 @@ use crate::output;
 ///
 /// Stop trusting a client. Its next request is refused; nothing else changes. ID is a client's
 /// name or the start of its fingerprint (at least 4 hex digits), as `multipass trust list` shows
-/// them. A client's name wins over fingerprint prefixes; otherwise an ID that matches more than
-/// one client removes nothing and names the candidates.
+/// them. An ID that matches more than one client (a name that is also the start of another
+/// client's fingerprint, say) removes nothing and names the candidates.
 /// Removing the last trusted client restricts the socket to administrators again.
 ///
 /// Shell completion cannot offer the names: only the daemon knows them, and completion does not
