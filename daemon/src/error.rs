@@ -158,7 +158,9 @@ impl From<Error> for Status {
             Error::Token(refusal) => match refusal {
                 TokenError::NameTaken(_) => Status::already_exists(message),
                 TokenError::TooMany => Status::resource_exhausted(message),
-                TokenError::NoSuchToken(_) => Status::not_found(message),
+                TokenError::NoSuchToken(_) | TokenError::NoSuchTokenValue => {
+                    Status::not_found(message)
+                }
                 TokenError::AlreadyUsed(_) => Status::failed_precondition(message),
                 // A refused redemption answers like a wrong passphrase, which stock clients know.
                 TokenError::InvalidName { .. }

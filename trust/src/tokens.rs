@@ -321,6 +321,9 @@ pub enum TokenError {
     /// Revoking a name no token has.
     #[error("There is no enrollment token named '{0}'.")]
     NoSuchToken(String),
+    /// Revoking by a token's value that no token has.
+    #[error("No enrollment token matches the token given. Please check it, or give the token's name (`multipass trust token list`).")]
+    NoSuchTokenValue,
     /// Revoking a token that already enrolled a client.
     #[error("The enrollment token '{0}' was already used; to undo that, remove the client it enrolled with `multipass trust remove`.")]
     AlreadyUsed(String),
@@ -446,13 +449,21 @@ impl TokenStore {
     /// a script may repeat it; the answer says what it was.
     pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<Revocation, TokenError> {
         self.modify(now, |records| {
+            // The token itself designates it too: an administrator who has only the token (the
+            // generated name went to the terminal) can still revoke it. Names never look like
+            // tokens, so the two cannot be mistaken for each other.
+            let value = looks_like_token(name).then(|| TokenHash::of(name));
             let record = records
                 .iter_mut()
-                .find(|r| r.name == name)
-                .ok_or_else(|| TokenError::NoSuchToken(crate::names::shown(name).to_string()))?;
+                .find(|r| r.name == name || value.as_ref().is_some_and(|v| r.hash.matches(v)))
+                .ok_or_else(|| match value {
+                    // Not shown back: it is a secret, even if a wrong one.
+                    Some(_) => TokenError::NoSuchTokenValue,
+                    None => TokenError::NoSuchToken(crate::names::shown(name).to_string()),
+                })?;
             let before = record.status(now);
             match before {
-                TokenStatus::Used => return Err(TokenError::AlreadyUsed(name.to_string())),
+                TokenStatus::Used => return Err(TokenError::AlreadyUsed(record.name.clone())),
                 TokenStatus::Active => {
                     record.state = Stored::Revoked;
                     record.state_changed = Some(now);
@@ -659,6 +670,15 @@ mod tests {
             s.revoke("nobody", t0),
             Err(TokenError::NoSuchToken(_))
         ));
+        // By the token itself, as well as by its name; an unknown one is not shown back.
+        let (value, _) = s.create(Some("by-value"), DEFAULT_LIFETIME, None, t0).unwrap();
+        let revoked = s.revoke(value.expose(), t0).unwrap();
+        assert_eq!(revoked.record.name, "by-value");
+        assert_eq!(revoked.before, TokenStatus::Active);
+        let unknown = Token::generate();
+        let refusal = s.revoke(unknown.expose(), t0).unwrap_err();
+        assert!(matches!(refusal, TokenError::NoSuchTokenValue));
+        assert!(!refusal.to_string().contains(unknown.expose()));
     }
 
     #[test]
