@@ -251,6 +251,17 @@ pub struct Helper {
 impl Helper {
     /// Start it (as root) and wait until it owns its name.
     pub fn start(socket: &Path, data_dir: &Path, admin_group: &str, log_dir: &Path) -> Helper {
+        Helper::start_with(socket, data_dir, admin_group, log_dir, &[])
+    }
+
+    /// [`Helper::start`] with more options of `serve` (`serve_args`, e.g. `--max-calls 8`).
+    pub fn start_with(
+        socket: &Path,
+        data_dir: &Path,
+        admin_group: &str,
+        log_dir: &Path,
+        serve_args: &[&str],
+    ) -> Helper {
         wait_name(false);
         let log = log_dir.join("helper.log");
         let file = File::create(&log).expect("helper log");
@@ -262,12 +273,24 @@ impl Helper {
             .arg("--admin-group")
             .arg(admin_group)
             .args(["serve", "--idle-timeout", "0"])
+            .args(serve_args)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawn multipassd-helper");
-        let helper = Helper { child, log };
-        wait_name(true);
+        let mut helper = Helper { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !name_owned() {
+            if let Some(status) = helper.child.try_wait().expect("wait for multipassd-helper") {
+                panic!(
+                    "multipassd-helper {serve_args:?} exited during start-up with {status}\n\
+                     --- log ---\n{}",
+                    helper.log()
+                );
+            }
+            assert!(Instant::now() < deadline, "{HELPER_NAME} still not owned");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         helper
     }
 
@@ -290,21 +313,25 @@ impl Drop for Helper {
     }
 }
 
+/// Whether the helper's name has an owner on the bus.
+fn name_owned() -> bool {
+    let out = Command::new("busctl")
+        .args([
+            "--system",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+        ])
+        .args(["org.freedesktop.DBus", "NameHasOwner", "s", HELPER_NAME])
+        .output()
+        .expect("busctl");
+    String::from_utf8_lossy(&out.stdout).trim() == "b true"
+}
+
 fn wait_name(owned: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = Command::new("busctl")
-            .args([
-                "--system",
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-            ])
-            .args(["org.freedesktop.DBus", "NameHasOwner", "s", HELPER_NAME])
-            .output()
-            .expect("busctl");
-        let has = String::from_utf8_lossy(&out.stdout).trim() == "b true";
-        if has == owned {
+        if name_owned() == owned {
             return;
         }
         assert!(
@@ -454,6 +481,208 @@ pub fn calls_carrying_descriptors(
         .collect()
 }
 
+/// One reply to a call of [`RawCalls`].
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    /// How long after the calls were sent it came (as the caller measured it).
+    pub after: Duration,
+    /// When the test read it.
+    pub at: Instant,
+    /// `None` for a method return; else the error's name and text, `NAME: TEXT`.
+    pub error: Option<String>,
+}
+
+impl RawReply {
+    /// Whether it is the error `io.multipass.Helper1.Error.<name>`.
+    pub fn is_error(&self, name: &str) -> bool {
+        self.error.as_deref().is_some_and(|e| {
+            e.strip_prefix("io.multipass.Helper1.Error.")
+                .and_then(|e| e.strip_prefix(name))
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+    }
+}
+
+/// A process of one user that calls the helper on one bus connection of its own, written on the
+/// socket (`dbus_held_calls.py`), as an attacker could: optionally after registering, for its own
+/// process, a polkit authentication agent that never answers, and with the message flag
+/// ALLOW_INTERACTIVE_AUTHORIZATION or without. polkitd asks that agent about each interactive
+/// call (BeginAuthentication) and waits for it. Killed when dropped.
+pub struct RawCalls {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The caller's login name.
+    pub user: String,
+    /// Calls made.
+    pub calls: usize,
+    /// When they were all sent (as the test saw it).
+    pub sent: Instant,
+    /// The calls polkitd made to the agent, by member (`BeginAuthentication`, ...).
+    pub asked: Vec<String>,
+    /// The replies so far, as they came.
+    pub replies: Vec<RawReply>,
+    /// Whether the process said it gave up waiting (see [`RawCalls::start`]'s `limit`).
+    pub gave_up: bool,
+}
+
+impl RawCalls {
+    /// As `user`, register a never-answering polkit agent for the process if `agent`; return once
+    /// it is ready to call the helper's `member` (with one string argument) `calls` times on one
+    /// connection, with ALLOW_INTERACTIVE_AUTHORIZATION if `interactive`, which
+    /// [`RawCalls::send`] has it do. The process waits for their replies, at most `limit` after
+    /// sending (then exits, which ends its agent).
+    pub fn start(
+        user: &User,
+        member: &str,
+        calls: usize,
+        agent: bool,
+        interactive: bool,
+        limit: Duration,
+    ) -> RawCalls {
+        const ALLOW_INTERACTIVE_AUTHORIZATION: u8 = 0x4;
+        let flags = if interactive {
+            ALLOW_INTERACTIVE_AUTHORIZATION
+        } else {
+            0
+        };
+        let mut child = user
+            .command(Path::new("/usr/bin/python3"), &[])
+            .arg("-c")
+            .arg(include_str!("dbus_held_calls.py"))
+            .args([SYSTEM_BUS_SOCKET, HELPER_NAME, helper_api::OBJECT_PATH])
+            .args([helper_api::INTERFACE, member])
+            .args([calls.to_string(), flags.to_string()])
+            .arg(if agent { "1" } else { "0" })
+            .arg(limit.as_secs_f64().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let (send, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut from, into) = (child.stderr.take().expect("stderr"), stderr.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut text = String::new();
+            let _ = from.read_to_string(&mut text);
+            into.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&text);
+        });
+        let mut raw = RawCalls {
+            child,
+            lines,
+            stderr,
+            user: user.name.clone(),
+            calls,
+            sent: Instant::now(),
+            asked: Vec::new(),
+            replies: Vec::new(),
+            gave_up: false,
+        };
+        raw.expect_until("ready", &["agent registered"]);
+        raw
+    }
+
+    /// Have it send its calls; return once they are sent.
+    pub fn send(&mut self) {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().expect("calls not sent yet");
+        stdin.write_all(b"\n").expect("tell the caller to send");
+        self.expect_until("sent ", &[]);
+        self.sent = Instant::now();
+    }
+
+    /// Read its lines until one that starts with `wanted`, any before it being one of `allowed`.
+    fn expect_until(&mut self, wanted: &str, allowed: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = self.next_line(deadline).unwrap_or_else(|| {
+                panic!(
+                    "{}: no `{wanted}` line: {}",
+                    self.user,
+                    self.stderr.lock().unwrap_or_else(|e| e.into_inner())
+                )
+            });
+            if line.starts_with(wanted) {
+                return;
+            }
+            assert!(
+                allowed.contains(&line.as_str()),
+                "{}: {line}\n{}",
+                self.user,
+                self.stderr.lock().unwrap_or_else(|e| e.into_inner())
+            );
+        }
+    }
+
+    /// Its next line, read before `deadline`.
+    fn next_line(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(left).ok()
+    }
+
+    /// Read what it says until `done` holds for it or `deadline` passes, or it stops saying
+    /// anything; whether `done` held.
+    pub fn read_until(&mut self, deadline: Instant, done: impl Fn(&RawCalls) -> bool) -> bool {
+        while !done(self) {
+            let Some(line) = self.next_line(deadline) else {
+                return done(self);
+            };
+            let at = Instant::now();
+            if let Some(member) = line.strip_prefix("asked ") {
+                self.asked.push(member.to_string());
+            } else if let Some(reply) = line.strip_prefix("reply ") {
+                // SERIAL SECONDS (return | error NAME: TEXT)
+                let mut words = reply.splitn(3, ' ');
+                let (_, after, what) = (words.next(), words.next(), words.next());
+                let after = after
+                    .and_then(|a| a.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("{}: {line}", self.user));
+                self.replies.push(RawReply {
+                    after: Duration::from_secs_f64(after),
+                    at,
+                    error: what
+                        .and_then(|w| w.strip_prefix("error "))
+                        .map(str::to_string),
+                });
+            } else if line.starts_with("unanswered ") {
+                self.gave_up = true;
+            } else {
+                panic!("{}: unexpected line {line}", self.user);
+            }
+        }
+        true
+    }
+
+    /// The number of `BeginAuthentication` calls polkitd made to the agent.
+    pub fn challenges(&self) -> usize {
+        self.asked
+            .iter()
+            .filter(|m| *m == "BeginAuthentication")
+            .count()
+    }
+}
+
+impl Drop for RawCalls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The set-up every helper test shares: the system bus (locked for this test), a scratch
 /// directory, the daemon's admin group and an "operators" group that test rules may authorize.
 /// Users are made with [`HelperSetup::user`], then [`HelperSetup::serve`] starts the daemon and
@@ -527,12 +756,28 @@ impl HelperSetup {
         }
     }
 
+    /// [`HelperSetup::serve_with`], the helper started with more options of `serve`
+    /// (`serve_args`, e.g. `--max-calls 8`).
+    pub fn serve_with_helper_args(
+        &self,
+        config: crate::DaemonConfig,
+        serve_args: &[&str],
+    ) -> (crate::Daemon, Helper) {
+        let daemon = crate::Daemon::start_with(&self.dir, &self.admins, config);
+        self.helper_with(daemon, serve_args)
+    }
+
     fn helper_for(&self, daemon: crate::Daemon) -> (crate::Daemon, Helper) {
-        let helper = Helper::start(
+        self.helper_with(daemon, &[])
+    }
+
+    fn helper_with(&self, daemon: crate::Daemon, serve_args: &[&str]) -> (crate::Daemon, Helper) {
+        let helper = Helper::start_with(
             daemon.socket.as_ref().expect("unix socket"),
             &daemon.data_dir,
             &self.admins.name,
             self.dir.path(),
+            serve_args,
         );
         (daemon, helper)
     }
