@@ -242,6 +242,8 @@ fn daemon_and_helper_are_not_dumpable() {
 
 /// A helper started under a tracer (which a process of the writer's user could attach in the
 /// moment between `exec` and the helper making itself non-dumpable) refuses to go on.
+// Reaped by `waitpid`, which a tracer must call itself to see the tracee's stops.
+#[allow(clippy::zombie_processes)]
 fn helper_refuses_to_run_traced() {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(bin("multipassd-helper"));

@@ -671,7 +671,9 @@ mod tests {
             Err(TokenError::NoSuchToken(_))
         ));
         // By the token itself, as well as by its name; an unknown one is not shown back.
-        let (value, _) = s.create(Some("by-value"), DEFAULT_LIFETIME, None, t0).unwrap();
+        let (value, _) = s
+            .create(Some("by-value"), DEFAULT_LIFETIME, None, t0)
+            .unwrap();
         let revoked = s.revoke(value.expose(), t0).unwrap();
         assert_eq!(revoked.record.name, "by-value");
         assert_eq!(revoked.before, TokenStatus::Active);
