@@ -117,15 +117,46 @@ pub fn socket_access(config: &Config) -> anyhow::Result<Access> {
 /// Whether nobody is trusted. Read as root from a directory the daemon's user controls: refuse
 /// symlinks and anything but a regular file, and bound the read.
 fn store_is_empty(config: &Config) -> anyhow::Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = config.layout().trust_store();
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+    use nix::fcntl::{open, openat};
+    use nix::sys::stat::Mode;
+    let layout = config.layout();
+    let path = layout.trust_store();
+    // The state directory comes from root's command line, in a directory its user cannot
+    // write; what is inside it is that user's, so no link is followed from there on, the
+    // store's own directory included.
+    let opened = open(
+        layout.root(),
+        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|root| {
+        let dir = layout
+            .trust_store_dir()
+            .file_name()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        openat(
+            &root,
+            &dir,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    })
+    .and_then(|dir| {
+        let name = path
+            .file_name()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        openat(
+            &dir,
+            &name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    });
+    let file = match opened {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(nix::errno::Errno::ENOENT) => return Ok(true),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
     let meta = file.metadata()?;

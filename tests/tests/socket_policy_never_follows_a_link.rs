@@ -130,6 +130,35 @@ fn set_socket_access_over_dbus_leaves_a_planted_symlink_alone() {
     }
 }
 
+/// The store is read as root to decide the socket's access; its directory belongs to the
+/// daemon's user, who could put a link there to another directory's store: not followed.
+fn the_store_is_not_read_through_a_link() {
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let elsewhere = data_dir_with_a_trusted_client(&dir);
+    let data = dir.subdir("linked-data");
+    std::os::unix::fs::symlink(
+        elsewhere.join("authenticated-certs"),
+        data.join("authenticated-certs"),
+    )
+    .unwrap();
+    let socket = dir.path().join("multipass_socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::os::unix::fs::chown(&socket, Some(0), Some(admins.gid)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+
+    let out = apply_socket_policy(&socket, &data, &admins);
+    assert!(
+        out.code == Some(1) && out.stderr.contains("cannot open"),
+        "{out}"
+    );
+    assert_eq!(
+        mode_owner(&socket).unwrap(),
+        (0o660, 0, admins.gid),
+        "the socket was opened after reading the store through the link"
+    );
+}
+
 fn a_socket_directory_others_can_write_is_refused() {
     let dir = TestDir::new();
     let admins = Group::create_admin();
@@ -195,5 +224,5 @@ fn a_socket_directory_others_can_write_is_refused() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [apply_socket_policy_leaves_a_planted_symlink_alone, set_socket_access_over_dbus_leaves_a_planted_symlink_alone, a_socket_directory_others_can_write_is_refused],
+    root: [apply_socket_policy_leaves_a_planted_symlink_alone, set_socket_access_over_dbus_leaves_a_planted_symlink_alone, the_store_is_not_read_through_a_link, a_socket_directory_others_can_write_is_refused],
 }
