@@ -11,6 +11,9 @@
 //! echo turned off for the time of the read.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
@@ -64,21 +67,22 @@ pub fn read_hidden(prompt: &str, limit: usize) -> Result<Zeroizing<String>, Read
     if !io::stdin().is_terminal() {
         return read_visible(prompt, limit);
     }
-    let secret = match rpassword::prompt_password(prompt) {
-        Ok(secret) => Zeroizing::new(secret),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Zeroizing::default(),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(ReadError::NotText),
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open("/dev/tty");
+    match tty {
+        Ok(tty) => {
+            let mut prompt_to = &tty;
+            read_hidden_from(tty.as_fd(), &mut prompt_to, prompt, limit)
+        }
         // No controlling terminal (see the module's documentation).
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-            return read_hidden_from_stdin(prompt, limit)
+            read_hidden_from(io::stdin().as_fd(), &mut io::stderr(), prompt, limit)
         }
-        Err(e) => return Err(e.into()),
-    };
-    // A terminal bounds the line it hands over (4 KiB on Linux), so it was read whole.
-    if secret.len() > limit {
-        return Err(ReadError::TooLong);
+        Err(e) => Err(e.into()),
     }
-    Ok(secret)
 }
 
 /// Prompt on stdout and read one line of at most `limit` bytes from stdin, with echo.
@@ -90,17 +94,20 @@ pub fn read_visible(prompt: &str, limit: usize) -> Result<Zeroizing<String>, Rea
     read_line(&mut io::stdin().lock(), limit)
 }
 
-/// What the terminal on standard input was set to before echo was turned off, for the signal
-/// handler that puts it back.
+/// What the terminal being read was set to before echo was turned off, and its descriptor, for
+/// the signal handler that puts it back.
 static SAVED_TERMINAL: OnceLock<libc::termios> = OnceLock::new();
+static SAVED_TERMINAL_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Put the terminal back as it was and die of the signal, as if it had not been caught.
 extern "C" fn restore_terminal_and_reraise(signal: libc::c_int) {
-    if let Some(saved) = SAVED_TERMINAL.get() {
+    let fd = SAVED_TERMINAL_FD.load(Ordering::SeqCst);
+    if let (Some(saved), 0..) = (SAVED_TERMINAL.get(), fd) {
         // SAFETY: tcsetattr, signal and raise are async-signal-safe; `saved` is a plain struct
-        // that is never written after it was set.
+        // that is never written after it was set, and `fd` stays open while the handler is in
+        // place.
         unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+            libc::tcsetattr(fd, libc::TCSANOW, saved);
         }
     }
     // SAFETY: as above.
@@ -110,16 +117,23 @@ extern "C" fn restore_terminal_and_reraise(signal: libc::c_int) {
     }
 }
 
-/// Read one line from standard input, a terminal, with its echo off; the prompt goes to stderr.
-/// Ctrl-C (or a SIGTERM) while waiting leaves the terminal echoing again.
-fn read_hidden_from_stdin(prompt: &str, limit: usize) -> Result<Zeroizing<String>, ReadError> {
-    let stdin = io::stdin();
-    let original: Termios = termios::tcgetattr(&stdin)?;
+/// Read one line from the terminal `fd` with its echo off, after writing `prompt` to `prompt_to`.
+/// Ctrl-C (or a SIGTERM or SIGHUP) while waiting leaves the terminal echoing again: the default
+/// action of those signals would end the process with echo still off, and the shell does not
+/// turn it back on.
+fn read_hidden_from(
+    fd: BorrowedFd<'_>,
+    prompt_to: &mut impl Write,
+    prompt: &str,
+    limit: usize,
+) -> Result<Zeroizing<String>, ReadError> {
+    let original: Termios = termios::tcgetattr(fd)?;
     let mut quiet = original.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
-    // The Enter key still moves to the next line, as with rpassword.
+    // The Enter key still moves to the next line.
     quiet.local_flags.insert(LocalFlags::ECHONL);
     let _ = SAVED_TERMINAL.set(libc::termios::from(original.clone()));
+    SAVED_TERMINAL_FD.store(fd.as_raw_fd(), Ordering::SeqCst);
     let handler = nix::sys::signal::SigAction::new(
         nix::sys::signal::SigHandler::Handler(restore_terminal_and_reraise),
         nix::sys::signal::SaFlags::SA_RESETHAND,
@@ -138,22 +152,53 @@ fn read_hidden_from_stdin(prompt: &str, limit: usize) -> Result<Zeroizing<String
     }
 
     // Echo off before the prompt: whoever waits for the prompt to type must not be echoed.
-    termios::tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
-    let prompted = io::stderr()
-        .lock()
-        .write_all(prompt.as_bytes())
-        .and_then(|()| io::stderr().flush());
-    let line = prompted
+    let line = termios::tcsetattr(fd, SetArg::TCSANOW, &quiet)
         .map_err(ReadError::from)
-        .and_then(|()| read_line(&mut stdin.lock(), limit));
-    let restored = termios::tcsetattr(&stdin, SetArg::TCSANOW, &original);
+        .and_then(|()| {
+            prompt_to.write_all(prompt.as_bytes())?;
+            prompt_to.flush()?;
+            read_terminal_line(fd, limit)
+        });
+    let restored = termios::tcsetattr(fd, SetArg::TCSANOW, &original);
     for (signal, old) in previous {
         // SAFETY: puts back the disposition that was there before.
         let _ = unsafe { nix::sys::signal::sigaction(signal, &old) };
     }
+    SAVED_TERMINAL_FD.store(-1, Ordering::SeqCst);
     let line = line?;
     restored?;
     Ok(line)
+}
+
+/// One line from the terminal `fd`, as [`read_line`] reads it. A terminal hands over at most one
+/// line per read, so this stops at the line's end without a buffer that would keep a copy of the
+/// secret or of the next answer.
+fn read_terminal_line(fd: BorrowedFd<'_>, limit: usize) -> Result<Zeroizing<String>, ReadError> {
+    let most = limit + 3;
+    let mut bytes = Zeroizing::new(vec![0u8; most]);
+    let mut len = 0;
+    while len < most && !bytes[..len].ends_with(b"\n") {
+        match nix::unistd::read(fd, &mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The rest of a line too long to take is read and dropped: left on the terminal, it would be
+    // the shell's next command line once this process exits.
+    if len == most && !bytes.ends_with(b"\n") {
+        let mut rest = Zeroizing::new([0u8; 256]);
+        loop {
+            match nix::unistd::read(fd, &mut rest[..]) {
+                Ok(0) => break,
+                Ok(n) if rest[..n].ends_with(b"\n") => break,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    read_line(&mut io::Cursor::new(&bytes[..len]), limit)
 }
 
 /// One line of `input` without its line ending; empty at end of input. A line longer than `limit`

@@ -93,6 +93,15 @@ impl PtySession {
             .expect("type on the terminal");
     }
 
+    /// Whether the terminal echoes what is typed (its ECHO flag), as a shell would find it.
+    pub fn echoes(&self) -> bool {
+        let termios =
+            nix::sys::termios::tcgetattr(&self.master).expect("read the terminal's settings");
+        termios
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO)
+    }
+
     /// Wait for the command to exit (killing it after `timeout`); its exit code and the whole
     /// screen.
     pub fn finish(mut self, timeout: Duration) -> (Option<i32>, String) {

@@ -370,6 +370,31 @@ fn su_on_a_terminal(daemon: &Daemon, user: &User, multipass_args: &str) -> PtySe
     PtySession::spawn(su)
 }
 
+/// Ctrl-C at the passphrase prompt ends the command and leaves the terminal echoing again, as
+/// the shell that gets the terminal back expects.
+fn ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing() {
+    let scene = Scene::new(&[]);
+    let (daemon, bob) = (&scene.daemon, &scene.bob);
+    let wait = Duration::from_secs(30);
+
+    let env = daemon.client_env(&bob.xdg_data_home());
+    let mut authenticate = bob.command(&multipass_system_tests::bin("multipass"), &env);
+    authenticate.arg("authenticate");
+    let mut session = PtySession::spawn(authenticate);
+    session.wait_for(PROMPT, 1, wait);
+    // Echo goes off before the prompt is written, so Ctrl-C comes while the line is awaited.
+    assert!(!session.echoes(), "echo is on at the prompt");
+    session.type_text("\x03");
+    let start = std::time::Instant::now();
+    while !session.echoes() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let echoes = session.echoes();
+    let (code, screen) = session.finish(wait);
+    assert_eq!(code, None, "Ctrl-C should end it by its signal:\n{screen}");
+    assert!(echoes, "Ctrl-C left the terminal without echo:\n{screen}");
+}
+
 fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
@@ -483,5 +508,5 @@ fn list_snapshots_answers_as_multipass_does() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
 }
