@@ -446,6 +446,7 @@ fn pages_of_the_client_daemon_and_helper_have_their_sections() {
                     "MULTIPASS_SERVER_ADDRESS",
                     "MULTIPASS_ROOT_CERT",
                     "XDG_DATA_HOME",
+                    "HOME",
                 ],
             ),
             (

@@ -93,23 +93,83 @@ impl Default for DataDir {
 }
 
 /// The client's certificate directory: `$XDG_DATA_HOME/multipass-client-certificate`, with
-/// `$XDG_DATA_HOME` defaulting to `~/.local/share`. `None` when neither it nor `$HOME` is set.
+/// `$XDG_DATA_HOME` defaulting to `$HOME/.local/share`. `None` when neither it nor `$HOME` is set.
+///
+/// A relative `XDG_DATA_HOME` or `HOME` is ignored (the XDG Base Directory specification says so
+/// of the first): it would put the client's key wherever the command happens to run. A relative
+/// `HOME` gives way to the home directory of the password database.
+///
+/// root running with another user's `HOME` or `XDG_DATA_HOME` (`su` without `-`, `sudo -E`)
+/// would create root-owned directories in that user's home, which then lock the user out of
+/// their own client. When the effective user is root and the directory those name lies in a tree
+/// another user owns, root's home from the password database is used instead, as `sudo` does.
 pub fn client_cert_dir() -> Option<PathBuf> {
-    client_cert_dir_in(env::var_os("XDG_DATA_HOME"), env::var_os("HOME"))
+    client_cert_dir_in(env::var_os("XDG_DATA_HOME"), env::var_os("HOME"), &System)
 }
 
-/// [`client_cert_dir`] for these values of `XDG_DATA_HOME` and `HOME`. A relative
-/// `XDG_DATA_HOME` is ignored, as the XDG Base Directory specification says: it would put the
-/// client's key wherever the command happens to run.
+/// What [`client_cert_dir`] asks of the system, so that tests can answer for it.
+trait Accounts {
+    /// The effective user id.
+    fn euid(&self) -> u32;
+    /// The home directory of `uid` in the password database.
+    fn home(&self, uid: u32) -> Option<PathBuf>;
+    /// The owner of `path`, if it exists.
+    fn owner(&self, path: &Path) -> Option<u32>;
+}
+
+/// The running system.
+struct System;
+
+impl Accounts for System {
+    fn euid(&self) -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    fn home(&self, uid: u32) -> Option<PathBuf> {
+        nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|user| user.dir)
+            .filter(|dir| dir.is_absolute())
+    }
+
+    fn owner(&self, path: &Path) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|meta| meta.uid())
+    }
+}
+
+/// [`client_cert_dir`] for these values of `XDG_DATA_HOME` and `HOME`, on `accounts`.
 fn client_cert_dir_in(
     xdg_data_home: Option<std::ffi::OsString>,
     home: Option<std::ffi::OsString>,
+    accounts: &impl Accounts,
 ) -> Option<PathBuf> {
+    let euid = accounts.euid();
+    let home = match home.filter(|h| !h.is_empty()).map(PathBuf::from) {
+        Some(home) if home.is_absolute() => Some(home),
+        Some(_) => accounts.home(euid),
+        None => None,
+    };
     let data_home = match xdg_data_home.map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
-        _ => PathBuf::from(home.filter(|h| !h.is_empty())?).join(".local/share"),
+        _ => home?.join(".local/share"),
+    };
+    let data_home = if euid == 0 && owned_by_another(&data_home, accounts) {
+        accounts.home(0)?.join(".local/share")
+    } else {
+        data_home
     };
     Some(data_home.join(CLIENT_CERT_DIR_NAME))
+}
+
+/// Whether `dir` lies in a tree another user than root owns: some existing directory at or above
+/// it belongs to them, so what root creates there would be theirs to stumble on. Any of them, not
+/// only the nearest: a directory that root already created in the user's home must not make that
+/// home root's.
+fn owned_by_another(dir: &Path, accounts: &impl Accounts) -> bool {
+    dir.ancestors()
+        .any(|d| accounts.owner(d).is_some_and(|uid| uid != 0))
 }
 
 /// The root CA file a client verifies the daemon against: `$MULTIPASS_ROOT_CERT`, or the default
@@ -125,12 +185,47 @@ pub fn client_root_cert() -> PathBuf {
 mod tests {
     use super::*;
 
+    use std::collections::HashMap;
+
+    /// A system where `euid` runs, with these owners of existing directories.
+    struct Fake {
+        euid: u32,
+        owners: HashMap<PathBuf, u32>,
+    }
+
+    impl Fake {
+        fn new(euid: u32, owners: &[(&str, u32)]) -> Fake {
+            Fake {
+                euid,
+                owners: owners.iter().map(|(p, u)| (PathBuf::from(p), *u)).collect(),
+            }
+        }
+    }
+
+    impl Accounts for Fake {
+        fn euid(&self) -> u32 {
+            self.euid
+        }
+
+        fn home(&self, uid: u32) -> Option<PathBuf> {
+            Some(PathBuf::from(if uid == 0 { "/root" } else { "/home/me" }))
+        }
+
+        fn owner(&self, path: &Path) -> Option<u32> {
+            self.owners.get(path).copied()
+        }
+    }
+
+    fn cert_dir(p: &str) -> Option<PathBuf> {
+        Some(Path::new(p).join(CLIENT_CERT_DIR_NAME))
+    }
+
     #[test]
     fn a_relative_xdg_data_home_is_ignored() {
+        let system = Fake::new(1000, &[]);
         let dir = |xdg: Option<&str>, home: Option<&str>| {
-            client_cert_dir_in(xdg.map(Into::into), home.map(Into::into))
+            client_cert_dir_in(xdg.map(Into::into), home.map(Into::into), &system)
         };
-        let cert_dir = |p: &str| Some(Path::new(p).join(CLIENT_CERT_DIR_NAME));
         assert_eq!(dir(Some("/x/data"), Some("/home/a")), cert_dir("/x/data"));
         for ignored in ["", "relative", "./data"] {
             assert_eq!(
@@ -140,5 +235,63 @@ mod tests {
         }
         assert_eq!(dir(Some("relative"), None), None);
         assert_eq!(dir(None, Some("")), None);
+    }
+
+    #[test]
+    fn a_relative_home_gives_way_to_the_password_database() {
+        let system = Fake::new(1000, &[]);
+        for relative in ["foo", "./foo", "."] {
+            assert_eq!(
+                client_cert_dir_in(None, Some(relative.into()), &system),
+                cert_dir("/home/me/.local/share"),
+                "{relative}"
+            );
+        }
+    }
+
+    #[test]
+    fn root_with_another_users_home_uses_its_own() {
+        let alice = [("/", 0), ("/home", 0), ("/home/alice", 1000)];
+        let root = Fake::new(0, &alice);
+        // `env HOME=/home/alice multipass list` as root, and `sudo -E` with alice's XDG_DATA_HOME.
+        assert_eq!(
+            client_cert_dir_in(None, Some("/home/alice".into()), &root),
+            cert_dir("/root/.local/share")
+        );
+        assert_eq!(
+            client_cert_dir_in(Some("/home/alice/.local/share".into()), None, &root),
+            cert_dir("/root/.local/share")
+        );
+        // A directory root created there before does not make alice's home root's.
+        let created = Fake::new(
+            0,
+            &[
+                ("/", 0),
+                ("/home", 0),
+                ("/home/alice", 1000),
+                ("/home/alice/.local", 0),
+                ("/home/alice/.local/share", 0),
+            ],
+        );
+        assert_eq!(
+            client_cert_dir_in(None, Some("/home/alice".into()), &created),
+            cert_dir("/root/.local/share")
+        );
+        // root's own directories, existing or not, are used as given.
+        let own = Fake::new(0, &[("/", 0), ("/tmp", 0), ("/tmp/t", 0)]);
+        assert_eq!(
+            client_cert_dir_in(Some("/tmp/t/data".into()), Some("/tmp/t".into()), &own),
+            cert_dir("/tmp/t/data")
+        );
+        assert_eq!(
+            client_cert_dir_in(None, Some("/nonexistent".into()), &own),
+            cert_dir("/nonexistent/.local/share")
+        );
+        // Anyone else keeps what they are given: the directories are theirs or refuse them.
+        let alice_herself = Fake::new(1000, &alice);
+        assert_eq!(
+            client_cert_dir_in(None, Some("/home/alice".into()), &alice_herself),
+            cert_dir("/home/alice/.local/share")
+        );
     }
 }
