@@ -277,6 +277,40 @@ fn enrollment_tokens() {
     }
 }
 
+/// A token pasted with the blanks or quotes around it is still redeemed as a token, and a token
+/// cut short is refused as a passphrase with a line saying what a whole token looks like.
+fn a_pasted_token_with_blanks_or_quotes_is_a_token() {
+    let Fixture(_dir, _admins, a, [b, c, d], daemon) = Fixture::open();
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "A `list` (first client)");
+
+    let token = create_token(&daemon, &a, &["--name", "spaced"]);
+    daemon
+        .run_as(&b, &["authenticate"], Some(&format!("  {token} \n")))
+        .assert_code(0, "B `authenticate` with blanks around the token");
+    let token = create_token(&daemon, &a, &["--name", "quoted"]);
+    daemon
+        .run_as(&c, &["authenticate"], Some(&format!("\"{token}\"\n")))
+        .assert_code(0, "C `authenticate` with the token in quotes");
+
+    let token = create_token(&daemon, &a, &[]);
+    let out = daemon.run_as(&d, &["authenticate"], Some(&format!("{}\n", &token[..30])));
+    out.assert_code(2, "D `authenticate` with half a token");
+    let mut lines = out.stderr_trimmed().lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("authenticate failed: {PASSPHRASE_NOT_SET}").as_str()),
+        "{out}"
+    );
+    assert!(
+        lines.collect::<String>().contains(&format!(
+            "`{TOKEN_PREFIX}` followed by 40 lowercase hexadecimal digits"
+        )),
+        "{out}"
+    );
+}
+
 multipass_system_tests::process_tests! {
-    root: [enrollment_tokens],
+    root: [enrollment_tokens, a_pasted_token_with_blanks_or_quotes_is_a_token],
 }

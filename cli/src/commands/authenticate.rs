@@ -2,6 +2,7 @@
 
 use rpc::proto::AuthenticateRequest;
 use trust::passphrase::MAX_PASSPHRASE_LEN;
+use trust::tokens::{looks_like_token, TOKEN_BYTES, TOKEN_PREFIX};
 use zeroize::Zeroizing;
 
 use super::Context;
@@ -19,6 +20,7 @@ use crate::passphrase;
 /// line of standard input (`echo "$PASSPHRASE" | multipass authenticate`). Prefer either to the
 /// argument: other users can see command-line arguments. An empty answer is refused (`No
 /// passphrase given`), and so is one that is not UTF-8 text or is longer than 1024 bytes.
+/// A token may come with blanks or a pair of quotes around it, as copying often brings them.
 ///
 /// The passphrase is checked even when this client is trusted already: a wrong one is refused,
 /// the right one answers which name the client is trusted under. Wrong passphrases and tokens
@@ -71,6 +73,14 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         return Err(too_long());
     }
 
+    // A token copied with the space or quotes around it would be sent as a passphrase, and
+    // refused as one. Passphrases of a token's shape cannot be set, so this changes no real one.
+    if let Some(token) = as_token(&passphrase) {
+        let token = Zeroizing::new(token.to_string());
+        passphrase = token;
+    }
+    let token_like = passphrase.trim().starts_with(TOKEN_PREFIX);
+
     let mut client = ctx.connect().await?;
     // Move the passphrase into the request rather than copying it: the request is the one copy
     // left, and tonic drops it once it is encoded.
@@ -80,9 +90,42 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     };
     let replies = ctx
         .replies(client.authenticate(tokio_stream::once(request)).await)
-        .await?;
+        .await
+        .map_err(|e| explain_refusal(e, token_like))?;
     // The daemon says which name this client is now trusted under.
     ctx.show_log_lines(&replies)
+}
+
+/// The token in `entered` when it is one with surrounding whitespace, or one pair of matching
+/// quotes, around it, as a copy from a terminal or a document brings along.
+fn as_token(entered: &str) -> Option<&str> {
+    let trimmed = entered.trim();
+    let unquoted = ['\'', '"', '`']
+        .into_iter()
+        .find_map(|q| trimmed.strip_prefix(q)?.strip_suffix(q))
+        .map_or(trimmed, str::trim);
+    looks_like_token(unquoted).then_some(unquoted)
+}
+
+/// Add to a refused passphrase what a refused token most likely means, when what was entered
+/// began as a token does: the service judged it as a passphrase because it is not a whole token.
+fn explain_refusal(e: Error, token_like: bool) -> Error {
+    let Error::Status(status) = e else { return e };
+    let message = status.message();
+    if !token_like
+        || !(message.starts_with("Passphrase is not set")
+            || message.starts_with("Passphrase is not correct"))
+    {
+        return Error::Status(status);
+    }
+    let text = format!(
+        "{}\nWhat was entered starts like an enrollment token but is not one: a token is \
+         `{TOKEN_PREFIX}` followed by {} lowercase hexadecimal digits. Check that it was copied \
+         whole.",
+        message.trim_end(),
+        TOKEN_BYTES * 2
+    );
+    Error::Status(tonic::Status::new(status.code(), text))
 }
 
 /// A passphrase longer than the service accepts.
@@ -113,6 +156,7 @@ async fn run_admin() -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::commands::tests::parse;
     use crate::commands::Command;
 
@@ -133,6 +177,65 @@ mod tests {
     fn debug_hides_the_passphrase() {
         let text = format!("{:?}", parse(&["auth", "hunter2"]).unwrap());
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_token_is_taken_out_of_whitespace_and_quotes() {
+        let token = format!("mpt_{}", "0123456789abcdef0123".repeat(2));
+        for entered in [
+            format!("{token} "),
+            format!("\t{token}\r "),
+            format!("'{token}'"),
+            format!(" \"{token} \" "),
+            format!("`{token}`"),
+        ] {
+            assert_eq!(as_token(&entered), Some(token.as_str()), "{entered:?}");
+        }
+        for not_one in [
+            format!("'{token}\""),
+            format!("''{token}''"),
+            format!("{token}x"),
+            format!("{} ", &token[..20]),
+            "a passphrase".to_string(),
+        ] {
+            assert_eq!(as_token(&not_one), None, "{not_one:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_half_token_says_what_a_token_is() {
+        for refusal in [
+            tonic::Status::failed_precondition(
+                "Passphrase is not set. Please `multipass set local.passphrase` with a trusted \
+                 client.",
+            ),
+            tonic::Status::invalid_argument("Passphrase is not correct. Please try again."),
+        ] {
+            let first = refusal.message().to_string();
+            let text = explain_refusal(Error::Status(refusal.clone()), true)
+                .message("authenticate")
+                .unwrap();
+            let mut lines = text.lines();
+            assert_eq!(
+                lines.next(),
+                Some(format!("authenticate failed: {first}").as_str())
+            );
+            let hint = lines.next().unwrap_or_default();
+            assert!(
+                hint.contains("`mpt_` followed by 40 lowercase hexadecimal digits")
+                    && hint.contains("copied whole"),
+                "{text}"
+            );
+            let text = explain_refusal(Error::Status(refusal), false)
+                .message("authenticate")
+                .unwrap();
+            assert_eq!(text, format!("authenticate failed: {first}"));
+        }
+        let other = tonic::Status::resource_exhausted("Too many attempts");
+        let text = explain_refusal(Error::Status(other), true)
+            .message("authenticate")
+            .unwrap();
+        assert!(!text.contains("mpt_"), "{text}");
     }
 
     #[test]
