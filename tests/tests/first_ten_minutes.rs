@@ -232,6 +232,62 @@ fn set_local_passphrase_refuses_what_it_cannot_send() {
     assert_eq!(stored_hash(daemon).as_deref(), Some(before.as_str()));
 }
 
+/// What `authenticate` reads at its prompt (asked once the daemon is reached) and cannot send is
+/// refused by the client, as a wrong input (exit 1), and standard input is not read much beyond
+/// the limit.
+fn authenticate_refuses_what_it_cannot_send() {
+    let scene = Scene::new(&[]);
+    let (daemon, bob) = (&scene.daemon, &scene.bob);
+
+    for empty in ["", "\n"] {
+        let out = daemon.run_as(bob, &["authenticate"], Some(empty));
+        out.assert_failure(1, "No passphrase given", "an empty answer");
+        assert_eq!(out.stdout, PROMPT, "{out}");
+    }
+    let out = daemon.run_as_bytes(bob, &["authenticate"], Some(b"\xff\xfe\n"));
+    out.assert_failure(
+        1,
+        "The passphrase must be UTF-8 text.",
+        "a passphrase not UTF-8",
+    );
+    let refused = "The passphrase is longer than 1024 bytes, the most the service accepts.";
+    for length in [1025, 65536] {
+        let long = "a".repeat(length);
+        daemon
+            .run_as(bob, &["authenticate"], Some(&format!("{long}\n")))
+            .assert_failure(1, refused, "an overlong passphrase");
+    }
+
+    // A line that never ends: refused once the limit is passed, not read to the end.
+    let env = daemon.client_env(&bob.xdg_data_home());
+    let mut cmd = bob.command(&multipass_system_tests::bin("multipass"), &env);
+    cmd.arg("authenticate")
+        .stdin(std::fs::File::open("/dev/zero").expect("open /dev/zero"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start multipass");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`multipass authenticate < /dev/zero` still reading after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end(), refused);
+    daemon
+        .run_as(bob, &["list"], None)
+        .assert_not_authenticated("list", "bob, after all that");
+}
+
 fn authenticate_from_a_trusted_client_checks_the_passphrase() {
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
@@ -508,5 +564,5 @@ fn list_snapshots_answers_as_multipass_does() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
 }

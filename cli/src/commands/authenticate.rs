@@ -16,9 +16,9 @@ use crate::passphrase;
 /// from `multipass trust token create`. Once it is trusted, the other commands work. Each user
 /// (and root) has their own client: authenticate as the user who will run the commands.
 ///
-/// The passphrase is asked for when it is not given: without echo on a terminal, otherwise as one
-/// line of standard input (`echo "$PASSPHRASE" | multipass authenticate`). Prefer either to the
-/// argument: other users can see command-line arguments. An empty answer is refused (`No
+/// The passphrase is asked for when it is not given, once the service has been reached: without
+/// echo on a terminal, otherwise as one line of standard input (`echo "$PASSPHRASE" | multipass
+/// authenticate`). Prefer either to the argument: other users can see command-line arguments. An empty answer is refused (`No
 /// passphrase given`), and so is one that is not UTF-8 text or is longer than 1024 bytes.
 /// A token may come with blanks or a pair of quotes around it, as copying often brings them.
 ///
@@ -60,18 +60,19 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     if args.admin {
         return run_admin().await;
     }
-    let mut passphrase = match args.passphrase {
-        Some(given) => Zeroizing::new(given),
-        None => passphrase::read_hidden("Please enter passphrase: ", MAX_PASSPHRASE_LEN)
-            .map_err(|e| e.into_error("passphrase", too_long))?,
+    let (mut client, mut passphrase) = match args.passphrase {
+        Some(given) => {
+            let given = checked(Zeroizing::new(given))?;
+            (ctx.connect().await?, given)
+        }
+        None => {
+            // Nobody should type the secret only to learn that the daemon cannot be reached.
+            let client = ctx.connect().await?;
+            let entered = passphrase::read_hidden("Please enter passphrase: ", MAX_PASSPHRASE_LEN)
+                .map_err(|e| e.into_error("passphrase", too_long))?;
+            (client, checked(entered)?)
+        }
     };
-    if passphrase.is_empty() {
-        return Err(Error::Usage("No passphrase given".into()));
-    }
-    // The daemon would refuse it unread, or not even decode the request; a token is far shorter.
-    if passphrase.len() > MAX_PASSPHRASE_LEN {
-        return Err(too_long());
-    }
 
     // A token copied with the space or quotes around it would be sent as a passphrase, and
     // refused as one. Passphrases of a token's shape cannot be set, so this changes no real one.
@@ -81,7 +82,6 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     }
     let token_like = passphrase.trim().starts_with(TOKEN_PREFIX);
 
-    let mut client = ctx.connect().await?;
     // Move the passphrase into the request rather than copying it: the request is the one copy
     // left, and tonic drops it once it is encoded.
     let request = AuthenticateRequest {
@@ -94,6 +94,18 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         .map_err(|e| explain_refusal(e, token_like))?;
     // The daemon says which name this client is now trusted under.
     ctx.show_log_lines(&replies)
+}
+
+/// `passphrase` if it can be sent.
+fn checked(passphrase: Zeroizing<String>) -> Result<Zeroizing<String>, Error> {
+    if passphrase.is_empty() {
+        return Err(Error::Usage("No passphrase given".into()));
+    }
+    // The daemon would refuse it unread, or not even decode the request; a token is far shorter.
+    if passphrase.len() > MAX_PASSPHRASE_LEN {
+        return Err(too_long());
+    }
+    Ok(passphrase)
 }
 
 /// The token in `entered` when it is one with surrounding whitespace, or one pair of matching
