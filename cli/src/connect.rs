@@ -47,9 +47,67 @@ pub fn identity() -> Result<ClientIdentity, Error> {
             "cannot find the client certificate directory: neither XDG_DATA_HOME nor HOME is set"
         ))
     })?;
-    ClientIdentity::load_or_create(&dir)
-        .with_context(|| format!("cannot set up the client certificate in {}", dir.display()))
-        .map_err(Error::Local)
+    ClientIdentity::load_or_create(&dir).map_err(|e| identity_error(&dir, e))
+}
+
+/// What to say when this client's identity in `dir` cannot be loaded or created.
+///
+/// A directory that cannot be made is the environment's fault (HOME, XDG_DATA_HOME): a usage
+/// error. Files that are there but do not make an identity are the client's own state gone bad,
+/// which nothing but a new client mends: the command fails, and says how to get one.
+fn identity_error(dir: &Path, e: tls::Error) -> Error {
+    use trust::Error as T;
+    let setting_up = || format!("cannot set up the client certificate in {}", dir.display());
+    let unusable_dir = |source: &io::Error| {
+        matches!(
+            source.kind(),
+            io::ErrorKind::NotFound
+                | io::ErrorKind::PermissionDenied
+                | io::ErrorKind::NotADirectory
+                | io::ErrorKind::ReadOnlyFilesystem
+        )
+    };
+    let problem = match &e {
+        tls::Error::Trust(T::Directory { path, source }) if unusable_dir(source) => {
+            return Error::Config(anyhow!(
+                "cannot create the client certificate directory {}: {}\n\
+                 HOME or XDG_DATA_HOME must name a directory this user can write to.",
+                path.display(),
+                os_text(source)
+            ));
+        }
+        tls::Error::Trust(T::Read { path, source }) if source.kind() == io::ErrorKind::NotFound => {
+            let other = if path.ends_with(trust::paths::CLIENT_CERT_FILE) {
+                "its key is there without it"
+            } else {
+                "the certificate is there without it"
+            };
+            format!("{} is missing: {other}", path.display())
+        }
+        tls::Error::Trust(T::Read { path, source }) => {
+            format!("cannot read {}: {}", path.display(), os_text(source))
+        }
+        tls::Error::Trust(T::InvalidPem { .. })
+        | tls::Error::KeyMismatch { .. }
+        | tls::Error::UnusableKey { .. } => format!("{:#}", anyhow::Error::new(e)),
+        _ => return Error::Local(anyhow::Error::new(e).context(setting_up())),
+    };
+    let shown = dir.display();
+    Error::Local(anyhow!(
+        "this client's certificate and key cannot be used: {problem}\n\
+         To start again as a new client, move the directory aside (`mv {shown} {shown}.broken`); \
+         the next command creates a new certificate and key, which `multipass authenticate` \
+         then has trusted. An administrator can remove the old client with `multipass trust \
+         remove`."
+    ))
+}
+
+/// The operating system's text for an error, without Rust's ` (os error N)` suffix.
+fn os_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// Connect to the daemon and return a client for it.

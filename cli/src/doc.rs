@@ -23,12 +23,14 @@ pub const EXIT_STATUS: &[Entry] = &[
         "1",
         "Command-line error: bad arguments, no passphrase given, passphrases that do not match, \
          a passphrase too long or not UTF-8 text, or an unusable client environment \
-         (MULTIPASS_SERVER_ADDRESS, HOME, XDG_DATA_HOME).",
+         (MULTIPASS_SERVER_ADDRESS, or a HOME or XDG_DATA_HOME under which the client \
+         certificate directory cannot be made).",
     ),
     entry(
         "2",
         "The command failed: the daemon answered with an error (for example \"not \
-         authenticated\"), or the client failed locally.",
+         authenticated\"), or the client failed locally (for example, its certificate and key \
+         cannot be used).",
     ),
     entry(
         "3",

@@ -358,3 +358,101 @@ fn usage_errors_exit_1() {
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
 }
+
+/// A data home where the client certificate directory cannot be made is an unusable client
+/// environment: exit 1, as the help's exit statuses say, naming the variables to fix.
+#[test]
+fn an_unusable_data_home_exits_1() {
+    let env = Env::new();
+    let file = env.path("a-file");
+    std::fs::write(&file, b"").unwrap();
+    for (variable, value) in [("XDG_DATA_HOME", Path::new("/dev/null")), ("HOME", &file)] {
+        let out = env
+            .command(&env.path("nonexistent"))
+            .env_remove("XDG_DATA_HOME")
+            .env(variable, value)
+            .arg("list")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{variable}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.starts_with("list failed: cannot create the client certificate directory")
+                && text.contains("Not a directory")
+                && text.contains("HOME or XDG_DATA_HOME"),
+            "{variable}: {text}"
+        );
+    }
+}
+
+/// A certificate and key that do not make an identity are said to be this client's, not the
+/// daemon's root certificate's, with the way to a new client: exit 2, the client failed locally.
+#[test]
+fn a_broken_client_identity_is_said_to_be_the_clients() {
+    let env = Env::new();
+    let other = Env::new();
+    for e in [&env, &other] {
+        e.run(&e.path("nonexistent"), &["list"]);
+    }
+    let cert = env.cert_dir().join("multipass_cert.pem");
+    let key = env.cert_dir().join("multipass_cert_key.pem");
+    // Someone is listening and the root certificate file is a certificate: only the client's own
+    // files are wrong.
+    std::fs::copy(&cert, env.path("root.pem")).unwrap();
+    let socket = env.path("listening");
+    let _listener = UnixListener::bind(&socket).unwrap();
+
+    let expect = |what: &str, problem: &str| {
+        let out = env.run(&socket, &["list"]);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {text}");
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
+        assert!(
+            first.starts_with("list failed: this client's certificate and key cannot be used: ")
+                && first.contains(problem),
+            "{what}: {text}"
+        );
+        let advice = lines.collect::<Vec<_>>().join(" ");
+        for needed in [
+            &format!("mv {}", env.cert_dir().display()),
+            "multipass authenticate",
+            "multipass trust remove",
+        ] {
+            assert!(
+                advice.contains(needed),
+                "{what}: {needed:?} missing: {text}"
+            );
+        }
+        assert!(!text.contains("root certificate"), "{what}: {text}");
+    };
+
+    std::fs::copy(other.cert_dir().join("multipass_cert_key.pem"), &key).unwrap();
+    expect(
+        "another client's key",
+        &format!(
+            "the key {} is not the key of the certificate {}",
+            key.display(),
+            cert.display()
+        ),
+    );
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    expect(
+        "a corrupt key",
+        &format!("the key {} cannot be used", key.display()),
+    );
+    std::fs::write(&key, "not a key").unwrap();
+    expect(
+        "a key file without a key",
+        &format!("{} holds no valid private key", key.display()),
+    );
+    std::fs::remove_file(&cert).unwrap();
+    expect(
+        "a key without its certificate",
+        &format!("{} is missing: its key is there without it", cert.display()),
+    );
+}

@@ -172,7 +172,7 @@ impl ResolvesServerCert for ServerCertResolver {
 /// instructions where SHA-384 has none: the handshake's key schedule and transcript hash cost
 /// about a tenth of either side's handshake with SHA-384 (docs/PERFORMANCE.md). The other suites
 /// stay, for clients that offer only those.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::cipher_suite;
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![

@@ -17,6 +17,23 @@ pub enum Error {
         #[source]
         source: rcgen::Error,
     },
+    /// The client's key is not the key of its certificate.
+    #[error("the key {key} is not the key of the certificate {cert}")]
+    KeyMismatch {
+        /// The certificate.
+        cert: std::path::PathBuf,
+        /// The key.
+        key: std::path::PathBuf,
+    },
+    /// The client's key holds no key that can sign.
+    #[error("the key {key} cannot be used")]
+    UnusableKey {
+        /// The key.
+        key: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
     /// Building a TLS configuration failed.
     #[error("failed to build the TLS configuration")]
     Tls(#[from] rustls::Error),

@@ -408,6 +408,27 @@ impl ClientIdentity {
         })?);
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|_| invalid_pem(key_path, "private key"))?;
+        // Checked here rather than when the TLS configuration is built, where a mismatch would
+        // look like a problem with the daemon's root certificate, loaded at the same time.
+        let signing_key = crate::config::provider()
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|source| Error::UnusableKey {
+                key: key_path.to_path_buf(),
+                source,
+            })?;
+        let pair = rustls::sign::CertifiedKey::new(vec![cert.clone()], signing_key);
+        match pair.keys_match() {
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                return Err(Error::KeyMismatch {
+                    cert: cert_path.to_path_buf(),
+                    key: key_path.to_path_buf(),
+                })
+            }
+            // The key does not say its public half: the handshake is the test then.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(_)) => {}
+            Err(_) => return Err(invalid_pem(cert_path, "certificate")),
+        }
         Ok(ClientIdentity {
             cert,
             cert_pem,
