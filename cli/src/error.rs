@@ -248,12 +248,14 @@ impl fmt::Display for Unreachable {
                         Some(group) => format!("administrators (root and the '{group}' group)"),
                         None => "administrators (root and the socket's group)".to_string(),
                     };
+                    // By its full path: the package installs it in /usr/libexec, which is not
+                    // on sudo's secure_path.
                     write!(
                         f,
                         "The socket does not let this user connect. While no client is trusted, \
                          only {admins} can; once one is, everybody can.\n\
                          If a client is trusted already, an administrator can fix the socket's \
-                         access: `sudo multipassd-helper apply-socket-policy`."
+                         access: `sudo /usr/libexec/multipassd-helper apply-socket-policy`."
                     )
                 } else {
                     write!(
@@ -380,7 +382,7 @@ mod tests {
              The socket does not let this user connect. While no client is trusted, only \
              administrators (root and the 'sudo' group) can; once one is, everybody can.\n\
              If a client is trusted already, an administrator can fix the socket's access: \
-             `sudo multipassd-helper apply-socket-policy`."
+             `sudo /usr/libexec/multipassd-helper apply-socket-policy`."
         );
         // Whether a client is trusted already, the client cannot know: it claims neither.
         let text = dial(unix("/s"), nix::errno::Errno::EACCES, Some("sudo"));
