@@ -133,6 +133,43 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
     assert!(!out.stderr.contains("only-once"), "{out}");
 }
 
+/// Any command refused under sudo says that root is a client of its own, not only `set`.
+fn sudo_anything_refused_says_root_is_a_client_of_its_own() {
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let alice_uid = alice.uid.to_string();
+    for (args, command) in [
+        (&["list"][..], "list"),
+        (&["get", "local.passphrase"], "get"),
+        (&["trust", "list"], "trust list"),
+        (&["trust", "token", "create"], "trust token create"),
+    ] {
+        let out = daemon.run_as_root_with(
+            args,
+            None,
+            &[("SUDO_USER", &alice.name), ("SUDO_UID", &alice_uid)],
+        );
+        out.assert_not_authenticated(command, &format!("`sudo multipass {}`", args.join(" ")));
+        let advice = out
+            .stderr_trimmed()
+            .lines()
+            .skip(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for needed in [
+            "root is a client of its own",
+            &format!("separate from {}'s", alice.name),
+            "without sudo",
+            "sudo multipass authenticate --admin",
+        ] {
+            assert!(
+                advice.contains(needed),
+                "{args:?}: {needed:?} missing\n{out}"
+            );
+        }
+    }
+}
+
 fn empty_answers_do_not_clear_the_passphrase() {
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
@@ -564,5 +601,5 @@ fn list_snapshots_answers_as_multipass_does() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
 }

@@ -172,14 +172,60 @@ replies_with_log_line!(
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Error> {
     let ctx = Context::new(&cli);
-    match cli.command {
+    // `set` explains its refusals itself, knowing which key it was asked for.
+    let explained = matches!(cli.command, Command::Set(_));
+    let outcome = match cli.command {
         Command::Authenticate(args) => authenticate::run(&ctx, args).await,
         Command::Set(args) => set::run(&ctx, args).await,
         Command::Get(args) => get::run(&ctx, args).await,
         Command::List(args) => list::run(&ctx, args).await,
         Command::Version(args) => version::run(&ctx, args).await,
         Command::Trust(args) => trust::run(&ctx, args).await,
+    };
+    if explained {
+        outcome
+    } else {
+        outcome.map_err(|e| explain_untrusted(e, false))
     }
+}
+
+/// Add to a "not authenticated" refusal what this user can do about it: above all, that root
+/// (`sudo multipass ...`) is a client of its own, which nothing in Multipass's text suggests.
+/// `is_passphrase`: the command was `set local.passphrase`, which has a way of its own.
+pub(crate) fn explain_untrusted(e: Error, is_passphrase: bool) -> Error {
+    let Error::Status(status) = e else { return e };
+    if status.code() != tonic::Code::Unauthenticated {
+        return Error::Status(status);
+    }
+    let mut text = status.message().trim_end().to_string();
+    if nix::unistd::geteuid().is_root() {
+        let sudo_user = std::env::var("SUDO_USER")
+            .ok()
+            .filter(|u| !u.is_empty() && u != "root");
+        text.push('\n');
+        text.push_str(&match sudo_user {
+            Some(user) => format!(
+                "This command ran as root (through sudo), and root is a client of its own, \
+                 separate from {user}'s: the service does not trust root's client. Run it \
+                 without sudo, as {user}, from a trusted client"
+            ),
+            None => "This command ran as root, and root is a client of its own, separate from \
+                     every user's: the service does not trust root's client. Run it as a user \
+                     whose client is trusted"
+                .to_string(),
+        });
+        text.push_str(if is_passphrase {
+            ", or keep sudo and add --admin: `sudo multipass set local.passphrase --admin`."
+        } else {
+            ", or trust root's client: `sudo multipass authenticate --admin`."
+        });
+    } else if is_passphrase {
+        text.push_str(
+            "\nAn administrator can set the passphrase without a trusted client: \
+             `multipass set local.passphrase --admin`.",
+        );
+    }
+    Error::Status(tonic::Status::unauthenticated(text))
 }
 
 #[cfg(test)]

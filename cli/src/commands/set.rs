@@ -205,7 +205,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             // for a key the service does not have.
             let keys = settings_keys(ctx, &mut client)
                 .await
-                .map_err(|e| explain_untrusted(e, is_passphrase))?;
+                .map_err(|e| super::explain_untrusted(e, is_passphrase))?;
             if !keys.contains(&key) {
                 return Err(unknown_key(&key));
             }
@@ -222,7 +222,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let replies = ctx
         .replies(client.set(tokio_stream::once(request)).await)
         .await
-        .map_err(|e| explain_untrusted(e, is_passphrase))?;
+        .map_err(|e| super::explain_untrusted(e, is_passphrase))?;
     for reply in replies {
         if !reply.reply_message.is_empty() {
             output::print_line(&reply.reply_message)?;
@@ -253,43 +253,6 @@ async fn settings_keys(
 /// own refusal, which the client gives instead of asking for a value that would be refused.
 fn unknown_key(key: &str) -> Error {
     Error::Local(anyhow::anyhow!("Unrecognized settings key: '{key}'"))
-}
-
-/// Add to a "not authenticated" refusal what this user can do about it.
-fn explain_untrusted(e: Error, is_passphrase: bool) -> Error {
-    let Error::Status(status) = e else { return e };
-    if status.code() != tonic::Code::Unauthenticated {
-        return Error::Status(status);
-    }
-    let mut text = status.message().trim_end().to_string();
-    if nix::unistd::geteuid().is_root() {
-        let sudo_user = std::env::var("SUDO_USER")
-            .ok()
-            .filter(|u| !u.is_empty() && u != "root");
-        text.push('\n');
-        text.push_str(&match sudo_user {
-            Some(user) => format!(
-                "This command ran as root (through sudo), and root is a client of its own, \
-                 separate from {user}'s: the service does not trust root's client. Run it \
-                 without sudo, as {user}, from a trusted client"
-            ),
-            None => "This command ran as root, and root is a client of its own, separate from \
-                     every user's: the service does not trust root's client. Run it as a user \
-                     whose client is trusted"
-                .to_string(),
-        });
-        text.push_str(if is_passphrase {
-            ", or keep sudo and add --admin: `sudo multipass set local.passphrase --admin`."
-        } else {
-            ", or trust root's client: `sudo multipass authenticate --admin`."
-        });
-    } else if is_passphrase {
-        text.push_str(
-            "\nAn administrator can set the passphrase without a trusted client: \
-             `multipass set local.passphrase --admin`.",
-        );
-    }
-    Error::Status(tonic::Status::unauthenticated(text))
 }
 
 #[cfg(test)]
