@@ -306,7 +306,12 @@ fn version_without_daemon_prints_the_client_line() {
 
     let out = env.run(&env.path("nonexistent"), &["version", "-v"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).starts_with("version failed: cannot connect"));
+    // It did not fail, so it does not say so: it says why the daemon's line is missing.
+    assert!(
+        stderr(&out).starts_with("cannot get the daemon's version: cannot connect"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -454,5 +459,22 @@ fn a_broken_client_identity_is_said_to_be_the_clients() {
     expect(
         "a key without its certificate",
         &format!("{} is missing: its key is there without it", cert.display()),
+    );
+}
+
+/// An empty answer to `set local.passphrase --admin` suggests clearing it the same way, with
+/// --admin: without it, the command would need a trusted client the administrator may not have.
+#[test]
+fn an_empty_answer_to_set_admin_suggests_clearing_with_admin() {
+    let env = Env::new();
+    let out = env.run(
+        &env.path("nonexistent"),
+        &["set", "local.passphrase", "--admin"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "No passphrase given; nothing was changed. To clear the passphrase, run `multipass set \
+         local.passphrase= --admin`.\n"
     );
 }

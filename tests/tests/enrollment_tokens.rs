@@ -20,6 +20,11 @@ fn create_token(daemon: &Daemon, admin: &User, args: &[&str]) -> String {
     let out = daemon.run_as(admin, &all, None);
     out.assert_code(0, "`trust token create`");
     let token = token_in(&out.stdout).unwrap_or_else(|| panic!("no token printed\n{out}"));
+    assert!(
+        out.stderr
+            .contains("runs `multipass authenticate` and enters it at the passphrase prompt"),
+        "stderr should say where the token goes\n{out}"
+    );
     assert_eq!(
         out.stdout_trimmed(),
         token,

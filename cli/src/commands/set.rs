@@ -123,15 +123,15 @@ fn read_passphrase(prompt: &str) -> Result<Zeroizing<String>, Error> {
 }
 
 /// Ask for the passphrase, twice. An empty first answer ends it: clearing takes an explicit
-/// empty value.
-fn prompt_passphrase() -> Result<Zeroizing<String>, Error> {
+/// empty value, given the same way (`admin`: through the helper) as this command was.
+fn prompt_passphrase(admin: bool) -> Result<Zeroizing<String>, Error> {
     let first = read_passphrase("Please enter passphrase: ")?;
     if first.is_empty() {
-        return Err(Error::Usage(
+        let admin = if admin { " --admin" } else { "" };
+        return Err(Error::Usage(format!(
             "No passphrase given; nothing was changed. To clear the passphrase, run \
-             `multipass set local.passphrase=`."
-                .into(),
-        ));
+             `multipass set local.passphrase={admin}`."
+        )));
     }
     let second = read_passphrase("Please re-enter passphrase: ")?;
     if second.is_empty() {
@@ -151,7 +151,7 @@ fn prompt_passphrase() -> Result<Zeroizing<String>, Error> {
 /// Ask for the value of `key`.
 fn prompt_value(key: &str) -> Result<Zeroizing<String>, Error> {
     if key == PASSPHRASE_KEY {
-        prompt_passphrase()
+        prompt_passphrase(false)
     } else {
         passphrase::read_visible("Please enter value: ", MAX_VALUE_LEN).map_err(|e| {
             e.into_error("value", || {
@@ -185,7 +185,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         }
         let value = match value {
             Some(value) => value,
-            None => prompt_passphrase()?,
+            None => prompt_passphrase(true)?,
         };
         let cleared = value.is_empty();
         crate::admin::set_passphrase(value).await?;

@@ -41,9 +41,12 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<(), Error> {
         Ok(None) => Ok(()),
         Err(e @ Error::Stdout(_)) => Err(e),
         Err(e) => {
+            // Not "version failed": the command succeeds without the daemon's line (exit 0),
+            // and this only says why that line is missing.
             if ctx.verbose() {
                 if let Some(message) = e.message("version") {
-                    eprintln!("{message}");
+                    let reason = message.strip_prefix("version failed: ").unwrap_or(&message);
+                    eprintln!("cannot get the daemon's version: {reason}");
                 }
             }
             Ok(())

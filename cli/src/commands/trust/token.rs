@@ -118,7 +118,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             // The token alone on stdout, for scripts; the explanation on stderr.
             eprintln!(
                 "Enrollment token '{}' created. It works once, until {}. The new user runs \
-                 `multipass authenticate` and enters it; their client is then trusted under \
+                 `multipass authenticate` and enters it at the passphrase prompt; their client is then trusted under \
                  {client_name}.",
                 info.name, info.expires
             );
