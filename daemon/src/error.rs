@@ -161,7 +161,7 @@ impl From<Error> for Status {
                 TokenError::NoSuchToken(_) | TokenError::NoSuchTokenValue => {
                     Status::not_found(message)
                 }
-                TokenError::AlreadyUsed(_) => Status::failed_precondition(message),
+                TokenError::AlreadyUsed { .. } => Status::failed_precondition(message),
                 // A refused redemption answers like a wrong passphrase, which stock clients know.
                 TokenError::InvalidName { .. }
                 | TokenError::InvalidLifetime

@@ -164,6 +164,13 @@ fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
             .created_by
             .and_then(admin::user_name)
             .unwrap_or_default(),
+        used_by_uid: record.used_by.uid,
+        used_by_user: record
+            .used_by
+            .uid
+            .and_then(admin::user_name)
+            .unwrap_or_default(),
+        used_by_client: record.used_by.client.clone().unwrap_or_default(),
     }
 }
 

@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     for record in &before {
         let _ = record.status(now);
     }
-    let _ = store.redeem(&candidate, now);
+    let _ = store.redeem(&candidate, Default::default(), now);
     // Rewrite the input: the redemption may have changed the file.
     std::fs::write(&path, data).expect("write the input");
     let Ok((_token, created)) = store.create(Some("fuzz-new"), Duration::minutes(15), Some(0), now)

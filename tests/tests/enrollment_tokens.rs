@@ -160,11 +160,38 @@ fn enrollment_tokens() {
     assert_eq!(status("bob-laptop"), "used");
     assert_eq!(status("short-lived"), "expired");
     assert_eq!(status("changed-my-mind"), "revoked");
+    // A used token says who redeemed it and which client it enrolled.
+    let bob_client = sha256_hex(&b.cert_der());
+    let used = json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "bob-laptop")
+        .unwrap();
+    assert_eq!(used["used_by_user"], b.name.as_str(), "{out}");
+    assert_eq!(used["used_by_uid"], b.uid, "{out}");
+    assert_eq!(used["used_by_client"], bob_client.as_str(), "{out}");
     outputs.push(out);
     let out = daemon.run_as(&a, &["trust", "token", "list"], None);
     out.assert_code(0, "A `trust token list`");
     assert!(out.stdout.starts_with("Name"), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("{} ({})", b.name, &bob_client[..16])),
+        "{out}"
+    );
     outputs.push(out);
+    // Revoking it says how to undo what it did, by the client's fingerprint.
+    let out = daemon.run_as(&a, &["trust", "token", "revoke", "bob-laptop"], None);
+    out.assert_failure(
+        2,
+        &format!(
+            "trust token revoke failed: The enrollment token 'bob-laptop' was already used; to \
+             undo that, remove the client it enrolled: `multipass trust remove {}`.",
+            &bob_client[..16]
+        ),
+        "revoking a used token",
+    );
 
     // Wrong tokens and wrong passphrases share one limiter: three free failures, then a wait
     // that doubles with each failure (from 1 s; up to 60 s, the default).

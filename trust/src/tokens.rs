@@ -150,6 +150,15 @@ pub struct Revocation {
     pub before: TokenStatus,
 }
 
+/// Who redeemed a token: the user and the client it enrolled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redeemer {
+    /// The redeeming user's uid (none over TCP).
+    pub uid: Option<u32>,
+    /// The client's fingerprint (SHA-256 of its certificate, hex).
+    pub client: Option<String>,
+}
+
 /// One token as the file records it (never the token itself).
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
@@ -166,6 +175,8 @@ pub struct TokenRecord {
     state_changed: Option<OffsetDateTime>,
     /// Whether its creator chose the name, which then names the client it enrolls too.
     named: bool,
+    /// Who redeemed it, once used.
+    pub used_by: Redeemer,
 }
 
 impl TokenRecord {
@@ -214,6 +225,10 @@ struct Line {
     /// did with every token.
     #[serde(default = "named_by_default")]
     named: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used_by_uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used_by_client: Option<String>,
 }
 
 fn named_by_default() -> bool {
@@ -231,6 +246,8 @@ impl From<&TokenRecord> for Line {
             state: r.state,
             state_changed: r.state_changed,
             named: r.named,
+            used_by_uid: r.used_by.uid,
+            used_by_client: r.used_by.client.clone(),
         }
     }
 }
@@ -249,6 +266,13 @@ impl TryFrom<Line> for TokenRecord {
             state: line.state,
             state_changed: line.state_changed,
             named: line.named,
+            used_by: Redeemer {
+                uid: line.used_by_uid,
+                // Shown to administrators: only what a fingerprint can be.
+                client: line
+                    .used_by_client
+                    .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit())),
+            },
         })
     }
 }
@@ -282,6 +306,8 @@ impl LegacyLine {
             state: serde_json::from_value(serde_json::Value::String(state)).ok()?,
             state_changed: time(&changed),
             named: true,
+            used_by_uid: None,
+            used_by_client: None,
         })
     }
 }
@@ -324,9 +350,17 @@ pub enum TokenError {
     /// Revoking by a token's value that no token has.
     #[error("No enrollment token matches the token given. Please check it, or give the token's name (`multipass trust token list`).")]
     NoSuchTokenValue,
-    /// Revoking a token that already enrolled a client.
-    #[error("The enrollment token '{0}' was already used; to undo that, remove the client it enrolled with `multipass trust remove`.")]
-    AlreadyUsed(String),
+    /// Revoking a token that already enrolled a client (its fingerprint, if recorded).
+    #[error("The enrollment token '{name}' was already used; to undo that, remove the client it enrolled: {}.", match client {
+        Some(client) => format!("`multipass trust remove {}`", client.get(..16).unwrap_or(client)),
+        None => "see `multipass trust list`, then `multipass trust remove`".to_string(),
+    })]
+    AlreadyUsed {
+        /// The token's name.
+        name: String,
+        /// The client it enrolled.
+        client: Option<String>,
+    },
     /// Redeeming a token that matches no record.
     #[error("The enrollment token is not valid. Please check it, or ask an administrator for a new one.")]
     Unknown,
@@ -438,6 +472,7 @@ impl TokenStore {
                 state: Stored::Active,
                 state_changed: None,
                 named,
+                used_by: Redeemer::default(),
             };
             records.push(record.clone());
             Ok((token, record))
@@ -463,7 +498,12 @@ impl TokenStore {
                 })?;
             let before = record.status(now);
             match before {
-                TokenStatus::Used => return Err(TokenError::AlreadyUsed(record.name.clone())),
+                TokenStatus::Used => {
+                    return Err(TokenError::AlreadyUsed {
+                        name: record.name.clone(),
+                        client: record.used_by.client.clone(),
+                    })
+                }
                 TokenStatus::Active => {
                     record.state = Stored::Revoked;
                     record.state_changed = Some(now);
@@ -480,7 +520,12 @@ impl TokenStore {
     /// Redeem `token`: if it is active, mark it used (it is consumed before the caller trusts
     /// anybody, so a failure afterwards costs a token, never enrolls two clients) and return its
     /// record.
-    pub fn redeem(&self, token: &str, now: OffsetDateTime) -> Result<TokenRecord, TokenError> {
+    pub fn redeem(
+        &self,
+        token: &str,
+        by: Redeemer,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, TokenError> {
         let hash = TokenHash::of(token);
         self.modify(now, |records| {
             // Every record is compared, so the time taken does not depend on where a match is.
@@ -495,6 +540,7 @@ impl TokenStore {
                 TokenStatus::Active => {
                     record.state = Stored::Used;
                     record.state_changed = Some(now);
+                    record.used_by = by;
                     Ok(record.clone())
                 }
                 TokenStatus::Used => Err(TokenError::Used),
@@ -606,11 +652,13 @@ mod tests {
             .create(Some("bob"), DEFAULT_LIFETIME, Some(1000), now())
             .unwrap();
         assert_eq!(record.name, "bob");
-        let redeemed = s.redeem(token.expose(), now()).unwrap();
+        let redeemed = s
+            .redeem(token.expose(), Redeemer::default(), now())
+            .unwrap();
         assert_eq!(redeemed.name, "bob");
         assert_eq!(redeemed.created_by, Some(1000));
         assert!(matches!(
-            s.redeem(token.expose(), now()),
+            s.redeem(token.expose(), Redeemer::default(), now()),
             Err(TokenError::Used)
         ));
         assert_eq!(s.list().unwrap()[0].status(now()), TokenStatus::Used);
@@ -639,7 +687,11 @@ mod tests {
             .create(Some("short"), Duration::seconds(5), None, t0)
             .unwrap();
         assert!(matches!(
-            s.redeem(short.expose(), t0 + Duration::seconds(5)),
+            s.redeem(
+                short.expose(),
+                Redeemer::default(),
+                t0 + Duration::seconds(5)
+            ),
             Err(TokenError::Expired)
         ));
         let (revoked, _) = s.create(Some("gone"), DEFAULT_LIFETIME, None, t0).unwrap();
@@ -659,11 +711,11 @@ mod tests {
         assert_eq!(lapsed.before, TokenStatus::Expired);
         assert_eq!(lapsed.record.status(later), TokenStatus::Expired);
         assert!(matches!(
-            s.redeem(revoked.expose(), t0),
+            s.redeem(revoked.expose(), Redeemer::default(), t0),
             Err(TokenError::Revoked)
         ));
         assert!(matches!(
-            s.redeem(Token::generate().expose(), t0),
+            s.redeem(Token::generate().expose(), Redeemer::default(), t0),
             Err(TokenError::Unknown)
         ));
         assert!(matches!(
@@ -688,11 +740,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         let (token, _) = s.create(Some("x"), DEFAULT_LIFETIME, None, now()).unwrap();
-        s.redeem(token.expose(), now()).unwrap();
+        s.redeem(token.expose(), Redeemer::default(), now())
+            .unwrap();
         assert!(matches!(
             s.revoke("x", now()),
-            Err(TokenError::AlreadyUsed(_))
+            Err(TokenError::AlreadyUsed { client: None, .. })
         ));
+    }
+
+    #[test]
+    fn a_used_token_keeps_who_redeemed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (token, _) = s.create(Some("x"), DEFAULT_LIFETIME, None, now()).unwrap();
+        let by = Redeemer {
+            uid: Some(1000),
+            client: Some("ab".repeat(32)),
+        };
+        s.redeem(token.expose(), by.clone(), now()).unwrap();
+        let listed = s.list().unwrap();
+        assert_eq!(listed[0].used_by, by, "read back from the file");
+        let refusal = s.revoke("x", now()).unwrap_err().to_string();
+        assert!(
+            refusal.contains(&format!("`multipass trust remove {}`", "ab".repeat(8))),
+            "{refusal}"
+        );
+        // What the file says of the client is shown to administrators: a fingerprint or nothing.
+        let text = std::fs::read_to_string(s.path.clone()).unwrap();
+        std::fs::write(&s.path, text.replace(&"ab".repeat(32), "\\u001b[31mred")).unwrap();
+        assert_eq!(s.list().unwrap()[0].used_by.client, None);
     }
 
     #[test]
@@ -763,7 +839,7 @@ mod tests {
         let s = store(dir.path());
         let t0 = now();
         let (token, _) = s.create(Some("old"), DEFAULT_LIFETIME, None, t0).unwrap();
-        s.redeem(token.expose(), t0).unwrap();
+        s.redeem(token.expose(), Redeemer::default(), t0).unwrap();
         let later = t0 + TOMBSTONE_RETENTION + Duration::minutes(1);
         s.create(Some("new"), DEFAULT_LIFETIME, None, later)
             .unwrap();
@@ -783,7 +859,9 @@ mod tests {
         assert!(generated.name.starts_with("token-"), "{}", generated.name);
         assert_eq!(generated.client_name(), None);
         // Remembered across a write and a read.
-        let redeemed = s.redeem(token.expose(), now()).unwrap();
+        let redeemed = s
+            .redeem(token.expose(), Redeemer::default(), now())
+            .unwrap();
         assert_eq!(redeemed.client_name(), None);
         let listed = s.list().unwrap();
         assert_eq!(listed[0].client_name(), Some("bob-laptop"));

@@ -8,7 +8,7 @@ use rpc::server::Peer;
 use time::OffsetDateTime;
 use trust::audit::AuditEvent;
 use trust::passphrase::MAX_PASSPHRASE_LEN;
-use trust::tokens::{looks_like_token, TokenError};
+use trust::tokens::{looks_like_token, Redeemer, TokenError};
 use trust::PassphraseHash;
 use zeroize::Zeroizing;
 
@@ -123,7 +123,12 @@ impl Gate {
     ) -> Result<(Checked, Option<String>), Error> {
         let tokens = self.tokens.clone();
         let now = OffsetDateTime::now_utc();
-        let record = match tokio::task::spawn_blocking(move || tokens.redeem(&token, now)).await? {
+        let by = Redeemer {
+            uid: peer.credentials.map(|c| c.uid),
+            client: peer.client.as_ref().map(|c| c.fingerprint().to_hex()),
+        };
+        let redeemed = tokio::task::spawn_blocking(move || tokens.redeem(&token, by, now));
+        let record = match redeemed.await? {
             Ok(record) => record,
             Err(TokenError::Storage(e)) => return Err(Error::Storage(e)),
             Err(refused) => {

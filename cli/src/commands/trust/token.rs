@@ -56,8 +56,10 @@ pub struct CreateArgs {
 /// List enrollment tokens and whether they can still be used
 ///
 /// List the enrollment tokens the service remembers: name, status (active, expired, used,
-/// revoked), when each was created and expires, and who created it. Used, revoked and expired
-/// tokens are forgotten 7 days later. Tokens themselves are never shown again.
+/// revoked), when each was created and expires, who created it, and for a used one who redeemed
+/// it and the start of its client's fingerprint (`multipass trust remove` takes it). Used,
+/// revoked and expired tokens are forgotten 7 days later. Tokens themselves are never shown
+/// again.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// Output format
@@ -181,7 +183,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     }
 }
 
-const COLUMNS: [Column; 6] = [
+const COLUMNS: [Column; 9] = [
     Column::new("Name", "name"),
     Column::new("Status", "status"),
     Column::new("Created", "created"),
@@ -190,6 +192,19 @@ const COLUMNS: [Column; 6] = [
     Column {
         header: "Creator UID",
         key: "created_by_uid",
+        table_chars: None,
+        in_table: false,
+    },
+    Column::new("Used by", "used_by_user"),
+    Column {
+        header: "User UID",
+        key: "used_by_uid",
+        table_chars: None,
+        in_table: false,
+    },
+    Column {
+        header: "Client",
+        key: "used_by_client",
         table_chars: None,
         in_table: false,
     },
@@ -215,6 +230,24 @@ pub fn render(tokens: &[TokenInfo], format: Format) -> String {
                 (_, Some(uid)) if format == Format::Table => json!(format!("uid {uid}")),
                 _ => Value::Null,
             };
+            // In the table, the user and the start of the client's fingerprint, which
+            // `multipass trust remove` takes.
+            let client = (!t.used_by_client.is_empty()).then_some(t.used_by_client.as_str());
+            let user = match (&t.used_by_user, t.used_by_uid) {
+                (user, _) if !user.is_empty() => Some(user.clone()),
+                (_, Some(uid)) if format == Format::Table => Some(format!("uid {uid}")),
+                _ => None,
+            };
+            let used_by = match (user, client) {
+                (Some(user), Some(client)) if format == Format::Table => {
+                    json!(format!("{user} ({})", client.get(..16).unwrap_or(client)))
+                }
+                (Some(user), _) => json!(user),
+                (None, Some(client)) if format == Format::Table => {
+                    json!(client.get(..16).unwrap_or(client))
+                }
+                _ => Value::Null,
+            };
             vec![
                 json!(t.name),
                 json!(status_word(t.status)),
@@ -222,6 +255,9 @@ pub fn render(tokens: &[TokenInfo], format: Format) -> String {
                 json!(t.expires),
                 creator,
                 t.created_by_uid.map_or(Value::Null, |u| json!(u)),
+                used_by,
+                t.used_by_uid.map_or(Value::Null, |u| json!(u)),
+                client.map_or(Value::Null, |c| json!(c)),
             ]
         })
         .collect();
@@ -301,19 +337,35 @@ mod tests {
 
     #[test]
     fn table_of_tokens() {
-        let tokens = [TokenInfo {
+        let bob = TokenInfo {
             name: "bob".into(),
             status: TokenStatus::Active as i32,
             created: "2026-01-01T00:00:00Z".into(),
             expires: "2026-01-01T00:15:00Z".into(),
             created_by_uid: Some(0),
             created_by_user: "root".into(),
-        }];
+            ..TokenInfo::default()
+        };
+        let carol = TokenInfo {
+            name: "carol".into(),
+            status: TokenStatus::Used as i32,
+            used_by_uid: Some(1001),
+            used_by_user: "carol".into(),
+            used_by_client: "0123456789abcdef".repeat(4),
+            ..bob.clone()
+        };
         assert_eq!(
-            render(&tokens, Format::Table),
-            "Name  Status  Created               Expires               Created by\n\
-             bob   active  2026-01-01T00:00:00Z  2026-01-01T00:15:00Z  root\n"
+            render(&[bob, carol.clone()], Format::Table),
+            "Name   Status  Created               Expires               Created by  Used by\n\
+             bob    active  2026-01-01T00:00:00Z  2026-01-01T00:15:00Z  root        -\n\
+             carol  used    2026-01-01T00:00:00Z  2026-01-01T00:15:00Z  root        carol (0123456789abcdef)\n"
         );
+        let json: Value = serde_json::from_str(&render(&[carol], Format::Json)).unwrap();
+        assert_eq!(
+            json["tokens"][0]["used_by_client"],
+            "0123456789abcdef".repeat(4)
+        );
+        assert_eq!(json["tokens"][0]["used_by_uid"], 1001);
         assert_eq!(render(&[], Format::Table), "No enrollment tokens.\n");
     }
 }
