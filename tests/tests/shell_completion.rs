@@ -20,6 +20,11 @@ fn generate(dir: &Path) -> PathBuf {
 /// What bash offers for the command line `line` (the cursor at its end), with the generated
 /// script loaded, as bash calls the completion function on Tab.
 fn bash_completes(script: &Path, line: &str) -> Vec<String> {
+    bash_completes_in(script, line, None)
+}
+
+/// [`bash_completes`] run in the directory `cwd`, whose files bash would offer as file names.
+fn bash_completes_in(script: &Path, line: &str, cwd: Option<&Path>) -> Vec<String> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     if line.ends_with(' ') {
         words.push("");
@@ -46,6 +51,9 @@ fn bash_completes(script: &Path, line: &str) -> Vec<String> {
         .arg(program)
         .env_clear()
         .env("PATH", "/usr/bin:/bin");
+    if let Some(cwd) = cwd {
+        bash.current_dir(cwd);
+    }
     let out = run(bash, None, DEFAULT_TIMEOUT);
     out.assert_code(0, &format!("bash completion of {line:?}"));
     out.stdout
@@ -83,6 +91,29 @@ fn bash_offers_the_settings_keys_after_get_and_set() {
     assert!(bash_completes(&script, "multipass list --sn").contains(&"--snapshots".to_string()));
 }
 
+/// Values that are not files (a passphrase, a name, a duration, a client's ID) are not completed
+/// as file names.
+fn bash_offers_no_file_names_where_no_file_is_wanted() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let script = generate(dir.path()).join("multipass");
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::write(cwd.join("a-file"), "").unwrap();
+    for line in [
+        "multipass trust token create --expires ",
+        "multipass trust token create --name ",
+        "multipass trust token revoke ",
+        "multipass trust remove ",
+        "multipass authenticate ",
+    ] {
+        let offered = bash_completes_in(&script, line, Some(&cwd));
+        assert!(
+            !offered.iter().any(|w| w == "a-file"),
+            "{line:?} offers {offered:?}"
+        );
+    }
+}
+
 fn zsh_offers_the_settings_keys_after_get_and_set() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let script =
@@ -101,5 +132,5 @@ fn zsh_offers_the_settings_keys_after_get_and_set() {
 }
 
 multipass_system_tests::process_tests! {
-    plain: [bash_offers_the_settings_keys_after_get_and_set, zsh_offers_the_settings_keys_after_get_and_set],
+    plain: [bash_offers_the_settings_keys_after_get_and_set, bash_offers_no_file_names_where_no_file_is_wanted, zsh_offers_the_settings_keys_after_get_and_set],
 }

@@ -1,5 +1,6 @@
 //! `multipass authenticate [PASSPHRASE]`: have this client's certificate trusted by the daemon.
 
+use clap::ValueHint;
 use rpc::proto::AuthenticateRequest;
 use trust::passphrase::MAX_PASSPHRASE_LEN;
 use trust::tokens::{looks_like_token, TOKEN_BYTES, TOKEN_PREFIX};
@@ -34,7 +35,7 @@ use crate::passphrase;
 #[derive(clap::Args)]
 pub struct Args {
     /// The passphrase (prompted for when omitted)
-    #[arg(value_name = "PASSPHRASE", conflicts_with = "admin")]
+    #[arg(value_name = "PASSPHRASE", conflicts_with = "admin", value_hint = ValueHint::Other)]
     passphrase: Option<String>,
 
     /// Trust this client through multipassd-helper instead, as an administrator (polkit asks

@@ -1,5 +1,6 @@
 //! `multipass trust remove ID`: stop trusting a client.
 
+use clap::ValueHint;
 use rpc::trust_proto::RemoveClientRequest;
 
 use crate::commands::Context;
@@ -19,7 +20,11 @@ use crate::output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The client's name, or a prefix of its fingerprint
-    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(
+        value_name = "ID",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
+        value_hint = ValueHint::Other
+    )]
     id: String,
 }
 

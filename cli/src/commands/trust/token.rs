@@ -1,6 +1,7 @@
 //! `multipass trust token create|list|revoke`: one-time enrollment tokens.
 
 use clap::Subcommand;
+use clap::ValueHint;
 use rpc::trust_proto::{
     CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenInfo, TokenStatus,
 };
@@ -46,10 +47,10 @@ pub struct CreateArgs {
     /// The token's name, and the name the enrolled client is trusted under; refused when a
     /// trusted client has that name already [default: a generated token name; the client gets
     /// the redeeming user's login name]
-    #[arg(long)]
+    #[arg(long, value_hint = ValueHint::Other)]
     name: Option<String>,
     /// How long the token works, e.g. 90s, 15m, 2h, 1d, "1h 30m" (at most 30 days) [default: 15m]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, value_hint = ValueHint::Other)]
     expires: Option<u64>,
 }
 
@@ -76,7 +77,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's name
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_hint = ValueHint::Other)]
     name: String,
 }
 
