@@ -162,11 +162,28 @@ fn page_name(cmd: &clap::Command) -> String {
         .replace(' ', "-")
 }
 
-/// The pages of `parent`'s subcommands, and of theirs, recursively.
+/// The pages of `parent`'s subcommands, and of theirs, recursively. Each says what its exit
+/// status means (the same for every command), and points to multipass(1) for the environment
+/// and the files.
 fn write_subcommand_pages(dir: &Path, parent: &clap::Command) -> anyhow::Result<()> {
     for sub in parent.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let also = see_also(sub, &[&format!("{}(1)", page_name(parent))]);
-        write_page(dir, sub, "1", &[], &also, Subcommands::Pages)?;
+        let mut extra = vec![format!("{}(1)", page_name(parent))];
+        if extra[0] != "multipass(1)" {
+            extra.insert(0, "multipass(1)".into());
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let sections = [Section::new(
+            "EXIT STATUS",
+            cli_doc(multipass_cli::doc::EXIT_STATUS),
+        )];
+        write_page(
+            dir,
+            sub,
+            "1",
+            &sections,
+            &see_also(sub, &extra),
+            Subcommands::Pages,
+        )?;
         write_subcommand_pages(dir, sub)?;
     }
     Ok(())

@@ -407,6 +407,19 @@ fn the_long_description_of_each_subcommand_reaches_its_man_page() {
                 .join("man")
                 .join(format!("multipass-{}.1", path.join("-"))),
         );
+        // Every command's page says what its exit status means, and where the rest is.
+        let parts = sections(&page);
+        let exit = flat(section(&parts, "EXIT STATUS").unwrap_or_default());
+        assert!(
+            exit.contains("could not be reached"),
+            "`multipass {}`: no EXIT STATUS\n{page}",
+            path.join(" ")
+        );
+        assert!(
+            flat(section(&parts, "SEE ALSO").unwrap_or_default()).contains("multipass(1)"),
+            "`multipass {}`: SEE ALSO does not name multipass(1)\n{page}",
+            path.join(" ")
+        );
         let described = flat(section(&sections(&page), "DESCRIPTION").unwrap_or_default());
         for paragraph in description(&help.stdout).split("\n\n") {
             assert!(

@@ -70,13 +70,13 @@ pub struct ListArgs {
 
 /// Revoke an enrollment token so that nobody can use it
 ///
-/// Revoke the enrollment token NAME (as `multipass trust token list` shows it): it can no longer
-/// be redeemed. Revoking a token that is revoked or expired already succeeds and changes nothing.
+/// Revoke the enrollment token NAME (as `multipass trust token list` shows it), or the token
+/// given itself: it can no longer be redeemed. Revoking a token that is revoked or expired already succeeds and changes nothing.
 /// A token that was already used cannot be revoked; remove the client it enrolled with
 /// `multipass trust remove` instead.
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
-    /// The token's name
+    /// The token's name (or the token itself)
     #[arg(value_name = "NAME", value_hint = ValueHint::Other)]
     name: String,
 }
