@@ -12,8 +12,8 @@ use crate::passphrase;
 
 /// Authenticate this client with the multipass service
 ///
-/// Have this client's certificate trusted by the multipass service, with the passphrase an
-/// administrator set with `multipass set local.passphrase`, or with a one-time enrollment token
+/// Have this client's certificate trusted by the multipass service, with the passphrase set from
+/// a trusted client with `multipass set local.passphrase`, or with a one-time enrollment token
 /// from `multipass trust token create`. Once it is trusted, the other commands work. Each user
 /// (and root) has their own client: authenticate as the user who will run the commands.
 ///
