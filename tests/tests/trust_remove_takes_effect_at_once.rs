@@ -94,6 +94,18 @@ fn trust_remove_takes_effect_at_once() {
         .assert_code(0, "A `list` after removing the others");
     daemon.assert_socket_mode((0o666, 0, 0), "while A is still trusted");
 
+    // A client appended by hand has no name, which the removal says.
+    let by_hand = multipass_system_tests::clients::MemoryIdentity::new(&daemon);
+    multipass_system_tests::clients::append_by_hand(&daemon.store_path(), &by_hand.pem);
+    let prefix = sha256_hex(&by_hand.der)[..16].to_string();
+    let out = daemon.run_as(&a, &["trust", "remove", &prefix], None);
+    out.assert_code(0, "removing a client appended by hand");
+    assert!(
+        out.stdout
+            .starts_with(&format!("Removed the client {prefix}, which had no name.")),
+        "{out}"
+    );
+
     // The last one: the socket is restricted to the admin group again.
     let out = daemon.run_as(&a, &["trust", "remove", &a.name], None);
     out.assert_code(0, "A removes itself, the last trusted client");
@@ -117,7 +129,7 @@ fn trust_remove_takes_effect_at_once() {
     let removed = audit_events(&log, "removed");
     assert_eq!(
         removed.len(),
-        5,
+        6,
         "one audit event per removal:\n{}",
         removed.join("\n")
     );

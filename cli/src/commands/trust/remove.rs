@@ -36,16 +36,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         .await?
         .into_inner();
     let removed = reply.removed.unwrap_or_default();
-    let who = if removed.name.is_empty() {
-        String::new()
-    } else {
-        format!("'{}' ", removed.name)
-    };
     let short = removed
         .fingerprint
         .get(..16)
         .unwrap_or(&removed.fingerprint);
-    let mut text = format!("Removed {who}({short}).");
+    let mut text = if removed.name.is_empty() {
+        format!("Removed the client {short}, which had no name.")
+    } else {
+        format!("Removed '{}' ({short}).", removed.name)
+    };
     if removed.is_caller {
         text.push_str(" This was the client you used: it is no longer trusted.");
     }
