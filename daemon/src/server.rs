@@ -58,9 +58,10 @@ const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
 pub const MAX_REQUESTS_PER_PEER: usize = 64;
 /// Largest HTTP/2 header list accepted.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-/// A request not answered within this is cancelled, so a stream that never sends its request
-/// does not hold a task forever. The slowest legitimate request waits for its turn at the hash
-/// pool: seconds.
+/// A request not answered within this is answered `DEADLINE_EXCEEDED`, and a request whose
+/// message has not arrived whole within it fails, so that a stream that never sends its request
+/// does not hold a task forever (a handler, once its message has come, runs to its end). The
+/// slowest legitimate request waits for its turn at the hash pool: seconds.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP/2 and request limits every connection is served with. Public for the benchmark's
@@ -74,7 +75,10 @@ pub fn tonic_server() -> tonic::transport::Server<Stack<RequestLimitLayer, Ident
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .timeout(REQUEST_TIMEOUT)
-        .layer(RequestLimitLayer::new(MAX_REQUESTS_PER_PEER))
+        .layer(RequestLimitLayer::new(
+            MAX_REQUESTS_PER_PEER,
+            REQUEST_TIMEOUT,
+        ))
 }
 
 /// A trust store at least this large (about 80 entries) is first read on a thread of its own

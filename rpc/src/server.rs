@@ -908,15 +908,19 @@ pub const TOO_MANY_REQUESTS: &str =
 #[derive(Debug, Clone)]
 pub struct RequestLimitLayer {
     max_per_peer: usize,
+    /// How long a request's message may take to arrive whole.
+    arrival: Duration,
     in_flight: PerPeer,
     warnings: Arc<Warnings>,
 }
 
 impl RequestLimitLayer {
-    /// At most `max_per_peer` requests in flight per peer.
-    pub fn new(max_per_peer: usize) -> RequestLimitLayer {
+    /// At most `max_per_peer` requests in flight per peer, each of which must have sent its
+    /// whole message within `arrival` of its start.
+    pub fn new(max_per_peer: usize, arrival: Duration) -> RequestLimitLayer {
         RequestLimitLayer {
             max_per_peer,
+            arrival,
             in_flight: PerPeer::default(),
             warnings: Arc::new(warnings()),
         }
@@ -945,9 +949,11 @@ type Reply = http::Response<tonic::body::Body>;
 
 impl<S, B> tower::Service<http::Request<B>> for RequestLimit<S>
 where
-    S: tower::Service<http::Request<B>, Response = Reply>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = Reply>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Reply;
     type Error = S::Error;
@@ -975,6 +981,10 @@ where
             None => None,
         };
         let in_flight = peer.map(|p| p.clock.begin());
+        // The handler is not cut short (below), so the wait for a message that never comes is:
+        // it fails once `arrival` has passed, and the handler with it.
+        let arrival = self.limits.arrival;
+        let request = request.map(|body| tonic::body::Body::new(Arriving::new(body, arrival)));
         let reply = self.inner.call(request);
         // The handler runs as a task of its own, holding its request's place, so that a client
         // cannot cut it short: a deadline it sent (`grpc-timeout`), a reset stream or a closed
@@ -998,6 +1008,66 @@ where
             // returned: a streamed answer is still part of the request.
             Ok(reply?.map(|body| tonic::body::Body::new(Holding { body, _held: held })))
         })
+    }
+}
+
+/// A request's body that fails unless it has arrived whole within its deadline.
+struct Arriving<B> {
+    body: Pin<Box<B>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    ended: bool,
+}
+
+impl<B> Arriving<B> {
+    fn new(body: B, within: Duration) -> Arriving<B> {
+        Arriving {
+            body: Box::pin(body),
+            deadline: Box::pin(tokio::time::sleep(within)),
+            ended: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for Arriving<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.body.as_mut().poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.ended = true;
+                    let late = tonic::Status::deadline_exceeded(
+                        "The request's message did not arrive in time.",
+                    );
+                    Poll::Ready(Some(Err(late.into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -1062,6 +1132,76 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A body that sends nothing and never ends, as a client that opened a stream and went
+    /// quiet.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    /// A handler runs to its end whatever its client does, so a request whose message never
+    /// comes must fail by itself: its body does, once the time for it to arrive has passed.
+    #[tokio::test]
+    async fn a_message_that_never_arrives_fails_the_handler_in_time() {
+        use http_body::Body as _;
+        let handler = tower::service_fn(|request: http::Request<tonic::body::Body>| async move {
+            let mut body = request.into_body();
+            let read = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let failed = matches!(read, Some(Err(_)));
+            let status = if failed {
+                tonic::Status::deadline_exceeded("late")
+            } else {
+                tonic::Status::ok("read")
+            };
+            Ok::<_, std::convert::Infallible>(status.into_http())
+        });
+        let mut service = tower::Layer::layer(
+            &RequestLimitLayer::new(4, Duration::from_millis(100)),
+            handler,
+        );
+        let started = Instant::now();
+        let request = http::Request::new(Silent);
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            tower::Service::call(&mut service, request),
+        )
+        .await
+        .expect("the handler ended")
+        .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        let status = tonic::Status::from_header_map(reply.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        // A message that arrives is read as it is.
+        let request = http::Request::new(Full(Some(bytes::Bytes::from_static(b"x"))));
+        let reply = tower::Service::call(&mut service, request).await.unwrap();
+        let status = tonic::Status::from_header_map(reply.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Ok);
+    }
+
+    /// A body of one piece of data.
+    struct Full(Option<bytes::Bytes>);
+
+    impl http_body::Body for Full {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.take().map(|d| Ok(http_body::Frame::data(d))))
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
