@@ -63,6 +63,16 @@ fn trusted_as(name: Option<String>) -> String {
     }
 }
 
+/// Whether a `set` changed the setting.
+enum Stored {
+    Changed,
+    /// It was already so (a passphrase cleared that was not set).
+    Unchanged,
+}
+
+/// Said when a passphrase that is not set is cleared.
+pub const NOTHING_TO_CLEAR: &str = "No passphrase was set; nothing was changed.";
+
 impl Service {
     /// A service deciding with `gate`.
     pub fn new(gate: Arc<Gate>) -> Service {
@@ -77,7 +87,7 @@ impl Service {
         peer: &Peer,
         key: &str,
         value: Zeroizing<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<Stored, Error> {
         if key != PASSPHRASE_KEY {
             return Err(Error::UnknownKey(key.to_string()));
         }
@@ -88,7 +98,7 @@ impl Service {
         })?;
         // Clearing what is clear changes nothing: no write, no audit line.
         if value.is_empty() && self.gate.settings().load()?.passphrase()?.is_none() {
-            return Ok(());
+            return Ok(Stored::Unchanged);
         }
         if let Some(key) = peer.limited_key() {
             let turn = self.changes.turn(key, std::time::Instant::now());
@@ -117,7 +127,7 @@ impl Service {
             via: trust::audit::Via::Daemon,
         }
         .emit();
-        Ok(())
+        Ok(Stored::Changed)
     }
 
     fn read_setting(&self, key: &str) -> Result<String, Error> {
@@ -239,8 +249,14 @@ impl Rpc for Service {
         let (peer, mut message) = first(request).await?;
         let value = Zeroizing::new(std::mem::take(&mut message.val));
         self.gate.admit(&peer).await?;
-        self.store_setting(&peer, &message.key, value).await?;
-        Ok(reply(SetReply::default()))
+        let reply_message = match self.store_setting(&peer, &message.key, value).await? {
+            Stored::Changed => String::new(),
+            Stored::Unchanged => NOTHING_TO_CLEAR.to_string(),
+        };
+        Ok(reply(SetReply {
+            reply_message,
+            ..SetReply::default()
+        }))
     }
 
     type keysStream = ReplyStream<KeysReply>;

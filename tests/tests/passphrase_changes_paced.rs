@@ -23,9 +23,12 @@ fn passphrase_changes_paced() {
     let a = User::create(&dir, Some(&admins));
     let daemon = Daemon::start(&dir, &admins);
     clients::first_client_sets_passphrase(&daemon, &a, PASSPHRASE);
-    daemon
-        .run_as(&a, &["set", "local.passphrase="], None)
-        .assert_code(0, "clearing");
+    let out = daemon.run_as(&a, &["set", "local.passphrase="], None);
+    out.assert_code(0, "clearing");
+    assert!(
+        out.stdout.starts_with("The passphrase was cleared"),
+        "{out}"
+    );
     let before_noops = changes(&daemon.log());
 
     // Clearing what is clear: answered, nothing written.
@@ -33,9 +36,14 @@ fn passphrase_changes_paced() {
     let written = std::fs::metadata(&settings).and_then(|m| m.modified()).ok();
     let noops = Instant::now();
     for _ in 0..20 {
-        daemon
-            .run_as(&a, &["set", "local.passphrase="], None)
-            .assert_code(0, "clearing again");
+        let out = daemon.run_as(&a, &["set", "local.passphrase="], None);
+        out.assert_code(0, "clearing again");
+        // Said as it is: nothing was cleared.
+        assert_eq!(
+            out.stdout.trim(),
+            "No passphrase was set; nothing was changed.",
+            "{out}"
+        );
     }
     let noops = noops.elapsed();
     let after_noops = changes(&daemon.log());

@@ -223,12 +223,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         .replies(client.set(tokio_stream::once(request)).await)
         .await
         .map_err(|e| super::explain_untrusted(e, is_passphrase))?;
+    let mut said = false;
     for reply in replies {
         if !reply.reply_message.is_empty() {
             output::print_line(&reply.reply_message)?;
+            said = true;
         }
     }
-    if cleared {
+    // The service says when clearing changed nothing; otherwise what clearing means.
+    if cleared && !said {
         output::print_line(CLEARED)?;
     }
     Ok(())
