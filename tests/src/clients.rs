@@ -92,11 +92,8 @@ impl MemoryIdentity {
             .expect("parse the new certificate");
         let key =
             rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("the new key");
-        let identity = tls::ClientIdentity {
-            cert: cert.clone(),
-            cert_pem: pem.clone(),
-            key,
-        };
+        let identity =
+            tls::ClientIdentity::new(cert.clone(), pem.clone(), key).expect("the new identity");
         let config = tls::client_config(root_ca_pem, &identity).expect("TLS configuration");
         MemoryIdentity {
             der: cert.to_vec(),

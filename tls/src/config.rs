@@ -220,7 +220,9 @@ pub fn client_config(
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
-        .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            identity.certified_key(),
+        )));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))

@@ -328,14 +328,9 @@ pub struct ClientIdentity {
     pub cert: CertificateDer<'static>,
     /// The certificate, PEM, exactly as stored (what users append to the trust store by hand).
     pub cert_pem: String,
-    /// The private key.
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl Drop for ClientIdentity {
-    fn drop(&mut self) {
-        self.key.zeroize();
-    }
+    /// The certificate with its private key, loaded once and checked to be the certificate's,
+    /// as the TLS configuration presents them.
+    certified: Arc<rustls::sign::CertifiedKey>,
 }
 
 impl Drop for ServerPki {
@@ -406,39 +401,89 @@ impl ClientIdentity {
                 source,
             }
         })?);
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        let mut key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|_| invalid_pem(key_path, "private key"))?;
         // Checked here rather than when the TLS configuration is built, where a mismatch would
         // look like a problem with the daemon's root certificate, loaded at the same time.
-        let signing_key = crate::config::provider()
-            .key_provider
-            .load_private_key(key.clone_key())
-            .map_err(|source| Error::UnusableKey {
+        let certified = certify(&cert, &key).map_err(|e| match e {
+            Certify::Unusable(source) => Error::UnusableKey {
                 key: key_path.to_path_buf(),
                 source,
-            })?;
-        let pair = rustls::sign::CertifiedKey::new(vec![cert.clone()], signing_key);
-        match pair.keys_match() {
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-                return Err(Error::KeyMismatch {
-                    cert: cert_path.to_path_buf(),
-                    key: key_path.to_path_buf(),
-                })
-            }
-            // The key does not say its public half: the handshake is the test then.
-            Ok(()) | Err(rustls::Error::InconsistentKeys(_)) => {}
-            Err(_) => return Err(invalid_pem(cert_path, "certificate")),
-        }
+            },
+            Certify::Mismatch => Error::KeyMismatch {
+                cert: cert_path.to_path_buf(),
+                key: key_path.to_path_buf(),
+            },
+            Certify::Certificate(_) => invalid_pem(cert_path, "certificate"),
+        });
+        key.zeroize();
         Ok(ClientIdentity {
             cert,
             cert_pem,
-            key,
+            certified: certified?,
         })
+    }
+
+    /// The identity of `cert` (its PEM text `cert_pem`) and `key`, which must be the
+    /// certificate's key.
+    pub fn new(
+        cert: CertificateDer<'static>,
+        cert_pem: String,
+        mut key: PrivateKeyDer<'static>,
+    ) -> Result<ClientIdentity> {
+        let certified = certify(&cert, &key).map_err(|e| match e {
+            Certify::Unusable(e) | Certify::Certificate(e) => Error::Tls(e),
+            Certify::Mismatch => Error::Tls(rustls::Error::InconsistentKeys(
+                rustls::InconsistentKeys::KeyMismatch,
+            )),
+        });
+        key.zeroize();
+        Ok(ClientIdentity {
+            cert,
+            cert_pem,
+            certified: certified?,
+        })
+    }
+
+    /// The certificate and its key, as a TLS client presents them.
+    pub(crate) fn certified_key(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.certified.clone()
     }
 
     /// This client's identity as the daemon sees it.
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(&self.cert)
+    }
+}
+
+/// Why [`certify`] found no identity.
+enum Certify {
+    /// The key cannot be loaded for signing.
+    Unusable(rustls::Error),
+    /// The key is not the certificate's.
+    Mismatch,
+    /// The certificate's public key cannot be read.
+    Certificate(rustls::Error),
+}
+
+/// `cert` with `key` loaded for signing, checked to be its key, as rustls's
+/// `CertifiedKey::from_der` does, telling apart what went wrong.
+fn certify(
+    cert: &CertificateDer<'static>,
+    key: &PrivateKeyDer<'static>,
+) -> std::result::Result<Arc<rustls::sign::CertifiedKey>, Certify> {
+    let signing_key = crate::config::provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(Certify::Unusable)?;
+    let pair = rustls::sign::CertifiedKey::new(vec![cert.clone()], signing_key);
+    match pair.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(Certify::Mismatch)
+        }
+        // The key does not say its public half: the handshake is the test then.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(_)) => Ok(Arc::new(pair)),
+        Err(e) => Err(Certify::Certificate(e)),
     }
 }
 
