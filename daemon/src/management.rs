@@ -170,7 +170,11 @@ fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
             .uid
             .and_then(admin::user_name)
             .unwrap_or_default(),
-        used_by_client: record.used_by.client.clone().unwrap_or_default(),
+        used_by_client: record
+            .used_by
+            .client
+            .map(|f| f.to_hex())
+            .unwrap_or_default(),
     }
 }
 

@@ -155,8 +155,8 @@ pub struct Revocation {
 pub struct Redeemer {
     /// The redeeming user's uid (none over TCP).
     pub uid: Option<u32>,
-    /// The client's fingerprint (SHA-256 of its certificate, hex).
-    pub client: Option<String>,
+    /// The client it enrolled.
+    pub client: Option<crate::Fingerprint>,
 }
 
 /// One token as the file records it (never the token itself).
@@ -247,7 +247,7 @@ impl From<&TokenRecord> for Line {
             state_changed: r.state_changed,
             named: r.named,
             used_by_uid: r.used_by.uid,
-            used_by_client: r.used_by.client.clone(),
+            used_by_client: r.used_by.client.map(|f| f.to_hex()),
         }
     }
 }
@@ -271,7 +271,7 @@ impl TryFrom<Line> for TokenRecord {
                 // Shown to administrators: only what a fingerprint can be.
                 client: line
                     .used_by_client
-                    .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit())),
+                    .and_then(|c| crate::Fingerprint::from_hex(&c)),
             },
         })
     }
@@ -501,7 +501,7 @@ impl TokenStore {
                 TokenStatus::Used => {
                     return Err(TokenError::AlreadyUsed {
                         name: record.name.clone(),
-                        client: record.used_by.client.clone(),
+                        client: record.used_by.client.map(|f| f.to_hex()),
                     })
                 }
                 TokenStatus::Active => {
@@ -755,7 +755,7 @@ mod tests {
         let (token, _) = s.create(Some("x"), DEFAULT_LIFETIME, None, now()).unwrap();
         let by = Redeemer {
             uid: Some(1000),
-            client: Some("ab".repeat(32)),
+            client: crate::Fingerprint::from_hex(&"ab".repeat(32)),
         };
         s.redeem(token.expose(), by.clone(), now()).unwrap();
         let listed = s.list().unwrap();

@@ -125,7 +125,7 @@ impl Gate {
         let now = OffsetDateTime::now_utc();
         let by = Redeemer {
             uid: peer.credentials.map(|c| c.uid),
-            client: peer.client.as_ref().map(|c| c.fingerprint().to_hex()),
+            client: peer.client.as_ref().map(|c| c.fingerprint()),
         };
         let redeemed = tokio::task::spawn_blocking(move || tokens.redeem(&token, by, now));
         let record = match redeemed.await? {
