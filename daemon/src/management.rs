@@ -413,14 +413,10 @@ mod tests {
         assert_eq!(resolve(&bundle, own).unwrap(), Fingerprint::of(&y));
         // A name that is no other client's prefix designates its client.
         bundle.insert(entry(b"z", Some("deadbeef0")));
-        if !Fingerprint::of(&x).to_hex().starts_with("deadbeef0")
-            && !Fingerprint::of(&y).to_hex().starts_with("deadbeef0")
-        {
-            assert_eq!(
-                resolve(&bundle, "deadbeef0").unwrap(),
-                Fingerprint::of(b"z")
-            );
-        }
+        assert_eq!(
+            resolve(&bundle, "deadbeef0").unwrap(),
+            Fingerprint::of(b"z")
+        );
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Helper {
         let slot = self.callers.slot()?;
         let uid = self.caller_uid(connection, header).await?;
         if slot.reserved && uid != 0 && Some(uid) != self.owner() {
-            return Err(Callers::full(self.limits.calls));
+            return Err(self.callers.full());
         }
         self.callers.admit(uid, slot)
     }
@@ -378,10 +378,10 @@ impl Callers {
     }
 
     /// What a caller is told when every place it may take is taken.
-    fn full(calls: usize) -> HelperError {
+    fn full(&self) -> HelperError {
         HelperError::Busy(format!(
-            "Too many calls in flight: the helper is answering {calls} calls; try again once it \
-             has"
+            "Too many calls in flight: the helper is answering {} calls; try again once it has",
+            self.calls
         ))
     }
 
@@ -399,7 +399,7 @@ impl Callers {
                 _permit: permit,
                 reserved: true,
             }),
-            Err(_) => Err(Callers::full(self.calls)),
+            Err(_) => Err(self.full()),
         }
     }
 
