@@ -77,24 +77,17 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
     );
     out.assert_not_authenticated("set", "`sudo multipass set local.passphrase`");
     assert_eq!(out.stdout, "", "no prompt before the refusal\n{out}");
-    let advice = out
-        .stderr_trimmed()
-        .lines()
-        .skip(3)
-        .collect::<Vec<_>>()
-        .join(" ");
-    for needed in [
-        "root",
-        "sudo",
-        &alice.name,
-        "without sudo",
-        "sudo multipass set local.passphrase --admin",
-    ] {
-        assert!(
-            advice.contains(needed),
-            "{needed:?} missing from the advice\n{out}"
-        );
-    }
+    assert_advice(
+        &out,
+        &[
+            "root",
+            "sudo",
+            &alice.name,
+            "without sudo",
+            "sudo multipass set local.passphrase --admin",
+        ],
+        "`sudo multipass set local.passphrase`",
+    );
     assert_eq!(stored_hash(daemon), None, "nothing was set");
 
     // root without sudo, and an ordinary untrusted user: refused before the prompt too.
@@ -149,24 +142,36 @@ fn sudo_anything_refused_says_root_is_a_client_of_its_own() {
             None,
             &[("SUDO_USER", &alice.name), ("SUDO_UID", &alice_uid)],
         );
-        out.assert_not_authenticated(command, &format!("`sudo multipass {}`", args.join(" ")));
-        let advice = out
-            .stderr_trimmed()
-            .lines()
-            .skip(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        for needed in [
-            "root is a client of its own",
-            &format!("separate from {}'s", alice.name),
-            "without sudo",
-            "sudo multipass authenticate --admin",
-        ] {
-            assert!(
-                advice.contains(needed),
-                "{args:?}: {needed:?} missing\n{out}"
-            );
-        }
+        let what = format!("`sudo multipass {}`", args.join(" "));
+        out.assert_not_authenticated(command, &what);
+        assert_advice(
+            &out,
+            &[
+                "root is a client of its own",
+                &format!("separate from {}'s", alice.name),
+                "without sudo",
+                "sudo multipass authenticate --admin",
+            ],
+            &what,
+        );
+    }
+}
+
+/// Panics unless the advice after a not-authenticated refusal (its first three lines are
+/// Multipass's message) says each of `needed`.
+#[track_caller]
+fn assert_advice(out: &CliOutput, needed: &[&str], what: &str) {
+    let advice = out
+        .stderr_trimmed()
+        .lines()
+        .skip(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needed in needed {
+        assert!(
+            advice.contains(needed),
+            "{what}: {needed:?} missing from the advice\n{out}"
+        );
     }
 }
 
