@@ -98,9 +98,30 @@ pub const SETTINGS_KEYS: &[Entry] = &[entry(
      one is set (true or false); the passphrase and its hash never leave the daemon.",
 )];
 
+/// The widest these sections are wrapped to: the width clap wraps help to (the terminal's, else
+/// `COLUMNS`, else 100), and no more than 80. clap wraps text it is given again, at its width and
+/// without the hanging indent, so a line longer than its width would be broken in two.
+/// Asked once per process, as every subcommand's help is built at each run.
+fn help_width() -> usize {
+    static WIDTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WIDTH.get_or_init(|| {
+        terminal_size::terminal_size()
+            .map(|(width, _)| usize::from(width.0))
+            .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+            .unwrap_or(100)
+            .min(80)
+    })
+}
+
 /// `entries` under `heading`, for `--help`: each term, and its text indented below it (beside
-/// it when the term is short, as exit statuses are).
+/// it when the term is short, as exit statuses are), wrapped to the help's width.
 pub fn help_section(heading: &str, entries: &[Entry]) -> String {
+    section_at(heading, entries, help_width())
+}
+
+/// [`help_section`] at `width`. A word longer than a line (a path, a variable's name) is left
+/// whole, as clap leaves it.
+fn section_at(heading: &str, entries: &[Entry], width: usize) -> String {
     const INDENT: &str = "      ";
     let mut out = format!("{heading}:");
     for e in entries {
@@ -111,7 +132,8 @@ pub fn help_section(heading: &str, entries: &[Entry]) -> String {
             out.push_str(&format!("\n  {}", e.term));
             INDENT.to_string()
         };
-        let options = textwrap::Options::new(80)
+        let options = textwrap::Options::new(width)
+            .break_words(false)
             .initial_indent(&first)
             .subsequent_indent(INDENT);
         out.push('\n');
@@ -140,5 +162,19 @@ mod tests {
         for e in EXIT_STATUS.iter().chain(ENVIRONMENT).chain(FILES) {
             assert!(help.contains(&format!("  {}", e.term)), "{help}");
         }
+    }
+
+    #[test]
+    fn narrow_sections_fill_their_lines_and_keep_long_words_whole() {
+        let text = section_at("Files", FILES, 30);
+        for line in text.lines() {
+            assert!(
+                line.len() <= 30 || !line.trim().contains(' '),
+                "{line:?} is longer than 30 columns\n{text}"
+            );
+        }
+        assert!(
+            text.contains("\n  ~/.local/share/multipass-client-certificate/multipass_cert.pem\n")
+        );
     }
 }

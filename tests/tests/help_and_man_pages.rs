@@ -522,6 +522,42 @@ fn pages_of_the_client_daemon_and_helper_have_their_sections() {
     );
 }
 
+/// On a narrow terminal the sections after the options (exit status, environment, files) are
+/// wrapped once, keeping their indent: no line is longer than the terminal unless it is one word
+/// (a path), and no line is cut short where the next line's first word would have fitted.
+fn narrow_help_is_wrapped_once() {
+    const WIDTH: usize = 30;
+    let mut cmd = Command::new(bin("multipass"));
+    cmd.arg("--help")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("COLUMNS", WIDTH.to_string());
+    let out = run(cmd, None, DEFAULT_TIMEOUT);
+    out.assert_code(0, "--help");
+    let start = out
+        .stdout
+        .find("Exit status:")
+        .expect("no exit status section");
+    let lines: Vec<&str> = out.stdout[start..].lines().collect();
+    for line in &lines {
+        assert!(
+            line.len() <= WIDTH || !line.trim().contains(' '),
+            "{line:?} is wider than {WIDTH} columns\n{out}"
+        );
+    }
+    for pair in lines.windows(2) {
+        let (line, next) = (pair[0], pair[1]);
+        // Both lines go on one entry's text (a term's line is indented by two).
+        if line.starts_with("      ") && next.starts_with("      ") {
+            let word = next.split_whitespace().next().unwrap_or_default();
+            assert!(
+                line.len() + 1 + word.len() > WIDTH,
+                "{line:?} is cut short: {word:?} fits on it\n{out}"
+            );
+        }
+    }
+}
+
 multipass_system_tests::process_tests! {
-    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections],
+    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections, narrow_help_is_wrapped_once],
 }
