@@ -558,6 +558,31 @@ fn narrow_help_is_wrapped_once() {
     }
 }
 
+/// Every subcommand lists its own options first and the ones every command has (`-v`, `-h`)
+/// last, so that a command's own options are not split by `-v`.
+fn each_commands_own_options_come_first() {
+    for path in subcommand_paths() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("-h");
+        let out = output("multipass", &args);
+        out.assert_code(0, "-h");
+        let options: Vec<&str> = out
+            .stdout
+            .split("\nOptions:\n")
+            .nth(1)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.trim_start().starts_with('-'))
+            .map(|l| l.split_whitespace().next().unwrap_or_default())
+            .collect();
+        assert!(
+            options.ends_with(&["-v,", "-h,"]),
+            "`multipass {} -h` lists {options:?}\n{out}",
+            path.join(" ")
+        );
+    }
+}
+
 multipass_system_tests::process_tests! {
-    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections, narrow_help_is_wrapped_once],
+    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections, narrow_help_is_wrapped_once, each_commands_own_options_come_first],
 }

@@ -37,7 +37,8 @@ pub mod version;
 )]
 pub struct Cli {
     /// Show more detail; repeat for even more (also asks the daemon for its log lines)
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    // Listed after each command's own options, which it would otherwise split.
+    #[arg(short, long, action = ArgAction::Count, global = true, display_order = 900)]
     pub verbose: u8,
 
     #[command(subcommand)]
