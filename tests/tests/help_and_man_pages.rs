@@ -583,6 +583,29 @@ fn each_commands_own_options_come_first() {
     }
 }
 
+/// A combination refused as a usage error is answered with usage lines that each work: none of
+/// them shows the two refused arguments together.
+fn a_refused_combination_is_shown_usage_that_works() {
+    let out = output("multipass", &["authenticate", "--admin", "passphrase"]);
+    out.assert_code(1, "a passphrase with --admin");
+    assert!(out.stderr.contains("cannot be used with"), "{out}");
+    let usage: Vec<&str> = out
+        .stderr
+        .split("Usage:")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(usage.len(), 2, "{out}");
+    for line in usage {
+        assert!(
+            !(line.contains("--admin") && line.contains("PASSPHRASE")),
+            "{line:?} shows the refused combination\n{out}"
+        );
+    }
+}
+
 multipass_system_tests::process_tests! {
-    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections, narrow_help_is_wrapped_once, each_commands_own_options_come_first],
+    plain: [every_subcommand_shows_its_long_description, help_texts_say_what_each_command_needs, man_pages_name_real_commands_and_offer_options_that_work, the_long_description_of_each_subcommand_reaches_its_man_page, pages_of_the_client_daemon_and_helper_have_their_sections, narrow_help_is_wrapped_once, each_commands_own_options_come_first, a_refused_combination_is_shown_usage_that_works],
 }

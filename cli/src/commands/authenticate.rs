@@ -19,9 +19,10 @@ use crate::passphrase;
 ///
 /// The passphrase is asked for when it is not given, once the service has been reached: without
 /// echo on a terminal, otherwise as one line of standard input (`echo "$PASSPHRASE" | multipass
-/// authenticate`). Prefer either to the argument: other users can see command-line arguments. An empty answer is refused (`No
-/// passphrase given`), and so is one that is not UTF-8 text or is longer than 1024 bytes.
-/// A token may come with blanks or a pair of quotes around it, as copying often brings them.
+/// authenticate`). Prefer either to the argument: other users can see command-line arguments.
+/// An empty answer is refused (`No passphrase given`), and so is one that is not UTF-8 text or
+/// is longer than 1024 bytes. A token may come with blanks or a pair of quotes around it, as
+/// copying often brings them.
 ///
 /// The passphrase is checked even when this client is trusted already: a wrong one is refused,
 /// the right one answers which name the client is trusted under. Wrong passphrases and tokens

@@ -49,7 +49,12 @@ pub struct Cli {
 /// struct: a doc comment here would replace that long description with its one line.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    #[command(visible_alias = "auth")]
+    // Two lines of usage, as the passphrase and --admin exclude each other: clap's own line for a
+    // refused combination would show the two together.
+    #[command(
+        visible_alias = "auth",
+        override_usage = "multipass authenticate [OPTIONS] [PASSPHRASE]\n       multipass authenticate [OPTIONS] --admin"
+    )]
     Authenticate(authenticate::Args),
     Set(set::Args),
     Get(get::Args),
