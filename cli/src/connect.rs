@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use trust::paths::{client_cert_dir, client_root_cert, ENV_ROOT_CERT, ENV_SERVER_ADDRESS};
 
 use crate::error::{Error, Unreachable};
+use crate::trace::Trace;
 
 /// How long to wait for the root CA file to appear after dialing.
 const ROOT_CERT_WAIT: Duration = Duration::from_secs(2);
@@ -41,13 +42,22 @@ pub fn server_address() -> Result<Address, Error> {
 }
 
 /// This client's certificate and key, created on first use.
-pub fn identity() -> Result<ClientIdentity, Error> {
+pub fn identity(trace: &Trace) -> Result<ClientIdentity, Error> {
     let dir = client_cert_dir().ok_or_else(|| {
         Error::Config(anyhow!(
             "cannot find the client certificate directory: neither XDG_DATA_HOME nor HOME is set"
         ))
     })?;
-    ClientIdentity::load_or_create(&dir).map_err(|e| identity_error(&dir, e))
+    let cert = dir.join(trust::paths::CLIENT_CERT_FILE);
+    let existed = cert.exists();
+    let identity = ClientIdentity::load_or_create(&dir).map_err(|e| identity_error(&dir, e))?;
+    trace.step(format_args!(
+        "this client: {}{}, fingerprint {}",
+        cert.display(),
+        if existed { "" } else { " (created now)" },
+        identity.fingerprint()
+    ));
+    Ok(identity)
 }
 
 /// What to say when this client's identity in `dir` cannot be loaded or created.
@@ -111,20 +121,39 @@ fn os_text(e: &io::Error) -> String {
 }
 
 /// Connect to the daemon and return a client for it.
-pub async fn connect() -> Result<RpcClient<Channel>, Error> {
-    Ok(RpcClient::new(channel().await?))
+pub async fn connect(trace: &Trace) -> Result<RpcClient<Channel>, Error> {
+    Ok(RpcClient::new(channel(trace).await?))
+}
+
+/// Where a setting came from, for the trace: `variable` when it is set, else the default.
+fn source(variable: &str) -> String {
+    if std::env::var_os(variable).is_some_and(|v| !v.is_empty()) {
+        format!("from {variable}")
+    } else {
+        "the default".to_string()
+    }
 }
 
 /// Connect to the daemon and return the channel, for any of its services.
-pub async fn channel() -> Result<Channel, Error> {
+pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
     let address = server_address()?;
-    let identity = identity()?;
+    trace.step(format_args!(
+        "daemon: {address} ({})",
+        source(ENV_SERVER_ADDRESS)
+    ));
+    let identity = identity(trace)?;
 
     let dialed = rpc::client::dial(&address)
         .await
         .map_err(|e| unreachable(&address, e))?;
+    trace.detail("connected to the socket");
 
     let root_path = client_root_cert();
+    trace.step(format_args!(
+        "daemon's root CA: {} ({})",
+        root_path.display(),
+        source(ENV_ROOT_CERT)
+    ));
     let root_pem = read_root_cert(&root_path)
         .await
         .map_err(|e| Unreachable::RootCert {
@@ -136,17 +165,31 @@ pub async fn channel() -> Result<Channel, Error> {
         reason: format!("{:#}", anyhow::Error::new(e)),
     })?;
 
-    dialed.handshake(tls).await.map_err(|e| match e {
-        ConnectError::Tls { address, source } if rejects_server_certificate(&source) => {
-            Error::Unreachable(Unreachable::ServerNotVerified {
-                reason: source.to_string(),
-                address,
-                root_cert: root_path,
-                from_env: std::env::var_os(ENV_ROOT_CERT).is_some_and(|v| !v.is_empty()),
-            })
-        }
-        other => unreachable(&address, other),
-    })
+    let negotiated = |tls: &rustls::ClientConnection| {
+        trace.detail(format_args!(
+            "TLS handshake done: {}, {}",
+            tls.protocol_version()
+                .map_or("no version".into(), |v| format!("{v:?}")),
+            tls.negotiated_cipher_suite()
+                .map_or("no cipher suite".into(), |s| format!("{:?}", s.suite()))
+        ));
+    };
+    let channel = dialed
+        .handshake_then(tls, negotiated)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Tls { address, source } if rejects_server_certificate(&source) => {
+                Error::Unreachable(Unreachable::ServerNotVerified {
+                    reason: source.to_string(),
+                    address,
+                    root_cert: root_path,
+                    from_env: std::env::var_os(ENV_ROOT_CERT).is_some_and(|v| !v.is_empty()),
+                })
+            }
+            other => unreachable(&address, other),
+        })?;
+    trace.step("connected");
+    Ok(channel)
 }
 
 /// Whether a failed handshake is our verification finding the daemon's certificate not signed

@@ -11,6 +11,7 @@ mod error;
 mod output;
 mod passphrase;
 mod render;
+mod trace;
 
 use std::process::ExitCode;
 

@@ -104,6 +104,16 @@ impl Dialed {
     /// Run the TLS handshake with `tls` and set up a gRPC channel over it. Should the channel need
     /// to reconnect later, it dials the same address again.
     pub async fn handshake(self, tls: Arc<rustls::ClientConfig>) -> Result<Channel, ConnectError> {
+        self.handshake_then(tls, |_| ()).await
+    }
+
+    /// [`Dialed::handshake`], showing `negotiated` the TLS connection once its handshake is done
+    /// (what the client's `-vv` reports).
+    pub async fn handshake_then(
+        self,
+        tls: Arc<rustls::ClientConfig>,
+        negotiated: impl FnOnce(&rustls::ClientConnection),
+    ) -> Result<Channel, ConnectError> {
         let connector = TlsConnector::from(tls);
         let address = self.address;
         let first = tls_handshake(self.stream, &connector)
@@ -112,6 +122,7 @@ impl Dialed {
                 address: address.clone(),
                 source,
             })?;
+        negotiated(first.get_ref().1);
         let first = Arc::new(Mutex::new(Some(first)));
         let redial = address.clone();
         let connector_fn = tower::service_fn(move |_: http::Uri| {

@@ -605,6 +605,69 @@ fn list_snapshots_answers_as_multipass_does() {
         .assert_failure(2, &format!("list failed: {NOT_AUTHENTICATED}"), "bob");
 }
 
+/// `-v` says on stderr which daemon, client certificate and root CA a command used, so that a
+/// user can see which client they are (root's, under sudo, is not theirs); `-vv` adds what TLS
+/// negotiated and the time of each step. What stdout shows is the same, and no key is shown.
+fn verbose_says_which_client_and_daemon() {
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+
+    let plain = daemon.run_as(alice, &["list"], None);
+    let out = daemon.run_as(alice, &["-v", "list"], None);
+    out.assert_code(0, "`multipass -v list`");
+    assert_eq!(out.stdout, plain.stdout, "{out}");
+    let own = trusted_clients(daemon, alice)
+        .into_iter()
+        .find(|c| c["this_client"] == true)
+        .expect("alice's client is listed as this client");
+    let fingerprint = own["fingerprint"].as_str().unwrap_or_default().to_string();
+    let cert = alice
+        .xdg_data_home()
+        .join("multipass-client-certificate/multipass_cert.pem");
+    for needed in [
+        format!(
+            "[client] daemon: unix:{} (from MULTIPASS_SERVER_ADDRESS)\n",
+            daemon.socket().display()
+        ),
+        format!(
+            "[client] this client: {}, fingerprint {fingerprint}\n",
+            cert.display()
+        ),
+        format!(
+            "[client] daemon's root CA: {} (from MULTIPASS_ROOT_CERT)\n",
+            daemon.root_cert().display()
+        ),
+        "[client] connected\n".to_string(),
+    ] {
+        assert!(out.stderr.contains(&needed), "no {needed:?}\n{out}");
+    }
+    assert!(!out.stderr.contains("TLS"), "-vv's details at -v\n{out}");
+    assert!(!out.stderr.contains("PRIVATE KEY"), "{out}");
+
+    let out = daemon.run_as(alice, &["-vv", "list"], None);
+    out.assert_code(0, "`multipass -vv list`");
+    assert_eq!(out.stdout, plain.stdout, "{out}");
+    assert!(
+        out.stderr.contains("TLS handshake done: TLSv1_3, TLS13_"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(" ms] connected\n"), "{out}");
+
+    // Under sudo the command is root's client: another certificate, which `-v` shows.
+    let out = daemon.run_as_root(&["-v", "list"], None);
+    out.assert_code(2, "root's `-v list`");
+    assert!(out.stderr.contains(NOT_AUTHENTICATED), "{out}");
+    let root_cert = daemon
+        .root_xdg_data_home()
+        .join("multipass-client-certificate/multipass_cert.pem");
+    assert!(
+        out.stderr
+            .contains(&format!("[client] this client: {}", root_cert.display())),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(&fingerprint), "{out}");
+}
+
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does, verbose_says_which_client_and_daemon],
 }

@@ -60,7 +60,7 @@ impl std::fmt::Debug for Args {
 /// Run `multipass authenticate`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     if args.admin {
-        return run_admin().await;
+        return run_admin(ctx).await;
     }
     let (mut client, mut passphrase) = match args.passphrase {
         Some(given) => {
@@ -150,8 +150,8 @@ fn too_long() -> Error {
 }
 
 /// `authenticate --admin`: have the helper trust this client's own certificate.
-async fn run_admin() -> Result<(), Error> {
-    let identity = crate::connect::identity()?;
+async fn run_admin(ctx: &Context) -> Result<(), Error> {
+    let identity = crate::connect::identity(ctx.trace())?;
     // A login name that is not a valid client name is not sent: the helper then records a
     // default it can accept.
     let name = nix::unistd::User::from_uid(nix::unistd::getuid())

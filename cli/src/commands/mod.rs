@@ -9,6 +9,7 @@ use tonic::Streaming;
 
 use crate::error::Error;
 use crate::output;
+use crate::trace::Trace;
 
 pub mod authenticate;
 pub mod get;
@@ -36,7 +37,8 @@ pub mod version;
     arg_required_else_help = true
 )]
 pub struct Cli {
-    /// Show more detail; repeat for even more (also asks the daemon for its log lines)
+    /// Show on standard error which daemon, client certificate and root CA the command uses, and
+    /// the daemon's log lines; -vv adds what TLS negotiated and when each step ended
     // Listed after each command's own options, which it would otherwise split.
     #[arg(short, long, action = ArgAction::Count, global = true, display_order = 900)]
     pub verbose: u8,
@@ -82,6 +84,7 @@ impl Command {
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
     verbosity: u8,
+    trace: Trace,
 }
 
 impl Context {
@@ -89,6 +92,7 @@ impl Context {
     pub fn new(cli: &Cli) -> Context {
         Context {
             verbosity: cli.verbose,
+            trace: Trace::new(cli.verbose),
         }
     }
 
@@ -102,9 +106,14 @@ impl Context {
         self.verbosity > 0
     }
 
+    /// The trace of the client's own steps that `-v` shows.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
     /// Connect to the daemon.
     pub async fn connect(&self) -> Result<RpcClient<Channel>, Error> {
-        crate::connect::connect().await
+        crate::connect::connect(&self.trace).await
     }
 
     /// Connect to the daemon's trust-management service.
@@ -112,7 +121,7 @@ impl Context {
         &self,
     ) -> Result<rpc::trust_proto::trust_client::TrustClient<Channel>, Error> {
         Ok(rpc::trust_proto::trust_client::TrustClient::new(
-            crate::connect::channel().await?,
+            crate::connect::channel(&self.trace).await?,
         ))
     }
 
