@@ -125,9 +125,9 @@ fn section_at(heading: &str, entries: &[Entry], width: usize) -> String {
     const INDENT: &str = "      ";
     let mut out = format!("{heading}:");
     for e in entries {
-        let beside = format!("  {:<4}", e.term);
-        let first = if beside.len() == INDENT.len() {
-            beside
+        // Beside only when a blank is left between the term and its text.
+        let first = if e.term.len() < INDENT.len() - 2 {
+            format!("  {:<4}", e.term)
         } else {
             out.push_str(&format!("\n  {}", e.term));
             INDENT.to_string()
@@ -160,7 +160,12 @@ mod tests {
     fn sections_list_every_entry() {
         let help = after_long_help();
         for e in EXIT_STATUS.iter().chain(ENVIRONMENT).chain(FILES) {
-            assert!(help.contains(&format!("  {}", e.term)), "{help}");
+            assert!(
+                help.contains(&format!("  {}\n", e.term))
+                    || help.contains(&format!("  {:<4}{}", e.term, &e.text[..8])),
+                "{help}"
+            );
+            assert!(!help.contains(&format!("{}{}", e.term, &e.text[..8])), "{help}");
         }
     }
 
