@@ -165,7 +165,10 @@ mod tests {
                     || help.contains(&format!("  {:<4}{}", e.term, &e.text[..8])),
                 "{help}"
             );
-            assert!(!help.contains(&format!("{}{}", e.term, &e.text[..8])), "{help}");
+            assert!(
+                !help.contains(&format!("{}{}", e.term, &e.text[..8])),
+                "{help}"
+            );
         }
     }
 

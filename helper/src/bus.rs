@@ -564,11 +564,13 @@ impl Helper {
         let name = name.unwrap_or_else(|| trust::names::default_for_uid(uid));
         let config = self.config.clone();
         let who = Requester { uid, name };
-        let fingerprint = self
+        let trusted = self
             .write(move || ops::trust_certificate(&config, &der, &who))
             .await?;
-        crate::trusted(uid, &fingerprint, Via::Helper);
-        Ok(fingerprint)
+        if trusted.added {
+            crate::trusted(uid, &trusted.fingerprint, Via::Helper);
+        }
+        Ok(trusted.fingerprint)
     }
 
     /// Open (root:root 0666) or restrict (root:<admin group> 0660) the daemon's socket.

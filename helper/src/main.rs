@@ -63,6 +63,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Who asked for a direct command: the uid pkexec names, else root itself.
+fn caller_uid() -> u32 {
+    std::env::var("PKEXEC_UID")
+        .ok()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Through pkexec the command line is the caller's: paths must then be the built-in ones.
     if std::env::var_os("PKEXEC_UID").is_some() && !cli.config.is_default() {
@@ -111,6 +119,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             ops::validate_passphrase(&passphrase).map_err(refused)?;
             ops::set_passphrase(&cli.config, passphrase)?;
+            trust::audit::AuditEvent::PassphraseChanged {
+                cleared: clear,
+                by: trust::audit::Who::Uid(caller_uid()),
+                via: trust::audit::Via::HelperDirect,
+            }
+            .emit();
             eprintln!(
                 "The passphrase was {}.",
                 if clear { "cleared" } else { "set" }
@@ -125,17 +139,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .read_to_string(&mut pem)
                 .context("cannot read the certificate from standard input")?;
             let der = ops::validate_certificate(&pem).map_err(refused)?;
-            // pkexec says who asked; without it, root itself.
-            let uid: u32 = std::env::var("PKEXEC_UID")
-                .ok()
-                .and_then(|u| u.parse().ok())
-                .unwrap_or(0);
+            let uid = caller_uid();
             let name =
                 ops::client_name(name.as_deref().unwrap_or_default(), uid).map_err(refused)?;
-            let fingerprint =
-                ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
-            multipassd_helper::trusted(uid, &fingerprint, trust::audit::Via::HelperDirect);
-            println!("{fingerprint}");
+            let trusted = ops::trust_certificate(&cli.config, &der, &ops::Requester { uid, name })?;
+            if trusted.added {
+                multipassd_helper::trusted(
+                    uid,
+                    &trusted.fingerprint,
+                    trust::audit::Via::HelperDirect,
+                );
+            } else {
+                eprintln!("This certificate was trusted already; nothing was changed.");
+            }
+            println!("{}", trusted.fingerprint);
             Ok(())
         }
         Command::WriteAsOwner => {

@@ -83,22 +83,32 @@ pub struct Requester {
     pub name: String,
 }
 
-/// Trust a certificate (already validated); returns its fingerprint.
-pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow::Result<String> {
+/// A certificate the helper was asked to trust.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    /// Its SHA-256 fingerprint, hex.
+    pub fingerprint: String,
+    /// Whether it was added now; false when it was trusted already and nothing changed (no
+    /// audit line is then written).
+    pub added: bool,
+}
+
+/// Trust a certificate (already validated).
+pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow::Result<Trusted> {
     let request = Request::Trust {
         uid: who.uid,
         name: who.name.clone(),
         pem: trust::pki::certificate_pem(der),
     };
-    let fingerprint = match run_as_owner(config, &request)? {
-        Reply::Trusted { fingerprint } => fingerprint,
+    let trusted = match run_as_owner(config, &request)? {
+        Reply::Trusted { fingerprint, added } => Trusted { fingerprint, added },
         other => bail!("the writer process answered {other:?} to a trust request"),
     };
     let open = socket_access(config);
     if let Err(e) = open {
         tracing::warn!(error = %e, "could not update the socket's access after trusting");
     }
-    Ok(fingerprint)
+    Ok(trusted)
 }
 
 /// Open or restrict the socket.
@@ -250,13 +260,14 @@ fn apply(data_dir: &std::path::Path) -> anyhow::Result<Reply> {
             trust::fsutil::ensure_dir(&layout.trust_store_dir(), 0o700)?;
             // Named as the daemon names the clients it trusts: never a name taken already.
             let tokens = trust::tokens::TokenStore::new(layout.tokens(), FileMode::PRIVATE);
-            TrustStore::new(layout.trust_store(), FileMode::PRIVATE).enrol(
+            let enrolled = TrustStore::new(layout.trust_store(), FileMode::PRIVATE).enrol(
                 entry,
                 Some(&tokens),
                 time::OffsetDateTime::now_utc(),
             )?;
             Ok(Reply::Trusted {
                 fingerprint: fingerprint.to_hex(),
+                added: enrolled.added,
             })
         }
     }

@@ -48,10 +48,12 @@ pub enum Request {
 pub enum Reply {
     /// The passphrase was set or cleared.
     PassphraseSet,
-    /// The certificate is trusted (it was added, or already was).
+    /// The certificate is trusted.
     Trusted {
         /// Its SHA-256 fingerprint, hex.
         fingerprint: String,
+        /// Whether it was added now (false: it was trusted already, and nothing changed).
+        added: bool,
     },
     /// Nothing was written; why (never holding a secret).
     Failed {
@@ -212,6 +214,7 @@ mod tests {
             Reply::PassphraseSet,
             Reply::Trusted {
                 fingerprint: "ab".repeat(32),
+                added: true,
             },
             Reply::Failed {
                 error: "failed to lock /x: No space left on device".into(),

@@ -70,6 +70,31 @@ fn trust_events_name_who_in_their_text() {
     let helped = Identity::create(&clients::user_dir(&carol, "helped"), Some(&carol));
     let out = clients::helper_trust(&daemon, &admins.name, &helped.cert_pem, "helped");
     out.assert_code(0, "the helper trusts a certificate");
+    // The same certificate again changes nothing, says so, and is not audited as trusted.
+    let again = clients::helper_trust(&daemon, &admins.name, &helped.cert_pem, "helped");
+    again.assert_code(0, "the helper trusts the same certificate again");
+    assert_eq!(again.stdout, out.stdout, "the same fingerprint\n{again}");
+    assert!(again.stderr.contains("trusted already"), "{again}");
+    assert!(
+        !again.stderr.contains("event=\"trusted\""),
+        "nothing was trusted\n{again}"
+    );
+    // A passphrase set through the direct mode is audited like one set through the bus.
+    let cmd = clients::helper_command(&daemon, &admins.name, &["set-passphrase"]);
+    let set = multipass_system_tests::process::run(
+        cmd,
+        Some("helper-passphrase\n"),
+        multipass_system_tests::process::DEFAULT_TIMEOUT,
+    );
+    set.assert_code(0, "the helper sets the passphrase");
+    let set_lines: Vec<&str> = set
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" audit: ") && l.contains("event=\"passphrase-set\""))
+        .collect();
+    assert_eq!(set_lines.len(), 1, "{set}");
+    assert!(text(set_lines[0]).contains("user root, uid 0"), "{set}");
+    assert!(!set.stderr.contains("helper-passphrase"), "{set}");
 
     let fp = |user: &User| sha256_hex(&user.cert_der());
     let log = daemon.log();
