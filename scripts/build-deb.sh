@@ -25,6 +25,6 @@ for f in ../multipass_"$version"_"$arch".deb ../multipass-client_"$version"_"$ar
 done
 
 echo "== lintian"
-# --fail-on warning: no errors and no warnings (every override in debian/*.lintian-overrides says why).
+# --fail-on warning: no errors and no warnings, and the packages carry no lintian overrides.
 lintian --fail-on error,warning --tag-display-limit 0 "$out"/multipass_"$version"_"$arch".changes
 ls -l "$out"

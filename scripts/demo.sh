@@ -22,7 +22,7 @@ daemon_pid=""
 cleanup() {
     [[ -n $daemon_pid ]] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
     for u in "${users[@]}"; do userdel "$u" 2>/dev/null || true; done
-    getent group "$admins" >/dev/null && groupdel "$admins" 2>/dev/null
+    [[ $(id -u) -eq 0 ]] && getent group "$admins" >/dev/null && groupdel "$admins" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -69,6 +69,9 @@ as() {
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "Not root: a one-user walkthrough (run as root for the multi-user one)."
+    # No group can be made without root: this user's own group is the admin group, so that
+    # they are the administrator who becomes the first client.
+    admins=$(id -gn)
     start_daemon
     me=$(id -un)
     as "$me" list
