@@ -26,10 +26,12 @@ pub enum Error {
     /// A gated request from a client that is not trusted: the Multipass message (two lines that
     /// stock clients and scripts know), then one line on how to get in. It says how many clients
     /// are trusted, never which.
-    #[error("{NOT_AUTHENTICATED}\n{}", untrusted_hint(*.trusted))]
+    #[error("{NOT_AUTHENTICATED}\n{}", untrusted_hint(*.trusted, *.over_tcp))]
     Untrusted {
         /// Clients trusted now.
         trusted: usize,
+        /// Whether the request came over TCP, where no client becomes the first.
+        over_tcp: bool,
     },
     /// Authenticate without a client certificate: there is nothing to trust.
     #[error("No client certificate was presented, so there is nothing to authenticate. Please use a client that presents its certificate.")]
@@ -199,17 +201,22 @@ fn not_administrator(action: &str, group: Option<&str>, over_tcp: bool) -> Strin
 }
 
 /// The line after the Multipass message for an untrusted client.
-fn untrusted_hint(trusted: usize) -> String {
+fn untrusted_hint(trusted: usize, over_tcp: bool) -> String {
     // Said so that whoever reads it knows who runs what: `--admin` trusts the client of whoever
     // runs it, with an administrator's password, and a token is typed at the prompt, not given
     // on the command line where other users can see it.
     let how = "run 'multipass authenticate', which asks for the passphrase or a one-time token \
                from an administrator, or 'multipass authenticate --admin' to be trusted with an \
                administrator's password.";
-    match trusted {
-        0 => format!(
+    match (trusted, over_tcp) {
+        (0, false) => format!(
             "No client is trusted yet: an administrator becomes the first client by running any \
              'multipass' command. Then, to have this client trusted, {how}"
+        ),
+        (0, true) => format!(
+            "No client is trusted yet, and over TCP no client becomes the first: an \
+             administrator on the daemon's host becomes it through the daemon's Unix socket or \
+             'multipass authenticate --admin'. Then, to have this client trusted, {how}"
         ),
         _ => format!("To have this client trusted, {how}"),
     }
@@ -237,12 +244,21 @@ mod tests {
 
     #[test]
     fn untrusted_keeps_multipass_lines_and_adds_one() {
-        for (trusted, count) in [
-            (0, "No client is trusted yet"),
-            (1, "To have this client trusted"),
-            (7, "To have this client trusted"),
+        for (trusted, over_tcp, count) in [
+            (
+                0,
+                false,
+                "No client is trusted yet: an administrator becomes the first client",
+            ),
+            (
+                0,
+                true,
+                "No client is trusted yet, and over TCP no client becomes the first",
+            ),
+            (1, false, "To have this client trusted"),
+            (7, true, "To have this client trusted"),
         ] {
-            let status = Status::from(Error::Untrusted { trusted });
+            let status = Status::from(Error::Untrusted { trusted, over_tcp });
             assert_eq!(status.code(), tonic::Code::Unauthenticated);
             let lines: Vec<&str> = status.message().lines().collect();
             assert_eq!(lines.len(), 3, "{}", status.message());

@@ -260,6 +260,7 @@ impl Trust for Management {
         Ok(Response::new(RemoveClientReply {
             removed: Some(described),
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            socket_restricted: self.gate.socket_restricted(),
         }))
     }
 

@@ -28,6 +28,11 @@ fn tcp_has_no_first_client() {
 
     let out = daemon.run_as_root(&["list"], None);
     out.assert_not_authenticated("list", "root `list` over TCP on a fresh daemon");
+    // Not told that running a command makes an administrator the first client: not over TCP.
+    assert!(
+        out.stderr.contains("over TCP no client becomes the first"),
+        "{out}"
+    );
     assert!(
         daemon.store_certs().is_empty(),
         "nobody may be trusted over TCP without a passphrase"

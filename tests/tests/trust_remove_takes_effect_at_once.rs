@@ -109,7 +109,11 @@ fn trust_remove_takes_effect_at_once() {
     // The last one: the socket is restricted to the admin group again.
     let out = daemon.run_as(&a, &["trust", "remove", &a.name], None);
     out.assert_code(0, "A removes itself, the last trusted client");
-    assert!(out.stdout.contains("No client is trusted now"), "{out}");
+    assert!(
+        out.stdout
+            .contains("No client is trusted now: only administrators can reach the service"),
+        "{out}"
+    );
     assert!(out.stdout.contains("the client you used"), "{out}");
     assert!(daemon.store_certs().is_empty(), "the store should be empty");
     daemon.assert_socket_mode((0o660, 0, admins.gid), "after the last client was removed");

@@ -413,6 +413,12 @@ impl Gate {
     /// it is tried again at a request after a wait that doubles with each failure: the access
     /// is not left wrong for good, and a helper that cannot be reached is not asked at every
     /// request.
+    /// Whether the Unix socket is restricted to administrators now, as far as the daemon set
+    /// it (false over TCP, where there is no socket, and when its access could not be set).
+    pub fn socket_restricted(&self) -> bool {
+        self.socket_access.load(Ordering::Acquire) == encode(Some(Access::Restricted))
+    }
+
     pub async fn sync_socket(&self) {
         let mut retry = self.socket_turn.lock().await;
         if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
@@ -463,7 +469,12 @@ impl Gate {
         if request != Request::Ping {
             self.refusals.note(peer, refusal, action, failures);
         }
-        self.error_for(refusal, request, action)
+        self.error_for(
+            refusal,
+            request,
+            action,
+            matches!(peer.transport, PeerTransport::Tcp(_)),
+        )
     }
 
     /// Note that `client` was admitted now; when the file is a minute behind, write it off the
@@ -480,7 +491,13 @@ impl Gate {
         }
     }
 
-    fn error_for(&self, refusal: Refusal, request: Request, action: Option<&'static str>) -> Error {
+    fn error_for(
+        &self,
+        refusal: Refusal,
+        request: Request,
+        action: Option<&'static str>,
+        over_tcp: bool,
+    ) -> Error {
         match refusal {
             Refusal::NoCertificate if matches!(request, Request::Authenticate(_)) => {
                 Error::NoClientCertificate
@@ -489,6 +506,7 @@ impl Gate {
             Refusal::NotTrusted if request == Request::Ping => Error::NotAuthenticated,
             Refusal::NotTrusted | Refusal::FirstClientNotAdmin => Error::Untrusted {
                 trusted: self.store.current().map(|b| b.len()).unwrap_or(0),
+                over_tcp,
             },
             Refusal::NotAdministrator | Refusal::OverTcp => Error::NotAdministrator {
                 action: action.unwrap_or("manage other clients' trust"),

@@ -48,12 +48,22 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     if removed.is_caller {
         text.push_str(" This was the client you used: it is no longer trusted.");
     }
-    text.push_str(&match reply.remaining {
-        0 => " No client is trusted now: only administrators can reach the service until one \
-               of them connects."
-            .to_string(),
-        1 => " 1 client is still trusted.".to_string(),
-        n => format!(" {n} clients are still trusted."),
-    });
+    text.push_str(&remaining(reply.remaining, reply.socket_restricted));
     output::print_line(&text)
+}
+
+/// What is left after a removal: how many clients, and with none, who can reach the service.
+fn remaining(count: u32, socket_restricted: bool) -> String {
+    match (count, socket_restricted) {
+        (0, true) => " No client is trusted now: only administrators can reach the service until \
+                      one of them connects."
+            .to_string(),
+        (0, false) => " No client is trusted now. The daemon's socket is not restricted to \
+                       administrators (over TCP there is none; otherwise the daemon's log says \
+                       why), so whoever could reach the service still can; the first \
+                       administrator to run a command on the socket becomes the first client."
+            .to_string(),
+        (1, _) => " 1 client is still trusted.".to_string(),
+        (n, _) => format!(" {n} clients are still trusted."),
+    }
 }
