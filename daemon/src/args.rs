@@ -47,7 +47,7 @@ pub struct Args {
 
     /// Exit after this many seconds with no open connection (under socket activation systemd
     /// starts the daemon again on the next connection). Exit status 75. 0, like no value, means
-    /// never, as for multipassd-helper.
+    /// never.
     #[arg(long, value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
 

@@ -18,7 +18,8 @@ pub const FILES: &[(&str, &str)] = &[
         "/var/lib/multipassd/authenticated-certs/multipass_client_certs.pem",
         "The trust store: the PEM certificates of the trusted clients, each optionally preceded \
          by name:, uid:, user:, how: and when: lines. Appending a certificate by hand trusts it at \
-         once, without a restart; the daemon never loses such an append.",
+         once, without a restart, and the daemon's own appends and rewrites keep it; only a hand \
+         append that lands in the very instant of a removal's rename is lost with the old file.",
     ),
     (
         "/var/lib/multipassd/multipassd.conf",

@@ -12,7 +12,8 @@ use crate::config::Config;
 ///
 /// Normally D-Bus starts it (`serve`) when a client calls io.multipass.Helper1 on the system
 /// bus, as `multipass authenticate --admin` and `multipass set local.passphrase --admin` do; each
-/// call is authorized by polkit for the caller, who is asked for an administrator's password.
+/// call is authorized by polkit for the caller, who is asked for an administrator's password
+/// (except the daemon's own user setting its socket's access, which polkit's rules allow).
 /// An administrator can also run the operations directly through pkexec, with the passphrase or
 /// the certificate on standard input or the terminal, never on the command line.
 #[derive(Debug, Parser)]

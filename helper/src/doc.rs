@@ -35,8 +35,10 @@ pub const FILES: &[(&str, &str)] = &[
 /// The signals the helper handles.
 pub const SIGNALS: &[(&str, &str)] = &[(
     "SIGTERM, SIGINT",
-    "Not handled: the helper ends at once. A write in progress is made by replacing the file \
-     with a complete new one, so it happens entirely or not at all.",
+    "Not handled: the helper ends at once. A write its writer process has begun is finished by \
+     that process, under the state directory's lock: the settings file is replaced by a \
+     complete new one, and a certificate is appended to the trust store in one write, which a \
+     kill of the writer itself can leave cut short (never acknowledged; readers skip it).",
 )];
 
 /// What each exit status means.

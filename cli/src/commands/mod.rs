@@ -27,10 +27,10 @@ pub mod version;
     long_about = "Talk to the multipass service (multipassd): authenticate this client with the \
                   passphrase or a one-time enrollment token, read and change settings, list \
                   instances, and manage who is trusted.\n\n\
-                  Every command but `version` needs a client the service trusts. On a fresh \
-                  service the first administrator (root, or a member of the admin group) to \
-                  run a command is trusted automatically; anyone else runs `multipass \
-                  authenticate`. Each user has their own client certificate, and root has its \
+                  Every command but `version` and `authenticate` needs a client the service \
+                  trusts. On a fresh service the first administrator (root, or a member of the \
+                  admin group) to run any command, `version` included, is trusted \
+                  automatically; anyone else runs `multipass authenticate`. Each user has their own client certificate, and root has its \
                   own: `sudo multipass ...` is a different client from `multipass ...`.",
     after_long_help = crate::doc::after_long_help(),
     subcommand_required = true,
