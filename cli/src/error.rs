@@ -243,19 +243,39 @@ impl fmt::Display for Unreachable {
                     )?;
                     // The client cannot tell whether a client is trusted yet: the socket's
                     // mode is what says so, and it is what just refused us.
+                    // The socket's group is the admin group once the daemon (or the helper) has
+                    // set the socket up; a daemon run by hand without root cannot, so the group
+                    // is named as the socket's, not as the administrators'.
                     let admins = match socket_group.as_deref() {
                         Some("root" | "0") => "root".to_string(),
-                        Some(group) => format!("administrators (root and the '{group}' group)"),
-                        None => "administrators (root and the socket's group)".to_string(),
+                        Some(group) => format!(
+                            "root and the socket's group, '{group}' (the admin group, once the \
+                             daemon has set the socket up),"
+                        ),
+                        None => "root and the socket's group (the admin group, once the daemon \
+                                 has set the socket up),"
+                            .to_string(),
                     };
                     // By its full path: the package installs it in /usr/libexec, which is not
-                    // on sudo's secure_path.
+                    // on sudo's secure_path. Its defaults are the packaged daemon's.
+                    let helper = "sudo /usr/libexec/multipassd-helper";
+                    let fix = match address {
+                        Address::Unix(path) if path.as_os_str() != trust::paths::DEFAULT_SOCKET => {
+                            format!(
+                                "`{helper} --socket {} --data-dir DIR --admin-group GROUP \
+                                 apply-socket-policy`, with the daemon's own state directory \
+                                 and admin group",
+                                path.display()
+                            )
+                        }
+                        _ => format!("`{helper} apply-socket-policy`"),
+                    };
                     write!(
                         f,
                         "The socket does not let this user connect. While no client is trusted, \
                          only {admins} can; once one is, everybody can.\n\
                          If a client is trusted already, an administrator can fix the socket's \
-                         access: `sudo /usr/libexec/multipassd-helper apply-socket-policy`."
+                         access: {fix}."
                     )
                 } else {
                     write!(
@@ -380,15 +400,23 @@ mod tests {
             ),
             "list failed: cannot connect to the multipass socket at /run/multipass_socket: permission denied\n\
              The socket does not let this user connect. While no client is trusted, only \
-             administrators (root and the 'sudo' group) can; once one is, everybody can.\n\
+             root and the socket's group, 'sudo' (the admin group, once the daemon has set the \
+             socket up), can; once one is, everybody can.\n\
              If a client is trusted already, an administrator can fix the socket's access: \
              `sudo /usr/libexec/multipassd-helper apply-socket-policy`."
         );
         // Whether a client is trusted already, the client cannot know: it claims neither.
         let text = dial(unix("/s"), nix::errno::Errno::EACCES, Some("sudo"));
         assert!(!text.contains("Until"), "{text}");
-        assert!(dial(unix("/s"), nix::errno::Errno::EACCES, None)
-            .contains("only administrators (root and the socket's group) can;"));
+        assert!(dial(unix("/s"), nix::errno::Errno::EACCES, None).contains(
+            "only root and the socket's group (the admin group, once the daemon has set the \
+             socket up), can;"
+        ));
+        // A socket of one's own: the helper is told which, and the daemon's other settings.
+        assert!(text.contains(
+            "`sudo /usr/libexec/multipassd-helper --socket /s --data-dir DIR --admin-group GROUP \
+             apply-socket-policy`"
+        ));
     }
 
     #[test]
@@ -399,7 +427,8 @@ mod tests {
                 text.contains("While no client is trusted, only root can;"),
                 "{group}: {text}"
             );
-            assert!(!text.contains("group"), "{group}: {text}");
+            let who = text.split("If a client").next().unwrap_or_default();
+            assert!(!who.contains("group"), "{group}: {text}");
         }
     }
 
