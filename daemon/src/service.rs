@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rpc::proto::rpc_server::Rpc;
 use rpc::proto::*;
 use rpc::server::{Pacing, Peer};
+use tls::VerifiedClient;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use trust::settings::PASSPHRASE_KEY;
@@ -85,6 +86,7 @@ impl Service {
     async fn store_setting(
         &self,
         peer: &Peer,
+        client: &VerifiedClient,
         key: &str,
         value: Zeroizing<String>,
     ) -> Result<Stored, Error> {
@@ -115,6 +117,12 @@ impl Service {
                     .map_err(Error::Storage)?,
             )
         };
+        // Admitted before the pacing wait and the hash, which can take half a minute for a
+        // client with many changes queued: a client removed meanwhile changes nothing, or it
+        // could set a passphrase after an administrator removed it and changed the passphrase.
+        if !self.gate.is_trusted(client)? {
+            return Err(Error::NotAuthenticated);
+        }
         let settings = self.gate.settings().clone();
         let cleared = hash.is_none();
         tokio::task::spawn_blocking(move || {
@@ -248,8 +256,11 @@ impl Rpc for Service {
     ) -> Result<Response<Self::setStream>, Status> {
         let (peer, mut message) = first(request).await?;
         let value = Zeroizing::new(std::mem::take(&mut message.val));
-        self.gate.admit(&peer).await?;
-        let reply_message = match self.store_setting(&peer, &message.key, value).await? {
+        let client = self.gate.admit(&peer).await?;
+        let reply_message = match self
+            .store_setting(&peer, &client, &message.key, value)
+            .await?
+        {
             Stored::Changed => String::new(),
             Stored::Unchanged => NOTHING_TO_CLEAR.to_string(),
         };

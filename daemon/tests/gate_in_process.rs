@@ -15,7 +15,7 @@ use multipassd::management::Management;
 use multipassd::service::Service;
 use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::rpc_server::RpcServer;
-use rpc::proto::{AuthenticateRequest, ListRequest, PingRequest};
+use rpc::proto::{AuthenticateRequest, ListRequest, PingRequest, SetRequest};
 use rpc::server::{incoming, Activity, IncomingOptions, Listener};
 use rpc::trust_proto::trust_client::TrustClient;
 use rpc::trust_proto::trust_server::TrustServer;
@@ -252,7 +252,10 @@ async fn an_unknown_client_is_refused_once_somebody_is_trusted() {
     refused(
         list(&mut client).await,
         Code::Unauthenticated,
-        Error::Untrusted { trusted: 1 },
+        Error::Untrusted {
+            trusted: 1,
+            over_tcp: false,
+        },
     );
     refused(
         client.ping(PingRequest {}).await,
@@ -269,7 +272,10 @@ async fn a_non_administrator_cannot_be_the_first_client() {
     refused(
         list(&mut daemon.rpc(&user).await).await,
         Code::Unauthenticated,
-        Error::Untrusted { trusted: 0 },
+        Error::Untrusted {
+            trusted: 0,
+            over_tcp: false,
+        },
     );
     assert_eq!(daemon.trusted(), 0);
     assert_eq!(daemon.socket(), (Access::Restricted, 0));
@@ -287,7 +293,10 @@ async fn nobody_becomes_the_first_client_over_tcp() {
     refused(
         list(&mut daemon.rpc_tcp(&admin).await).await,
         Code::Unauthenticated,
-        Error::Untrusted { trusted: 0 },
+        Error::Untrusted {
+            trusted: 0,
+            over_tcp: true,
+        },
     );
     assert_eq!(daemon.trusted(), 0);
     // Ping never trusts either.
@@ -355,7 +364,10 @@ async fn a_removed_client_is_refused_from_its_next_request_on() {
     refused(
         list(&mut bob_rpc).await,
         Code::Unauthenticated,
-        Error::Untrusted { trusted: 1 },
+        Error::Untrusted {
+            trusted: 1,
+            over_tcp: false,
+        },
     );
     // The last client gone, the socket is restricted again.
     daemon
@@ -368,6 +380,70 @@ async fn a_removed_client_is_refused_from_its_next_request_on() {
         .unwrap();
     assert_eq!(daemon.trusted(), 0);
     assert_eq!(daemon.socket(), (Access::Restricted, 2));
+}
+
+async fn set_passphrase(
+    client: &mut RpcClient<Channel>,
+    passphrase: &str,
+) -> Result<(), tonic::Status> {
+    let request = SetRequest {
+        key: trust::settings::PASSPHRASE_KEY.to_string(),
+        val: passphrase.to_string(),
+        ..SetRequest::default()
+    };
+    let mut replies = client.set(tokio_stream::once(request)).await?.into_inner();
+    replies.message().await?;
+    Ok(())
+}
+
+/// A passphrase change admitted before its client was removed, but still waiting for its turn
+/// (a peer's changes are paced), changes nothing when the turn comes: otherwise a removed client
+/// could set a passphrase after an administrator changed it, and come back in with it.
+#[tokio::test]
+async fn a_change_queued_by_a_removed_client_is_not_made() {
+    let (daemon, admin) = with_first_client().await;
+    daemon.set_passphrase("first");
+    let bob = daemon.identity("bob");
+    // Over TCP the peer is its address, whose changes are paced (five at once, then two a
+    // second) whoever runs the test.
+    let mut bob_tcp = daemon.rpc_tcp(&bob).await;
+    authenticate(&mut bob_tcp, "first").await.unwrap();
+    let queued: Vec<_> = (0..9)
+        .map(|i| {
+            let mut client = bob_tcp.clone();
+            tokio::spawn(async move { set_passphrase(&mut client, &format!("bob-{i}")).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    daemon
+        .trust(&admin)
+        .await
+        .remove_client(RemoveClientRequest {
+            id: bob.fingerprint().to_hex(),
+        })
+        .await
+        .unwrap();
+    daemon.set_passphrase("rotated");
+    let mut refused = 0;
+    for change in queued {
+        if let Err(status) = change.await.unwrap() {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "only {refused} changes were still queued");
+    let hash = daemon
+        .gate
+        .settings()
+        .load()
+        .unwrap()
+        .passphrase()
+        .unwrap()
+        .expect("a passphrase");
+    assert!(
+        hash.verify("rotated"),
+        "a change queued by the removed client replaced the administrator's passphrase"
+    );
 }
 
 #[tokio::test]
@@ -735,7 +811,10 @@ async fn no_session_is_resumed_so_every_connection_identifies_its_client() {
     refused(
         list(&mut client).await,
         Code::Unauthenticated,
-        Error::Untrusted { trusted: 1 },
+        Error::Untrusted {
+            trusted: 1,
+            over_tcp: false,
+        },
     );
 
     // The first client, removed, reconnecting with its sessions: refused.
@@ -758,7 +837,10 @@ async fn no_session_is_resumed_so_every_connection_identifies_its_client() {
     refused(
         list(&mut bob_rpc).await,
         Code::Unauthenticated,
-        Error::Untrusted { trusted: 1 },
+        Error::Untrusted {
+            trusted: 1,
+            over_tcp: false,
+        },
     );
     assert_eq!(
         sessions.tickets.load(std::sync::atomic::Ordering::SeqCst),
