@@ -661,6 +661,32 @@ async fn the_socket_follows_a_store_changed_behind_the_daemons_back() {
     assert!(has_socket_file(&daemon.unix));
 }
 
+/// The socket's access changed behind the daemon's back (the helper setting it from a store it
+/// read before a removal, root by hand) is noticed from its file at the next request and set
+/// again: an empty store does not keep an open socket.
+#[tokio::test]
+async fn the_socket_follows_its_store_whatever_set_it_last() {
+    let (daemon, admin) = with_first_client().await;
+    daemon
+        .trust(&admin)
+        .await
+        .remove_client(RemoveClientRequest {
+            id: admin.fingerprint().to_hex(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(daemon.socket(), (Access::Restricted, 2));
+    // Opened again by someone else.
+    daemon.socket.0.lock().unwrap().0 = Access::Open;
+    let stranger = daemon.identity("stranger");
+    refused(
+        daemon.rpc(&stranger).await.ping(PingRequest {}).await,
+        Code::Unauthenticated,
+        Error::NotAuthenticated,
+    );
+    assert_eq!(daemon.socket(), (Access::Restricted, 3));
+}
+
 /// When the socket's access cannot be set (the helper busy, say), it is tried again at a later
 /// request, once a wait has passed that doubles with each failure; not at every request.
 #[tokio::test]

@@ -111,71 +111,112 @@ pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow
     Ok(trusted)
 }
 
-/// Open or restrict the socket.
+/// Open or restrict the socket, holding the trust store's lock meanwhile (see [`StoreLock`]).
 pub fn set_socket_access(config: &Config, access: Access) -> anyhow::Result<()> {
+    let _lock = StoreLock::take(config)?;
+    apply_socket(config, access)
+}
+
+/// Give the socket the access that matches the trust store (`apply-socket-policy`, and after
+/// trusting a certificate). The store is read and the access set under the store's lock, so
+/// that a change of the store (a removal by the daemon) cannot come between them and leave the
+/// socket open with nobody trusted.
+pub fn socket_access(config: &Config) -> anyhow::Result<Access> {
+    let lock = StoreLock::take(config)?;
+    let access = Access::for_store(lock.store_is_empty()?);
+    apply_socket(config, access)?;
+    Ok(access)
+}
+
+fn apply_socket(config: &Config, access: Access) -> anyhow::Result<()> {
     // The error names the socket and why (a symbolic link, a directory others can write...).
     Ok(apply_to(&config.socket, access, &config.admin())?)
 }
 
-/// Give the socket the access that matches the trust store (`apply-socket-policy`).
-pub fn socket_access(config: &Config) -> anyhow::Result<Access> {
-    let access = Access::for_store(store_is_empty(config)?);
-    set_socket_access(config, access)?;
-    Ok(access)
+/// The trust store's directory, opened and locked as its writers lock it (the daemon, the
+/// helper's writer), so that no store change and no other setting of the socket's access comes
+/// between reading the store and setting the socket. Opened as root in a directory the daemon's
+/// user controls: no link is followed from the state directory on, the store's own directory
+/// included. `None` inside when there is no such directory (nothing is trusted, and nothing to
+/// lock).
+struct StoreLock {
+    dir: Option<nix::fcntl::Flock<std::fs::File>>,
+    path: std::path::PathBuf,
 }
 
-/// Whether nobody is trusted. Read as root from a directory the daemon's user controls: refuse
-/// symlinks and anything but a regular file, and bound the read.
-fn store_is_empty(config: &Config) -> anyhow::Result<bool> {
-    use nix::fcntl::{open, openat};
-    use nix::sys::stat::Mode;
-    let layout = config.layout();
-    let path = layout.trust_store();
-    // The state directory comes from root's command line, in a directory its user cannot
-    // write; what is inside it is that user's, so no link is followed from there on, the
-    // store's own directory included.
-    let opened = open(
-        layout.root(),
-        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .and_then(|root| {
-        let dir = layout
-            .trust_store_dir()
-            .file_name()
-            .map(std::path::PathBuf::from)
-            .unwrap_or_default();
-        openat(
-            &root,
-            &dir,
-            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+impl StoreLock {
+    fn take(config: &Config) -> anyhow::Result<StoreLock> {
+        use nix::fcntl::{open, openat, Flock, FlockArg};
+        use nix::sys::stat::Mode;
+        let layout = config.layout();
+        let path = layout.trust_store();
+        let dir = layout.trust_store_dir();
+        // The state directory comes from root's command line, in a directory its user cannot
+        // write.
+        let opened = open(
+            layout.root(),
+            OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-    })
-    .and_then(|dir| {
-        let name = path
+        .and_then(|root| {
+            let name = dir
+                .file_name()
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default();
+            openat(
+                &root,
+                &name,
+                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        });
+        let dir = match opened {
+            Ok(fd) => Some(
+                Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusive).map_err(
+                    |(_, errno)| {
+                        anyhow::Error::new(errno).context(format!("cannot lock {}", dir.display()))
+                    },
+                )?,
+            ),
+            Err(nix::errno::Errno::ENOENT) => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", dir.display())),
+        };
+        Ok(StoreLock { dir, path })
+    }
+
+    /// Whether nobody is trusted: the store read from the locked directory, bounded, and only
+    /// if it is a regular file (never through a link).
+    fn store_is_empty(&self) -> anyhow::Result<bool> {
+        use nix::fcntl::openat;
+        use nix::sys::stat::Mode;
+        let Some(dir) = &self.dir else {
+            return Ok(true);
+        };
+        let name = self
+            .path
             .file_name()
             .map(std::path::PathBuf::from)
             .unwrap_or_default();
-        openat(
-            &dir,
+        let file = match openat(
+            &**dir,
             &name,
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )
-    });
-    let file = match opened {
-        Ok(fd) => std::fs::File::from(fd),
-        Err(nix::errno::Errno::ENOENT) => return Ok(true),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
-    };
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        bail!("{} is not a regular file", path.display());
+        ) {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(nix::errno::Errno::ENOENT) => return Ok(true),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open {}", self.path.display()))
+            }
+        };
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            bail!("{} is not a regular file", self.path.display());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_STORE_READ).read_to_end(&mut bytes)?;
+        Ok(trust::Bundle::parse(&bytes).is_empty())
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_STORE_READ).read_to_end(&mut bytes)?;
-    Ok(trust::Bundle::parse(&bytes).is_empty())
 }
 
 /// Run `multipassd-helper write-as-owner` as the owner of the state directory, `request` on its

@@ -223,6 +223,66 @@ fn a_socket_directory_others_can_write_is_refused() {
     assert_eq!(mode_owner(&socket).unwrap(), (0o666, 0, 0));
 }
 
+/// The helper reads the store and sets the socket's access under the store's lock, as the
+/// store's writers take it: a removal that empties the store comes before or after both, never
+/// between them, where it would leave the socket open with nobody trusted.
+fn the_socket_policy_is_applied_under_the_stores_lock() {
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let data = data_dir_with_a_trusted_client(&dir);
+    let socket = dir.path().join("multipass_socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+
+    // A writer of the store (the daemon removing the last client) holds its lock.
+    let store_dir = data.join("authenticated-certs");
+    let lock = nix::fcntl::Flock::lock(
+        std::fs::File::open(&store_dir).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    let mut helper = Command::new(bin("multipassd-helper"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--admin-group")
+        .arg(&admins.name)
+        .arg("apply-socket-policy")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let waited = helper.try_wait().unwrap();
+    // The writer empties the store, then lets go.
+    std::fs::write(store_dir.join("multipass_client_certs.pem"), "").unwrap();
+    drop(lock);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = helper.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut helper.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        waited, None,
+        "the helper did not wait for the lock: {stderr}"
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("Restricted"), "{stderr}");
+    assert_eq!(
+        mode_owner(&socket).unwrap(),
+        (0o660, 0, admins.gid),
+        "restricted, as the store it read under the lock is empty"
+    );
+}
+
 multipass_system_tests::process_tests! {
-    root: [apply_socket_policy_leaves_a_planted_symlink_alone, set_socket_access_over_dbus_leaves_a_planted_symlink_alone, the_store_is_not_read_through_a_link, a_socket_directory_others_can_write_is_refused],
+    root: [apply_socket_policy_leaves_a_planted_symlink_alone, set_socket_access_over_dbus_leaves_a_planted_symlink_alone, the_store_is_not_read_through_a_link, a_socket_directory_others_can_write_is_refused, the_socket_policy_is_applied_under_the_stores_lock],
 }

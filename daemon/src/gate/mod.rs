@@ -295,7 +295,7 @@ impl Gate {
             // socket's access no longer matches it: set it now. Not from an answer given while
             // another thread still reads the store: setting the access reads the whole store,
             // which start-up does once its read ends, and otherwise the next request.
-            let known = self.socket_access.load(Ordering::Acquire);
+            let known = self.socket_now();
             if presence.whole
                 && known != 0
                 && known != encode(Some(Access::for_store(facts.store_empty)))
@@ -404,21 +404,32 @@ impl Gate {
         Ok(name)
     }
 
-    /// Give the socket the access that matches the store as it is now (restricted while it is
-    /// empty, open otherwise), if it does not have it already. Called after every change of the
-    /// store and at start-up; serialized, and the store is read under the turn, so when several
-    /// changes race the last setting matches the last store.
-    ///
-    /// When the access could not be set (the helper busy or unreachable; the failure is logged),
-    /// it is tried again at a request after a wait that doubles with each failure: the access
-    /// is not left wrong for good, and a helper that cannot be reached is not asked at every
-    /// request.
+    /// The socket's access as its file says now (one `stat`): the helper, or anyone with root,
+    /// may have changed it since the daemon last set it. Over TCP, what the daemon last set.
+    fn socket_now(&self) -> u8 {
+        match self.socket.current() {
+            Some(now) => encode(Some(now)),
+            None => self.socket_access.load(Ordering::Acquire),
+        }
+    }
+
     /// Whether the Unix socket is restricted to administrators now, as far as the daemon set
     /// it (false over TCP, where there is no socket, and when its access could not be set).
     pub fn socket_restricted(&self) -> bool {
         self.socket_access.load(Ordering::Acquire) == encode(Some(Access::Restricted))
     }
 
+    /// Give the socket the access that matches the store as it is now (restricted while it is
+    /// empty, open otherwise), if its file does not have it already. Called at start-up, after a
+    /// change that empties or fills the store, and at a request that finds the socket's access
+    /// not matching the store (changed behind the daemon's back); serialized, and the store is
+    /// read under the turn, so when several changes race the last setting matches the last
+    /// store.
+    ///
+    /// When the access could not be set (the helper busy or unreachable; the failure is logged),
+    /// it is tried again at a request after a wait that doubles with each failure: the access
+    /// is not left wrong for good, and a helper that cannot be reached is not asked at every
+    /// request.
     pub async fn sync_socket(&self) {
         let mut retry = self.socket_turn.lock().await;
         if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
@@ -432,7 +443,7 @@ impl Gate {
             }
         };
         let access = Access::for_store(empty);
-        if self.socket_access.load(Ordering::Acquire) == encode(Some(access)) {
+        if self.socket_now() == encode(Some(access)) {
             return;
         }
         if retry.at.is_some_and(|at| Instant::now() < at) {
