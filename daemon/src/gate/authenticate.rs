@@ -98,20 +98,29 @@ impl Gate {
         &self,
         passphrase: &Zeroizing<String>,
     ) -> Result<(Checked, Option<PassphraseHash>), Error> {
-        let Some(hash) = self.settings.load()?.passphrase()? else {
+        if self.settings.load()?.passphrase()?.is_none() {
             return Ok((Checked::NoPassphrase, None));
-        };
+        }
         if passphrase.len() > MAX_PASSPHRASE_LEN || passphrase.is_empty() {
             return Ok((Checked::WrongPassphrase, None));
         }
-        let legacy = hash.needs_upgrade().then(|| hash.clone());
+        let settings = self.settings.clone();
         let candidate = passphrase.clone();
-        let right = self.hashes.run(move || hash.verify(&candidate)).await?;
-        Ok(if right {
-            (Checked::RightPassphrase, legacy)
-        } else {
-            (Checked::WrongPassphrase, None)
-        })
+        self.hashes
+            .run(move || {
+                // Read again once the hash's turn has come (the wait can be long): a check
+                // queued before the passphrase was changed is made against the new one.
+                let Some(hash) = settings.load()?.passphrase()? else {
+                    return Ok((Checked::NoPassphrase, None));
+                };
+                Ok(if hash.verify(&candidate) {
+                    let legacy = hash.needs_upgrade().then_some(hash);
+                    (Checked::RightPassphrase, legacy)
+                } else {
+                    (Checked::WrongPassphrase, None)
+                })
+            })
+            .await?
     }
 
     /// Redeem `token`: consumed before the client is trusted, so a failure in between costs the
