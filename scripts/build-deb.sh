@@ -27,4 +27,11 @@ done
 echo "== lintian"
 # --fail-on warning: no errors and no warnings, and the packages carry no lintian overrides.
 lintian --fail-on error,warning --tag-display-limit 0 "$out"/multipass_"$version"_"$arch".changes
+# The daemon and the helper are activated, not started, by the package, so debhelper writes no
+# stop for them: the package's own prerm must (a helper left running serves on as root from the
+# removed binary).
+prerm=$(dpkg-deb --ctrl-tarfile "$out"/multipass_"$version"_"$arch".deb | tar -xO ./prerm)
+grep -q 'deb-systemd-invoke stop multipassd-helper.service multipass.service' <<<"$prerm" ||
+    { echo "the prerm does not stop the helper and the daemon" >&2; exit 1; }
+
 ls -l "$out"

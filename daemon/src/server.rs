@@ -381,7 +381,9 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         "listening"
     );
     let status = format!(
-        "Serving on {}; {trusted} trusted client{}",
+        // Said as of the start: the status is not updated as clients are trusted or removed
+        // (`multipass trust list` says who is trusted now).
+        "Serving on {}; {trusted} trusted client{} at start",
         listening.description,
         if trusted == 1 { "" } else { "s" }
     );

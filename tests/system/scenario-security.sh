@@ -18,6 +18,14 @@ for exe in /usr/bin/multipass /usr/sbin/multipassd /usr/libexec/multipassd-helpe
     expect "$exe initialises libc alone at start" "libc.so.6 " "$inits"
 done
 
+# The socket's start hook (the helper as root, applying the socket policy) runs confined too, and
+# still did its work: the socket is restricted to the admin group until a first client.
+expect "the socket's hook has no new privileges" yes "$(systemctl show -p NoNewPrivileges --value multipass.socket)"
+expect "the socket's hook has three capabilities" "cap_chown cap_dac_read_search cap_fowner" \
+    "$(systemctl show -p CapabilityBoundingSet --value multipass.socket)"
+expect "the socket's hook sees the file system read-only" strict "$(systemctl show -p ProtectSystem --value multipass.socket)"
+expect "the hook restricted the socket" "660 root:sudo" "$(mode_of /run/multipass_socket)"
+
 as alice list; expect "alice trusted" 0 "$rc"
 as bob list; expect "bob refused" 2 "$rc"
 
