@@ -1,10 +1,10 @@
 //! systemd integration through `libsystemd`: the listening socket handed over by socket
 //! activation, readiness and status notifications, the watchdog. Notification failures are
-//! logged, never fatal (zincati's habit).
+//! logged, never fatal: the daemon serves whether or not systemd hears of it.
 //!
 //! The socket is taken with `libsystemd::activation` and not `listenfd`: `listenfd` knows sockets
 //! by position only (it ignores `LISTEN_FDNAMES`), and the daemon chooses its socket by name when
-//! it is passed several (docs/ARCHITECTURE.md, "systemd integration").
+//! it is passed several (docs/ARCHITECTURE.md, "systemd, the helper and the socket policy").
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;

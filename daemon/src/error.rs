@@ -24,8 +24,8 @@ pub enum Error {
     #[error("{NOT_AUTHENTICATED}")]
     NotAuthenticated,
     /// A gated request from a client that is not trusted: the Multipass message (two lines that
-    /// stock clients and scripts know), then one line on how to get in. It says how many clients
-    /// are trusted, never which.
+    /// stock clients and scripts know), then one line on how to get in. It says whether any
+    /// client is trusted yet, never which nor how many.
     #[error("{NOT_AUTHENTICATED}\n{}", untrusted_hint(*.trusted, *.over_tcp))]
     Untrusted {
         /// Clients trusted now.

@@ -95,7 +95,7 @@ impl FailureLimiter {
 
     /// Wait until no other attempt of `key` is being checked. Attempts of one peer are checked
     /// one at a time, so that many at once (on many streams or connections) cannot all pass
-    /// [`FailureLimiter::check`] before the first failure is recorded. Others wait in turn; a
+    /// [`FailureLimiter::wait`] before the first failure is recorded. Others wait in turn; a
     /// flood from one peer delays only that peer.
     pub async fn turn(&self, key: PeerKey) -> Turn<'_> {
         let mutex = {

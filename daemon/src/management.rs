@@ -92,11 +92,11 @@ impl Management {
 }
 
 /// The one entry `id` designates: by name (exactly), or by fingerprint prefix (at least
-/// [`MIN_PREFIX`] hex digits, any case). A name wins over prefixes, as a branch's name does over
-/// a commit's in git: names are unique among the clients the daemon trusts, and a name made of hex
-/// digits (a login name, a token's) could otherwise never be removed by name. An id matching
-/// several entries otherwise (a prefix, or a name given twice by hand) is refused rather than
-/// guessed at.
+/// [`MIN_PREFIX`] hex digits, any case). Names are unique among the clients the daemon trusts;
+/// a name made of hex digits (a login name, a token's) that is also a prefix of the same
+/// client's fingerprint designates that one client. An id that matches several entries (a name
+/// and another client's fingerprint prefix, a prefix of several, a name given twice by hand) is
+/// refused with the candidates rather than guessed at: a removal cannot be taken back.
 pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
     let id = id.trim();
     // A name and another client's fingerprint prefix at once designate two clients: refused

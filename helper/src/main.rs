@@ -46,14 +46,9 @@ fn main() -> ExitCode {
         libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MULTIPASSD_HELPER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Under systemd (D-Bus activation, the socket's hook) audit events become journal fields
+    // as the daemon's do; through pkexec, lines on the terminal.
+    trust::logging::init("MULTIPASSD_HELPER_LOG", "info", "multipassd-helper");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

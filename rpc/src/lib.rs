@@ -9,7 +9,7 @@
 //! - [`client`]: dials the daemon, does the TLS handshake, and returns a tonic channel; failures
 //!   are typed so the CLI can say *why* it could not connect.
 //!
-//! This crate holds no trust policy: certificates and verifiers come from the `trust` crate,
+//! This crate holds no trust policy: certificates and verifiers come from the `tls` crate,
 //! and whether a peer may do something is the daemon's decision.
 #![warn(missing_docs)]
 

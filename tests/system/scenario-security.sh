@@ -27,6 +27,10 @@ expect "the socket's hook sees the file system read-only" strict "$(systemctl sh
 expect "the hook restricted the socket" "660 root:sudo" "$(mode_of /run/multipass_socket)"
 
 as alice list; expect "alice trusted" 0 "$rc"
+# The first client made the daemon ask the helper to open the socket: the helper's audit event is
+# a journal entry with fields, as the daemon's are.
+wait_for "the helper's socket-access event has journal fields" 10 \
+    sh -c 'journalctl --no-pager -o cat SYSLOG_IDENTIFIER=multipassd-helper EVENT=socket-access | grep -q .'
 as bob list; expect "bob refused" 2 "$rc"
 
 # No core files, and neither program dumpable (the daemon and the helper, which the first client

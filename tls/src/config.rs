@@ -33,7 +33,9 @@ const ALPN_H2: &[u8] = b"h2";
 
 /// Accepts any client certificate without chain verification, but always verifies the handshake
 /// signature, so that a client that presents a certificate is known to hold its key. Client
-/// authentication is optional: `ping` and `authenticate` are reachable without a certificate.
+/// authentication is optional in TLS so that a client without a certificate gets the daemon's
+/// explanation (`NoClientCertificate`) as a gRPC error instead of a failed handshake; the gate
+/// refuses every request without one.
 #[derive(Debug)]
 pub struct PossessionOnlyClientVerifier {
     algorithms: WebPkiSupportedAlgorithms,

@@ -1,8 +1,10 @@
 //! Crash-safe file replacement and the writers' lock shared by the daemon and the helper.
 //!
-//! Every file the service owns is replaced, never edited in place: write a temporary file in the
-//! same directory, fsync it, rename it over the old name, fsync the directory. A crash at any point
-//! leaves either the old or the new file, both complete.
+//! A file the service owns is replaced, not edited in place: write a temporary file in the same
+//! directory, fsync it, rename it over the old name, fsync the directory. A crash at any point
+//! leaves either the old or the new file, both complete. The one exception is an addition to the
+//! trust store, appended in one write under the same lock (`store::write`), so that a
+//! certificate appended by hand meanwhile is never lost with a replaced file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -12,8 +12,9 @@
 //! It makes no certificates and speaks no TLS (that is the `multipass-tls` crate), because the
 //! privileged helper links it: what runs as root holds no TLS stack, no key generation, no gRPC.
 //!
-//! Every file written here is replaced atomically under a directory lock ([`fsutil`]), so the
-//! daemon and the privileged helper can both write without losing each other's changes.
+//! Every file written here is written under a directory lock ([`fsutil`]): replaced atomically,
+//! or, for additions to the trust store, appended in one write after a re-read; so the daemon
+//! and the privileged helper can both write without losing each other's changes.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod collapse;
 pub mod error;
 pub mod fsutil;
+pub mod logging;
 pub mod names;
 pub mod passphrase;
 pub mod paths;

@@ -26,7 +26,9 @@ pub enum InvalidPassphrase {
          `multipass authenticate` would take for one, so it could never be used"
     )]
     TokenShaped,
-    /// A line break or NUL, which no prompt can take and the helper's own protocol cannot carry.
+    /// A line break or NUL: the prompts read one line, so such a passphrase could never be typed
+    /// at `multipass authenticate`'s, and a D-Bus string (the helper's `SetPassphrase`) cannot
+    /// hold a NUL.
     #[error("the passphrase contains a line break or NUL character")]
     LineBreak,
 }

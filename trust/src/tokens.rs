@@ -1,5 +1,5 @@
 //! One-time enrollment tokens: a trusted client creates one, a new user redeems it once with
-//! `multipass authenticate TOKEN`, and it is gone. LXD's lesson: a reusable shared secret invites
+//! `multipass authenticate` (typed at its prompt), and it is gone. LXD's lesson: a reusable shared secret invites
 //! brute force and cannot be taken back from one person; a token enrolls exactly one client, expires
 //! soon, and can be revoked.
 //!

@@ -7,7 +7,7 @@
 //! - readers notice a changed file (by its inode, size and times) and reload it, so a hand edit
 //!   takes effect without a restart;
 //! - writers take the directory lock, re-read the file and merge, so nothing appended by hand is
-//!   lost, and replace the file atomically.
+//!   lost: additions are appended, other changes replace the file atomically.
 //!
 //! The file format is in `format`, the writers' protocol (merge, append or replace) in `write`;
 //! this module holds the cached store that readers share.

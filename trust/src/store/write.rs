@@ -14,8 +14,8 @@ use crate::store::Bundle;
 const MERGE_ATTEMPTS: usize = 20;
 
 impl TrustStore {
-    /// Apply `change` to the file's current content under the writers' lock and replace the file
-    /// if anything changed. `change` returns its result, which tells whether to write: `true`, or
+    /// Apply `change` to the file's current content under the writers' lock and write it if
+    /// anything changed: appended when entries were only added, otherwise replaced. `change` returns its result, which tells whether to write: `true`, or
     /// `Some(_)`, means changed. It may run more than once if the file changes meanwhile.
     pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
         let file = LockedFile::lock(&self.path, self.mode)?;

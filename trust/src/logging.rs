@@ -1,0 +1,51 @@
+//! Where the daemon's and the helper's log lines go: structured journald entries when systemd
+//! captures stderr (the fields of audit events, `EVENT=`, `UID=`, `FINGERPRINT=`, become journal
+//! fields that administrators query), plain text on stderr otherwise.
+
+use std::os::unix::fs::MetadataExt;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Set up the global subscriber at `level`, which the environment variable `env` overrides
+/// (`RUST_LOG` syntax); journal entries carry `identifier` as their syslog identifier.
+pub fn init(env: &str, level: &str, identifier: &str) {
+    let filter = EnvFilter::try_from_env(env).unwrap_or_else(|_| EnvFilter::new(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    if stderr_is_journal() {
+        if let Ok(journald) = tracing_journald::layer() {
+            registry
+                // No field prefix: EVENT=trusted, HOW=..., as administrators query them.
+                .with(
+                    journald
+                        .with_syslog_identifier(identifier.into())
+                        .with_field_prefix(None),
+                )
+                .init();
+            return;
+        }
+    }
+    registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+}
+
+/// systemd sets `JOURNAL_STREAM=dev:ino` of the stream it connected to stderr; only if stderr is
+/// still that stream do we talk to journald directly (sd_journal_stream_fd(3)).
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
