@@ -1,4 +1,4 @@
-//! `multipass-bench`: the performance figures of issue #8, each printed with a floor measured in
+//! `multipass-bench`: the performance figures of docs/PERFORMANCE.md, each printed with a floor measured in
 //! the same run (absolute times on shared machines drift; ratios much less). Run it through
 //! `scripts/bench.sh` (release build) or `scripts/bench.sh --smoke` (seconds, any build; checks
 //! that the harness works and never fails on a missed target). See docs/PERFORMANCE.md.

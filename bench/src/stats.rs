@@ -92,7 +92,7 @@ pub fn fmt_mib(kib: u64) -> String {
 /// One line of the results table.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Which issue item (1-8).
+    /// Which item of docs/PERFORMANCE.md (1-8).
     pub item: u8,
     /// What was measured.
     pub figure: String,
@@ -102,7 +102,7 @@ pub struct Row {
     pub floor: String,
     /// Value / floor, where that is the figure of merit.
     pub ratio: Option<f64>,
-    /// The target, as the issue states it ("" when the row is information only).
+    /// The target, as docs/PERFORMANCE.md states it ("" when the row is information only).
     pub target: String,
     /// Whether the target is met (`None`: no target).
     pub met: Option<bool>,
