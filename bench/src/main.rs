@@ -1,7 +1,7 @@
-//! `multipass-bench`: the performance figures of docs/PERFORMANCE.md, each printed with a floor measured in
-//! the same run (absolute times on shared machines drift; ratios much less). Run it through
-//! `scripts/bench.sh` (release build) or `scripts/bench.sh --smoke` (seconds, any build; checks
-//! that the harness works and never fails on a missed target). See docs/PERFORMANCE.md.
+//! `multipass-bench`: the performance figures of docs/PERFORMANCE.md, each printed with a floor
+//! measured in the same run (absolute times on shared machines drift; ratios much less). Run it
+//! through `scripts/bench.sh` (release build) or `scripts/bench.sh --smoke` (seconds, any build;
+//! checks that the harness works and never fails on a missed target).
 //!
 //! It starts the real `multipassd` from the directory it lives in (or `--bin-dir`), a plaintext
 //! floor server made of the daemon's own service (`floor-server`, this binary), and real
