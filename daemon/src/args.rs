@@ -61,12 +61,12 @@ pub struct Args {
     pub user: Option<String>,
 
     /// Validity of newly made server certificates, in seconds (tests use short ones).
-    #[arg(long, hide = true, default_value_t = 365 * 24 * 3600)]
+    #[arg(long, hide = true, default_value_t = tls::pki::SERVER_CERT_VALIDITY.whole_seconds().unsigned_abs())]
     pub server_cert_validity: u64,
 
     /// Renew the server certificate when it expires within this many seconds, at start and while
     /// running (tests use a few seconds).
-    #[arg(long, hide = true, default_value_t = 30 * 24 * 3600)]
+    #[arg(long, hide = true, default_value_t = tls::pki::SERVER_CERT_RENEW_BEFORE.whole_seconds().unsigned_abs())]
     pub server_cert_renew_before: u64,
 
     /// Ceiling, in seconds, of the delay imposed after repeated failed authentications

@@ -97,7 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cli.config.data_dir.display()
                 );
             }
-            let access = ops::socket_access(&cli.config)?;
+            let access = ops::apply_socket_policy(&cli.config)?;
             eprintln!("{}: {access:?}", cli.config.socket.display());
             Ok(())
         }

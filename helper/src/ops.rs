@@ -104,8 +104,8 @@ pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow
         Reply::Trusted { fingerprint, added } => Trusted { fingerprint, added },
         other => bail!("the writer process answered {other:?} to a trust request"),
     };
-    let open = socket_access(config);
-    if let Err(e) = open {
+    let applied = apply_socket_policy(config);
+    if let Err(e) = applied {
         tracing::warn!(error = %e, "could not update the socket's access after trusting");
     }
     Ok(trusted)
@@ -121,7 +121,7 @@ pub fn set_socket_access(config: &Config, access: Access) -> anyhow::Result<()> 
 /// trusting a certificate). The store is read and the access set under the store's lock, so
 /// that a change of the store (a removal by the daemon) cannot come between them and leave the
 /// socket open with nobody trusted.
-pub fn socket_access(config: &Config) -> anyhow::Result<Access> {
+pub fn apply_socket_policy(config: &Config) -> anyhow::Result<Access> {
     let lock = StoreLock::take(config)?;
     let access = Access::for_store(lock.store_is_empty()?);
     apply_socket(config, access)?;

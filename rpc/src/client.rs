@@ -6,7 +6,6 @@
 //! [`Dialed::handshake`] runs TLS and sets up HTTP/2.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
@@ -141,13 +140,5 @@ impl Dialed {
             .connect_with_connector(connector_fn)
             .await
             .map_err(|source| ConnectError::Http2 { address, source })
-    }
-}
-
-/// The socket path of a Unix address, for messages.
-pub fn socket_path(address: &Address) -> Option<PathBuf> {
-    match address {
-        Address::Unix(p) => Some(p.clone()),
-        Address::Tcp(_) => None,
     }
 }

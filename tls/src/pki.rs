@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 pub const ROOT_CA_VALIDITY: Duration = Duration::days(3650);
 /// How long a server certificate is valid unless the daemon is told otherwise.
 pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+/// How long before its end a server certificate is renewed, by default.
+pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::days(30);
 /// How long a client certificate is valid (clients stay trusted after expiry anyway).
 pub const CLIENT_CERT_VALIDITY: Duration = Duration::days(3650);
 
@@ -54,7 +56,7 @@ impl Default for ServerPkiOptions {
     fn default() -> Self {
         ServerPkiOptions {
             server_validity: SERVER_CERT_VALIDITY,
-            renew_before: Duration::days(30),
+            renew_before: SERVER_CERT_RENEW_BEFORE,
         }
     }
 }
