@@ -236,8 +236,10 @@ impl TrustStore {
         tokens: Option<&crate::tokens::TokenStore>,
         now: time::OffsetDateTime,
     ) -> Result<Enrolled> {
-        // Read before the store's lock, which the token file's writers do not take; a token
-        // created meanwhile is refused if its name is then taken.
+        // Read before the store's lock: a redemption holds the token file's lock while it enrols
+        // (and so takes the store's), so taking the token file's lock here would invert that
+        // order. A token created with a name between this read and the write below is not
+        // seen: its client is then made unique instead (a known limit, docs/SECURITY.md).
         let reserved: Vec<String> = tokens
             .and_then(|tokens| tokens.list().ok())
             .unwrap_or_default()
