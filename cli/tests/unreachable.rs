@@ -306,12 +306,17 @@ fn version_without_daemon_prints_the_client_line() {
 
     let out = env.run(&env.path("nonexistent"), &["version", "-v"]);
     assert_eq!(out.status.code(), Some(0));
-    // It did not fail, so it does not say so: it says why the daemon's line is missing.
+    // It did not fail, so it does not say so: it says why the daemon's line is missing, after
+    // `-v`'s lines on which daemon and client it tried.
+    let text = stderr(&out);
+    let mut lines = text.lines().skip_while(|l| l.starts_with("[client] "));
     assert!(
-        stderr(&out).starts_with("cannot get the daemon's version: cannot connect"),
-        "{}",
-        stderr(&out)
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("cannot get the daemon's version: cannot connect")),
+        "{text}"
     );
+    assert!(text.starts_with("[client] daemon: unix:"), "{text}");
 }
 
 #[test]
