@@ -89,7 +89,7 @@ fn handshakes_paced_per_peer() {
     );
     assert!(
         log.contains(&paced),
-        "the pacing should be logged for the flooder"
+        "the pacing should be logged for the flooder\n{log}"
     );
 }
 
