@@ -182,6 +182,22 @@ impl Daemon {
         TrustClient::new(self.channel(identity, false).await)
     }
 
+    /// `by` removes `client` from the trust store (it must be allowed to).
+    async fn remove(
+        &self,
+        by: &ClientIdentity,
+        client: &ClientIdentity,
+    ) -> rpc::trust_proto::RemoveClientReply {
+        self.trust(by)
+            .await
+            .remove_client(RemoveClientRequest {
+                id: client.fingerprint().to_hex(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     fn trusted(&self) -> usize {
         self.gate.store().current().unwrap().len()
     }
@@ -350,15 +366,7 @@ async fn a_removed_client_is_refused_from_its_next_request_on() {
     let mut bob_rpc = daemon.rpc(&bob).await;
     authenticate(&mut bob_rpc, "correct horse").await.unwrap();
     list(&mut bob_rpc).await.unwrap();
-    let removed = daemon
-        .trust(&admin)
-        .await
-        .remove_client(RemoveClientRequest {
-            id: bob.fingerprint().to_hex(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let removed = daemon.remove(&admin, &bob).await;
     assert_eq!(removed.remaining, 1);
     // On the same connection, at once.
     refused(
@@ -370,14 +378,7 @@ async fn a_removed_client_is_refused_from_its_next_request_on() {
         },
     );
     // The last client gone, the socket is restricted again.
-    daemon
-        .trust(&admin)
-        .await
-        .remove_client(RemoveClientRequest {
-            id: admin.fingerprint().to_hex(),
-        })
-        .await
-        .unwrap();
+    daemon.remove(&admin, &admin).await;
     assert_eq!(daemon.trusted(), 0);
     assert_eq!(daemon.socket(), (Access::Restricted, 2));
 }
@@ -415,14 +416,7 @@ async fn a_change_queued_by_a_removed_client_is_not_made() {
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    daemon
-        .trust(&admin)
-        .await
-        .remove_client(RemoveClientRequest {
-            id: bob.fingerprint().to_hex(),
-        })
-        .await
-        .unwrap();
+    daemon.remove(&admin, &bob).await;
     daemon.set_passphrase("rotated");
     let mut refused = 0;
     for change in queued {
@@ -667,14 +661,7 @@ async fn the_socket_follows_a_store_changed_behind_the_daemons_back() {
 #[tokio::test]
 async fn the_socket_follows_its_store_whatever_set_it_last() {
     let (daemon, admin) = with_first_client().await;
-    daemon
-        .trust(&admin)
-        .await
-        .remove_client(RemoveClientRequest {
-            id: admin.fingerprint().to_hex(),
-        })
-        .await
-        .unwrap();
+    daemon.remove(&admin, &admin).await;
     assert_eq!(daemon.socket(), (Access::Restricted, 2));
     // Opened again by someone else.
     daemon.socket.0.lock().unwrap().0 = Access::Open;
@@ -851,14 +838,7 @@ async fn no_session_is_resumed_so_every_connection_identifies_its_client() {
     authenticate(&mut bob_rpc, "correct horse").await.unwrap();
     list(&mut bob_rpc).await.unwrap();
     drop(bob_rpc);
-    daemon
-        .trust(&admin)
-        .await
-        .remove_client(RemoveClientRequest {
-            id: bob.fingerprint().to_hex(),
-        })
-        .await
-        .unwrap();
+    daemon.remove(&admin, &bob).await;
     let mut bob_rpc = RpcClient::new(daemon.channel_with(bob_tls, false).await);
     refused(
         list(&mut bob_rpc).await,

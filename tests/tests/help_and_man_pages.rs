@@ -12,8 +12,16 @@ use multipass_system_tests::process::{run, CliOutput, DEFAULT_TIMEOUT};
 
 /// Run `program args...` with an empty environment.
 fn output(program: &str, args: &[&str]) -> CliOutput {
+    output_with(program, args, &[])
+}
+
+/// [`output`] with the variables of `env` set.
+fn output_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     let mut cmd = Command::new(bin(program));
-    cmd.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().copied());
     run(cmd, None, DEFAULT_TIMEOUT)
 }
 
@@ -527,12 +535,7 @@ fn pages_of_the_client_daemon_and_helper_have_their_sections() {
 /// (a path), and no line is cut short where the next line's first word would have fitted.
 fn narrow_help_is_wrapped_once() {
     const WIDTH: usize = 30;
-    let mut cmd = Command::new(bin("multipass"));
-    cmd.arg("--help")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("COLUMNS", WIDTH.to_string());
-    let out = run(cmd, None, DEFAULT_TIMEOUT);
+    let out = output_with("multipass", &["--help"], &[("COLUMNS", &WIDTH.to_string())]);
     out.assert_code(0, "--help");
     let start = out
         .stdout
