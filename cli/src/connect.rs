@@ -49,14 +49,16 @@ pub fn identity(trace: &Trace) -> Result<ClientIdentity, Error> {
         ))
     })?;
     let cert = dir.join(trust::paths::CLIENT_CERT_FILE);
-    let existed = cert.exists();
+    let existed = trace.shows_steps() && cert.exists();
     let identity = ClientIdentity::load_or_create(&dir).map_err(|e| identity_error(&dir, e))?;
-    trace.step(format_args!(
-        "this client: {}{}, fingerprint {}",
-        cert.display(),
-        if existed { "" } else { " (created now)" },
-        identity.fingerprint()
-    ));
+    if trace.shows_steps() {
+        trace.step(format_args!(
+            "this client: {}{}, fingerprint {}",
+            cert.display(),
+            if existed { "" } else { " (created now)" },
+            identity.fingerprint()
+        ));
+    }
     Ok(identity)
 }
 
@@ -166,6 +168,9 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
     })?;
 
     let negotiated = |tls: &rustls::ClientConnection| {
+        if !trace.shows_details() {
+            return;
+        }
         trace.detail(format_args!(
             "TLS handshake done: {}, {}",
             tls.protocol_version()

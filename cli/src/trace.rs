@@ -25,6 +25,17 @@ impl Trace {
         }
     }
 
+    /// Whether steps are shown (`-v`): what only a step needs is worked out only then, as every
+    /// command goes through here.
+    pub fn shows_steps(&self) -> bool {
+        self.level >= 1
+    }
+
+    /// Whether details are shown (`-vv`).
+    pub fn shows_details(&self) -> bool {
+        self.level >= 2
+    }
+
     /// A step, shown from `-v` on.
     pub fn step(&self, text: impl Display) {
         self.at(1, text);
