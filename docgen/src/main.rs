@@ -196,7 +196,7 @@ fn inline_subcommands(roff: &mut Roff, cmd: &clap::Command) {
         roff.control("TP", []);
         let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name());
         let mut usage = vec![bold(name), roman(" ")];
-        usage.extend(synopsis(sub, own_option));
+        usage.extend(synopsis(sub, own_option, None));
         roff.text(usage);
         if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
             for (i, paragraph) in about.to_string().split("\n\n").enumerate() {
@@ -248,21 +248,65 @@ fn see_also(cmd: &clap::Command, extra: &[&str]) -> Vec<String> {
 /// `clap_mangen` writes an option that takes a value without it (`[--format]`), which typed as
 /// shown is refused for want of the value; so the synopsis is written here, in clap's notation
 /// (`[--format <FORMAT>]`, as `--help` writes it) and in `clap_mangen`'s order.
+///
+/// An argument that conflicts with others gets a line of its own, required there and without
+/// them, as `--help`'s usage shows it (`authenticate [PASSPHRASE]` and `authenticate --admin`):
+/// one line with both would show a command that is refused.
 fn synopsis_section(cmd: &clap::Command) -> String {
     let mut roff = Roff::default();
     roff.control("SH", ["SYNOPSIS"]);
-    // `.SY`: the lines after the first hang from the command's name, left-adjusted and not
-    // hyphenated.
-    roff.control("SY", [cmd.get_bin_name().unwrap_or_else(|| cmd.get_name())]);
-    roff.text(synopsis(cmd, |_| true));
-    roff.control("YS", []);
+    let name = cmd.get_bin_name().unwrap_or_else(|| cmd.get_name());
+    // The option, rather than the argument it excludes, is the one shown alone: `--admin`.
+    let exclusive = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && !conflicts(cmd, a).is_empty())
+        .min_by_key(|a| a.is_positional());
+    let lines: Vec<Vec<Inline>> = match exclusive {
+        None => vec![synopsis(cmd, |_| true, None)],
+        Some(alone) => {
+            let others = conflicts(cmd, alone);
+            let without_others = |a: &clap::Arg| !others.contains(&a.get_id());
+            vec![
+                synopsis(cmd, |a| a.get_id() != alone.get_id(), None),
+                synopsis(cmd, without_others, Some(alone)),
+            ]
+        }
+    };
+    for line in lines {
+        // `.SY`: the lines after the first hang from the command's name, left-adjusted and not
+        // hyphenated.
+        roff.control("SY", [name]);
+        roff.text(line);
+        roff.control("YS", []);
+    }
     with_no_breaks(roff)
 }
 
-/// What follows the command's name in its synopsis: the options `keep` keeps, the arguments and
-/// the subcommand.
-fn synopsis(cmd: &clap::Command, keep: impl Fn(&clap::Arg) -> bool) -> Vec<Inline> {
+/// The arguments `arg` cannot be given with, whichever of the two declared the conflict.
+fn conflicts<'a>(cmd: &'a clap::Command, arg: &clap::Arg) -> Vec<&'a clap::Id> {
+    cmd.get_arguments()
+        .filter(|other| {
+            let declared_by = |a: &clap::Arg, b: &clap::Arg| {
+                cmd.get_arg_conflicts_with(a)
+                    .iter()
+                    .any(|c| c.get_id() == b.get_id())
+            };
+            declared_by(arg, other) || declared_by(other, arg)
+        })
+        .map(clap::Arg::get_id)
+        .collect()
+}
+
+/// What follows the command's name in its synopsis: the arguments `keep` keeps (`required`
+/// shown as required whatever clap says) and the subcommand.
+fn synopsis(
+    cmd: &clap::Command,
+    keep: impl Fn(&clap::Arg) -> bool,
+    required: Option<&clap::Arg>,
+) -> Vec<Inline> {
     let bracketed = |required: bool| if required { ("<", ">") } else { ("[", "]") };
+    let is_required =
+        |a: &clap::Arg| a.is_required_set() || required.is_some_and(|r| r.get_id() == a.get_id());
     let mut options: Vec<&clap::Arg> = cmd
         .get_arguments()
         .filter(|a| !a.is_hide_set() && !a.is_positional() && keep(a))
@@ -283,7 +327,7 @@ fn synopsis(cmd: &clap::Command, keep: impl Fn(&clap::Arg) -> bool) -> Vec<Inlin
             (None, Some(long)) => format!("--{long}"),
             (None, None) => continue,
         };
-        let (open, close) = if arg.is_required_set() {
+        let (open, close) = if is_required(arg) {
             ("", "")
         } else {
             ("[", "]")
@@ -296,8 +340,11 @@ fn synopsis(cmd: &clap::Command, keep: impl Fn(&clap::Arg) -> bool) -> Vec<Inlin
         }
         words.push(word);
     }
-    for arg in cmd.get_positionals().filter(|a| !a.is_hide_set()) {
-        let (open, close) = bracketed(arg.is_required_set());
+    for arg in cmd
+        .get_positionals()
+        .filter(|a| !a.is_hide_set() && keep(a))
+    {
+        let (open, close) = bracketed(is_required(arg));
         let names = arg
             .get_value_names()
             .map(|names| names.join(" "))

@@ -252,16 +252,39 @@ struct Offered {
 }
 
 /// The program, the words of the command and the options of a synopsis (`multipass trust list
-/// [--format <FORMAT>] [-v|--verbose]... [-h|--help]`).
+/// [--format <FORMAT>] [-v|--verbose]... [-h|--help]`): of all its lines when it has several
+/// (`multipass authenticate [PASSPHRASE]`, `multipass authenticate --admin`), whose commands
+/// must be the same.
 fn parse_synopsis(synopsis: &str) -> (Vec<String>, Vec<Offered>) {
+    let mut command: Option<Vec<String>> = None;
+    let mut options = Vec::new();
+    for line in synopsis.split("\n\n").filter(|l| !l.trim().is_empty()) {
+        let (words, offered) = parse_synopsis_line(line);
+        match &command {
+            Some(first) => assert_eq!(first, &words, "lines of one synopsis:\n{synopsis}"),
+            None => command = Some(words),
+        }
+        options.extend(offered);
+    }
+    (command.unwrap_or_default(), options)
+}
+
+fn parse_synopsis_line(synopsis: &str) -> (Vec<String>, Vec<Offered>) {
     let mut words = synopsis.split_whitespace().peekable();
     let mut command = Vec::new();
-    while let Some(word) = words.next_if(|w| !w.starts_with('[') && !w.starts_with('<')) {
+    while let Some(word) =
+        words.next_if(|w| !w.starts_with('[') && !w.starts_with('<') && !w.starts_with('-'))
+    {
         command.push(word.to_string());
     }
     let mut options = Vec::new();
     while let Some(word) = words.next() {
-        let Some(names) = word.strip_prefix("[-").map(|rest| format!("-{rest}")) else {
+        // `[--format <FORMAT>]`, or a required `--admin`.
+        let Some(names) = word
+            .strip_prefix("[-")
+            .map(|rest| format!("-{rest}"))
+            .or_else(|| word.starts_with('-').then(|| word.to_string()))
+        else {
             continue;
         };
         // `-v|--verbose`: the long form; both name the same option.
@@ -270,7 +293,7 @@ fn parse_synopsis(synopsis: &str) -> (Vec<String>, Vec<Offered>) {
         // `[--format <FORMAT>]`: the value is the next word, and closes the brackets.
         let value = match word.contains(']') {
             true => None,
-            false => words.next().map(|v| {
+            false => words.next_if(|v| v.starts_with('<')).map(|v| {
                 v.split(']')
                     .next()
                     .unwrap_or_default()
@@ -607,6 +630,24 @@ fn a_refused_combination_is_shown_usage_that_works() {
             "{line:?} shows the refused combination\n{out}"
         );
     }
+
+    // The man page's synopsis, the same two ways.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    generate(dir.path());
+    let page = read_page(&dir.path().join("man/multipass-authenticate.1"));
+    let parts = sections(&page);
+    let synopsis = section(&parts, "SYNOPSIS").expect("a SYNOPSIS");
+    let lines: Vec<&str> = synopsis
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 2, "{page}");
+    assert!(lines[0].ends_with("[PASSPHRASE]"), "{page}");
+    assert!(
+        lines[1].starts_with("multipass authenticate --admin ") && !lines[1].contains("PASSPHRASE"),
+        "{page}"
+    );
 }
 
 multipass_system_tests::process_tests! {
