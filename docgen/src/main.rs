@@ -7,6 +7,10 @@
 //! does not know (exit status, environment, files, signals) come from the programs' crates, where
 //! `--help` takes them from too.
 
+// Only its test runs it: it checks debian/copyright against Cargo.lock.
+#[cfg(test)]
+mod copyright;
+
 use std::fs;
 use std::path::Path;
 
