@@ -22,6 +22,8 @@
 
 use std::time::Duration;
 
+pub use trust::tokens::TokenRefusal;
+
 /// Clients one user but root (by uid, over the Unix socket) may have trusted with the
 /// passphrase, at most. Each new key is a new client, so without a bound a user who knows the
 /// passphrase could add a client every time it is checked (14 a second from a shell loop of
@@ -140,19 +142,6 @@ pub enum Refusal {
     Token(TokenRefusal),
     /// The user has as many clients trusted by the passphrase as one user may.
     TooManyClients,
-}
-
-/// Why a token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TokenRefusal {
-    /// No such token.
-    Unknown,
-    /// Already redeemed.
-    Used,
-    /// Past its expiry.
-    Expired,
-    /// Revoked by an administrator.
-    Revoked,
 }
 
 impl Refusal {

@@ -167,10 +167,7 @@ impl From<Error> for Status {
                 // A refused redemption answers like a wrong passphrase, which stock clients know.
                 TokenError::InvalidName { .. }
                 | TokenError::InvalidLifetime
-                | TokenError::Unknown
-                | TokenError::Used
-                | TokenError::Expired
-                | TokenError::Revoked => Status::invalid_argument(message),
+                | TokenError::Refused(_) => Status::invalid_argument(message),
                 _ => Status::internal(message),
             },
             Error::Storage(_) | Error::Internal => Status::internal(message),
@@ -273,14 +270,15 @@ mod tests {
 
     #[test]
     fn token_refusals_answer_like_a_wrong_passphrase() {
+        use trust::tokens::TokenRefusal;
         for refusal in [
-            TokenError::Unknown,
-            TokenError::Used,
-            TokenError::Expired,
-            TokenError::Revoked,
+            TokenRefusal::Unknown,
+            TokenRefusal::Used,
+            TokenRefusal::Expired,
+            TokenRefusal::Revoked,
         ] {
             let text = refusal.to_string();
-            let status = Status::from(Error::from(refusal));
+            let status = Status::from(Error::from(TokenError::from(refusal)));
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
             assert_eq!(status.message(), text);
         }

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use trust::audit::AuditEvent;
 use trust::seen::LastSeen;
 use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LIFETIME};
-use trust::{Bundle, Enrolment, Entry, Fingerprint};
+use trust::{Bundle, Entry, Fingerprint};
 
 use crate::error::{Error, MIN_PREFIX};
 use crate::gate::Gate;
@@ -79,7 +79,7 @@ impl Management {
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid,
             user: meta.user.clone().unwrap_or_default(),
-            how: wire_enrolment(entry.enrolment()) as i32,
+            how: WireEnrolment::from(entry.enrolment()) as i32,
             when: meta.when.clone().unwrap_or_default(),
             last_seen: self
                 .seen
@@ -134,29 +134,10 @@ pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
     }
 }
 
-fn wire_enrolment(how: Enrolment) -> WireEnrolment {
-    match how {
-        Enrolment::FirstClient => WireEnrolment::FirstClient,
-        Enrolment::Passphrase => WireEnrolment::Passphrase,
-        Enrolment::Token => WireEnrolment::Token,
-        Enrolment::Admin => WireEnrolment::Admin,
-        Enrolment::ByHand => WireEnrolment::ByHand,
-    }
-}
-
-fn wire_status(status: TokenStatus) -> WireTokenStatus {
-    match status {
-        TokenStatus::Active => WireTokenStatus::Active,
-        TokenStatus::Expired => WireTokenStatus::Expired,
-        TokenStatus::Used => WireTokenStatus::Used,
-        TokenStatus::Revoked => WireTokenStatus::Revoked,
-    }
-}
-
 fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
     TokenInfo {
         name: record.name.clone(),
-        status: wire_status(record.status(now)) as i32,
+        status: WireTokenStatus::from(record.status(now)) as i32,
         created: rfc3339(record.created),
         expires: rfc3339(record.expires),
         created_by_uid: record.created_by,
@@ -340,7 +321,7 @@ impl Trust for Management {
         }
         Ok(Response::new(RevokeTokenReply {
             info: Some(token_info(&revocation.record, now)),
-            before: wire_status(revocation.before) as i32,
+            before: WireTokenStatus::from(revocation.before) as i32,
         }))
     }
 }

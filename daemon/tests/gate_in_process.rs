@@ -555,22 +555,22 @@ async fn each_refused_token_state_has_its_answer_and_enrols_nobody() {
         .unwrap();
     let unknown = format!("mpt_{}", "0".repeat(40));
     for (secret, error) in [
-        (used.expose().to_string(), trust::tokens::TokenError::Used),
+        (used.expose().to_string(), trust::tokens::TokenRefusal::Used),
         (
             expired.expose().to_string(),
-            trust::tokens::TokenError::Expired,
+            trust::tokens::TokenRefusal::Expired,
         ),
         (
             revoked.expose().to_string(),
-            trust::tokens::TokenError::Revoked,
+            trust::tokens::TokenRefusal::Revoked,
         ),
-        (unknown, trust::tokens::TokenError::Unknown),
+        (unknown, trust::tokens::TokenRefusal::Unknown),
     ] {
         let second = daemon.identity(&format!("second-{error:?}"));
         let status = authenticate(&mut daemon.rpc(&second).await, &secret)
             .await
             .expect_err("refused");
-        assert_eq!(status.message(), Error::Token(error).to_string());
+        assert_eq!(status.message(), error.to_string());
         assert!(!daemon.is_trusted(&second));
     }
     assert_eq!(daemon.trusted(), 2);

@@ -289,13 +289,7 @@ fn apply(data_dir: &std::path::Path) -> anyhow::Result<Reply> {
             let der = validate_certificate(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
             let entry = Entry::new(
                 der.into(),
-                Metadata {
-                    name: Some(name),
-                    uid: Some(uid),
-                    user: trust::access::user_name(uid),
-                    how: Some(Enrolment::Admin),
-                    when: time_now(),
-                },
+                Metadata::enrolled_now(Some(name), Some(uid), Enrolment::Admin),
             );
             let fingerprint = entry.fingerprint;
             trust::fsutil::ensure_dir(&layout.trust_store_dir(), 0o700)?;
@@ -312,10 +306,4 @@ fn apply(data_dir: &std::path::Path) -> anyhow::Result<Reply> {
             })
         }
     }
-}
-
-fn time_now() -> Option<String> {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }

@@ -31,4 +31,90 @@ pub mod trust_proto {
     tonic::include_proto!("multipass.trust");
 }
 
+/// The trust crate's enums on the wire and back, one for one, so that the words people read
+/// for them (`first-client`, `expired`) come from the trust crate on both sides of the wire.
+mod trust_words {
+    use super::trust_proto::{Enrolment as Wire, TokenStatus as WireStatus};
+    use trust::tokens::TokenStatus;
+    use trust::Enrolment;
+
+    impl From<Enrolment> for Wire {
+        fn from(how: Enrolment) -> Wire {
+            match how {
+                Enrolment::FirstClient => Wire::FirstClient,
+                Enrolment::Passphrase => Wire::Passphrase,
+                Enrolment::Token => Wire::Token,
+                Enrolment::Admin => Wire::Admin,
+                Enrolment::ByHand => Wire::ByHand,
+            }
+        }
+    }
+
+    impl Wire {
+        /// What the wire's value stands for; `None` for `UNSPECIFIED`.
+        pub fn known(self) -> Option<Enrolment> {
+            Some(match self {
+                Wire::FirstClient => Enrolment::FirstClient,
+                Wire::Passphrase => Enrolment::Passphrase,
+                Wire::Token => Enrolment::Token,
+                Wire::Admin => Enrolment::Admin,
+                Wire::ByHand => Enrolment::ByHand,
+                Wire::Unspecified => return None,
+            })
+        }
+    }
+
+    impl From<TokenStatus> for WireStatus {
+        fn from(status: TokenStatus) -> WireStatus {
+            match status {
+                TokenStatus::Active => WireStatus::Active,
+                TokenStatus::Expired => WireStatus::Expired,
+                TokenStatus::Used => WireStatus::Used,
+                TokenStatus::Revoked => WireStatus::Revoked,
+            }
+        }
+    }
+
+    impl WireStatus {
+        /// What the wire's value stands for; `None` for `UNSPECIFIED`.
+        pub fn known(self) -> Option<TokenStatus> {
+            Some(match self {
+                WireStatus::Active => TokenStatus::Active,
+                WireStatus::Expired => TokenStatus::Expired,
+                WireStatus::Used => TokenStatus::Used,
+                WireStatus::Revoked => TokenStatus::Revoked,
+                WireStatus::Unspecified => return None,
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_value_goes_there_and_back() {
+            for how in [
+                Enrolment::FirstClient,
+                Enrolment::Passphrase,
+                Enrolment::Token,
+                Enrolment::Admin,
+                Enrolment::ByHand,
+            ] {
+                assert_eq!(Wire::from(how).known(), Some(how));
+            }
+            for status in [
+                TokenStatus::Active,
+                TokenStatus::Expired,
+                TokenStatus::Used,
+                TokenStatus::Revoked,
+            ] {
+                assert_eq!(WireStatus::from(status).known(), Some(status));
+            }
+            assert_eq!(Wire::Unspecified.known(), None);
+            assert_eq!(WireStatus::Unspecified.known(), None);
+        }
+    }
+}
+
 pub use address::Address;

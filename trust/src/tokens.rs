@@ -322,6 +322,26 @@ fn parse_line(line: &str) -> Option<TokenRecord> {
     TokenRecord::try_from(line).ok()
 }
 
+/// Why a token was not redeemed: the daemon's admission decides on it and audits it, and the
+/// person at the client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum TokenRefusal {
+    /// No token has this value.
+    #[error("The enrollment token is not valid. Please check it, or ask an administrator for a new one.")]
+    Unknown,
+    /// Already redeemed.
+    #[error(
+        "This enrollment token has already been used. Please ask an administrator for a new one."
+    )]
+    Used,
+    /// Past its expiry.
+    #[error("This enrollment token has expired. Please ask an administrator for a new one.")]
+    Expired,
+    /// Revoked by an administrator.
+    #[error("This enrollment token has been revoked. Please ask an administrator for a new one.")]
+    Revoked,
+}
+
 /// Why a token operation was refused. Refusals read as sentences for the person at the client;
 /// [`TokenError::Storage`] is a failure of the file.
 #[derive(Debug, thiserror::Error)]
@@ -361,20 +381,9 @@ pub enum TokenError {
         /// The client it enrolled.
         client: Option<String>,
     },
-    /// Redeeming a token that matches no record.
-    #[error("The enrollment token is not valid. Please check it, or ask an administrator for a new one.")]
-    Unknown,
-    /// Redeeming a token a second time.
-    #[error(
-        "This enrollment token has already been used. Please ask an administrator for a new one."
-    )]
-    Used,
-    /// Redeeming a token after its lifetime.
-    #[error("This enrollment token has expired. Please ask an administrator for a new one.")]
-    Expired,
-    /// Redeeming a revoked token.
-    #[error("This enrollment token has been revoked. Please ask an administrator for a new one.")]
-    Revoked,
+    /// Redeeming a token that cannot be redeemed.
+    #[error(transparent)]
+    Refused(#[from] TokenRefusal),
     /// Reading or writing the token file failed.
     #[error(transparent)]
     Storage(#[from] Error),
@@ -535,7 +544,7 @@ impl TokenStore {
                     found = Some(i);
                 }
             }
-            let record = &mut records[found.ok_or(TokenError::Unknown)?];
+            let record = &mut records[found.ok_or(TokenRefusal::Unknown)?];
             match record.status(now) {
                 TokenStatus::Active => {
                     record.state = Stored::Used;
@@ -543,9 +552,9 @@ impl TokenStore {
                     record.used_by = by;
                     Ok(record.clone())
                 }
-                TokenStatus::Used => Err(TokenError::Used),
-                TokenStatus::Expired => Err(TokenError::Expired),
-                TokenStatus::Revoked => Err(TokenError::Revoked),
+                TokenStatus::Used => Err(TokenRefusal::Used.into()),
+                TokenStatus::Expired => Err(TokenRefusal::Expired.into()),
+                TokenStatus::Revoked => Err(TokenRefusal::Revoked.into()),
             }
         })
     }
@@ -659,7 +668,7 @@ mod tests {
         assert_eq!(redeemed.created_by, Some(1000));
         assert!(matches!(
             s.redeem(token.expose(), Redeemer::default(), now()),
-            Err(TokenError::Used)
+            Err(TokenError::Refused(TokenRefusal::Used))
         ));
         assert_eq!(s.list().unwrap()[0].status(now()), TokenStatus::Used);
     }
@@ -692,7 +701,7 @@ mod tests {
                 Redeemer::default(),
                 t0 + Duration::seconds(5)
             ),
-            Err(TokenError::Expired)
+            Err(TokenError::Refused(TokenRefusal::Expired))
         ));
         let (revoked, _) = s.create(Some("gone"), DEFAULT_LIFETIME, None, t0).unwrap();
         assert_eq!(
@@ -712,11 +721,11 @@ mod tests {
         assert_eq!(lapsed.record.status(later), TokenStatus::Expired);
         assert!(matches!(
             s.redeem(revoked.expose(), Redeemer::default(), t0),
-            Err(TokenError::Revoked)
+            Err(TokenError::Refused(TokenRefusal::Revoked))
         ));
         assert!(matches!(
             s.redeem(Token::generate().expose(), Redeemer::default(), t0),
-            Err(TokenError::Unknown)
+            Err(TokenError::Refused(TokenRefusal::Unknown))
         ));
         assert!(matches!(
             s.revoke("nobody", t0),

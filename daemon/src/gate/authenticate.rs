@@ -139,16 +139,10 @@ impl Gate {
         let redeemed = tokio::task::spawn_blocking(move || tokens.redeem(&token, by, now));
         let record = match redeemed.await? {
             Ok(record) => record,
+            Err(TokenError::Refused(why)) => return Ok((Checked::TokenRefused(why), None)),
             Err(TokenError::Storage(e)) => return Err(Error::Storage(e)),
-            Err(refused) => {
-                let why = match refused {
-                    TokenError::Used => TokenRefusal::Used,
-                    TokenError::Expired => TokenRefusal::Expired,
-                    TokenError::Revoked => TokenRefusal::Revoked,
-                    _ => TokenRefusal::Unknown,
-                };
-                return Ok((Checked::TokenRefused(why), None));
-            }
+            // Redeeming checks no name or lifetime: nothing else is refused.
+            Err(_) => return Ok((Checked::TokenRefused(TokenRefusal::Unknown), None)),
         };
         if let Some(client) = &peer.client {
             AuditEvent::TokenRedeemed {

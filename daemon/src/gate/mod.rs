@@ -26,7 +26,7 @@ use trust::tokens::{TokenError, TokenStore};
 use trust::{Enrolment, Entry, Metadata, Presence, TrustStore};
 
 pub use self::authenticate::Authenticated;
-use crate::admission::{self, Decision, Facts, Presented, Refusal, Request, TokenRefusal};
+use crate::admission::{self, Decision, Facts, Presented, Refusal, Request};
 use crate::audit::{self, Refusals};
 use crate::error::Error;
 use crate::limits::{FailureLimiter, HashPool};
@@ -530,29 +530,15 @@ impl Gate {
             Refusal::TooManyClients => Error::TooManyClients {
                 limit: admission::MAX_PASSPHRASE_CLIENTS,
             },
-            Refusal::Token(why) => Error::Token(match why {
-                TokenRefusal::Unknown => TokenError::Unknown,
-                TokenRefusal::Used => TokenError::Used,
-                TokenRefusal::Expired => TokenError::Expired,
-                TokenRefusal::Revoked => TokenError::Revoked,
-            }),
+            Refusal::Token(why) => Error::Token(TokenError::Refused(why)),
         }
     }
 }
 
 fn entry_for(client: &VerifiedClient, uid: Option<u32>, how: Enrolment) -> Entry {
-    let user = uid.and_then(trust::access::user_name);
-    let when = OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok();
+    let name = uid.map(trust::names::default_for_uid);
     Entry::new(
         client.certificate().clone(),
-        Metadata {
-            name: uid.map(trust::names::default_for_uid),
-            uid,
-            user,
-            how: Some(how),
-            when,
-        },
+        Metadata::enrolled_now(name, uid, how),
     )
 }

@@ -78,6 +78,20 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Metadata of a client trusted now, `how`, by a connection of `uid`: its login name looked
+    /// up, the time in RFC 3339 (UTC).
+    pub fn enrolled_now(name: Option<String>, uid: Option<u32>, how: Enrolment) -> Metadata {
+        Metadata {
+            name,
+            uid,
+            user: uid.and_then(crate::access::user_name),
+            how: Some(how),
+            when: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok(),
+        }
+    }
+
     fn apply(&mut self, key: &str, value: &str) -> bool {
         let value = sanitize(value);
         let value = &*value;

@@ -60,14 +60,10 @@ const COLUMNS: [Column; 8] = [
 
 /// How the wire names an enrolment, as the store file and people write it.
 pub fn enrolment_word(how: i32) -> &'static str {
-    match Enrolment::try_from(how) {
-        Ok(Enrolment::FirstClient) => "first-client",
-        Ok(Enrolment::Passphrase) => "passphrase",
-        Ok(Enrolment::Token) => "token",
-        Ok(Enrolment::Admin) => "admin",
-        Ok(Enrolment::ByHand) => "by-hand",
-        Ok(Enrolment::Unspecified) | Err(_) => "unknown",
-    }
+    Enrolment::try_from(how)
+        .ok()
+        .and_then(Enrolment::known)
+        .map_or("unknown", trust::Enrolment::as_str)
 }
 
 fn text_or_null(s: &str) -> Value {

@@ -212,13 +212,10 @@ const COLUMNS: [Column; 9] = [
 ];
 
 fn status_word(status: i32) -> &'static str {
-    match TokenStatus::try_from(status) {
-        Ok(TokenStatus::Active) => "active",
-        Ok(TokenStatus::Expired) => "expired",
-        Ok(TokenStatus::Used) => "used",
-        Ok(TokenStatus::Revoked) => "revoked",
-        Ok(TokenStatus::Unspecified) | Err(_) => "unknown",
-    }
+    TokenStatus::try_from(status)
+        .ok()
+        .and_then(TokenStatus::known)
+        .map_or("unknown", trust::tokens::TokenStatus::as_str)
 }
 
 /// The whole output for `tokens` in `format`.
