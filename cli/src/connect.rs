@@ -23,6 +23,13 @@ use crate::trace::Trace;
 
 /// How long to wait for the root CA file to appear after dialing.
 const ROOT_CERT_WAIT: Duration = Duration::from_secs(2);
+/// How long a call may wait for the daemon's answer, and then for the rest of its replies. The
+/// daemon answers every request within 30 s (with a refusal if it must), so past this it is
+/// stopped or stuck, and the command says so instead of waiting for ever.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection to the daemon whose calls give up after [`ANSWER_TIMEOUT`].
+pub type Service = tower::timeout::Timeout<Channel>;
 /// How often to look for it meanwhile.
 const ROOT_CERT_POLL: Duration = Duration::from_millis(50);
 
@@ -82,8 +89,9 @@ fn identity_error(dir: &Path, e: tls::Error) -> Error {
     let problem = match &e {
         tls::Error::Trust(T::Directory { path, source }) if unusable_dir(source) => {
             return Error::Config(anyhow!(
-                "cannot create the client certificate directory {}: {}\n\
-                 HOME or XDG_DATA_HOME must name a directory this user can write to.",
+                "cannot use the client certificate directory {}: {}\n\
+                 HOME or XDG_DATA_HOME must name a directory of this user's own, which this user \
+                 can write to and no other user can.",
                 path.display(),
                 os_text(source)
             ));
@@ -123,7 +131,7 @@ fn os_text(e: &io::Error) -> String {
 }
 
 /// Connect to the daemon and return a client for it.
-pub async fn connect(trace: &Trace) -> Result<RpcClient<Channel>, Error> {
+pub async fn connect(trace: &Trace) -> Result<RpcClient<Service>, Error> {
     Ok(RpcClient::new(channel(trace).await?))
 }
 
@@ -137,7 +145,7 @@ fn source(variable: &str) -> String {
 }
 
 /// Connect to the daemon and return the channel, for any of its services.
-pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
+pub async fn channel(trace: &Trace) -> Result<Service, Error> {
     let address = server_address()?;
     trace.step(format_args!(
         "daemon: {address} ({})",
@@ -194,7 +202,7 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
             other => unreachable(&address, other),
         })?;
     trace.step("connected");
-    Ok(channel)
+    Ok(tower::timeout::Timeout::new(channel, ANSWER_TIMEOUT))
 }
 
 /// Whether a failed handshake is our verification finding the daemon's certificate not signed
@@ -211,11 +219,43 @@ fn rejects_server_certificate(e: &io::Error) -> bool {
         })
 }
 
+/// Largest root CA file read: a PEM certificate is about 1 KiB, a bundle of a few is still far
+/// below this.
+const MAX_ROOT_CERT: u64 = 64 << 10;
+
+/// The root CA file's bytes, if it is a regular file of at most [`MAX_ROOT_CERT`]. Opened
+/// without blocking, so that a FIFO named by `MULTIPASS_ROOT_CERT` is refused rather than
+/// waited on, and read no further than the bound, so that `/dev/zero` is refused rather than
+/// read until memory runs out.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_ROOT_CERT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_ROOT_CERT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} KiB", MAX_ROOT_CERT >> 10),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Read the root CA file, waiting up to [`ROOT_CERT_WAIT`] for it to appear.
 async fn read_root_cert(path: &Path) -> io::Result<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + ROOT_CERT_WAIT;
     loop {
-        match std::fs::read(path) {
+        match read_bounded(path) {
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
                     && tokio::time::Instant::now() < deadline =>

@@ -57,6 +57,13 @@ impl From<Unreachable> for Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Error {
+        // The client's own deadline (`connect::ANSWER_TIMEOUT`), which tonic reports as a status
+        // made from the timeout's error.
+        let elapsed = std::error::Error::source(&status)
+            .is_some_and(|e| e.is::<tower::timeout::error::Elapsed>());
+        if elapsed {
+            return Error::Unreachable(Unreachable::NoAnswer);
+        }
         Error::Status(status)
     }
 }
@@ -126,7 +133,7 @@ pub fn report(command: &str, outcome: Result<(), Error>) -> ExitCode {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             if let Some(message) = e.message(command) {
-                eprintln!("{message}");
+                eprintln!("{}", crate::output::for_terminal(&message));
             }
             e.exit().into()
         }
@@ -172,6 +179,8 @@ pub enum Unreachable {
         /// Why.
         source: io::Error,
     },
+    /// The daemon did not answer a call within [`crate::connect::ANSWER_TIMEOUT`].
+    NoAnswer,
     /// HTTP/2 could not be set up over TLS, or another connection failure.
     Other {
         /// Where we tried.
@@ -329,6 +338,12 @@ impl fmt::Display for Unreachable {
             Unreachable::Other { address, reason } => {
                 write!(f, "cannot talk to the daemon at {address}: {reason:#}")
             }
+            Unreachable::NoAnswer => write!(
+                f,
+                "the daemon did not answer within {} s: it is stopped or stuck (see \
+                 `systemctl status multipass` and `journalctl -u multipass`)",
+                crate::connect::ANSWER_TIMEOUT.as_secs()
+            ),
         }
     }
 }

@@ -284,6 +284,23 @@ fn set_fails_before_prompting_when_the_daemon_is_down() {
     }
 }
 
+/// `get KEY=VALUE` (a `set` typed as `get`) is refused before connecting, and the value, maybe
+/// a passphrase, is neither sent nor shown back.
+#[test]
+fn get_with_a_value_is_refused_without_showing_it() {
+    let env = Env::new();
+    let out = env.run(
+        &env.path("nonexistent"),
+        &["get", "local.passphrase=Sup3rSecret"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "get failed: Unrecognized settings key: 'local.passphrase=...'\n`get` takes a key \
+         alone; to change a setting: `multipass set local.passphrase`\n"
+    );
+}
+
 #[test]
 fn set_with_a_value_goes_on_to_connect() {
     let env = Env::new();
@@ -387,7 +404,7 @@ fn an_unusable_data_home_exits_1() {
         assert_eq!(out.status.code(), Some(1), "{variable}: {}", stderr(&out));
         let text = stderr(&out);
         assert!(
-            text.starts_with("list failed: cannot create the client certificate directory")
+            text.starts_with("list failed: cannot use the client certificate directory")
                 && text.contains("Not a directory")
                 && text.contains("HOME or XDG_DATA_HOME"),
             "{variable}: {text}"

@@ -57,8 +57,9 @@ pub enum Error {
     /// More passphrase checks are queued than the daemon accepts at once.
     #[error("The service is busy checking other passphrases. Please try again.")]
     Busy,
-    /// `get`/`set` of a key this service does not have.
-    #[error("Unrecognized settings key: '{0}'")]
+    /// `get`/`set` of a key this service does not have. What follows a `=` in it (a value typed
+    /// after `get`'s key by mistake, perhaps a passphrase) is not shown back.
+    #[error("Unrecognized settings key: '{}'", without_value(.0))]
     UnknownKey(String),
     /// A settings value that cannot be stored.
     #[error("Invalid setting '{key}': {reason}")]
@@ -235,6 +236,14 @@ impl From<tokio::task::JoinError> for Error {
     }
 }
 
+/// `key=value` as `key=...`; a key without `=` as it is.
+fn without_value(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.split_once('=') {
+        Some((key, _)) => format!("{key}=...").into(),
+        None => key.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +275,14 @@ mod tests {
             assert!(!lines[2].contains(&trusted.to_string()) || trusted == 0);
             assert!(!lines[2].contains("TOKEN"), "{}", lines[2]);
         }
+    }
+
+    #[test]
+    fn an_unknown_key_is_shown_without_a_value_typed_after_it() {
+        let shown = Error::UnknownKey("local.passphrase=Sup3rSecret".into()).to_string();
+        assert_eq!(shown, "Unrecognized settings key: 'local.passphrase=...'");
+        let shown = Error::UnknownKey("local.nothing".into()).to_string();
+        assert_eq!(shown, "Unrecognized settings key: 'local.nothing'");
     }
 
     #[test]

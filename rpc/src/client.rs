@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -50,6 +51,23 @@ pub enum ConnectError {
     },
 }
 
+/// How long opening the socket may take, and then the TLS handshake. The daemon gives up on a
+/// handshake after 10 s, the wait for its turn included, so one that has not answered by then is
+/// stopped, or is no daemon: without a bound, a command would wait for it for ever.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `step` of connecting, bounded by [`CONNECT_TIMEOUT`]: past it, a `TimedOut` error.
+async fn bounded<T>(step: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(CONNECT_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            ))
+        })
+}
+
 enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -74,6 +92,10 @@ pub async fn dial(address: &Address) -> Result<Dialed, ConnectError> {
 }
 
 async fn open(address: &Address) -> io::Result<Stream> {
+    bounded(open_unbounded(address)).await
+}
+
+async fn open_unbounded(address: &Address) -> io::Result<Stream> {
     Ok(match address {
         Address::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
         Address::Tcp(hostport) => {
@@ -94,9 +116,7 @@ async fn tls_handshake(stream: Stream, connector: &TlsConnector) -> io::Result<T
         Stream::Unix(s) => Box::new(s),
         Stream::Tcp(s) => Box::new(s),
     };
-    connector
-        .connect(ServerName::try_from("localhost").expect("valid name"), io)
-        .await
+    bounded(connector.connect(ServerName::try_from("localhost").expect("valid name"), io)).await
 }
 
 impl Dialed {
@@ -137,6 +157,7 @@ impl Dialed {
             }
         });
         Endpoint::from_static("http://localhost")
+            .connect_timeout(CONNECT_TIMEOUT)
             .connect_with_connector(connector_fn)
             .await
             .map_err(|source| ConnectError::Http2 { address, source })

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -80,6 +80,53 @@ pub fn write_atomic_if(
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(write_err)
+}
+
+/// Refuse `dir` as a place for the caller's private files unless it is the caller's own: a
+/// directory (or a link to one) owned by the effective user and not writable by every user, or
+/// missing. A link made by another user is refused too, even to a directory of the caller's:
+/// on a shared host, another user can make the directory or the link in advance where the
+/// caller's files are to go (`XDG_DATA_HOME` in a shared directory), and the caller would then
+/// keep its key where they can read or replace it, or change the mode of a directory they chose.
+/// Checked before [`ensure_dir`] changes anything, and again after it.
+pub fn refuse_unless_own_dir(dir: &Path) -> Result<()> {
+    let refuse = |why: String| Error::Directory {
+        path: dir.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::PermissionDenied, why),
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    let link = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    if link.file_type().is_symlink() && link.uid() != euid && link.uid() != 0 {
+        return Err(refuse(format!(
+            "it is a symbolic link made by another user (uid {})",
+            link.uid()
+        )));
+    }
+    let meta = match fs::metadata(dir) {
+        Ok(meta) => meta,
+        // A dangling link of the caller's own: `ensure_dir` reports it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(refuse(e.to_string())),
+    };
+    if meta.uid() != euid {
+        return Err(refuse(format!(
+            "it belongs to another user (uid {}), who could read or replace what is kept there",
+            meta.uid()
+        )));
+    }
+    // Group-writable is let through: with a group of one's own (Debian's default), it is the
+    // user's alone, and `ensure_dir` then makes it 0700.
+    if meta.is_dir() && meta.mode() & 0o002 != 0 {
+        return Err(refuse(format!(
+            "every user may write in it (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Create `path` (and parents) if missing and give it exactly `mode`.

@@ -64,6 +64,14 @@ pub struct Args {
 
 /// Run `multipass get`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    if let Some(key) = args
+        .key
+        .as_deref()
+        .filter(|k| !args.keys && k.contains('='))
+    {
+        // A `set` typed as `get`: its value is not sent anywhere, nor shown back.
+        return Err(super::unknown_key(key));
+    }
     let mut client = ctx.connect().await?;
     match args.key {
         Some(key) if !args.keys => {

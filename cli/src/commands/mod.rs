@@ -4,10 +4,10 @@
 
 use clap::{ArgAction, Parser, Subcommand};
 use rpc::proto::rpc_client::RpcClient;
-use tonic::transport::Channel;
 use tonic::Streaming;
 
-use crate::error::Error;
+use crate::connect::{Service, ANSWER_TIMEOUT};
+use crate::error::{Error, Unreachable};
 use crate::output;
 use crate::trace::Trace;
 
@@ -112,14 +112,14 @@ impl Context {
     }
 
     /// Connect to the daemon.
-    pub async fn connect(&self) -> Result<RpcClient<Channel>, Error> {
+    pub async fn connect(&self) -> Result<RpcClient<Service>, Error> {
         crate::connect::connect(&self.trace).await
     }
 
     /// Connect to the daemon's trust-management service.
     pub async fn connect_trust(
         &self,
-    ) -> Result<rpc::trust_proto::trust_client::TrustClient<Channel>, Error> {
+    ) -> Result<rpc::trust_proto::trust_client::TrustClient<Service>, Error> {
         Ok(rpc::trust_proto::trust_client::TrustClient::new(
             crate::connect::channel(&self.trace).await?,
         ))
@@ -143,19 +143,53 @@ impl Context {
 
     /// Read every reply of a call until the daemon ends the stream, showing log lines on stderr
     /// as they arrive when verbose.
-    pub async fn replies<R: Reply>(
+    ///
+    /// The daemon sends one reply and ends the stream; what reads them is bounded all the same
+    /// (in time by [`ANSWER_TIMEOUT`], in number and in bytes), so that a daemon that never ends
+    /// it, or sends without end, cannot hold the command or fill its memory.
+    pub async fn replies<R: Reply + prost::Message>(
         &self,
         call: Result<tonic::Response<Streaming<R>>, tonic::Status>,
     ) -> Result<Vec<R>, Error> {
+        const MAX_REPLIES: usize = 1024;
+        const MAX_BYTES: usize = 16 << 20;
         let mut stream = call?.into_inner();
-        let mut replies = Vec::new();
-        while let Some(reply) = stream.message().await? {
-            if self.verbose() {
-                output::log_line(reply.log_line());
+        let read = async {
+            let mut replies = Vec::new();
+            let mut bytes = 0;
+            while let Some(reply) = stream.message().await? {
+                bytes += reply.encoded_len();
+                if replies.len() == MAX_REPLIES || bytes > MAX_BYTES {
+                    return Err(Error::Local(anyhow::anyhow!(
+                        "the daemon sent more than {MAX_REPLIES} replies or {} MiB to one \
+                         request; it is not a daemon this client can talk to",
+                        MAX_BYTES >> 20
+                    )));
+                }
+                if self.verbose() {
+                    output::log_line(reply.log_line());
+                }
+                replies.push(reply);
             }
-            replies.push(reply);
-        }
-        Ok(replies)
+            Ok(replies)
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, read)
+            .await
+            .unwrap_or(Err(Error::Unreachable(Unreachable::NoAnswer)))
+    }
+}
+
+/// A key the service does not have, said in the words (and with the exit status) of the
+/// service's own refusal, which the client gives instead of sending what would be refused. What
+/// follows a `=` (`get local.passphrase=VALUE`, a `set` typed as `get`) is not shown back: it
+/// may be a passphrase.
+pub fn unknown_key(key: &str) -> Error {
+    match key.split_once('=') {
+        Some((key, _)) => Error::Local(anyhow::anyhow!(
+            "Unrecognized settings key: '{key}=...'\n`get` takes a key alone; to change a \
+             setting: `multipass set {key}`"
+        )),
+        None => Error::Local(anyhow::anyhow!("Unrecognized settings key: '{key}'")),
     }
 }
 

@@ -2,7 +2,6 @@
 
 use rpc::proto::rpc_client::RpcClient;
 use rpc::proto::{KeysRequest, SetRequest};
-use tonic::transport::Channel;
 use trust::passphrase::{InvalidPassphrase, MAX_PASSPHRASE_LEN};
 use trust::settings::PASSPHRASE_KEY;
 use zeroize::Zeroizing;
@@ -16,7 +15,9 @@ use crate::{output, passphrase};
 fn long_about() -> String {
     format!(
         "Set a setting of the multipass service, from a client the service trusts. Give the key \
-         alone to be asked for the value, or KEY=VALUE.\n\n\
+         alone to be asked for the value, or KEY=VALUE. A passphrase given as KEY=VALUE is seen \
+         by every user of the host in the process list, and kept in the shell's history: let the \
+         command ask for it.\n\n\
          For local.passphrase the client first checks that the service trusts it, and only then \
          asks for the passphrase, twice: without echo on a terminal, otherwise as two lines of \
          standard input. It is UTF-8 text of at most 1024 bytes. The service keeps only a salted \
@@ -207,7 +208,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 .await
                 .map_err(|e| super::explain_untrusted(e, is_passphrase))?;
             if !keys.contains(&key) {
-                return Err(unknown_key(&key));
+                return Err(super::unknown_key(&key));
             }
             prompt_value(&key)?
         }
@@ -241,7 +242,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
 /// not trusted (and, on a fresh service, makes an administrator the first client as `set` would).
 async fn settings_keys(
     ctx: &Context,
-    client: &mut RpcClient<Channel>,
+    client: &mut RpcClient<crate::connect::Service>,
 ) -> Result<Vec<String>, Error> {
     let request = KeysRequest {
         verbosity_level: ctx.verbosity_level(),
@@ -250,12 +251,6 @@ async fn settings_keys(
         .replies(client.keys(tokio_stream::once(request)).await)
         .await?;
     Ok(replies.into_iter().flat_map(|r| r.settings_keys).collect())
-}
-
-/// A key the service does not have, said in the words (and with the exit status) of the service's
-/// own refusal, which the client gives instead of asking for a value that would be refused.
-fn unknown_key(key: &str) -> Error {
-    Error::Local(anyhow::anyhow!("Unrecognized settings key: '{key}'"))
 }
 
 #[cfg(test)]

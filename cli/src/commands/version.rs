@@ -46,7 +46,10 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<(), Error> {
             if ctx.verbose() {
                 if let Some(message) = e.message("version") {
                     let reason = message.strip_prefix("version failed: ").unwrap_or(&message);
-                    eprintln!("cannot get the daemon's version: {reason}");
+                    eprintln!(
+                        "cannot get the daemon's version: {}",
+                        output::for_terminal(reason)
+                    );
                 }
             }
             Ok(())

@@ -41,8 +41,9 @@ pub struct Records<'a> {
     pub empty: &'static str,
 }
 
-/// A value as text for people. Control characters are dropped: names may come from a
-/// hand-edited file, and must not drive the terminal.
+/// A value as text for people, on one line. What `trust::names` refuses in names is dropped
+/// (control, invisible, bidirectional and separator characters): a daemon is not trusted to
+/// have refused them, and they must not drive the terminal or reorder a row.
 fn text(value: &Value) -> String {
     let raw = match value {
         Value::Null => String::new(),
@@ -50,7 +51,9 @@ fn text(value: &Value) -> String {
         Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
         other => other.to_string(),
     };
-    raw.chars().filter(|c| !c.is_control()).collect()
+    raw.chars()
+        .filter(|&c| !trust::names::is_forbidden(c))
+        .collect()
 }
 
 /// One record as a JSON/YAML mapping, its keys in column order.

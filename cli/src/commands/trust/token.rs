@@ -119,12 +119,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 "their login name".to_string()
             };
             // The token alone on stdout, for scripts; the explanation on stderr.
-            eprintln!(
+            let created = format!(
                 "Enrollment token '{}' created. It works once, until {}. The new user runs \
                  `multipass authenticate` and enters it at the passphrase prompt; their client is then trusted under \
                  {client_name}.",
                 info.name, info.expires
             );
+            eprintln!("{}", output::for_terminal(&created));
             output::print_line(&reply.token)
         }
         TokenCommand::List(args) => {
