@@ -39,6 +39,12 @@ pub enum InvalidName {
 
 /// Whether `c` may not appear in a name (see the module's documentation).
 pub fn is_forbidden(c: char) -> bool {
+    // ASCII, nearly every character asked about, without the table: only its controls are
+    // forbidden. (The table lookup copies the table in a debug build: 18 s of a 40,000-client
+    // `trust list`.)
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     matches!(
         get_general_category(c),
         GeneralCategory::Control
@@ -119,6 +125,20 @@ mod tests {
         '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
         '\u{200B}', '\u{FEFF}', '\n', '\u{7}',
     ];
+
+    #[test]
+    fn ascii_is_judged_as_the_table_judges_it() {
+        for c in (0u8..=127).map(char::from) {
+            let by_table = matches!(
+                get_general_category(c),
+                GeneralCategory::Control
+                    | GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            );
+            assert_eq!(is_forbidden(c), by_table, "{c:?}");
+        }
+    }
 
     #[test]
     fn printable_names_pass() {

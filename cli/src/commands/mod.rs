@@ -120,9 +120,12 @@ impl Context {
     pub async fn connect_trust(
         &self,
     ) -> Result<rpc::trust_proto::trust_client::TrustClient<Service>, Error> {
+        // `trust list` is one message of about 120 bytes a client: tonic's default limit of
+        // 4 MiB would refuse a store of 36,000; 64 MiB lets about half a million through.
         Ok(rpc::trust_proto::trust_client::TrustClient::new(
             crate::connect::channel(&self.trace).await?,
-        ))
+        )
+        .max_decoding_message_size(64 << 20))
     }
 
     /// Show the log lines of `replies` that the daemon addresses to the user, on stdout, unless
