@@ -24,7 +24,7 @@ pub const EXIT_STATUS: &[Entry] = &[
         "Command-line error: bad arguments, no passphrase given, passphrases that do not match, \
          a passphrase too long or not UTF-8 text, or an unusable client environment \
          (MULTIPASS_SERVER_ADDRESS, or a HOME or XDG_DATA_HOME under which the client \
-         certificate directory cannot be made).",
+         certificate directory cannot be made, or is another user's).",
     ),
     entry(
         "2",
@@ -35,7 +35,8 @@ pub const EXIT_STATUS: &[Entry] = &[
     entry(
         "3",
         "The daemon could not be reached: socket missing or refused, permission denied, root \
-         certificate missing or not the daemon's, TLS handshake failed, connection lost.",
+         certificate missing or not the daemon's, TLS handshake failed, no answer within 30 s \
+         to connect or 60 s to a request, connection lost.",
     ),
 ];
 
