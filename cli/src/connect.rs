@@ -132,8 +132,13 @@ fn os_text(e: &io::Error) -> String {
 
 /// Connect to the daemon and return a client for it.
 pub async fn connect(trace: &Trace) -> Result<RpcClient<Service>, Error> {
-    Ok(RpcClient::new(channel(trace).await?))
+    // The service's replies are a few hundred bytes; a message decodes to up to about 50 times
+    // its size (empty repeated entries), so tonic's 4 MiB would let one reply take 200 MB.
+    Ok(RpcClient::new(channel(trace).await?).max_decoding_message_size(MAX_REPLY))
 }
+
+/// Largest message of the `multipass.Rpc` service the client reads.
+const MAX_REPLY: usize = 256 << 10;
 
 /// Where a setting came from, for the trace: `variable` when it is set, else the default.
 fn source(variable: &str) -> String {

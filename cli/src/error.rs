@@ -340,8 +340,7 @@ impl fmt::Display for Unreachable {
             }
             Unreachable::NoAnswer => write!(
                 f,
-                "the daemon did not answer within {} s: it is stopped or stuck (see \
-                 `systemctl status multipass` and `journalctl -u multipass`)",
+                "the daemon did not answer within {} s: it is stopped, stuck or overloaded",
                 crate::connect::ANSWER_TIMEOUT.as_secs()
             ),
         }

@@ -297,7 +297,7 @@ fn get_with_a_value_is_refused_without_showing_it() {
     assert_eq!(
         stderr(&out),
         "get failed: Unrecognized settings key: 'local.passphrase=...'\n`get` takes a key \
-         alone; to change a setting: `multipass set local.passphrase`\n"
+         alone; to change a setting: `multipass set KEY`\n"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The real `multipass` against servers that are not a working daemon: one that accepts and
 //! never answers, one that finishes TLS and HTTP/2 with a certificate the client trusts and then
-//! never answers a call, one that sends replies without end, one whose answers carry terminal
+//! never answers a call (or sends an answer's headers and nothing more), one that sends replies
+//! without end, one whose answers carry terminal
 //! escape sequences, and a root CA "file" that is `/dev/zero` or a FIFO. Each command ends, on
 //! its own, with a message that says what happened, and spends bounded memory; nothing the
 //! server sent drives the terminal.
@@ -29,6 +30,8 @@ enum Behaviour {
     /// Answers `get` with a value, and every other call with a refusal, both holding escape
     /// sequences and bidirectional controls.
     Escapes,
+    /// Sends an answer's headers, then nothing more.
+    HeadersOnly,
 }
 
 /// What a hostile server sends where a daemon puts text for people.
@@ -105,13 +108,20 @@ async fn serve(listener: UnixListener, config: Arc<rustls::ServerConfig>, behavi
                 return;
             };
             let mut calls = Vec::new();
-            while let Some(Ok((request, respond))) = connection.accept().await {
+            let mut held_streams = Vec::new();
+            while let Some(Ok((request, mut respond))) = connection.accept().await {
                 match behaviour {
                     Behaviour::Silent | Behaviour::NoAnswer => calls.push((request, respond)),
                     Behaviour::Endless => {
                         tokio::spawn(endless(respond));
                     }
                     Behaviour::Escapes => escapes(request.uri().path(), respond),
+                    Behaviour::HeadersOnly => {
+                        if let Ok(send) = respond.send_response(grpc_response(), false) {
+                            calls.push((request, respond));
+                            held_streams.push(send);
+                        }
+                    }
                 }
             }
         });
@@ -228,7 +238,7 @@ fn replies_without_end_are_cut_short() {
     assert!(!out.timed_out, "the client read for ever\n{out}");
     out.assert_code(2, "replies without end");
     assert!(
-        out.stderr.contains("more than 1024 replies or 16 MiB"),
+        out.stderr.contains("more than 1024 replies or 1 MiB"),
         "says why\n{out}"
     );
     // What the client held: the biggest of this test binary's children so far, an upper bound.
@@ -265,7 +275,29 @@ fn what_a_daemon_sends_does_not_drive_the_terminal() {
     }
     // `trust list`, refused with the same message.
     let out = server.run(&["trust", "list"], &server.root_cert);
+    out.assert_code(2, "a refusal of `trust list`");
+    assert!(out.stderr.contains("refused"), "{out}");
     assert!(!drives_the_terminal(&out.stderr), "{out}");
+}
+
+fn an_answer_whose_message_never_comes_is_given_up_on() {
+    let server = Server::start(Behaviour::HeadersOnly);
+    // A unary call and a streaming one, at once: each waits its 60 s.
+    let outs: Vec<CliOutput> = std::thread::scope(|scope| {
+        let calls: Vec<_> = [&["trust", "list"][..], &["list"]]
+            .into_iter()
+            .map(|args| scope.spawn(|| server.run(args, &server.root_cert)))
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("ran")).collect()
+    });
+    for out in outs {
+        assert!(!out.timed_out, "the client waited for ever\n{out}");
+        out.assert_code(3, "headers, then nothing");
+        assert!(
+            out.stderr.contains("the daemon did not answer within 60 s"),
+            "says why\n{out}"
+        );
+    }
 }
 
 fn a_root_ca_that_is_no_file_is_refused_at_once() {
@@ -290,5 +322,5 @@ fn a_root_ca_that_is_no_file_is_refused_at_once() {
 }
 
 multipass_system_tests::process_tests! {
-    plain: [a_server_that_never_answers_the_handshake_is_given_up_on, a_call_the_daemon_never_answers_is_given_up_on, replies_without_end_are_cut_short, what_a_daemon_sends_does_not_drive_the_terminal, a_root_ca_that_is_no_file_is_refused_at_once],
+    plain: [a_server_that_never_answers_the_handshake_is_given_up_on, a_call_the_daemon_never_answers_is_given_up_on, replies_without_end_are_cut_short, what_a_daemon_sends_does_not_drive_the_terminal, a_root_ca_that_is_no_file_is_refused_at_once, an_answer_whose_message_never_comes_is_given_up_on],
 }

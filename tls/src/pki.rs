@@ -359,11 +359,7 @@ impl ClientIdentity {
     /// Load the certificate and key from `dir`, or create them there (dir 0700, key 0600, under a
     /// lock so that two first commands of the same user agree on one identity).
     pub fn load_or_create(dir: &Path) -> Result<ClientIdentity> {
-        fsutil::refuse_unless_own_dir(dir)?;
-        fsutil::ensure_dir(dir, 0o700)?;
-        // Made by another user between the check and `ensure_dir`: refused before anything of
-        // ours is written in it.
-        fsutil::refuse_unless_own_dir(dir)?;
+        fsutil::ensure_own_private_dir(dir)?;
         let _lock = DirLock::acquire(dir)?;
         let cert_path = dir.join(CLIENT_CERT_FILE);
         let key_path = dir.join(CLIENT_KEY_FILE);

@@ -82,49 +82,88 @@ pub fn write_atomic_if(
     result.map_err(write_err)
 }
 
-/// Refuse `dir` as a place for the caller's private files unless it is the caller's own: a
-/// directory (or a link to one) owned by the effective user and not writable by every user, or
-/// missing. A link made by another user is refused too, even to a directory of the caller's:
-/// on a shared host, another user can make the directory or the link in advance where the
-/// caller's files are to go (`XDG_DATA_HOME` in a shared directory), and the caller would then
-/// keep its key where they can read or replace it, or change the mode of a directory they chose.
-/// Checked before [`ensure_dir`] changes anything, and again after it.
-pub fn refuse_unless_own_dir(dir: &Path) -> Result<()> {
-    let refuse = |why: String| Error::Directory {
+/// Make `dir` (and its parents) if missing, and make sure it is a private directory (0700) of
+/// the effective user's own, or refuse it. On a shared host another user can make the directory,
+/// or a symbolic link, in advance where the caller's private files are to go (`XDG_DATA_HOME` in
+/// a shared directory such as `/tmp`): the caller would then keep its key where they can read or
+/// replace it, or change the mode of whatever the link points at. So the directory is made 0700
+/// from the start, then opened without following a link (a link is followed only if the user or
+/// root made it), and checked and set through that descriptor: owned by the effective user,
+/// writable by nobody else. Nothing is changed in a directory refused.
+pub fn ensure_own_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir_err = |source| Error::Directory {
         path: dir.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::PermissionDenied, why),
+        source,
     };
+    let refuse = |why: String| dir_err(io::Error::new(io::ErrorKind::PermissionDenied, why));
     let euid = nix::unistd::geteuid().as_raw();
-    let link = match fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(refuse(e.to_string())),
+    create_durably(dir, |dir| {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Already there but no directory (`XDG_DATA_HOME=/dev/null`): said as mkdir says it.
+            fs::create_dir_all(parent).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => io::Error::from_raw_os_error(libc::ENOTDIR),
+                _ => e,
+            })?;
+        }
+        fs::DirBuilder::new().mode(0o700).create(dir)
+    })
+    .map_err(dir_err)?;
+    let open = |flags: i32| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | flags)
+            .open(dir)
     };
-    if link.file_type().is_symlink() && link.uid() != euid && link.uid() != 0 {
-        return Err(refuse(format!(
-            "it is a symbolic link made by another user (uid {})",
-            link.uid()
-        )));
-    }
-    let meta = match fs::metadata(dir) {
-        Ok(meta) => meta,
-        // A dangling link of the caller's own: `ensure_dir` reports it.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(refuse(e.to_string())),
+    // A link is refused as ELOOP, or as ENOTDIR with `O_DIRECTORY`, as a file is.
+    let is_link = || fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    let opened = match open(libc::O_NOFOLLOW) {
+        Ok(opened) => opened,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) && is_link() => {
+            let link = fs::symlink_metadata(dir).map_err(dir_err)?;
+            if link.uid() != euid && link.uid() != 0 {
+                return Err(refuse(format!(
+                    "it is a symbolic link made by another user (uid {})",
+                    link.uid()
+                )));
+            }
+            open(0).map_err(dir_err)?
+        }
+        Err(e) => return Err(dir_err(e)),
     };
+    let meta = opened.metadata().map_err(dir_err)?;
     if meta.uid() != euid {
         return Err(refuse(format!(
             "it belongs to another user (uid {}), who could read or replace what is kept there",
             meta.uid()
         )));
     }
-    // Group-writable is let through: with a group of one's own (Debian's default), it is the
-    // user's alone, and `ensure_dir` then makes it 0700.
-    if meta.is_dir() && meta.mode() & 0o002 != 0 {
+    if meta.mode() & 0o022 != 0 {
         return Err(refuse(format!(
-            "every user may write in it (mode {:04o})",
+            "others may write in it (mode {:04o}); if it is yours, `chmod 700` it",
             meta.mode() & 0o7777
         )));
+    }
+    if meta.mode() & 0o7777 != 0o700 {
+        opened
+            .set_permissions(fs::Permissions::from_mode(0o700))
+            .map_err(dir_err)?;
+    }
+    Ok(())
+}
+
+/// Make `path` and the directories above it that are missing with `create` (a directory
+/// already there is no error), each made durable in its parent: a file written durably into a
+/// directory whose own entry was lost in a crash is lost too.
+fn create_durably(path: &Path, create: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    match create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for made in missing {
+        File::open(parent(made)).and_then(|dir| dir.sync_all())?;
     }
     Ok(())
 }
@@ -135,19 +174,7 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    // The directories about to be made, so that each can be made durable in its parent: a
-    // file written durably into a directory whose own entry was lost in a crash is lost too.
-    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
-    match fs::create_dir_all(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(dir_err(e)),
-    }
-    for made in missing {
-        File::open(parent(made))
-            .and_then(|dir| dir.sync_all())
-            .map_err(dir_err)?;
-    }
+    create_durably(path, |path| fs::create_dir_all(path)).map_err(dir_err)?;
     let meta = fs::metadata(path).map_err(dir_err)?;
     if meta.permissions().mode() & 0o7777 != mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(dir_err)?;
@@ -414,6 +441,38 @@ mod tests {
         });
         assert!(refused.is_err());
         assert_eq!(fs::read(&path).unwrap(), b"one");
+    }
+
+    #[test]
+    fn a_private_directory_is_made_or_taken_only_when_it_is_the_users_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let made = dir.path().join("a/b");
+        ensure_own_private_dir(&made).unwrap();
+        assert_eq!(mode(&made), 0o700);
+        // The user's own, made open to read: made private again.
+        fs::set_permissions(&made, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_own_private_dir(&made).unwrap();
+        assert_eq!(mode(&made), 0o700);
+        // Writable by others: refused, and left as it is.
+        fs::set_permissions(&made, fs::Permissions::from_mode(0o770)).unwrap();
+        let e = ensure_own_private_dir(&made).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("others may write in it (mode 0770)"), "{why}");
+        assert_eq!(mode(&made), 0o770);
+        // Through the user's own link: taken, the target made private.
+        fs::set_permissions(&made, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        ensure_own_private_dir(&link).unwrap();
+        assert_eq!(mode(&made), 0o700);
+        // A file where the directory should be.
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let Err(Error::Directory { source, .. }) = ensure_own_private_dir(&file) else {
+            panic!("a file taken as the directory");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotADirectory);
     }
 
     #[test]

@@ -121,11 +121,13 @@ impl Context {
         &self,
     ) -> Result<rpc::trust_proto::trust_client::TrustClient<Service>, Error> {
         // `trust list` is one message of about 120 bytes a client: tonic's default limit of
-        // 4 MiB would refuse a store of 36,000; 64 MiB lets about half a million through.
+        // 4 MiB would refuse a store of 36,000; 16 MiB lets 140,000 through. (A message decodes
+        // to more than its size: a daemon could send empty entries of 2 bytes, each decoded to
+        // about 136, so this also bounds what a hostile one makes the command hold, to 1.1 GB.)
         Ok(rpc::trust_proto::trust_client::TrustClient::new(
             crate::connect::channel(&self.trace).await?,
         )
-        .max_decoding_message_size(64 << 20))
+        .max_decoding_message_size(16 << 20))
     }
 
     /// Show the log lines of `replies` that the daemon addresses to the user, on stdout, unless
@@ -155,7 +157,7 @@ impl Context {
         call: Result<tonic::Response<Streaming<R>>, tonic::Status>,
     ) -> Result<Vec<R>, Error> {
         const MAX_REPLIES: usize = 1024;
-        const MAX_BYTES: usize = 16 << 20;
+        const MAX_BYTES: usize = 1 << 20;
         let mut stream = call?.into_inner();
         let read = async {
             let mut replies = Vec::new();
@@ -182,6 +184,17 @@ impl Context {
     }
 }
 
+/// The whole answer to a unary call (its message read to the end), or [`Unreachable::NoAnswer`]
+/// after [`ANSWER_TIMEOUT`]: the connection's own timeout ends at the answer's headers.
+pub async fn answer<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, call).await {
+        Ok(answer) => Ok(answer?.into_inner()),
+        Err(_) => Err(Error::Unreachable(Unreachable::NoAnswer)),
+    }
+}
+
 /// A key the service does not have, said in the words (and with the exit status) of the
 /// service's own refusal, which the client gives instead of sending what would be refused. What
 /// follows a `=` (`get local.passphrase=VALUE`, a `set` typed as `get`) is not shown back: it
@@ -190,7 +203,7 @@ pub fn unknown_key(key: &str) -> Error {
     match key.split_once('=') {
         Some((key, _)) => Error::Local(anyhow::anyhow!(
             "Unrecognized settings key: '{key}=...'\n`get` takes a key alone; to change a \
-             setting: `multipass set {key}`"
+             setting: `multipass set KEY`"
         )),
         None => Error::Local(anyhow::anyhow!("Unrecognized settings key: '{key}'")),
     }

@@ -29,10 +29,7 @@ pub struct Args {
 /// Run `multipass trust list`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let mut client = ctx.connect_trust().await?;
-    let reply = client
-        .list_clients(ListClientsRequest {})
-        .await?
-        .into_inner();
+    let reply = crate::commands::answer(client.list_clients(ListClientsRequest {})).await?;
     output::print(&render(&reply.clients, args.format))
 }
 

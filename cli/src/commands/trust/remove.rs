@@ -31,10 +31,8 @@ pub struct Args {
 /// Run `multipass trust remove`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let mut client = ctx.connect_trust().await?;
-    let reply = client
-        .remove_client(RemoveClientRequest { id: args.id })
-        .await?
-        .into_inner();
+    let reply =
+        crate::commands::answer(client.remove_client(RemoveClientRequest { id: args.id })).await?;
     let removed = reply.removed.unwrap_or_default();
     let short = removed
         .fingerprint

@@ -105,13 +105,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     match args.command {
         TokenCommand::Create(args) => {
             let named = args.name.is_some();
-            let reply = client
-                .create_token(CreateTokenRequest {
-                    name: args.name.unwrap_or_default(),
-                    expires_in_seconds: args.expires.unwrap_or(0),
-                })
-                .await?
-                .into_inner();
+            let reply = crate::commands::answer(client.create_token(CreateTokenRequest {
+                name: args.name.unwrap_or_default(),
+                expires_in_seconds: args.expires.unwrap_or(0),
+            }))
+            .await?;
             let info = reply.info.unwrap_or_default();
             let client_name = if named {
                 format!("'{}'", info.name)
@@ -129,14 +127,14 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             output::print_line(&reply.token)
         }
         TokenCommand::List(args) => {
-            let reply = client.list_tokens(ListTokensRequest {}).await?.into_inner();
+            let reply = crate::commands::answer(client.list_tokens(ListTokensRequest {})).await?;
             output::print(&render(&reply.tokens, args.format))
         }
         TokenCommand::Revoke(args) => {
-            let reply = client
-                .revoke_token(RevokeTokenRequest { name: args.name })
-                .await?
-                .into_inner();
+            let reply = crate::commands::answer(
+                client.revoke_token(RevokeTokenRequest { name: args.name }),
+            )
+            .await?;
             let before = reply.before();
             let name = reply.info.map(|i| i.name).unwrap_or_default();
             output::print_line(&match before {
