@@ -205,26 +205,35 @@ fn drives_the_terminal(text: &str) -> bool {
     text.contains(['\u{1b}', '\u{7}', '\u{202e}', '\u{2028}'])
 }
 
+/// The command ended on its own, with exit status 3 and `why` in its message.
+fn assert_gave_up(out: &CliOutput, what: &str, why: &str) {
+    assert!(!out.timed_out, "{what}: the client waited for ever\n{out}");
+    out.assert_code(3, what);
+    assert!(out.stderr.contains(why), "{what}: says why\n{out}");
+}
+
 fn a_server_that_never_answers_the_handshake_is_given_up_on() {
     let server = Server::start(Behaviour::Silent);
     let out = server.run(&["list"], &server.root_cert);
-    assert!(!out.timed_out, "the client waited for ever\n{out}");
-    out.assert_code(3, "a server that never answers the handshake");
-    assert!(
-        out.stderr.contains("no answer within 30 s"),
-        "says why\n{out}"
+    assert_gave_up(
+        &out,
+        "a server that never answers the handshake",
+        "no answer within 30 s",
     );
 }
 
 fn a_call_the_daemon_never_answers_is_given_up_on() {
     let server = Server::start(Behaviour::NoAnswer);
     let out = server.run(&["list"], &server.root_cert);
-    assert!(!out.timed_out, "the client waited for ever\n{out}");
-    out.assert_code(3, "a call never answered");
+    assert_gave_up(
+        &out,
+        "a call never answered",
+        "list failed: the daemon did not answer within 60 s",
+    );
     assert!(
         out.stderr
             .starts_with("list failed: the daemon did not answer within 60 s"),
-        "says why\n{out}"
+        "the whole message\n{out}"
     );
     assert!(
         out.elapsed >= Duration::from_secs(55),
@@ -291,11 +300,10 @@ fn an_answer_whose_message_never_comes_is_given_up_on() {
         calls.into_iter().map(|c| c.join().expect("ran")).collect()
     });
     for out in outs {
-        assert!(!out.timed_out, "the client waited for ever\n{out}");
-        out.assert_code(3, "headers, then nothing");
-        assert!(
-            out.stderr.contains("the daemon did not answer within 60 s"),
-            "says why\n{out}"
+        assert_gave_up(
+            &out,
+            "headers, then nothing",
+            "the daemon did not answer within 60 s",
         );
     }
 }
