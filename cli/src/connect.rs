@@ -23,13 +23,11 @@ use crate::trace::Trace;
 
 /// How long to wait for the root CA file to appear after dialing.
 const ROOT_CERT_WAIT: Duration = Duration::from_secs(2);
-/// How long a call may wait for the daemon's answer, and then for the rest of its replies. The
-/// daemon answers every request within 30 s (with a refusal if it must), so past this it is
-/// stopped or stuck, and the command says so instead of waiting for ever.
+/// How long a call may wait for the daemon's whole answer (`commands::answer`,
+/// `Context::replies`). The daemon answers every request within 30 s (with a refusal if it
+/// must), so past this it is stopped or stuck, and the command says so instead of waiting for
+/// ever.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A connection to the daemon whose calls give up after [`ANSWER_TIMEOUT`].
-pub type Service = tower::timeout::Timeout<Channel>;
 /// How often to look for it meanwhile.
 const ROOT_CERT_POLL: Duration = Duration::from_millis(50);
 
@@ -131,7 +129,7 @@ fn os_text(e: &io::Error) -> String {
 }
 
 /// Connect to the daemon and return a client for it.
-pub async fn connect(trace: &Trace) -> Result<RpcClient<Service>, Error> {
+pub async fn connect(trace: &Trace) -> Result<RpcClient<Channel>, Error> {
     // The service's replies are a few hundred bytes; a message decodes to up to about 50 times
     // its size (empty repeated entries), so tonic's 4 MiB would let one reply take 200 MB.
     Ok(RpcClient::new(channel(trace).await?).max_decoding_message_size(MAX_REPLY))
@@ -150,7 +148,7 @@ fn source(variable: &str) -> String {
 }
 
 /// Connect to the daemon and return the channel, for any of its services.
-pub async fn channel(trace: &Trace) -> Result<Service, Error> {
+pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
     let address = server_address()?;
     trace.step(format_args!(
         "daemon: {address} ({})",
@@ -207,7 +205,7 @@ pub async fn channel(trace: &Trace) -> Result<Service, Error> {
             other => unreachable(&address, other),
         })?;
     trace.step("connected");
-    Ok(tower::timeout::Timeout::new(channel, ANSWER_TIMEOUT))
+    Ok(channel)
 }
 
 /// Whether a failed handshake is our verification finding the daemon's certificate not signed

@@ -57,13 +57,6 @@ impl From<Unreachable> for Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Error {
-        // The client's own deadline (`connect::ANSWER_TIMEOUT`), which tonic reports as a status
-        // made from the timeout's error.
-        let elapsed = std::error::Error::source(&status)
-            .is_some_and(|e| e.is::<tower::timeout::error::Elapsed>());
-        if elapsed {
-            return Error::Unreachable(Unreachable::NoAnswer);
-        }
         Error::Status(status)
     }
 }

@@ -59,7 +59,7 @@ pub enum Error {
     Busy,
     /// `get`/`set` of a key this service does not have. What follows a `=` in it (a value typed
     /// after `get`'s key by mistake, perhaps a passphrase) is not shown back.
-    #[error("Unrecognized settings key: '{}'", without_value(.0))]
+    #[error("Unrecognized settings key: '{}'", trust::settings::shown_key(.0))]
     UnknownKey(String),
     /// A settings value that cannot be stored.
     #[error("Invalid setting '{key}': {reason}")]
@@ -233,14 +233,6 @@ impl From<TokenError> for Error {
 impl From<tokio::task::JoinError> for Error {
     fn from(_: tokio::task::JoinError) -> Error {
         Error::Internal
-    }
-}
-
-/// `key=value` as `key=...`; a key without `=` as it is.
-fn without_value(key: &str) -> std::borrow::Cow<'_, str> {
-    match key.split_once('=') {
-        Some((key, _)) => format!("{key}=...").into(),
-        None => key.into(),
     }
 }
 

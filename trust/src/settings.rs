@@ -19,6 +19,15 @@ pub const GENERAL: &str = "General";
 /// The passphrase key (its value is a hash, never the passphrase).
 pub const PASSPHRASE_KEY: &str = "local.passphrase";
 
+/// A settings key as a refusal may show it back: what follows a `=` in it (a value typed after
+/// `get`'s key by mistake, perhaps a passphrase) as `...`.
+pub fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.split_once('=') {
+        Some((key, _)) => format!("{key}=...").into(),
+        None => key.into(),
+    }
+}
+
 /// An INI document, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ini {

@@ -91,7 +91,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         verbosity_level: ctx.verbosity_level(),
     };
     let replies = ctx
-        .replies(client.authenticate(tokio_stream::once(request)).await)
+        .replies(client.authenticate(tokio_stream::once(request)))
         .await
         .map_err(|e| explain_refusal(e, token_like))?;
     // The daemon says which name this client is now trusted under.

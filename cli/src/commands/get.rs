@@ -79,9 +79,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 key,
                 verbosity_level: ctx.verbosity_level(),
             };
-            let replies = ctx
-                .replies(client.get(tokio_stream::once(request)).await)
-                .await?;
+            let replies = ctx.replies(client.get(tokio_stream::once(request))).await?;
             let value = replies.last().map(|r| r.value.as_str()).unwrap_or_default();
             output::print_line(value)
         }
@@ -90,7 +88,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 verbosity_level: ctx.verbosity_level(),
             };
             let replies = ctx
-                .replies(client.keys(tokio_stream::once(request)).await)
+                .replies(client.keys(tokio_stream::once(request)))
                 .await?;
             for key in replies.iter().flat_map(|r| &r.settings_keys) {
                 output::print_line(key)?;

@@ -38,7 +38,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         request_ipv4: true,
     };
     let replies = ctx
-        .replies(client.list(tokio_stream::once(request)).await)
+        .replies(client.list(tokio_stream::once(request)))
         .await?;
     let contents = replies
         .into_iter()

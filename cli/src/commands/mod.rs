@@ -4,9 +4,10 @@
 
 use clap::{ArgAction, Parser, Subcommand};
 use rpc::proto::rpc_client::RpcClient;
+use tonic::transport::Channel;
 use tonic::Streaming;
 
-use crate::connect::{Service, ANSWER_TIMEOUT};
+use crate::connect::ANSWER_TIMEOUT;
 use crate::error::{Error, Unreachable};
 use crate::output;
 use crate::trace::Trace;
@@ -112,14 +113,14 @@ impl Context {
     }
 
     /// Connect to the daemon.
-    pub async fn connect(&self) -> Result<RpcClient<Service>, Error> {
+    pub async fn connect(&self) -> Result<RpcClient<Channel>, Error> {
         crate::connect::connect(&self.trace).await
     }
 
     /// Connect to the daemon's trust-management service.
     pub async fn connect_trust(
         &self,
-    ) -> Result<rpc::trust_proto::trust_client::TrustClient<Service>, Error> {
+    ) -> Result<rpc::trust_proto::trust_client::TrustClient<Channel>, Error> {
         // `trust list` is one message of about 120 bytes a client: tonic's default limit of
         // 4 MiB would refuse a store of 36,000; 16 MiB lets 140,000 through. (A message decodes
         // to more than its size: a daemon could send empty entries of 2 bytes, each decoded to
@@ -146,20 +147,20 @@ impl Context {
         Ok(())
     }
 
-    /// Read every reply of a call until the daemon ends the stream, showing log lines on stderr
-    /// as they arrive when verbose.
+    /// Make a streaming call and read every reply until the daemon ends the stream, showing log
+    /// lines on stderr as they arrive when verbose.
     ///
     /// The daemon sends one reply and ends the stream; what reads them is bounded all the same
     /// (in time by [`ANSWER_TIMEOUT`], in number and in bytes), so that a daemon that never ends
     /// it, or sends without end, cannot hold the command or fill its memory.
     pub async fn replies<R: Reply + prost::Message>(
         &self,
-        call: Result<tonic::Response<Streaming<R>>, tonic::Status>,
+        call: impl std::future::Future<Output = Result<tonic::Response<Streaming<R>>, tonic::Status>>,
     ) -> Result<Vec<R>, Error> {
         const MAX_REPLIES: usize = 1024;
         const MAX_BYTES: usize = 1 << 20;
-        let mut stream = call?.into_inner();
-        let read = async {
+        in_time(async {
+            let mut stream = call.await?.into_inner();
             let mut replies = Vec::new();
             let mut bytes = 0;
             while let Some(reply) = stream.message().await? {
@@ -177,22 +178,24 @@ impl Context {
                 replies.push(reply);
             }
             Ok(replies)
-        };
-        tokio::time::timeout(ANSWER_TIMEOUT, read)
-            .await
-            .unwrap_or(Err(Error::Unreachable(Unreachable::NoAnswer)))
+        })
+        .await
     }
 }
 
-/// The whole answer to a unary call (its message read to the end), or [`Unreachable::NoAnswer`]
-/// after [`ANSWER_TIMEOUT`]: the connection's own timeout ends at the answer's headers.
+/// Make a unary call and read its whole answer (its message to the end).
 pub async fn answer<T>(
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(ANSWER_TIMEOUT, call).await {
-        Ok(answer) => Ok(answer?.into_inner()),
-        Err(_) => Err(Error::Unreachable(Unreachable::NoAnswer)),
-    }
+    in_time(async { Ok(call.await?.into_inner()) }).await
+}
+
+/// `work` (a call and the reading of its answer), or [`Unreachable::NoAnswer`] after
+/// [`ANSWER_TIMEOUT`]: every call of the client goes through here.
+async fn in_time<T>(work: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::time::timeout(ANSWER_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(Error::Unreachable(Unreachable::NoAnswer)))
 }
 
 /// A key the service does not have, said in the words (and with the exit status) of the
@@ -200,12 +203,14 @@ pub async fn answer<T>(
 /// follows a `=` (`get local.passphrase=VALUE`, a `set` typed as `get`) is not shown back: it
 /// may be a passphrase.
 pub fn unknown_key(key: &str) -> Error {
-    match key.split_once('=') {
-        Some((key, _)) => Error::Local(anyhow::anyhow!(
-            "Unrecognized settings key: '{key}=...'\n`get` takes a key alone; to change a \
+    let shown = ::trust::settings::shown_key(key);
+    if key.contains('=') {
+        Error::Local(anyhow::anyhow!(
+            "Unrecognized settings key: '{shown}'\n`get` takes a key alone; to change a \
              setting: `multipass set KEY`"
-        )),
-        None => Error::Local(anyhow::anyhow!("Unrecognized settings key: '{key}'")),
+        ))
+    } else {
+        Error::Local(anyhow::anyhow!("Unrecognized settings key: '{shown}'"))
     }
 }
 

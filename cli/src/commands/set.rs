@@ -221,7 +221,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         authorized: false,
     };
     let replies = ctx
-        .replies(client.set(tokio_stream::once(request)).await)
+        .replies(client.set(tokio_stream::once(request)))
         .await
         .map_err(|e| super::explain_untrusted(e, is_passphrase))?;
     let mut said = false;
@@ -242,13 +242,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
 /// not trusted (and, on a fresh service, makes an administrator the first client as `set` would).
 async fn settings_keys(
     ctx: &Context,
-    client: &mut RpcClient<crate::connect::Service>,
+    client: &mut RpcClient<tonic::transport::Channel>,
 ) -> Result<Vec<String>, Error> {
     let request = KeysRequest {
         verbosity_level: ctx.verbosity_level(),
     };
     let replies = ctx
-        .replies(client.keys(tokio_stream::once(request)).await)
+        .replies(client.keys(tokio_stream::once(request)))
         .await?;
     Ok(replies.into_iter().flat_map(|r| r.settings_keys).collect())
 }

@@ -25,7 +25,7 @@ async fn daemon_version(ctx: &Context) -> Result<Option<String>, Error> {
         verbosity_level: ctx.verbosity_level(),
     };
     let replies = ctx
-        .replies(client.version(tokio_stream::once(request)).await)
+        .replies(client.version(tokio_stream::once(request)))
         .await?;
     Ok(replies
         .into_iter()
