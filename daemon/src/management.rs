@@ -10,9 +10,11 @@
 //! the reply to the request that created it. Redeeming a token is not here but in `authenticate`
 //! (`gate::authenticate`), so stock Multipass clients can redeem one.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::Poll;
 
-use rpc::server::Peer;
+use rpc::server::{Peer, Place, PlacesPerPeer};
 use rpc::trust_proto::trust_server::Trust;
 use rpc::trust_proto::{
     CreateTokenReply, CreateTokenRequest, Enrolment as WireEnrolment, ListClientsReply,
@@ -21,7 +23,7 @@ use rpc::trust_proto::{
 };
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-use tls::VerifiedClient;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use trust::audit::AuditEvent;
 use trust::seen::LastSeen;
@@ -55,12 +57,19 @@ pub struct Management {
     gate: Arc<Gate>,
     tokens: Arc<TokenStore>,
     seen: Arc<LastSeen>,
+    /// Client lists being sent, per peer.
+    lists: PlacesPerPeer,
 }
 
 impl Management {
     /// Management of `gate`'s store, of `tokens`, showing times from `seen`.
     pub fn new(gate: Arc<Gate>, tokens: Arc<TokenStore>, seen: Arc<LastSeen>) -> Management {
-        Management { gate, tokens, seen }
+        Management {
+            gate,
+            tokens,
+            seen,
+            lists: PlacesPerPeer::default(),
+        }
     }
 
     /// Run `work` on the token file off the async threads.
@@ -71,23 +80,85 @@ impl Management {
         let tokens = self.tokens.clone();
         Ok(tokio::task::spawn_blocking(move || work(&tokens)).await??)
     }
+}
 
-    fn describe(&self, entry: &Entry, caller: &VerifiedClient) -> TrustedClient {
-        let meta = &entry.metadata;
-        TrustedClient {
-            fingerprint: entry.fingerprint.to_hex(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid,
-            user: meta.user.clone().unwrap_or_default(),
-            how: WireEnrolment::from(entry.enrolment()) as i32,
-            when: meta.when.clone().unwrap_or_default(),
-            last_seen: self
-                .seen
-                .get(&entry.fingerprint)
-                .map(rfc3339)
-                .unwrap_or_default(),
-            is_caller: entry.fingerprint == caller.fingerprint(),
+/// `entry` as the wire shows a client to `caller`.
+fn describe(entry: &Entry, seen: &LastSeen, caller: &Fingerprint) -> TrustedClient {
+    let meta = &entry.metadata;
+    TrustedClient {
+        fingerprint: entry.fingerprint.to_hex(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid,
+        user: meta.user.clone().unwrap_or_default(),
+        how: WireEnrolment::from(entry.enrolment()) as i32,
+        when: meta.when.clone().unwrap_or_default(),
+        last_seen: seen
+            .get(&entry.fingerprint)
+            .map(rfc3339)
+            .unwrap_or_default(),
+        is_caller: entry.fingerprint == *caller,
+    }
+}
+
+/// What a page of `trust list` holds at most, encoded: a few hundred clients.
+const PAGE_BYTES: usize = 32 * 1024;
+
+/// Client lists one peer may have in flight at once (a `trust list` has one). A page waits in
+/// the connection's buffers until its client reads it; these few keep what one user's unread
+/// lists hold to a few pages each, whatever the size of the store.
+const LISTS_PER_PEER: usize = 4;
+
+const TOO_MANY_LISTS: &str = "Too many lists of the trusted clients from this user (or address) \
+     are being sent; try again once they have been read.";
+
+/// Why a list ended before its last page.
+pub const LIST_CHANGED: &str =
+    "The trusted clients changed while the list was being sent. Please list them again.";
+
+/// The pages of one `trust list`, each made when its client is ready for it, from the store's
+/// version the first was made of: the list holds that version only weakly, so that lists that
+/// are never read keep no copy of a store that has changed since.
+struct Pages {
+    store: Arc<trust::TrustStore>,
+    version: Weak<Bundle>,
+    /// The entry the next page starts at; `None` once the last page (or an error) was sent.
+    next: Option<usize>,
+    seen: Arc<LastSeen>,
+    caller: Fingerprint,
+    _place: Place,
+}
+
+impl Pages {
+    fn next_page(&mut self) -> Option<Result<ListClientsReply, Status>> {
+        let start = self.next.take()?;
+        let bundle = match self.store.current() {
+            Ok(bundle) => bundle,
+            Err(e) => return Some(Err(Error::from(e).into())),
+        };
+        if !std::ptr::eq(Arc::as_ptr(&bundle), self.version.as_ptr()) {
+            return Some(Err(Status::aborted(LIST_CHANGED)));
         }
+        let (mut clients, mut bytes) = (Vec::new(), 0);
+        for entry in bundle.iter().skip(start) {
+            if bytes >= PAGE_BYTES {
+                break;
+            }
+            let client = describe(entry, &self.seen, &self.caller);
+            // With its field's tag and length: the page's size exactly.
+            bytes += prost::encoding::message::encoded_len(1, &client);
+            clients.push(client);
+        }
+        let end = start + clients.len();
+        self.next = (end < bundle.len()).then_some(end);
+        Some(Ok(ListClientsReply { clients }))
+    }
+}
+
+impl Stream for Pages {
+    type Item = Result<ListClientsReply, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.get_mut().next_page())
     }
 }
 
@@ -168,15 +239,28 @@ fn rfc3339(at: OffsetDateTime) -> String {
 
 #[tonic::async_trait]
 impl Trust for Management {
+    type ListClientsStream = Pin<Box<dyn Stream<Item = Result<ListClientsReply, Status>> + Send>>;
+
     async fn list_clients(
         &self,
         request: Request<ListClientsRequest>,
-    ) -> Result<Response<ListClientsReply>, Status> {
+    ) -> Result<Response<Self::ListClientsStream>, Status> {
         let peer = Peer::of(&request);
         let caller = self.gate.admit(&peer).await?;
-        let bundle = self.gate.store().current().map_err(Error::from)?;
-        let clients = bundle.iter().map(|e| self.describe(e, &caller)).collect();
-        Ok(Response::new(ListClientsReply { clients }))
+        let place = self
+            .lists
+            .claim(&peer, LISTS_PER_PEER)
+            .ok_or_else(|| Status::resource_exhausted(TOO_MANY_LISTS))?;
+        let store = self.gate.store().clone();
+        let version = Arc::downgrade(&store.current().map_err(Error::from)?);
+        Ok(Response::new(Box::pin(Pages {
+            store,
+            version,
+            next: Some(0),
+            seen: self.seen.clone(),
+            caller: caller.fingerprint(),
+            _place: place,
+        })))
     }
 
     async fn remove_client(
@@ -218,7 +302,7 @@ impl Trust for Management {
             }
             Err(Removal::Refused(e)) => return Err(e.into()),
         };
-        let described = self.describe(&removed, &caller);
+        let described = describe(&removed, &self.seen, &caller.fingerprint());
         let seen = self.seen.clone();
         let fingerprint = removed.fingerprint;
         tokio::task::spawn_blocking(move || {
@@ -353,6 +437,66 @@ mod tests {
             }
         }
         unreachable!()
+    }
+
+    /// A list is made of the store as it was at its first page: a change before its last page
+    /// ends it with ABORTED, rather than with a list that is neither the old store nor the new.
+    #[test]
+    fn a_list_is_made_of_one_version_of_the_store() {
+        const CLIENTS: u32 = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.pem");
+        let mut bundle = Bundle::default();
+        for i in 0..CLIENTS {
+            bundle.insert(entry(&i.to_le_bytes(), Some(&format!("client-{i}"))));
+        }
+        std::fs::write(&path, bundle.to_pem()).unwrap();
+        let store = Arc::new(trust::TrustStore::new(
+            &path,
+            trust::fsutil::FileMode::PRIVATE,
+        ));
+        let seen = Arc::new(LastSeen::new(
+            dir.path().join("seen"),
+            trust::fsutil::FileMode::PRIVATE,
+        ));
+        let list = || Pages {
+            store: store.clone(),
+            version: Arc::downgrade(&store.current().unwrap()),
+            next: Some(0),
+            seen: seen.clone(),
+            caller: Fingerprint::of(&0u32.to_le_bytes()),
+            _place: PlacesPerPeer::default()
+                .claim(&Peer::new(rpc::server::Transport::Unix, None, None), 1)
+                .unwrap(),
+        };
+
+        let (mut whole, mut pages) = (list(), Vec::new());
+        while let Some(page) = whole.next_page() {
+            pages.push(page.unwrap());
+        }
+        assert!(pages.len() > 1, "{} clients in one page", CLIENTS);
+        for page in &pages {
+            // A page stops at the first client past its size.
+            assert!(prost::Message::encoded_len(page) < PAGE_BYTES + 256);
+        }
+        let names: Vec<String> = pages
+            .into_iter()
+            .flat_map(|p| p.clients)
+            .map(|c| c.name)
+            .collect();
+        let expected: Vec<String> = (0..CLIENTS).map(|i| format!("client-{i}")).collect();
+        assert_eq!(names, expected, "every client once, in the store's order");
+
+        let mut changed = list();
+        changed.next_page().unwrap().unwrap();
+        store
+            .remove(&Fingerprint::of(&(CLIENTS - 1).to_le_bytes()))
+            .unwrap()
+            .expect("removed");
+        let end = changed.next_page().unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::Aborted);
+        assert_eq!(end.message(), LIST_CHANGED);
+        assert!(changed.next_page().is_none(), "nothing after the end");
     }
 
     #[test]

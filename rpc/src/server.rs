@@ -279,6 +279,31 @@ impl PerPeer {
     }
 }
 
+/// Places of one kind of which each peer may hold a bounded number at once, given back when
+/// dropped (e.g. the daemon's client lists being sent). Root, limited nowhere, is not limited here
+/// either.
+#[derive(Debug, Default, Clone)]
+pub struct PlacesPerPeer(PerPeer);
+
+impl PlacesPerPeer {
+    /// A place for one more of `peer`'s, or `None` if it holds `max` already.
+    pub fn claim(&self, peer: &Peer, max: usize) -> Option<Place> {
+        match peer.limited_key() {
+            Some(key) => self
+                .0
+                .claim(key, max)
+                .map(|slot| Place { _slot: Some(slot) }),
+            None => Some(Place { _slot: None }),
+        }
+    }
+}
+
+/// One of [`PlacesPerPeer`]'s places, given back on drop.
+#[derive(Debug)]
+pub struct Place {
+    _slot: Option<PeerSlot>,
+}
+
 /// One connection or request of a peer, given back on drop.
 #[derive(Debug)]
 struct PeerSlot {

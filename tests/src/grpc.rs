@@ -122,6 +122,21 @@ pub async fn trust_client(
     ))
 }
 
+/// Every trusted client, read from all the pages of one `ListClients` call.
+pub async fn trusted_clients(
+    client: &mut rpc::trust_proto::trust_client::TrustClient<Channel>,
+) -> Result<Vec<rpc::trust_proto::TrustedClient>, tonic::Status> {
+    let mut pages = client
+        .list_clients(rpc::trust_proto::ListClientsRequest {})
+        .await?
+        .into_inner();
+    let mut clients = Vec::new();
+    while let Some(page) = pages.message().await? {
+        clients.extend(page.clients);
+    }
+    Ok(clients)
+}
+
 /// TLS over any connected `stream`, server name `localhost`.
 pub async fn tls_over<S>(
     stream: S,
@@ -181,7 +196,12 @@ pub async fn h2_over_unix(
 
 /// The headers of a gRPC call of `method` of `multipass.Rpc` (e.g. `list`).
 pub fn grpc_request(method: &str) -> http::Request<()> {
-    http::Request::post(format!("http://localhost/multipass.Rpc/{method}"))
+    grpc_request_of("multipass.Rpc", method)
+}
+
+/// The headers of a gRPC call of `method` of `service` (e.g. `multipass.trust.Trust`).
+pub fn grpc_request_of(service: &str, method: &str) -> http::Request<()> {
+    http::Request::post(format!("http://localhost/{service}/{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())

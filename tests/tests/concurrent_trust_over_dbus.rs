@@ -192,12 +192,9 @@ fn concurrent_trust_certificate_calls_over_dbus_lose_nothing() {
         )
         .await
         .expect("a Trust client");
-        client
-            .list_clients(rpc::trust_proto::ListClientsRequest {})
+        grpc::trusted_clients(&mut client)
             .await
             .expect("ListClients")
-            .into_inner()
-            .clients
     });
     assert_eq!(listed.len(), bundle.len());
     for identity in &identities {

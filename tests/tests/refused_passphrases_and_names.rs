@@ -247,10 +247,9 @@ fn names_with_bidi_controls_or_separators_are_refused_everywhere() {
         &format!("name: admin\u{202E}\u{2066}x\u{2028}y\n{}", by_hand.pem),
     );
     let listed = runtime
-        .block_on(trust_client.list_clients(rpc::trust_proto::ListClientsRequest {}))
-        .expect("ListClients")
-        .into_inner();
-    let names: Vec<&str> = listed.clients.iter().map(|c| c.name.as_str()).collect();
+        .block_on(grpc::trusted_clients(&mut trust_client))
+        .expect("ListClients");
+    let names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
     assert!(names.contains(&"adminxy"), "{names:?}");
     assert!(
         names

@@ -3,7 +3,7 @@
 //! every output format; the changes are audit events, and no secret reaches a log or an output.
 
 use multipass_system_tests::{
-    assert_secret_absent, audit_events, sha256_hex, token_in, CliOutput, Fixture, User,
+    assert_secret_absent, audit_events, sha256_hex, token_in, CliOutput, Daemon, Fixture, User,
 };
 use serde_json::Value;
 
@@ -181,21 +181,14 @@ fn trust_list_shows_every_enrolment() {
     );
 }
 
-/// A store larger than one gRPC message may be by tonic's default (4 MiB): `trust list` of
-/// 40,001 clients, about 4.7 MB on the wire, lists every one (it failed, "decoded message length
-/// too large", from about 36,000). The entries are a real client's
-/// certificate with the last bytes of its signature changed, which the store never checks:
-/// distinct fingerprints at the size of real entries, made in no time.
-fn a_large_store_is_listed_whole() {
+/// Append `n` clients to `daemon`'s store by hand. The entries are `like`'s certificate with the
+/// last bytes of its signature changed, which the store never checks: distinct fingerprints at
+/// the size of real entries, made in no time.
+fn add_clients(daemon: &Daemon, like: &User, n: usize) {
     use trust::{Bundle, Enrolment, Entry, Metadata};
-    const CLIENTS: usize = 40_000;
-    let Fixture(_dir, _admins, a, [], daemon) = Fixture::open();
-    daemon
-        .run_as(&a, &["list"], None)
-        .assert_code(0, "A `list` (first client)");
-    let der = a.cert_der();
+    let der = like.cert_der();
     let mut bundle = Bundle::default();
-    for i in 0..CLIENTS {
+    for i in 0..n {
         let mut copy = der.clone();
         let end = copy.len();
         copy[end - 8..].copy_from_slice(&(i as u64).to_be_bytes());
@@ -210,8 +203,20 @@ fn a_large_store_is_listed_whole() {
             },
         ));
     }
-    assert_eq!(bundle.len(), CLIENTS);
+    assert_eq!(bundle.len(), n);
     multipass_system_tests::clients::append_by_hand(&daemon.store_path(), &bundle.to_pem());
+}
+
+/// A store larger than one gRPC message may be by tonic's default (4 MiB): `trust list` of
+/// 40,001 clients, about 4.7 MB on the wire, lists every one (it failed, "decoded message length
+/// too large", from about 36,000).
+fn a_large_store_is_listed_whole() {
+    const CLIENTS: usize = 40_000;
+    let Fixture(_dir, _admins, a, [], daemon) = Fixture::open();
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "A `list` (first client)");
+    add_clients(&daemon, &a, CLIENTS);
     let out = daemon.run_as(&a, &["trust", "list", "--format", "csv"], None);
     out.assert_code(0, "`trust list` of a large store");
     let rows = out.stdout.lines().count() - 1;
@@ -224,6 +229,112 @@ fn a_large_store_is_listed_whole() {
     ));
 }
 
+/// A trusted client asks for the list of a large store on every stream it may open and reads
+/// none of it. What the daemon holds for those answers must not grow with the store: pages are
+/// made as the client reads them, and a user has few lists in flight at once.
+fn unread_lists_bound_memory() {
+    use multipass_system_tests::clients::connect_as;
+    use multipass_system_tests::{grpc, procfs};
+    use std::time::Duration;
+    const CLIENTS: usize = 20_000;
+    const CONNECTIONS: usize = 4;
+    /// The per-connection stream limit (`daemon/src/server.rs`).
+    const STREAMS: usize = 16;
+    /// What the daemon may grow by (docs/SECURITY.md's bound for one user's requests).
+    const BOUND_MIB: u64 = 16;
+    let Fixture(dir, _admins, a, [], daemon) = Fixture::open();
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "A `list` (first client)");
+    add_clients(&daemon, &a, CLIENTS);
+    // Once whole, so that the store is loaded and the figures compare the attack with a daemon
+    // that has listed it.
+    let listed = daemon.run_as(&a, &["trust", "list", "--format", "csv"], None);
+    listed.assert_code(0, "`trust list` before");
+    let reply_bytes = listed.stdout.len();
+    let pid = daemon.pid();
+    let hwm_before = procfs::peak_rss_kib(pid);
+
+    let connections = connect_as(&a, daemon.socket(), CONNECTIONS, &dir.subdir("scratch"));
+    let config = grpc::client_config(&daemon.root_cert(), Some((&a.cert_path(), &a.key_path())))
+        .expect("client config");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (held, answered, refused) = runtime.block_on(async {
+        let (mut streams, mut conns) = (Vec::new(), Vec::new());
+        for stream in connections {
+            let mut conn = grpc::h2_over_unix(stream, config.clone())
+                .await
+                .expect("an HTTP/2 connection of a trusted client");
+            for _ in 0..STREAMS {
+                let request = grpc::grpc_request_of("multipass.trust.Trust", "ListClients");
+                let Ok((response, mut body)) = conn.send.send_request(request, false) else {
+                    break;
+                };
+                body.send_data(grpc::grpc_frame(0, &[]), true)
+                    .expect("an empty request");
+                streams.push((response, body));
+                match conn.send.clone().ready().await {
+                    Ok(send) => conn.send = send,
+                    Err(_) => break,
+                }
+            }
+            conns.push(conn);
+        }
+        // Let the daemon make what it will of the answers.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (mut answered, mut refused) = (0, 0);
+        for (response, _) in streams.iter_mut() {
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(100), response).await {
+                match r.headers().get("grpc-status") {
+                    None => answered += 1,
+                    Some(status) if status == "8" => refused += 1,
+                    Some(status) => panic!("a list answered {status:?}"),
+                }
+            }
+        }
+        ((streams, conns), answered, refused)
+    });
+    let hwm_during = procfs::peak_rss_kib(pid);
+    // The user's own client is still served meanwhile.
+    let during = daemon.run_as(&a, &["list"], None);
+    drop(held);
+    drop(runtime);
+    let growth_kib = hwm_during.saturating_sub(hwm_before);
+    multipass_system_tests::figure(&format!(
+        "unread_lists_bound_memory: {} clients ({reply_bytes} bytes of CSV), {CONNECTIONS} \
+         connections x {STREAMS} lists never read: {answered} answered, {refused} refused as too \
+         many; peak RSS {hwm_before} KiB before, {hwm_during} KiB during: grew by {growth_kib} \
+         KiB (bound {BOUND_MIB} MiB)",
+        CLIENTS + 1
+    ));
+    assert_eq!(
+        answered + refused,
+        CONNECTIONS * STREAMS,
+        "every list answered or refused"
+    );
+    assert!(
+        growth_kib <= BOUND_MIB << 10,
+        "the daemon's peak RSS grew by {growth_kib} KiB, above {BOUND_MIB} MiB"
+    );
+    during.assert_code(0, "`list` during the attack");
+    // And lists every client once the lists are let go.
+    let after = daemon.run_as(&a, &["trust", "list", "--format", "csv"], None);
+    after.assert_code(0, "`trust list` after");
+    assert_eq!(
+        after.stdout.lines().count() - 1,
+        CLIENTS + 1,
+        "every client"
+    );
+}
+
 multipass_system_tests::process_tests! {
-    root: [trust_list_shows_every_enrolment, a_large_store_is_listed_whole],
+    root: [
+        trust_list_shows_every_enrolment,
+        a_large_store_is_listed_whole,
+        unread_lists_bound_memory,
+    ],
 }

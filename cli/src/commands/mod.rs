@@ -121,14 +121,14 @@ impl Context {
     pub async fn connect_trust(
         &self,
     ) -> Result<rpc::trust_proto::trust_client::TrustClient<Channel>, Error> {
-        // `trust list` is one message of about 120 bytes a client: tonic's default limit of
-        // 4 MiB would refuse a store of 36,000; 16 MiB lets 140,000 through. (A message decodes
-        // to more than its size: a daemon could send empty entries of 2 bytes, each decoded to
-        // about 136, so this also bounds what a hostile one makes the command hold, to 1.1 GB.)
+        // The daemon's messages are small: `trust list` comes in pages of about 32 KiB, and a
+        // list of tokens is at most a few hundred bytes a token. A message decodes to more than
+        // its size (an empty entry of 2 bytes to about 136), so tonic's default of 4 MiB would
+        // let one message of a hostile daemon take 270 MB.
         Ok(rpc::trust_proto::trust_client::TrustClient::new(
             crate::connect::channel(&self.trace).await?,
         )
-        .max_decoding_message_size(16 << 20))
+        .max_decoding_message_size(1 << 20))
     }
 
     /// Show the log lines of `replies` that the daemon addresses to the user, on stdout, unless
@@ -181,6 +181,32 @@ impl Context {
         })
         .await
     }
+}
+
+/// Make a call whose answer comes in pages (`trust list`) and read them all, within
+/// [`ANSWER_TIMEOUT`] and up to `max_bytes` in all, counting each page's framing so that a daemon
+/// sending empty pages without end is stopped too.
+pub async fn pages<T: prost::Message + Default>(
+    call: impl std::future::Future<Output = Result<tonic::Response<Streaming<T>>, tonic::Status>>,
+    max_bytes: usize,
+) -> Result<Vec<T>, Error> {
+    in_time(async {
+        let mut stream = call.await?.into_inner();
+        let (mut pages, mut bytes) = (Vec::new(), 0);
+        while let Some(page) = stream.message().await? {
+            bytes += 5 + page.encoded_len();
+            if bytes > max_bytes {
+                return Err(Error::Local(anyhow::anyhow!(
+                    "the daemon sent more than {} MiB to one request; it is not a daemon this \
+                     client can talk to",
+                    max_bytes >> 20
+                )));
+            }
+            pages.push(page);
+        }
+        Ok(pages)
+    })
+    .await
 }
 
 /// Make a unary call and read its whole answer (its message to the end).
