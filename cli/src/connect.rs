@@ -172,10 +172,12 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
         .map_err(|e| Unreachable::RootCert {
             path: root_path.clone(),
             reason: e.to_string(),
+            denied: e.kind() == io::ErrorKind::PermissionDenied,
         })?;
     let tls = tls::client_config(&root_pem, &identity).map_err(|e| Unreachable::RootCert {
         path: root_path.clone(),
         reason: format!("{:#}", anyhow::Error::new(e)),
+        denied: false,
     })?;
 
     let negotiated = |tls: &rustls::ClientConnection| {
@@ -202,6 +204,12 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
                     from_env: std::env::var_os(ENV_ROOT_CERT).is_some_and(|v| !v.is_empty()),
                 })
             }
+            ConnectError::Tls { address, source } if server_certificate_out_of_time(&source) => {
+                Error::Unreachable(Unreachable::ServerCertTime {
+                    reason: source.to_string(),
+                    address,
+                })
+            }
             other => unreachable(&address, other),
         })?;
     trace.step("connected");
@@ -218,6 +226,21 @@ fn rejects_server_certificate(e: &io::Error) -> bool {
             matches!(
                 e,
                 rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)
+            )
+        })
+}
+
+/// Whether TLS failed because the daemon's certificate is not valid at this machine's time.
+fn server_certificate_out_of_time(e: &io::Error) -> bool {
+    use rustls::CertificateError::{Expired, ExpiredContext, NotValidYet, NotValidYetContext};
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    Expired | ExpiredContext { .. } | NotValidYet | NotValidYetContext { .. }
+                )
             )
         })
 }

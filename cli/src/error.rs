@@ -152,6 +152,8 @@ pub enum Unreachable {
         path: PathBuf,
         /// Why, with its whole chain.
         reason: String,
+        /// Whether this user may not read it.
+        denied: bool,
     },
     /// The daemon's certificate does not verify against the root CA file: the file is not the
     /// root CA of the daemon at that address.
@@ -162,6 +164,13 @@ pub enum Unreachable {
         root_cert: PathBuf,
         /// Whether `MULTIPASS_ROOT_CERT` chose it.
         from_env: bool,
+        /// What TLS said.
+        reason: String,
+    },
+    /// The daemon's certificate is not valid at this machine's time (expired, or not yet valid).
+    ServerCertTime {
+        /// Where we tried.
+        address: Address,
         /// What TLS said.
         reason: String,
     },
@@ -286,7 +295,19 @@ impl fmt::Display for Unreachable {
                     )
                 }
             }
-            Unreachable::RootCert { path, reason } => write!(
+            Unreachable::RootCert {
+                path,
+                reason,
+                denied: true,
+            } => write!(
+                f,
+                "cannot read the daemon's root certificate {}: {reason}\n\
+                 Every user must be able to read it: the daemon gives it mode 0644 when it \
+                 starts and within a second of a change while it runs. If it stays unreadable, \
+                 restart the daemon ('sudo systemctl restart multipass').",
+                path.display()
+            ),
+            Unreachable::RootCert { path, reason, .. } => write!(
                 f,
                 "cannot read the daemon's root certificate {}: {reason}\n\
                  Set MULTIPASS_ROOT_CERT if the daemon keeps it elsewhere.",
@@ -315,10 +336,21 @@ impl fmt::Display for Unreachable {
                         "The daemon's certificate is not signed by the root certificate {file}. \
                          If the daemon at {address} keeps its data elsewhere, set \
                          MULTIPASS_ROOT_CERT to the multipass_root_cert.pem in its data \
-                         directory."
+                         directory. If it keeps it there, its certificates changed on disk \
+                         while it ran: it presents what the files hold within a second, so try \
+                         again; if that fails too, restart it ('sudo systemctl restart \
+                         multipass')."
                     )
                 }
             }
+            Unreachable::ServerCertTime { address, reason } => write!(
+                f,
+                "TLS handshake with {address} failed: {reason}\n\
+                 The daemon's certificate is not valid at this machine's time: check the clock \
+                 ('timedatectl'). The daemon replaces a certificate that is not valid at its own \
+                 time before presenting it; if both clocks are right, restart it ('sudo \
+                 systemctl restart multipass')."
+            ),
             Unreachable::Tls { address, source } => {
                 write!(f, "TLS handshake with {address} failed: {source}")?;
                 let mut next = std::error::Error::source(source);
@@ -453,6 +485,7 @@ mod tests {
         let e = Error::Unreachable(Unreachable::RootCert {
             path: PathBuf::from("/var/lib/multipassd/multipass_root_cert.pem"),
             reason: io::Error::from(io::ErrorKind::NotFound).to_string(),
+            denied: false,
         });
         assert_eq!(e.exit(), Exit::Unreachable);
         let text = e.message("get").unwrap();

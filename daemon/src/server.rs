@@ -288,7 +288,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let (store, read_apart) = listening.trust_store(&dir);
     let certificates = ServerCertResolver::new(&pki)?;
     let tls = tls::server_config(certificates.clone())?;
-    renewal::spawn(dir.clone(), pki_options, certificates, pki.not_after);
+    renewal::spawn(dir.clone(), pki_options, certificates, &pki);
 
     let admin = AdminPolicy::new(args.admin_group.clone());
     admin.announce();

@@ -33,6 +33,8 @@ pub struct DaemonConfig {
     pub admin_group_member: bool,
     /// Start the daemon with this open-file limit, soft and hard (so it cannot raise it).
     pub open_files: Option<u64>,
+    /// More environment variables (e.g. `LD_PRELOAD`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `multipassd` with its own socket and data directory. Stopped on drop (SIGTERM, then
@@ -133,6 +135,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
+        cmd.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         if let Some(limit) = self.config.open_files {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.

@@ -115,9 +115,18 @@ impl ClientCertVerifier for PossessionOnlyClientVerifier {
 /// certificate before it expires and swaps it in here, and every handshake from then on presents
 /// the new one. Connections already established keep theirs; clients verify against the root CA,
 /// which renewal keeps, so they notice nothing.
-#[derive(Debug)]
 pub struct ServerCertResolver {
     current: RwLock<Arc<CertifiedKey>>,
+    /// Called before each handshake takes the chain (see [`ServerCertResolver::check_with`]).
+    check: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ServerCertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCertResolver")
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
 }
 
 impl ServerCertResolver {
@@ -125,7 +134,17 @@ impl ServerCertResolver {
     pub fn new(pki: &ServerPki) -> Result<Arc<ServerCertResolver>> {
         Ok(Arc::new(ServerCertResolver {
             current: RwLock::new(certified_key(pki)?),
+            check: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Call `check` before each handshake takes the chain, so that it may [`replace`] a chain
+    /// that no client would accept now before this handshake presents it. Set once; it runs on
+    /// the handshake's thread and must be quick when nothing is wrong.
+    ///
+    /// [`replace`]: ServerCertResolver::replace
+    pub fn check_with(&self, check: impl Fn() + Send + Sync + 'static) {
+        let _ = self.check.set(Box::new(check));
     }
 
     /// Present `pki`'s chain from the next handshake on. On error the current one stays.
@@ -160,6 +179,9 @@ fn certified_key(pki: &ServerPki) -> Result<Arc<CertifiedKey>> {
 
 impl ResolvesServerCert for ServerCertResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(check) = self.check.get() {
+            check();
+        }
         Some(
             self.current
                 .read()

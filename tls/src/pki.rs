@@ -39,6 +39,8 @@ pub struct ServerPki {
     pub chain: Vec<CertificateDer<'static>>,
     /// The server certificate's key.
     pub key: PrivateKeyDer<'static>,
+    /// When the server certificate starts to be valid.
+    pub not_before: OffsetDateTime,
     /// When the server certificate expires.
     pub not_after: OffsetDateTime,
 }
@@ -82,7 +84,10 @@ impl ServerPki {
         let now = OffsetDateTime::now_utc();
 
         let root = match load_root(dir, now + opts.renew_before) {
-            Some(root) => root,
+            Some(root) => {
+                make_public(&dir.root_cert());
+                root
+            }
             None => {
                 tracing::info!("creating a new root CA certificate");
                 let root = new_root(now)?;
@@ -103,37 +108,39 @@ impl ServerPki {
             }
         };
 
-        let (cert_der, key_der, not_after) = match load_server(dir, &root, now + opts.renew_before)
-        {
-            Some(found) => found,
-            None => {
-                tracing::info!("creating a new server certificate");
-                let (cert_pem, key, not_after) = new_server(&root, now, opts.server_validity)?;
-                fsutil::write_atomic(
-                    &dir.server_key(),
-                    Zeroizing::new(key.serialize_pem()).as_bytes(),
-                    FileMode::PRIVATE,
-                )?;
-                fsutil::write_atomic(
-                    &dir.server_cert(),
-                    cert_pem.as_bytes(),
-                    FileMode {
-                        mode: 0o644,
-                        owner: None,
-                    },
-                )?;
-                let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-                    .map_err(|_| invalid_pem(&dir.server_cert(), "certificate"))?;
-                let key_der = PrivateKeyDer::try_from(key.serialize_der())
-                    .map_err(|_| invalid_pem(&dir.server_key(), "private key"))?;
-                (cert_der, key_der, not_after)
-            }
-        };
+        let (cert_der, key_der, not_before, not_after) =
+            match load_server(dir, &root, now + opts.renew_before) {
+                Some(found) => found,
+                None => {
+                    tracing::info!("creating a new server certificate");
+                    let (cert_pem, key, not_before, not_after) =
+                        new_server(&root, now, opts.server_validity)?;
+                    fsutil::write_atomic(
+                        &dir.server_key(),
+                        Zeroizing::new(key.serialize_pem()).as_bytes(),
+                        FileMode::PRIVATE,
+                    )?;
+                    fsutil::write_atomic(
+                        &dir.server_cert(),
+                        cert_pem.as_bytes(),
+                        FileMode {
+                            mode: 0o644,
+                            owner: None,
+                        },
+                    )?;
+                    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+                        .map_err(|_| invalid_pem(&dir.server_cert(), "certificate"))?;
+                    let key_der = PrivateKeyDer::try_from(key.serialize_der())
+                        .map_err(|_| invalid_pem(&dir.server_key(), "private key"))?;
+                    (cert_der, key_der, not_before, not_after)
+                }
+            };
 
         Ok(ServerPki {
             root_cert_pem: root.cert_pem.clone(),
             chain: vec![cert_der, root.cert_der.clone()],
             key: key_der,
+            not_before,
             not_after,
         })
     }
@@ -181,6 +188,7 @@ fn load_server(
     CertificateDer<'static>,
     PrivateKeyDer<'static>,
     OffsetDateTime,
+    OffsetDateTime,
 )> {
     let cert_der = CertificateDer::from_pem_file(dir.server_cert()).ok()?;
     let key_pem = Zeroizing::new(std::fs::read_to_string(dir.server_key()).ok()?);
@@ -202,7 +210,8 @@ fn load_server(
         return None;
     }
     let key_der = PrivateKeyDer::try_from(key.serialize_der()).ok()?;
-    Some((cert_der, key_der, not_after))
+    let not_before = x509.validity().not_before.to_datetime();
+    Some((cert_der, key_der, not_before, not_after))
 }
 
 fn random_serial() -> SerialNumber {
@@ -285,7 +294,7 @@ fn new_server(
     root: &Root,
     now: OffsetDateTime,
     validity: Duration,
-) -> Result<(String, KeyPair, OffsetDateTime)> {
+) -> Result<(String, KeyPair, OffsetDateTime, OffsetDateTime)> {
     let gen_err = |source| Error::Generate {
         what: "server certificate",
         source,
@@ -312,7 +321,10 @@ fn new_server(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    params.not_before = now - Duration::hours(1);
+    let not_before = (now - Duration::hours(1))
+        .replace_nanosecond(0)
+        .unwrap_or(now - Duration::hours(1));
+    params.not_before = not_before;
     // A certificate holds whole seconds (the fraction is dropped), and the renewal is timed from
     // the expiry returned here: it must be the one the certificate holds, not up to a second
     // later.
@@ -321,7 +333,39 @@ fn new_server(
         .unwrap_or(now + validity);
     params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-    Ok((cert.pem(), key, not_after))
+    Ok((cert.pem(), key, not_before, not_after))
+}
+
+/// Give the root CA certificate, which the clients of every user read, the mode it was made
+/// with. A copy restored under a strict umask (0600, 0640) would otherwise keep every user but
+/// root out, and no restart would help. Through a descriptor opened without following a link:
+/// the daemon changes the mode of its own file only.
+fn make_public(path: &std::path::Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return;
+    };
+    let Ok(meta) = file.metadata() else { return };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_file() && mode != 0o644 {
+        match file.set_permissions(std::fs::Permissions::from_mode(0o644)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:04o}"),
+                "the root CA certificate was not readable by every user; made it 0644"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:04o}"),
+                error = %e,
+                "the root CA certificate is not readable by every user, and its mode cannot be set"
+            ),
+        }
+    }
 }
 
 /// A client's certificate and key, as the client presents them.
