@@ -343,6 +343,56 @@ fn a_pasted_token_with_blanks_or_quotes_is_a_token() {
     );
 }
 
+/// A token is revoked from the prompt, so that it never has to be on the command line, where
+/// every user can read it while the command runs (and redeem it before the revocation lands);
+/// one given there anyway is revoked, with a warning that says so.
+fn a_token_is_revoked_without_the_command_line() {
+    let Fixture(_dir, _admins, a, [b], daemon) = Fixture::open();
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "A `list` (first client)");
+
+    let token = create_token(&daemon, &a, &["--name", "typed-in"]);
+    let out = daemon.run_as(
+        &a,
+        &["trust", "token", "revoke"],
+        Some(&format!(" '{token}'\n")),
+    );
+    out.assert_code(0, "`trust token revoke` with the token at the prompt");
+    assert!(
+        out.stdout.contains("Revoked enrollment token 'typed-in'"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("command line"), "{out}");
+    daemon
+        .run_as(&b, &["authenticate"], Some(&format!("{token}\n")))
+        .assert_code(2, "B `authenticate` with the revoked token");
+
+    let by_name = create_token(&daemon, &a, &["--name", "by-name"]);
+    let out = daemon.run_as(&a, &["trust", "token", "revoke"], Some("by-name\n"));
+    out.assert_code(0, "`trust token revoke` with the name at the prompt");
+    assert!(!out.stderr.contains("command line"), "{out}");
+
+    let in_argv = create_token(&daemon, &a, &["--name", "in-argv"]);
+    let out = daemon.run_as(&a, &["trust", "token", "revoke", &in_argv], None);
+    out.assert_code(0, "`trust token revoke TOKEN`");
+    assert!(
+        out.stderr.contains("The token was on the command line"),
+        "{out}"
+    );
+
+    let out = daemon.run_as(&a, &["trust", "token", "revoke"], Some("\n"));
+    out.assert_code(1, "`trust token revoke` with nothing at the prompt");
+    assert!(out.stderr.contains("No token given"), "{out}");
+    for token in [&token, &by_name, &in_argv] {
+        assert!(!daemon.log().contains(token.as_str()), "a token in the log");
+    }
+}
+
 multipass_system_tests::process_tests! {
-    root: [enrollment_tokens, a_pasted_token_with_blanks_or_quotes_is_a_token],
+    root: [
+        enrollment_tokens,
+        a_pasted_token_with_blanks_or_quotes_is_a_token,
+        a_token_is_revoked_without_the_command_line,
+    ],
 }

@@ -40,7 +40,9 @@ pub fn validate_new(passphrase: &str) -> Result<(), InvalidPassphrase> {
     if passphrase.len() > MAX_PASSPHRASE_LEN {
         return Err(InvalidPassphrase::TooLong);
     }
-    if crate::tokens::looks_like_token(passphrase) {
+    // A client takes what looks like a token, blanks and quotes around it aside, for one: such
+    // a passphrase could be set but never used.
+    if crate::tokens::token_in(passphrase).is_some() {
         return Err(InvalidPassphrase::TokenShaped);
     }
     if passphrase.contains(['\n', '\r', '\0']) {
@@ -216,7 +218,15 @@ mod tests {
         );
         let token = format!("mpt_{}", "0123456789abcdef0123456789abcdef01234567");
         assert_eq!(validate_new(&token), Err(InvalidPassphrase::TokenShaped));
-        // Only the exact shape is a token.
+        // Clients take one with blanks or quotes around it for the token too.
+        for around in [
+            format!(" {token}"),
+            format!("'{token}'"),
+            format!("\t{token} "),
+        ] {
+            assert_eq!(validate_new(&around), Err(InvalidPassphrase::TokenShaped));
+        }
+        // Otherwise only the exact shape is a token.
         assert_eq!(validate_new(&format!("{token}0")), Ok(()));
         assert_eq!(validate_new(&token.to_uppercase()), Ok(()));
         for bad in ["a\nb", "a\rb", "a\0b"] {

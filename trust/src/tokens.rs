@@ -60,6 +60,18 @@ pub fn looks_like_token(candidate: &str) -> bool {
     })
 }
 
+/// The token in `entered` when it is one, or one with blanks, or one pair of matching quotes,
+/// around it, as a copy from a terminal or a document brings along. Clients take such an entry
+/// for the token, so a passphrase may not look like this either ([`crate::passphrase::validate_new`]).
+pub fn token_in(entered: &str) -> Option<&str> {
+    let trimmed = entered.trim();
+    let unquoted = ['\'', '"', '`']
+        .into_iter()
+        .find_map(|q| trimmed.strip_prefix(q)?.strip_suffix(q))
+        .map_or(trimmed, str::trim);
+    looks_like_token(unquoted).then_some(unquoted)
+}
+
 /// A new token in plain text. Exists only between creation and the reply that carries it to the
 /// administrator; `Debug` never shows it and the memory is wiped on drop.
 pub struct Token(Zeroizing<String>);
@@ -618,6 +630,29 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_taken_out_of_whitespace_and_quotes() {
+        let token = format!("mpt_{}", "0123456789abcdef0123".repeat(2));
+        for entered in [
+            format!("{token} "),
+            format!("\t{token}\r "),
+            format!("'{token}'"),
+            format!(" \"{token} \" "),
+            format!("`{token}`"),
+        ] {
+            assert_eq!(token_in(&entered), Some(token.as_str()), "{entered:?}");
+        }
+        for not_one in [
+            format!("'{token}\""),
+            format!("''{token}''"),
+            format!("{token}x"),
+            format!("{} ", &token[..20]),
+            "a passphrase".to_string(),
+        ] {
+            assert_eq!(token_in(&not_one), None, "{not_one:?}");
+        }
+    }
 
     fn store(dir: &Path) -> TokenStore {
         TokenStore::new(dir.join("enrollment-tokens"), FileMode::PRIVATE)

@@ -3,7 +3,7 @@
 use clap::ValueHint;
 use rpc::proto::AuthenticateRequest;
 use trust::passphrase::MAX_PASSPHRASE_LEN;
-use trust::tokens::{looks_like_token, TOKEN_BYTES, TOKEN_PREFIX};
+use trust::tokens::{token_in, TOKEN_BYTES, TOKEN_PREFIX};
 use zeroize::Zeroizing;
 
 use super::Context;
@@ -19,7 +19,8 @@ use crate::passphrase;
 ///
 /// The passphrase is asked for when it is not given, once the service has been reached: without
 /// echo on a terminal, otherwise as one line of standard input (`echo "$PASSPHRASE" | multipass
-/// authenticate`). Prefer either to the argument: other users can see command-line arguments.
+/// authenticate`). Prefer either to the argument for a passphrase or a token: every user of the
+/// machine can read command-line arguments while the command runs.
 /// An empty answer is refused (`No passphrase given`), and so is one that is not UTF-8 text or
 /// is longer than 1024 bytes. A token may come with blanks or a pair of quotes around it, as
 /// copying often brings them.
@@ -78,7 +79,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
 
     // A token copied with the space or quotes around it would be sent as a passphrase, and
     // refused as one. Passphrases of a token's shape cannot be set, so this changes no real one.
-    if let Some(token) = as_token(&passphrase) {
+    if let Some(token) = token_in(&passphrase) {
         let token = Zeroizing::new(token.to_string());
         passphrase = token;
     }
@@ -108,17 +109,6 @@ fn checked(passphrase: Zeroizing<String>) -> Result<Zeroizing<String>, Error> {
         return Err(too_long());
     }
     Ok(passphrase)
-}
-
-/// The token in `entered` when it is one with surrounding whitespace, or one pair of matching
-/// quotes, around it, as a copy from a terminal or a document brings along.
-fn as_token(entered: &str) -> Option<&str> {
-    let trimmed = entered.trim();
-    let unquoted = ['\'', '"', '`']
-        .into_iter()
-        .find_map(|q| trimmed.strip_prefix(q)?.strip_suffix(q))
-        .map_or(trimmed, str::trim);
-    looks_like_token(unquoted).then_some(unquoted)
 }
 
 /// Add to a refused passphrase what a refused token most likely means, when what was entered
@@ -191,29 +181,6 @@ mod tests {
     fn debug_hides_the_passphrase() {
         let text = format!("{:?}", parse(&["auth", "hunter2"]).unwrap());
         assert!(!text.contains("hunter2"), "{text}");
-    }
-
-    #[test]
-    fn a_token_is_taken_out_of_whitespace_and_quotes() {
-        let token = format!("mpt_{}", "0123456789abcdef0123".repeat(2));
-        for entered in [
-            format!("{token} "),
-            format!("\t{token}\r "),
-            format!("'{token}'"),
-            format!(" \"{token} \" "),
-            format!("`{token}`"),
-        ] {
-            assert_eq!(as_token(&entered), Some(token.as_str()), "{entered:?}");
-        }
-        for not_one in [
-            format!("'{token}\""),
-            format!("''{token}''"),
-            format!("{token}x"),
-            format!("{} ", &token[..20]),
-            "a passphrase".to_string(),
-        ] {
-            assert_eq!(as_token(&not_one), None, "{not_one:?}");
-        }
     }
 
     #[test]

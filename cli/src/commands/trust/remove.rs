@@ -9,7 +9,9 @@ use crate::output;
 
 /// Stop trusting a client, by name or fingerprint prefix
 ///
-/// Stop trusting a client. Its next request is refused; nothing else changes. ID is a client's
+/// Stop trusting a client. Its next request is refused; nothing else changes: in particular the
+/// passphrase stays, and any trusted client may have set it, so when removing a client you
+/// distrust, set a new one too (`multipass set local.passphrase`). ID is a client's
 /// name or the start of its fingerprint (at least 4 hex digits), as `multipass trust list` shows
 /// them. An ID that matches more than one client (a name that is also the start of another
 /// client's fingerprint, say) removes nothing and names the candidates.

@@ -1,16 +1,19 @@
 //! `multipass trust token create|list|revoke`: one-time enrollment tokens.
 
+use ::trust::tokens::token_in;
 use clap::Subcommand;
 use clap::ValueHint;
 use rpc::trust_proto::{
     CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenInfo, TokenStatus,
 };
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use super::records::{Column, Records};
 use crate::commands::Context;
 use crate::error::Error;
 use crate::output;
+use crate::passphrase;
 use crate::render::Format;
 
 /// Create, list and revoke one-time enrollment tokens
@@ -71,14 +74,54 @@ pub struct ListArgs {
 /// Revoke an enrollment token so that nobody can use it
 ///
 /// Revoke the enrollment token NAME (as `multipass trust token list` shows it), or the token
-/// given itself: it can no longer be redeemed. Revoking a token that is revoked or expired already succeeds and changes nothing.
-/// A token that was already used cannot be revoked; remove the client it enrolled with
-/// `multipass trust remove` instead.
-#[derive(Debug, clap::Args)]
+/// itself: it can no longer be redeemed. Without NAME, the token or its name is asked for
+/// (without echo on a terminal, otherwise one line of standard input): give a token that way,
+/// never as the argument, where every user of the machine can read it while the command runs,
+/// and redeem it before the revocation lands. Revoking a token that is revoked or expired already
+/// succeeds and changes nothing. A token that was already used cannot be revoked; remove the
+/// client it enrolled with `multipass trust remove` instead.
+#[derive(clap::Args)]
 pub struct RevokeArgs {
-    /// The token's name (or the token itself)
+    /// The token's name (asked for when omitted, and then the token itself may be given)
     #[arg(value_name = "NAME", value_hint = ValueHint::Other)]
-    name: String,
+    name: Option<String>,
+}
+
+impl std::fmt::Debug for RevokeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // It may be the token.
+        f.debug_struct("RevokeArgs")
+            .field("name", &self.name.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The longest answer to the revoke prompt read: a name is at most 64 bytes, a token 44.
+const MAX_REVOKE_ENTRY: usize = 1024;
+
+/// What `trust token revoke` sends: the token (out of blanks and quotes) or the name, and
+/// whether a token came on the command line.
+fn revoke_target(given: Option<String>) -> Result<(Zeroizing<String>, bool), Error> {
+    let (entered, argv) = match given {
+        Some(given) => (Zeroizing::new(given), true),
+        None => {
+            let entered = passphrase::read_hidden("Token or token name: ", MAX_REVOKE_ENTRY)
+                .map_err(|e| {
+                    e.into_error("token", || {
+                        Error::Usage(format!(
+                            "That is longer than {MAX_REVOKE_ENTRY} bytes: not a token or a \
+                             token's name."
+                        ))
+                    })
+                })?;
+            (entered, false)
+        }
+    };
+    match token_in(&entered) {
+        Some(token) => Ok((Zeroizing::new(token.to_string()), argv)),
+        None if entered.trim().is_empty() => Err(Error::Usage("No token given".into())),
+        None => Ok((entered, false)),
+    }
 }
 
 impl Args {
@@ -93,7 +136,7 @@ impl Args {
 }
 
 /// Run `multipass trust token ...`.
-pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+pub async fn run(ctx: &Context, mut args: Args) -> Result<(), Error> {
     // The daemon's own rule, checked before anything is sent.
     if let TokenCommand::Create(CreateArgs {
         name: Some(name), ..
@@ -101,6 +144,10 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     {
         trust::tokens::validate_name(name).map_err(|e| Error::Usage(e.to_string()))?;
     }
+    let revoking = match &mut args.command {
+        TokenCommand::Revoke(revoke) => Some(revoke_target(revoke.name.take())?),
+        _ => None,
+    };
     let mut client = ctx.connect_trust().await?;
     match args.command {
         TokenCommand::Create(args) => {
@@ -130,11 +177,20 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             let reply = crate::commands::answer(client.list_tokens(ListTokensRequest {})).await?;
             output::print(&render(&reply.tokens, args.format))
         }
-        TokenCommand::Revoke(args) => {
-            let reply = crate::commands::answer(
-                client.revoke_token(RevokeTokenRequest { name: args.name }),
-            )
-            .await?;
+        TokenCommand::Revoke(_) => {
+            let (target, from_argv) = revoking.unwrap_or_default();
+            let reply = crate::commands::answer(client.revoke_token(RevokeTokenRequest {
+                name: target.to_string(),
+            }))
+            .await;
+            if from_argv {
+                eprintln!(
+                    "The token was on the command line, where every user of this machine can \
+                     read it while the command runs. Revoke a token by its name, or run \
+                     `multipass trust token revoke` and enter the token at its prompt."
+                );
+            }
+            let reply = reply?;
             let before = reply.before();
             let name = reply.info.map(|i| i.name).unwrap_or_default();
             output::print_line(&match before {
