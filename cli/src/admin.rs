@@ -17,37 +17,76 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 
-/// What to run instead, for the messages.
-const PKEXEC_HINT: &str = "Without a terminal, an administrator can run instead, from one:\n  \
-     pkexec /usr/libexec/multipassd-helper trust-certificate < ~/.local/share/multipass-client-certificate/multipass_cert.pem\n\
-     (with polkit older than 124, start `pkttyagent --process $$ &` in that shell first)";
+/// What is asked of the helper, for the messages that say how to do it without the bus.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    Trust,
+    Passphrase,
+}
+
+impl Asked {
+    /// The helper's direct mode for the same thing: no bus, no polkit, only root.
+    fn instead(self) -> String {
+        let command = match self {
+            Asked::Trust => {
+                let cert = trust::paths::client_cert_dir().map_or_else(
+                    || "CERTIFICATE".to_string(),
+                    |dir| {
+                        dir.join(trust::paths::CLIENT_CERT_FILE)
+                            .display()
+                            .to_string()
+                    },
+                );
+                format!("trust-certificate < {cert}")
+            }
+            Asked::Passphrase => "set-passphrase".to_string(),
+        };
+        format!(
+            "An administrator can do it without the system bus and polkit, on a terminal:\n  \
+             sudo /usr/libexec/multipassd-helper {command}\n\
+             (or pkexec instead of sudo; with polkit older than 124, start `pkttyagent --process \
+             $$ &` in that shell first)"
+        )
+    }
+}
 
 /// Trust this client's certificate through the helper; returns the fingerprint.
 pub async fn trust_certificate(pem: &str, name: &str) -> Result<String, Error> {
-    let helper = connect().await?;
-    with_agent(helper.trust_certificate(pem, name)).await
+    let helper = connect(Asked::Trust).await?;
+    with_agent(Asked::Trust, helper.trust_certificate(pem, name)).await
 }
 
 /// Set (or with an empty value, clear) the passphrase through the helper.
 pub async fn set_passphrase(passphrase: Zeroizing<String>) -> Result<(), Error> {
-    let helper = connect().await?;
-    with_agent(helper.set_passphrase(passphrase.as_str())).await
+    let helper = connect(Asked::Passphrase).await?;
+    with_agent(
+        Asked::Passphrase,
+        helper.set_passphrase(passphrase.as_str()),
+    )
+    .await
 }
 
-async fn connect() -> Result<Helper1Proxy<'static>, Error> {
+async fn connect(asked: Asked) -> Result<Helper1Proxy<'static>, Error> {
     let connection = zbus::Connection::system().await.map_err(|e| {
         Error::Local(anyhow!(
-            "cannot reach the system bus to ask multipassd-helper ({e}); is dbus running?"
+            "cannot reach the system bus to ask multipassd-helper ({e}); is dbus running?\n{}",
+            asked.instead()
         ))
     })?;
-    helper_api::proxy(&connection)
-        .await
-        .map_err(|e| Error::Local(anyhow!("cannot reach multipassd-helper: {e}")))
+    helper_api::proxy(&connection).await.map_err(|e| {
+        Error::Local(anyhow!(
+            "cannot reach multipassd-helper: {e}\n{}",
+            asked.instead()
+        ))
+    })
 }
 
 /// Make `call` (whose proxy method carries the allow-interactive-authorization flag) with an
 /// agent on our terminal, so that polkit can ask for the administrator's password.
-async fn with_agent<R>(call: impl Future<Output = Result<R, HelperError>>) -> Result<R, Error> {
+async fn with_agent<R>(
+    asked: Asked,
+    call: impl Future<Output = Result<R, HelperError>>,
+) -> Result<R, Error> {
     let agent = if std::io::stdin().is_terminal() {
         start_agent()
     } else {
@@ -61,13 +100,19 @@ async fn with_agent<R>(call: impl Future<Output = Result<R, HelperError>>) -> Re
     result.map_err(|e| match e {
         // Errors of the bus itself (e.g. no such service) by their text, as D-Bus gives it.
         HelperError::ZBus(zbus::Error::MethodError(name, description, _)) => Error::Local(anyhow!(
-            "{}",
-            description.unwrap_or_else(|| name.to_string())
+            "{}\n{}",
+            description.unwrap_or_else(|| name.to_string()),
+            asked.instead()
         )),
-        HelperError::ZBus(e) => Error::Local(anyhow!("multipassd-helper failed: {e}")),
+        HelperError::ZBus(e) => Error::Local(anyhow!(
+            "multipassd-helper failed: {e}\n{}",
+            asked.instead()
+        )),
         typed => {
-            let hint = if typed.is_denial() && !std::io::stdin().is_terminal() {
-                format!("\n{PKEXEC_HINT}")
+            // polkit said no: with no terminal it could not ask for a password, and on one it
+            // may have had no agent to ask with.
+            let hint = if typed.is_denial() {
+                format!("\n{}", asked.instead())
             } else {
                 String::new()
             };

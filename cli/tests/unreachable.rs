@@ -500,3 +500,48 @@ fn an_empty_answer_to_set_admin_suggests_clearing_with_admin() {
          local.passphrase= --admin`.\n"
     );
 }
+
+#[test]
+fn without_the_system_bus_the_admin_path_names_the_direct_command() {
+    let env = Env::new();
+    let out = env
+        .command(&env.path("sock"))
+        .args(["authenticate", "--admin"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("cannot reach the system bus"), "{text}");
+    let cert = env.cert_dir().join("multipass_cert.pem");
+    assert!(
+        text.contains(&format!(
+            "sudo /usr/libexec/multipassd-helper trust-certificate < {}",
+            cert.display()
+        )),
+        "{text}"
+    );
+
+    let out = env
+        .command(&env.path("sock"))
+        .args(["set", "local.passphrase", "--admin"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a passphrase\na passphrase\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stderr(&out);
+    assert!(
+        text.contains("sudo /usr/libexec/multipassd-helper set-passphrase"),
+        "{text}"
+    );
+}

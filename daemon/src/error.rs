@@ -23,6 +23,13 @@ pub enum Error {
     /// The caller's certificate is not trusted (or it presented none).
     #[error("{NOT_AUTHENTICATED}")]
     NotAuthenticated,
+    /// Nobody is trusted, and the caller is not an administrator, who alone may be the first
+    /// client: the Multipass message, then why, and who is one.
+    #[error("{NOT_AUTHENTICATED}\n{}", not_first_client(.group.as_deref()))]
+    NotFirstClient {
+        /// The admin group as it exists now, if any.
+        group: Option<String>,
+    },
     /// A gated request from a client that is not trusted: the Multipass message (two lines that
     /// stock clients and scripts know), then one line on how to get in. It says whether any
     /// client is trusted yet, never which nor how many.
@@ -36,8 +43,8 @@ pub enum Error {
     /// Authenticate without a client certificate: there is nothing to trust.
     #[error("No client certificate was presented, so there is nothing to authenticate. Please use a client that presents its certificate.")]
     NoClientCertificate,
-    /// Authenticate while no passphrase is set.
-    #[error("{PASSPHRASE_NOT_SET}")]
+    /// Authenticate while no passphrase is set: Multipass's line, then the ways in that need none.
+    #[error("{PASSPHRASE_NOT_SET}\nAn administrator can trust a client without a passphrase ('multipass authenticate --admin'); anyone else can be given a one-time token by an administrator ('multipass trust token create'), which 'multipass authenticate' takes.")]
     PassphraseNotSet,
     /// Authenticate with the wrong passphrase.
     #[error("{PASSPHRASE_INCORRECT}")]
@@ -141,7 +148,9 @@ impl From<Error> for Status {
             other => other.to_string(),
         };
         match err {
-            Error::NotAuthenticated | Error::Untrusted { .. } => Status::unauthenticated(message),
+            Error::NotAuthenticated | Error::Untrusted { .. } | Error::NotFirstClient { .. } => {
+                Status::unauthenticated(message)
+            }
             Error::NoClientCertificate => Status::unauthenticated(message),
             Error::PassphraseNotSet => Status::failed_precondition(message),
             Error::PassphraseIncorrect => Status::invalid_argument(message),
@@ -198,14 +207,33 @@ fn not_administrator(action: &str, group: Option<&str>, over_tcp: bool) -> Strin
     )
 }
 
+/// The line after the Multipass message for a client that would have been the first but for not
+/// being an administrator's.
+fn not_first_client(group: Option<&str>) -> String {
+    let who = match group {
+        Some(group) => format!(
+            "root or a member of the '{group}' group, which this user is not (a user added to it \
+             since logging in counts once logged in again)"
+        ),
+        None => "root (no admin group exists on this system)".to_string(),
+    };
+    format!(
+        "No client is trusted yet, and only an administrator's client becomes the first: one run \
+         by {who}. An administrator becomes the first client by running any 'multipass' command \
+         as themselves. Then, to have this client trusted, {HOW_TO_BE_TRUSTED}"
+    )
+}
+
+/// How an untrusted client gets in. Said so that whoever reads it knows who runs what: `--admin`
+/// trusts the client of whoever runs it, with an administrator's password, and a token is typed
+/// at the prompt, not given on the command line where other users can see it.
+const HOW_TO_BE_TRUSTED: &str = "run 'multipass authenticate', which asks for the passphrase or a \
+     one-time token from an administrator, or 'multipass authenticate --admin' to be trusted with \
+     an administrator's password.";
+
 /// The line after the Multipass message for an untrusted client.
 fn untrusted_hint(trusted: usize, over_tcp: bool) -> String {
-    // Said so that whoever reads it knows who runs what: `--admin` trusts the client of whoever
-    // runs it, with an administrator's password, and a token is typed at the prompt, not given
-    // on the command line where other users can see it.
-    let how = "run 'multipass authenticate', which asks for the passphrase or a one-time token \
-               from an administrator, or 'multipass authenticate --admin' to be trusted with an \
-               administrator's password.";
+    let how = HOW_TO_BE_TRUSTED;
     match (trusted, over_tcp) {
         (0, false) => format!(
             "No client is trusted yet: an administrator becomes the first client by running any \

@@ -58,11 +58,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Who asked for a direct command: the uid pkexec names, else root itself.
+/// Who asked for a direct command: the uid pkexec or sudo names (sudo's is the user an
+/// administrator most likely trusts a certificate for: their own), else root itself. Only root
+/// runs these commands, and whoever runs them as root could set either variable anyway.
 fn caller_uid() -> u32 {
-    std::env::var("PKEXEC_UID")
-        .ok()
-        .and_then(|u| u.parse().ok())
+    ["PKEXEC_UID", "SUDO_UID"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
         .unwrap_or(0)
 }
 
@@ -90,8 +92,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ApplySocketPolicy => {
             require_root()?;
-            // A mistyped directory would read as an empty store and restrict the socket.
-            if !cli.config.data_dir.is_dir() {
+            // A mistyped directory would read as an empty store and restrict the socket. The
+            // packaged one missing is a service that starts afresh (`rm -rf` of its state, which
+            // the daemon's `StateDirectory=` makes again): nobody is trusted, and failing here
+            // would fail the socket unit and keep everyone out, the daemon that would mend it
+            // included.
+            let dir = &cli.config.data_dir;
+            let fresh = dir.as_os_str() == trust::paths::DEFAULT_DATA_DIR && !dir.exists();
+            if !dir.is_dir() && !fresh {
                 bail!(
                     "{} is not a directory: give the daemon's state directory (--data-dir)",
                     cli.config.data_dir.display()

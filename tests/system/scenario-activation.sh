@@ -24,4 +24,15 @@ expect "daemon's soft open-file limit is raised to its hard one" \
     "$(awk '/^Max open files/ {print $4}' /proc/"$pid"/limits)"
 wait_for "the helper opened the socket (root:root 0666)" 10 test "$(mode_of /run/multipass_socket)" = "666 root:root"
 expect "the helper was bus-activated by systemd" active "$(systemctl is-active multipassd-helper.service || true)"
+
+# The state wiped to start afresh, and the socket started again (as after a change of the admin
+# group): the socket's hook finds no state directory, which means nobody is trusted; the socket
+# comes back restricted, and the next administrator is the first client again.
+systemctl stop multipass.socket multipass.service
+rm -rf /var/lib/multipassd
+systemctl start multipass.socket
+expect "the socket starts with no state directory" active "$(systemctl is-active multipass.socket || true)"
+expect "the socket is restricted again" "660 root:sudo" "$(mode_of /run/multipass_socket)"
+as alice list
+expect "the first client again once the state was wiped" 0 "$rc"
 finish

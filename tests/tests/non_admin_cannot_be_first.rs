@@ -27,6 +27,20 @@ fn non_admin_cannot_be_first() {
         .expect("chmod socket");
     let out = daemon.run_as(&d, &["list"], None);
     out.assert_not_authenticated("list", "non-admin D `list` as would-be first client");
+    // It is told why: not that an administrator becomes the first client, which it could take
+    // for itself, but that it is not one, and who is.
+    assert!(
+        out.stderr.contains(&format!(
+            "only an administrator's client becomes the first: one run by root or a member of \
+             the '{}' group, which this user is not",
+            admins.name
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("log"),
+        "logging in again after joining the group: {out}"
+    );
     assert!(
         daemon.store_certs().is_empty(),
         "the store should still be empty after D's attempt"

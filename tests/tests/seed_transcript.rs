@@ -74,6 +74,12 @@ fn seed_transcript() {
         &format!("authenticate failed: {PASSPHRASE_NOT_SET}"),
         "B `authenticate` with no passphrase set",
     );
+    // Then the ways in that need no passphrase.
+    assert!(
+        out.stderr.contains("'multipass authenticate --admin'")
+            && out.stderr.contains("'multipass trust token create'"),
+        "{out}"
+    );
     outputs.push(out);
     let out = daemon.run_as(
         &b,

@@ -95,6 +95,27 @@ fn trust_events_name_who_in_their_text() {
     assert_eq!(set_lines.len(), 1, "{set}");
     assert!(text(set_lines[0]).contains("user root, uid 0"), "{set}");
     assert!(!set.stderr.contains("helper-passphrase"), "{set}");
+    // Through sudo it names the administrator who ran it, as through pkexec.
+    let mut cmd = clients::helper_command(
+        &daemon,
+        &admins.name,
+        &["trust-certificate", "--name", "sudoed"],
+    );
+    cmd.env("SUDO_UID", admin.uid.to_string());
+    let sudoed = Identity::create(&clients::user_dir(&carol, "sudoed"), Some(&carol));
+    let through_sudo = multipass_system_tests::process::run(
+        cmd,
+        Some(&sudoed.cert_pem),
+        multipass_system_tests::process::DEFAULT_TIMEOUT,
+    );
+    through_sudo.assert_code(0, "the helper trusts a certificate through sudo");
+    let store = std::fs::read(daemon.store_path()).expect("the store");
+    let entry = trust::Bundle::parse(&store)
+        .get(&trust::Fingerprint::of(&sudoed.der))
+        .cloned()
+        .expect("the certificate trusted through sudo");
+    assert_eq!(entry.metadata.uid, Some(admin.uid), "{through_sudo}");
+    assert_eq!(entry.metadata.user.as_deref(), Some(admin.name.as_str()));
 
     let fp = |user: &User| sha256_hex(&user.cert_der());
     let log = daemon.log();

@@ -515,7 +515,10 @@ impl Gate {
             }
             Refusal::NoCertificate | Refusal::NoCredentials => Error::NotAuthenticated,
             Refusal::NotTrusted if request == Request::Ping => Error::NotAuthenticated,
-            Refusal::NotTrusted | Refusal::FirstClientNotAdmin => Error::Untrusted {
+            Refusal::FirstClientNotAdmin => Error::NotFirstClient {
+                group: self.admin.group_name(),
+            },
+            Refusal::NotTrusted => Error::Untrusted {
                 trusted: self.store.current().map(|b| b.len()).unwrap_or(0),
                 over_tcp,
             },
