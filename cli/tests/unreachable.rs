@@ -477,11 +477,32 @@ fn a_broken_client_identity_is_said_to_be_the_clients() {
         "a key file without a key",
         &format!("{} holds no valid private key", key.display()),
     );
-    std::fs::remove_file(&cert).unwrap();
+    // A certificate without its key: perhaps trusted, and of no use without it.
+    std::fs::copy(other.cert_dir().join("multipass_cert.pem"), &cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
     expect(
-        "a key without its certificate",
-        &format!("{} is missing: its key is there without it", cert.display()),
+        "a certificate without its key",
+        &format!(
+            "{} is missing: the certificate is there without it",
+            key.display()
+        ),
     );
+    // A key without its certificate (a first command stopped between the two) was never this
+    // client's trusted identity: it is moved aside and a new one made.
+    std::fs::copy(other.cert_dir().join("multipass_cert_key.pem"), &key).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    let out = env.run(&socket, &["list"]);
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "{} had no certificate (a first command was stopped before it made one): it was \
+             moved aside to {}.orphaned",
+            key.display(),
+            key.display()
+        )),
+        "{text}"
+    );
+    assert!(cert.exists() && key.exists(), "a new identity: {text}");
 }
 
 /// An empty answer to `set local.passphrase --admin` suggests clearing it the same way, with

@@ -142,6 +142,7 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> anyhow::Result<
         _ => PathBuf::from("."),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
+    remove_stale_temporaries(&dir, &name);
     let temporary = dir.join(format!(".{name}.{}.bind", std::process::id()));
     let _ = fs::remove_file(&temporary);
     let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
@@ -172,10 +173,53 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> anyhow::Result<
     })
 }
 
+/// Remove the temporary sockets (`.NAME.PID.bind`) of daemons killed between binding and
+/// publishing, which nothing else would: only sockets, and only of processes that are gone.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix)?.strip_suffix(".bind"))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && entry.file_type().is_ok_and(|t| t.is_socket()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn temporary_sockets_of_dead_daemons_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid above the kernel's largest is never alive.
+        let dead = dir.path().join(".sock.99999999.bind");
+        let alive = dir
+            .path()
+            .join(format!(".sock.{}.bind", std::process::id()));
+        let not_a_socket = dir.path().join(".sock.99999998.bind");
+        let _a = std::os::unix::net::UnixListener::bind(&dead).unwrap();
+        let _b = std::os::unix::net::UnixListener::bind(&alive).unwrap();
+        fs::write(&not_a_socket, "").unwrap();
+        remove_stale_temporaries(dir.path(), "sock");
+        assert!(!dead.exists());
+        assert!(alive.exists());
+        assert!(not_a_socket.exists());
+    }
 
     fn busy() -> HelperError {
         HelperError::Busy("Too many calls in flight".into())

@@ -285,13 +285,17 @@ async fn an_unknown_client_is_refused_once_somebody_is_trusted() {
 async fn a_non_administrator_cannot_be_the_first_client() {
     let daemon = Daemon::start(&[]).await;
     let user = daemon.identity("user");
-    refused(
-        list(&mut daemon.rpc(&user).await).await,
-        Code::Unauthenticated,
-        Error::Untrusted {
-            trusted: 0,
-            over_tcp: false,
-        },
+    // Told that it is not an administrator, not that an administrator becomes the first client.
+    let status = list(&mut daemon.rpc(&user).await).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with(&Error::NotAuthenticated.to_string())
+            && status
+                .message()
+                .contains("only an administrator's client becomes the first"),
+        "{status:?}"
     );
     assert_eq!(daemon.trusted(), 0);
     assert_eq!(daemon.socket(), (Access::Restricted, 0));

@@ -84,11 +84,33 @@ impl ServerPki {
         let now = OffsetDateTime::now_utc();
 
         let root = match load_root(dir, now + opts.renew_before) {
-            Some(root) => {
+            Ok(root) => {
                 make_public(&dir.root_cert());
                 root
             }
-            None => {
+            Err(why) => {
+                // Files that are there but cannot be used (damaged, unreadable, mismatched,
+                // expiring) are kept beside the new ones: a root CA is what clients that copied
+                // it verify the daemon against, and an administrator may want it back.
+                if let Some(why) = why {
+                    let stamp = now.unix_timestamp();
+                    let kept: Vec<String> = [dir.root_key(), dir.root_cert()]
+                        .iter()
+                        .filter(|path| path.exists())
+                        .filter_map(|path| {
+                            let aside = path.with_extension(format!("pem.replaced-{stamp}"));
+                            std::fs::rename(path, &aside)
+                                .ok()
+                                .map(|()| aside.display().to_string())
+                        })
+                        .collect();
+                    tracing::warn!(
+                        why,
+                        kept = kept.join(", "),
+                        "the root CA cannot be used; making a new one (clients read it at their \
+                         next command)"
+                    );
+                }
                 tracing::info!("creating a new root CA certificate");
                 let root = new_root(now)?;
                 fsutil::write_atomic(
@@ -152,28 +174,36 @@ struct Root {
     key: KeyPair,
 }
 
-fn load_root(dir: &DataDir, valid_until: OffsetDateTime) -> Option<Root> {
-    let cert_pem = std::fs::read_to_string(dir.root_cert()).ok()?;
-    let key_pem = Zeroizing::new(std::fs::read_to_string(dir.root_key()).ok()?);
-    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
-    let key = KeyPair::from_pem(&key_pem).ok()?;
-    let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
+/// The root CA in `dir`, or why not: `None` when there is none (neither file), else what is
+/// wrong with the files there.
+fn load_root(dir: &DataDir, valid_until: OffsetDateTime) -> Result<Root, Option<String>> {
+    if !dir.root_cert().exists() && !dir.root_key().exists() {
+        return Err(None);
+    }
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).map_err(|e| Some(format!("{}: {e}", path.display())))
+    };
+    let cert_pem = read(dir.root_cert())?;
+    let key_pem = Zeroizing::new(read(dir.root_key())?);
+    let why = |what: &str| Some(what.to_string());
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| why("the certificate file holds no certificate"))?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|_| why("the key file holds no usable key"))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
+        .map_err(|_| why("the certificate cannot be parsed"))?;
     // The key must be the certificate's, and the certificate must outlive the renewal margin.
     if x509.public_key().raw != key.subject_public_key_info().as_slice() {
-        tracing::warn!("root CA key does not match its certificate; replacing both");
-        return None;
+        return Err(why("the key is not the certificate's"));
     }
     if x509.validity().not_after.to_datetime() < valid_until {
-        tracing::info!("root CA certificate expires soon; replacing it");
-        return None;
+        return Err(why("the certificate expires soon"));
     }
     // Server certificates name the issuer from `root_subject()`, so a root with another subject
     // could not be their issuer.
     if x509.subject().to_string() != ROOT_SUBJECT_TEXT {
-        tracing::warn!("root CA certificate has an unexpected subject; replacing it");
-        return None;
+        return Err(why("the certificate has an unexpected subject"));
     }
-    Some(Root {
+    Ok(Root {
         cert_pem,
         cert_der,
         key,
@@ -411,12 +441,30 @@ impl ClientIdentity {
         for file in [&key_path, &cert_path] {
             fsutil::remove_stale_temporaries(file);
         }
+        if key_path.exists() && !cert_path.exists() {
+            // Key first, below: a first run stopped between the two writes (killed, the disk
+            // full) leaves a key without a certificate. No certificate was ever made of it here,
+            // so it was never trusted as this client: it is moved aside (kept, private), and a
+            // new identity made, rather than leaving the client unusable until its user moves
+            // the directory aside by hand.
+            let aside = key_path.with_extension("pem.orphaned");
+            std::fs::rename(&key_path, &aside).map_err(|source| trust::Error::Write {
+                path: aside.clone(),
+                source,
+            })?;
+            tracing::warn!(
+                key = %key_path.display(),
+                moved_to = %aside.display(),
+                "a client key without its certificate was moved aside; making a new identity"
+            );
+        }
         if cert_path.exists() || key_path.exists() {
             return ClientIdentity::load(&cert_path, &key_path);
         }
         let (cert_pem, key) = new_client_cert(OffsetDateTime::now_utc())?;
-        // Key first: a crash between the two writes leaves a key without a certificate, which the
-        // next run reports rather than silently replacing a trusted identity.
+        // Key first: a crash between the two writes leaves a key without a certificate (moved
+        // aside above by the next run); the other order would leave a certificate that a daemon
+        // could trust without a key to use it.
         fsutil::write_atomic(
             &key_path,
             Zeroizing::new(key.serialize_pem()).as_bytes(),
@@ -582,6 +630,40 @@ mod tests {
         assert_eq!(mode(dir.certificates_dir()), 0o700);
     }
 
+    /// A root CA that cannot be used is replaced, but its files are kept beside the new ones:
+    /// its key was overwritten before, and clients that copied the certificate verify against it.
+    #[test]
+    fn a_root_ca_that_cannot_be_used_is_kept_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let first = ServerPki::load_or_create(&dir, ServerPkiOptions::default()).unwrap();
+        let key = std::fs::read(dir.root_key()).unwrap();
+        std::fs::write(dir.root_cert(), &first.root_cert_pem[..300]).unwrap();
+        let second = ServerPki::load_or_create(&dir, ServerPkiOptions::default()).unwrap();
+        assert_ne!(first.root_cert_pem, second.root_cert_pem, "a new root CA");
+        let kept: Vec<std::path::PathBuf> = std::fs::read_dir(dir.certificates_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".pem.replaced-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), key, "the old key, kept");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // None of this when there was no root CA at all.
+        let fresh = tempfile::tempdir().unwrap();
+        let fresh = DataDir::new(fresh.path());
+        ServerPki::load_or_create(&fresh, ServerPkiOptions::default()).unwrap();
+        assert!(!std::fs::read_dir(fresh.certificates_dir())
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("replaced")));
+    }
+
     #[test]
     fn daemons_starting_at_once_on_a_new_directory_agree_on_one_pki() {
         let tmp = tempfile::tempdir().unwrap();
@@ -671,5 +753,33 @@ mod tests {
         let (_, x509) = x509_parser::parse_x509_certificate(&a.cert).unwrap();
         let cn = x509.subject().iter_common_name().next().unwrap();
         assert!(uuid::Uuid::parse_str(cn.as_str().unwrap()).is_ok());
+    }
+
+    /// A first run stopped between writing the key and the certificate leaves a key alone: the
+    /// next run moves it aside and makes a new identity, instead of failing until the user moves
+    /// the directory aside. A certificate without its key (perhaps trusted) is still refused.
+    #[test]
+    fn a_key_left_without_its_certificate_is_moved_aside() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("multipass-client-certificate");
+        ClientIdentity::load_or_create(&dir).unwrap();
+        let key = std::fs::read(dir.join(CLIENT_KEY_FILE)).unwrap();
+        std::fs::remove_file(dir.join(CLIENT_CERT_FILE)).unwrap();
+        let again = ClientIdentity::load_or_create(&dir).expect("a new identity");
+        let aside = dir.join(format!("{CLIENT_KEY_FILE}.orphaned"));
+        assert_eq!(std::fs::read(&aside).unwrap(), key, "the old key is kept");
+        assert_eq!(
+            std::fs::metadata(&aside).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_ne!(std::fs::read(dir.join(CLIENT_KEY_FILE)).unwrap(), key);
+        assert_eq!(
+            ClientIdentity::load_or_create(&dir).unwrap().fingerprint(),
+            again.fingerprint()
+        );
+
+        std::fs::remove_file(dir.join(CLIENT_KEY_FILE)).unwrap();
+        assert!(ClientIdentity::load_or_create(&dir).is_err());
     }
 }

@@ -234,34 +234,49 @@ pub fn remove_stale_temporaries(path: &Path) {
     }
 }
 
-/// Read a whole file; `Ok(None)` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// Read a whole file with the metadata of the same open file, so that both describe one version
-/// of it; `Ok(None)` when it does not exist.
-pub fn read_with_metadata(path: &Path) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
-    use std::io::Read;
+/// Open a file the service owns for reading; `Ok(None)` when it does not exist. Only a regular
+/// file: a FIFO or a device put in its place (by whoever can write the state directory) is
+/// refused at once, opened without blocking, rather than blocking the thread that reads it (a
+/// FIFO as the settings file stopped the daemon serving anyone).
+pub fn open_regular(path: &Path) -> Result<Option<(File, fs::Metadata)>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let read_err = |source| Error::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = match File::open(path) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(read_err(source)),
     };
     let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(read_err(io::Error::other("not a regular file")));
+    }
+    Ok(Some((file, meta)))
+}
+
+/// Read a whole file; `Ok(None)` when it does not exist. A regular file only ([`open_regular`]).
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    Ok(read_with_metadata(path)?.map(|(bytes, _)| bytes))
+}
+
+/// Read a whole file with the metadata of the same open file, so that both describe one version
+/// of it; `Ok(None)` when it does not exist. A regular file only ([`open_regular`]).
+pub fn read_with_metadata(path: &Path) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+    use std::io::Read;
+    let Some((mut file, meta)) = open_regular(path)? else {
+        return Ok(None);
+    };
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes).map_err(read_err)?;
+    file.read_to_end(&mut bytes).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Some((bytes, meta)))
 }
 
@@ -361,6 +376,19 @@ fn temp_name(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_in_place_of_a_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("multipassd.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read_optional(&fifo).unwrap_err();
+        assert!(err.to_string().contains("multipassd.conf"), "{err}");
+        assert!(read_with_metadata(&fifo).is_err());
+        assert!(read_optional(&dir.path().join("missing"))
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn write_atomic_replaces_and_sets_mode() {

@@ -191,6 +191,8 @@ pub struct Bundle {
     entries: Vec<Entry>,
     index: HashMap<Fingerprint, usize>,
     skipped: usize,
+    /// The file held text but no certificate block at all (see [`Bundle::only_text`]).
+    only_text: bool,
     /// Set by any change other than adding entries at the end: the file must then be rewritten
     /// rather than appended to.
     pub(super) rewritten: bool,
@@ -207,7 +209,18 @@ impl Bundle {
         } else {
             1
         };
-        Bundle::parse_in_parts(bytes, threads, MIN_PART)
+        let mut bundle = Bundle::parse_in_parts(bytes, threads, MIN_PART);
+        bundle.only_text = bundle.entries.is_empty()
+            && bundle.skipped == 0
+            && bytes.iter().any(|b| !b.is_ascii_whitespace());
+        bundle
+    }
+
+    /// Whether the file held something, but no certificate block, whole or damaged: zeroed by a
+    /// disk fault, overwritten by another file, or only notes. Nobody is trusted then, as with
+    /// an empty file, which deserves a warning: the next administrator becomes the first client.
+    pub fn only_text(&self) -> bool {
+        self.only_text
     }
 
     /// [`Bundle::parse`] with the number of threads and the smallest part given (tests cut

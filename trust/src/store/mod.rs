@@ -165,6 +165,14 @@ impl TrustStore {
                 "trust store holds blocks that are not certificates; ignoring them"
             );
         }
+        if bundle.only_text() {
+            tracing::warn!(
+                path = %self.path.display(),
+                "the trust store file is not empty but holds no certificate (damaged, or not a \
+                 store): nobody is trusted, so the next administrator to connect becomes the \
+                 first client. The file is kept; what is trusted from now on is appended to it"
+            );
+        }
         let bundle = Arc::new(bundle);
         *cache = Cached {
             key,
@@ -201,8 +209,11 @@ impl TrustStore {
         if self.reading.load(Ordering::Acquire) {
             if let Ok(_turn) = self.looking.try_lock() {
                 // A failed read is the whole read's to report.
-                let found = std::fs::File::open(&self.path).and_then(|file| {
-                    format::holds_certificate(&file, certificate, fingerprint, LOOKUP_CHUNK)
+                let found = fsutil::open_regular(&self.path).map(|file| {
+                    file.is_some_and(|(file, _)| {
+                        format::holds_certificate(&file, certificate, fingerprint, LOOKUP_CHUNK)
+                            .unwrap_or(false)
+                    })
                 });
                 if let Ok(true) = found {
                     return Ok(Presence {

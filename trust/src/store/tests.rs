@@ -665,3 +665,13 @@ fn the_lookup_finds_only_what_the_whole_parse_trusts() {
         }
     }
 }
+
+#[test]
+fn a_file_of_text_without_certificates_is_told_from_an_empty_one() {
+    assert!(!Bundle::parse(b"").only_text());
+    assert!(!Bundle::parse(b" \n\n").only_text());
+    assert!(Bundle::parse(&[0u8; 512]).only_text());
+    assert!(Bundle::parse(b"name: alice\n").only_text());
+    let zeroed = Bundle::parse(&[0u8; 512]);
+    assert!(zeroed.is_empty(), "nobody is trusted");
+}

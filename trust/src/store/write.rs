@@ -121,7 +121,10 @@ impl TrustStore {
             }
             file.sync_data()
         })();
-        let size_now = file.metadata().map(|m| m.size()).ok();
+        // One `fstat` for both the size check and the key cached below: a hand append between
+        // two would be in the key but not in the cache, and the next rewrite would drop it.
+        let meta_now = file.metadata().ok();
+        let size_now = meta_now.as_ref().map(|m| m.size());
         if let Err(e) = outcome {
             if size_now == Some(key.size + written as u64) {
                 let _ = file.set_len(key.size).and_then(|()| file.sync_data());
@@ -137,7 +140,7 @@ impl TrustStore {
         // Cache what we appended only if nobody else appended meanwhile.
         let exact = size_now == Some(key.size + bytes.len() as u64);
         Ok(Appended::Done(if exact {
-            file.metadata().ok().map(|m| FileKey::of(&m))
+            meta_now.as_ref().map(FileKey::of)
         } else {
             None
         }))
