@@ -429,6 +429,11 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
             Outcome::Idle
         }
     };
+    // A hand append into a version of the store that a removal replaced is carried over at the
+    // next read; the last chance is now, before the replaced versions are closed.
+    if let Err(e) = store.carry_late_appends() {
+        tracing::warn!(error = %e, "cannot carry hand appends over to the trust store");
+    }
     if listening.owns_socket_file {
         if let Some(path) = &listening.socket_path {
             let _ = std::fs::remove_file(path);

@@ -286,7 +286,9 @@ async fn a_non_administrator_cannot_be_the_first_client() {
     let daemon = Daemon::start(&[]).await;
     let user = daemon.identity("user");
     // Told that it is not an administrator, not that an administrator becomes the first client.
-    let status = list(&mut daemon.rpc(&user).await).await.expect_err("refused");
+    let status = list(&mut daemon.rpc(&user).await)
+        .await
+        .expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(
         status

@@ -60,6 +60,48 @@ fn hand_append_survives_authenticate() {
     }
 }
 
+/// The documented recovery, `cat cert.pem | sudo tee -a store.pem`, while a removal rewrites the
+/// store: `tee` opens the file when it starts and writes when the certificate comes (here a
+/// second later, as over a slow `ssh`), into the file the removal has replaced meanwhile. The
+/// append succeeded, so the certificate must be trusted all the same.
+fn a_slow_hand_append_survives_a_removal() {
+    let Fixture(_dir, _admins, a, [c, e], daemon) = Fixture::open();
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "first admin client `list`");
+    daemon.ensure_client_cert(&c, &["version"], None);
+    daemon.append_to_store_by_hand(&c);
+    daemon
+        .run_as(&c, &["list"], None)
+        .assert_code(0, "C, appended by hand, `list`");
+    daemon.ensure_client_cert(&e, &["version"], None);
+
+    let mut tee = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"(sleep 1; cat "$1") | tee -a "$2" >/dev/null"#)
+        .arg("sh")
+        .arg(e.cert_path())
+        .arg(daemon.store_path())
+        .spawn()
+        .expect("tee");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let c_prefix = multipass_system_tests::sha256_hex(&c.cert_der())[..16].to_string();
+    daemon
+        .run_as(&a, &["trust", "remove", &c_prefix], None)
+        .assert_code(0, "A removes C while the append waits");
+    assert!(tee.wait().unwrap().success(), "tee -a succeeded");
+
+    daemon
+        .run_as(&e, &["list"], None)
+        .assert_code(0, "E, appended by hand during the removal, `list`");
+    daemon
+        .run_as(&c, &["list"], None)
+        .assert_not_authenticated("list", "C, removed");
+    let store = std::fs::read_to_string(daemon.store_path()).unwrap();
+    let e_pem = std::fs::read_to_string(e.cert_path()).unwrap();
+    assert_eq!(store.matches(e_pem.trim()).count(), 1, "E once in the file");
+}
+
 multipass_system_tests::process_tests! {
-    root: [hand_append_survives_authenticate],
+    root: [hand_append_survives_authenticate, a_slow_hand_append_survives_a_removal],
 }

@@ -505,6 +505,18 @@ fn read_at_most(
     Ok((read, false))
 }
 
+/// Where the last whole block of `bytes` ends: just after its end boundary's line. `None` when
+/// no block ends in it.
+pub(super) fn end_of_last_block(bytes: &[u8]) -> Option<usize> {
+    let marker = END.as_bytes();
+    let at = memchr::memmem::rfind(bytes, marker)?;
+    let after = at + marker.len();
+    match memchr::memchr(b'\n', &bytes[after..]) {
+        Some(newline) => Some(after + newline + 1),
+        None => Some(bytes.len()),
+    }
+}
+
 /// Parse one part of a store file (all of it, for a small file).
 fn parse_part(bytes: &[u8]) -> Parsed {
     // Invalid UTF-8 is replaced, as a PEM reader of text would; valid (nearly always) is borrowed.

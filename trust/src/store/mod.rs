@@ -108,6 +108,29 @@ pub struct TrustStore {
     /// Held by the one request at a time that looks for its entry in the file instead of waiting
     /// for that read ([`TrustStore::presence`]): at most one more scan of the file at once.
     looking: Mutex<()>,
+    /// Files this store's rewrites replaced, still open (see [`TrustStore::carry_late_appends`]).
+    replaced: Mutex<Vec<Replaced>>,
+}
+
+/// A version of the file that a rewrite replaced, kept open: a hand append that opened it before
+/// the rename (`tee -a` opens its file when it starts, and may write seconds later) writes into
+/// it, where nobody reads.
+struct Replaced {
+    file: std::fs::File,
+    /// What of it has been read: its size when it was replaced, then what was carried over.
+    read_to: u64,
+}
+
+/// Replaced versions kept open, the newest: a hand append is one command, so one is nearly
+/// always enough; a few cover removals in quick succession.
+const REPLACED_KEPT: usize = 8;
+/// The most of a replaced version read at once: what a person appends by hand.
+const LATE_APPEND_MAX: u64 = 1 << 20;
+
+thread_local! {
+    /// Set while this thread holds the writers' lock in [`TrustStore::modify`]: carrying late
+    /// appends over takes that lock, which is not re-entrant.
+    static WRITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl fmt::Debug for TrustStore {
@@ -131,6 +154,7 @@ impl TrustStore {
             }),
             reading: AtomicBool::new(false),
             looking: Mutex::new(()),
+            replaced: Mutex::new(Vec::new()),
         }
     }
 
@@ -141,6 +165,7 @@ impl TrustStore {
 
     /// The current content, re-read if the file changed since last time.
     pub fn current(&self) -> Result<Arc<Bundle>> {
+        self.carry_late_appends()?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let key = FileKey::stat(&self.path)?;
         if cache.loaded && cache.key == key {
@@ -206,6 +231,7 @@ impl TrustStore {
     /// makes, the whole read. The answer is about `fingerprint`: the certificate only says where
     /// to look.
     pub fn presence(&self, certificate: &[u8], fingerprint: &Fingerprint) -> Result<Presence> {
+        self.carry_late_appends()?;
         if self.reading.load(Ordering::Acquire) {
             if let Ok(_turn) = self.looking.try_lock() {
                 // A failed read is the whole read's to report.
@@ -282,6 +308,74 @@ impl TrustStore {
     /// Stop trusting `fingerprint`; the removed entry, if it was there.
     pub fn remove(&self, fingerprint: &Fingerprint) -> Result<Option<Entry>> {
         self.modify(|bundle| bundle.remove(fingerprint))
+    }
+
+    /// Keep the version of the file a rewrite just replaced open, from `read_to` on.
+    pub(super) fn keep_replaced(&self, file: std::fs::File, read_to: u64) {
+        let mut replaced = self.replaced.lock().unwrap_or_else(|e| e.into_inner());
+        if replaced.len() == REPLACED_KEPT {
+            replaced.remove(0);
+        }
+        replaced.push(Replaced { file, read_to });
+    }
+
+    /// Add the certificates appended by hand to a version of the file that a rewrite of ours had
+    /// replaced (their `tee -a` opened it before our rename and wrote after it): without this
+    /// they would be lost with that version, although the command that appended them succeeded.
+    /// Whole certificate blocks only; a block still being written is taken when it ends. Called
+    /// before every read of the store, which costs one `fstat` per version kept, usually none.
+    pub fn carry_late_appends(&self) -> Result<()> {
+        if WRITING.with(|w| w.get()) {
+            return Ok(());
+        }
+        let late: Vec<Entry> = {
+            let Ok(mut replaced) = self.replaced.try_lock() else {
+                return Ok(());
+            };
+            let mut late = Vec::new();
+            for version in replaced.iter_mut() {
+                let Ok(meta) = version.file.metadata() else {
+                    continue;
+                };
+                if meta.len() <= version.read_to {
+                    continue;
+                }
+                let len = (meta.len() - version.read_to).min(LATE_APPEND_MAX) as usize;
+                let mut bytes = vec![0; len];
+                use std::os::unix::fs::FileExt;
+                if version
+                    .file
+                    .read_exact_at(&mut bytes, version.read_to)
+                    .is_err()
+                {
+                    continue;
+                }
+                let Some(end) = format::end_of_last_block(&bytes) else {
+                    continue;
+                };
+                version.read_to += end as u64;
+                late.extend(Bundle::parse(&bytes[..end]).iter().cloned());
+            }
+            late
+        };
+        if late.is_empty() {
+            return Ok(());
+        }
+        let mut added = 0;
+        self.modify(|bundle| {
+            added = late
+                .iter()
+                .filter(|entry| bundle.insert((*entry).clone()))
+                .count();
+            added > 0
+        })?;
+        tracing::warn!(
+            path = %self.path.display(),
+            certificates = added,
+            "certificates appended by hand to the trust store while a removal replaced the file \
+             were written to the old file; added them to the store"
+        );
+        Ok(())
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {

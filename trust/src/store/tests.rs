@@ -17,6 +17,16 @@ fn store(dir: &Path) -> TrustStore {
     TrustStore::new(dir.join("store.pem"), FileMode::PRIVATE)
 }
 
+/// A store in `dir` trusting two new certificates, and theirs.
+fn two_clients(dir: &Path) -> (TrustStore, CertificateDer<'static>, CertificateDer<'static>) {
+    let s = store(dir);
+    let (_, a) = cert();
+    let (_, b) = cert();
+    s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
+    s.add(Entry::new(b.clone(), Metadata::default())).unwrap();
+    (s, a, b)
+}
+
 #[test]
 fn empty_when_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,11 +327,7 @@ fn metadata_drops_bidi_and_separator_characters() {
 #[test]
 fn remove_keeps_others() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
-    let (_, a) = cert();
-    let (_, b) = cert();
-    s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
-    s.add(Entry::new(b.clone(), Metadata::default())).unwrap();
+    let (s, a, b) = two_clients(dir.path());
     assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_some());
     assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_none());
     let bundle = store(dir.path()).current().unwrap();
@@ -674,4 +680,36 @@ fn a_file_of_text_without_certificates_is_told_from_an_empty_one() {
     assert!(Bundle::parse(b"name: alice\n").only_text());
     let zeroed = Bundle::parse(&[0u8; 512]);
     assert!(zeroed.is_empty(), "nobody is trusted");
+}
+
+/// A hand append (`tee -a`) opens the file when it starts and may write seconds later: a removal
+/// that replaces the file meanwhile would leave its certificate in the old file, where nobody
+/// reads, although the append succeeded. The next read of the store carries it over.
+#[test]
+fn a_hand_append_into_a_file_a_removal_replaced_is_carried_over() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = two_clients(dir.path());
+    // `tee -a` starts: the file is opened before the certificate is at hand.
+    let mut tee = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path())
+        .unwrap();
+    assert!(s.remove(&Fingerprint::of(&b)).unwrap().is_some());
+    let (late_pem, late) = cert();
+    // Half of it first: nothing is taken until its block ends.
+    let (first, rest) = late_pem.split_at(late_pem.len() / 2);
+    tee.write_all(first.as_bytes()).unwrap();
+    assert!(!s.current().unwrap().contains(&Fingerprint::of(&late)));
+    tee.write_all(rest.as_bytes()).unwrap();
+    let now = s.current().unwrap();
+    assert!(now.contains(&Fingerprint::of(&late)), "carried over");
+    assert!(now.contains(&Fingerprint::of(&a)));
+    assert!(!now.contains(&Fingerprint::of(&b)), "the removal stands");
+    // In the file, for every reader, and once only.
+    let on_disk = Bundle::parse(&std::fs::read(s.path()).unwrap());
+    assert!(on_disk.contains(&Fingerprint::of(&late)));
+    assert_eq!(on_disk.len(), 2);
+    s.current().unwrap();
+    assert_eq!(Bundle::parse(&std::fs::read(s.path()).unwrap()).len(), 2);
 }

@@ -19,6 +19,7 @@ impl TrustStore {
     /// `Some(_)`, means changed. It may run more than once if the file changes meanwhile.
     pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
         let file = LockedFile::lock(&self.path, self.mode)?;
+        let _writing = Writing::start();
         for _ in 0..MERGE_ATTEMPTS {
             let (mut bundle, key) = self.read_for_write(&file)?;
             let before = bundle.len();
@@ -45,11 +46,20 @@ impl TrustStore {
                 }
             }
             let text = bundle.to_pem();
+            // The version replaced, held open: a hand append that opened it before the rename
+            // and writes after it is carried over (`carry_late_appends`).
+            let old = crate::fsutil::open_regular(&self.path)
+                .ok()
+                .flatten()
+                .filter(|(_, meta)| Some(FileKey::of(meta)) == key);
             // Checked again once the new file is written: a hand append meanwhile would
             // otherwise be renamed away with the old file.
             let unchanged = || Ok(FileKey::stat_io(&self.path)? == key);
             if !file.replace_if(text.as_bytes(), unchanged)? {
                 continue;
+            }
+            if let Some((old, meta)) = old {
+                self.keep_replaced(old, meta.size());
             }
             // Cache what we wrote only if the file is still exactly that.
             let now = FileKey::stat(&self.path)?.filter(|k| k.size == text.len() as u64);
@@ -161,6 +171,22 @@ impl TrustStore {
             }
         }
         Ok(parse_read(file.read_with_metadata()?))
+    }
+}
+
+/// Marks this thread as holding the writers' lock, until dropped.
+struct Writing;
+
+impl Writing {
+    fn start() -> Writing {
+        super::WRITING.with(|w| w.set(true));
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        super::WRITING.with(|w| w.set(false));
     }
 }
 
