@@ -231,29 +231,25 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
 /// by the root CA we read (rather than expired, or the connection or the daemon failing).
 fn rejects_server_certificate(e: &io::Error) -> bool {
     use rustls::CertificateError::{BadSignature, UnknownIssuer};
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| {
-            matches!(
-                e,
-                rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)
-            )
-        })
+    rpc::tls_error(e).is_some_and(|e| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)
+        )
+    })
 }
 
 /// Whether TLS failed because the daemon's certificate is not valid at this machine's time.
 fn server_certificate_out_of_time(e: &io::Error) -> bool {
     use rustls::CertificateError::{Expired, ExpiredContext, NotValidYet, NotValidYetContext};
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| {
-            matches!(
-                e,
-                rustls::Error::InvalidCertificate(
-                    Expired | ExpiredContext { .. } | NotValidYet | NotValidYetContext { .. }
-                )
+    rpc::tls_error(e).is_some_and(|e| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                Expired | ExpiredContext { .. } | NotValidYet | NotValidYetContext { .. }
             )
-        })
+        )
+    })
 }
 
 /// Largest root CA file read: a PEM certificate is about 1 KiB, a bundle of a few is still far

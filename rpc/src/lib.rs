@@ -118,3 +118,8 @@ mod trust_words {
 }
 
 pub use address::Address;
+
+/// The TLS error inside an I/O error of a handshake (tokio-rustls wraps rustls's errors so).
+pub fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}

@@ -436,6 +436,23 @@ fn warn(warnings: &Warnings, peer: Option<PeerKey>, message: &'static str) {
     warnings.note((peer, message), (peer, message));
 }
 
+/// Whether a handshake failed on the client's alert that it does not accept our certificate.
+fn refuses_our_certificate(e: &io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    crate::tls_error(e).is_some_and(|e| {
+        matches!(
+            e,
+            rustls::Error::AlertReceived(
+                A::BadCertificate
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::DecryptError
+            )
+        )
+    })
+}
+
 /// Counts connections from accept (handshake included) to close, for the daemon's idle logic
 /// and the first read of its trust store.
 #[derive(Debug, Clone)]
@@ -788,7 +805,19 @@ async fn accept_loop(
                 Ok(Ok(conn)) => {
                     let _ = tx.send(Ok(conn)).await;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => {
+                    // Said at the default level, collapsed: every client refusing the daemon's
+                    // certificate is an outage that the log should show.
+                    if refuses_our_certificate(&e) {
+                        warn(
+                            &warnings,
+                            None,
+                            "a client refused the daemon's certificate (not valid at its time, or \
+                             not signed by the root CA it read)",
+                        );
+                    }
+                    tracing::debug!(error = %e, "TLS handshake failed")
+                }
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });

@@ -118,6 +118,14 @@ fn a_clock_set_back_is_followed() {
         "{}",
         ahead.stderr
     );
+    // Which the daemon's log says at its default level.
+    assert!(
+        daemon
+            .log()
+            .contains("a client refused the daemon's certificate"),
+        "{}",
+        daemon.log()
+    );
     // The clock is set right.
     std::fs::write(offset.path(), "+0\n").unwrap();
     daemon
