@@ -96,13 +96,8 @@ impl ServerPki {
                     let stamp = now.unix_timestamp();
                     let kept: Vec<String> = [dir.root_key(), dir.root_cert()]
                         .iter()
-                        .filter(|path| path.exists())
-                        .filter_map(|path| {
-                            let aside = path.with_extension(format!("pem.replaced-{stamp}"));
-                            std::fs::rename(path, &aside)
-                                .ok()
-                                .map(|()| aside.display().to_string())
-                        })
+                        .filter_map(|path| keep_aside(path, stamp))
+                        .map(|aside| aside.display().to_string())
                         .collect();
                     tracing::warn!(
                         why,
@@ -364,6 +359,31 @@ fn new_server(
     params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
     Ok((cert.pem(), key, not_before, not_after))
+}
+
+/// Keep `path` under a second name, `NAME.replaced-STAMP`, before it is replaced: a hard link,
+/// so that the file stays in place, for the clients that read it, until its replacement is
+/// written (which may fail: the disk full). Nothing is done if a kept name of the same file
+/// exists already (a replacement that failed and is tried again), so failures do not pile names
+/// up. The kept name, if one was made.
+fn keep_aside(path: &Path, stamp: i64) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let parent = path.parent()?;
+    let prefix = format!("{name}.replaced-");
+    let kept_already = std::fs::read_dir(parent).ok()?.flatten().any(|entry| {
+        entry.file_name().to_string_lossy().starts_with(&prefix)
+            && entry
+                .metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+    });
+    if kept_already {
+        return None;
+    }
+    let aside = parent.join(format!("{prefix}{stamp}"));
+    std::fs::hard_link(path, &aside).ok()?;
+    Some(aside)
 }
 
 /// Give the root CA certificate, which the clients of every user read, the mode it was made
@@ -651,6 +671,20 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // The file stays in place until its replacement is written, and a replacement tried
+        // again (after a failed write) does not keep the same file twice.
+        let file = tmp.path().join("file.pem");
+        std::fs::write(&file, "root").unwrap();
+        let aside = keep_aside(&file, 1).expect("kept");
+        assert_eq!(std::fs::read(&file).unwrap(), b"root");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"root");
+        assert_eq!(keep_aside(&file, 2), None);
+        // Replaced as the service replaces files: another file renamed over it.
+        let next = tmp.path().join("next.pem");
+        std::fs::write(&next, "another root").unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        assert_eq!(std::fs::read(&aside).unwrap(), b"root");
+        assert!(keep_aside(&file, 3).is_some(), "a new file is kept again");
         // None of this when there was no root CA at all.
         let fresh = tempfile::tempdir().unwrap();
         let fresh = DataDir::new(fresh.path());
