@@ -54,17 +54,14 @@ pub fn identity(trace: &Trace) -> Result<ClientIdentity, Error> {
         ))
     })?;
     let cert = dir.join(trust::paths::CLIENT_CERT_FILE);
-    let key = dir.join(trust::paths::CLIENT_KEY_FILE);
     let existed = trace.shows_steps() && cert.exists();
-    let orphan = key.exists() && !cert.exists();
     let identity = ClientIdentity::load_or_create(&dir).map_err(|e| identity_error(&dir, e))?;
-    // (Unless another command made the certificate meanwhile, and nothing was moved.)
-    if orphan && key.with_extension("pem.orphaned").exists() {
+    if let Some(aside) = &identity.moved_aside {
         eprintln!(
             "{} had no certificate (a first command was stopped before it made one): it was \
              moved aside to {}, and this client has a new certificate and key.",
-            key.display(),
-            key.with_extension("pem.orphaned").display()
+            dir.join(trust::paths::CLIENT_KEY_FILE).display(),
+            aside.display()
         );
     }
     if trace.shows_steps() {

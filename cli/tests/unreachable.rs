@@ -496,7 +496,7 @@ fn a_broken_client_identity_is_said_to_be_the_clients() {
     assert!(
         text.contains(&format!(
             "{} had no certificate (a first command was stopped before it made one): it was \
-             moved aside to {}.orphaned",
+             moved aside to {}.orphaned-",
             key.display(),
             key.display()
         )),

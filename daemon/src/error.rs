@@ -211,10 +211,7 @@ fn not_administrator(action: &str, group: Option<&str>, over_tcp: bool) -> Strin
 /// being an administrator's.
 fn not_first_client(group: Option<&str>) -> String {
     let who = match group {
-        Some(group) => format!(
-            "root or a member of the '{group}' group, which this user is not (a user added to it \
-             since logging in counts once logged in again)"
-        ),
+        Some(group) => format!("root or a member of the '{group}' group, which this user is not"),
         None => "root (no admin group exists on this system)".to_string(),
     };
     format!(

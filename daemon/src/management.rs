@@ -131,13 +131,12 @@ struct Pages {
 impl Pages {
     fn next_page(&mut self) -> Option<Result<ListClientsReply, Status>> {
         let start = self.next.take()?;
-        let bundle = match self.store.current() {
-            Ok(bundle) => bundle,
-            Err(e) => return Some(Err(Error::from(e).into())),
+        // One `stat`: a changed file is not read again here (a large store's parse, on the
+        // runtime's thread, for every page) but ends the list, and the next list reads it.
+        let bundle = match self.store.current_if_unchanged() {
+            Some(bundle) if std::ptr::eq(Arc::as_ptr(&bundle), self.version.as_ptr()) => bundle,
+            _ => return Some(Err(Status::aborted(LIST_CHANGED))),
         };
-        if !std::ptr::eq(Arc::as_ptr(&bundle), self.version.as_ptr()) {
-            return Some(Err(Status::aborted(LIST_CHANGED)));
-        }
         let (mut clients, mut bytes) = (Vec::new(), 0);
         for entry in bundle.iter().skip(start) {
             if bytes >= PAGE_BYTES {

@@ -9,7 +9,8 @@
 //! every client out, root's too, until someone restarted the daemon.
 //!
 //! So [`Watch::check`] looks at the clock before every handshake takes the chain, and at the
-//! clock and the files every [`FILES_EVERY`] on a timer (a client that finds the root CA missing
+//! clock and the files every [`FILES_EVERY`] on a timer (files changing are loaded once they
+//! have stopped changing) (a client that finds the root CA missing
 //! waits for it without making a handshake). When something is out of step it
 //! runs `load_or_create` again (which keeps the root CA whenever it is usable, so clients that
 //! read it notice nothing) and swaps the result into the TLS configuration's
@@ -26,11 +27,12 @@ use tls::{ServerCertResolver, ServerPki, ServerPkiOptions};
 use trust::{DataDir, Fingerprint};
 
 /// How often the files are looked at (four `stat`s), on a timer: a handshake does not look, to
-/// cost nothing more. A client waits up to 2 s for a missing root CA to appear, so one deleted
-/// while the daemon runs is made again before it gives up.
-const FILES_EVERY: StdDuration = StdDuration::from_secs(1);
+/// cost nothing more. Files are loaded once two looks in a row find them changed the same way,
+/// 0.5 to 1 s after their last change; a client waits up to 2 s for a missing root CA to
+/// appear, so one deleted while the daemon runs is made again before it gives up.
+const FILES_EVERY: StdDuration = StdDuration::from_millis(500);
 /// Pause before trying again after a failed reload: each failure is a warning.
-const RETRY_AFTER_FAILURE: StdDuration = StdDuration::from_secs(60);
+const RETRY_AFTER_FAILURE: StdDuration = StdDuration::from_secs(10);
 
 /// What identifies one version of a file, cheaply: device, inode, size, modification and change
 /// times. `None`: missing or unreadable.
@@ -52,6 +54,10 @@ fn file_key(path: &PathBuf) -> FileKey {
 /// What the presented chain was made of, and when it is good.
 struct Served {
     files: Vec<FileKey>,
+    /// The files as the last look found them, when they differed from `files`: they are loaded
+    /// once a second look finds them the same, so that a restore copying them one by one is
+    /// not caught half done (a root key without its certificate would make a new root CA).
+    changing: Option<Vec<FileKey>>,
     /// The certificate's start, and when it enters its renewal margin.
     valid_from: OffsetDateTime,
     due: OffsetDateTime,
@@ -65,6 +71,15 @@ pub struct Watch {
     opts: ServerPkiOptions,
     resolver: Weak<ServerCertResolver>,
     served: Mutex<Served>,
+}
+
+/// Where [`Watch::check`] is called from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Before a handshake takes the chain: the clock only, and never waiting for another check.
+    Handshake,
+    /// The timer, off the runtime's threads: the clock and the files.
+    Timer,
 }
 
 /// Why a chain is replaced.
@@ -88,23 +103,41 @@ impl Watch {
     fn served(dir: &DataDir, opts: ServerPkiOptions, pki: &ServerPki) -> Served {
         Served {
             files: Watch::paths(dir).iter().map(file_key).collect(),
+            changing: None,
             valid_from: pki.not_before,
             due: pki.not_after - opts.renew_before,
             retry_at: None,
         }
     }
 
-    /// Replace the chain if the clock, or with `files` the files, say it is out of step.
-    pub fn check(&self, files: bool) {
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+    /// Replace the chain if the clock, or on the timer the files, say it is out of step.
+    pub fn check(&self, from: Caller) {
+        let mut served = match from {
+            Caller::Timer => self.served.lock().unwrap_or_else(|e| e.into_inner()),
+            // A handshake never waits for a reload that another thread runs (on a slow disk,
+            // or behind a second daemon's lock): it presents the current chain.
+            Caller::Handshake => match self.served.try_lock() {
+                Ok(served) => served,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            },
+        };
         let now = OffsetDateTime::now_utc();
         let reason = if now < served.valid_from {
             Some(Reason::BeforeStart)
         } else if now >= served.due {
             Some(Reason::Due)
-        } else if files {
+        } else if from == Caller::Timer {
             let keys: Vec<FileKey> = Watch::paths(&self.dir).iter().map(file_key).collect();
-            (keys != served.files).then_some(Reason::FilesChanged)
+            if keys == served.files {
+                served.changing = None;
+                None
+            } else if served.changing.as_ref() == Some(&keys) {
+                Some(Reason::FilesChanged)
+            } else {
+                served.changing = Some(keys);
+                None
+            }
         } else {
             None
         };
@@ -115,16 +148,25 @@ impl Watch {
         let Some(resolver) = self.resolver.upgrade() else {
             return;
         };
-        // On the thread of the check, under the lock: the handshake that noticed waits the few
-        // milliseconds of a new key and certificate, and then presents them, and other checks
-        // meanwhile wait and find everything in step.
+        // Under the lock: the handshake that noticed presents the new chain, and other checks
+        // meanwhile find everything in step. On a handshake's runtime thread, the runtime is
+        // told that this thread blocks (a new key, up to four files written and flushed), so
+        // that the thread's other tasks move to another.
         let old = resolver.fingerprint();
-        match ServerPki::load_or_create(&self.dir, self.opts)
-            .map_err(anyhow::Error::new)
-            .and_then(|pki| {
-                resolver.replace(&pki).map_err(anyhow::Error::new)?;
-                Ok(pki)
-            }) {
+        // Swapped in before a new root CA is published, so that no client reads it while the
+        // old chain is still presented.
+        let reload = || {
+            ServerPki::load_or_create_then(&self.dir, self.opts, |pki| resolver.replace(pki))
+                .map_err(anyhow::Error::new)
+        };
+        let on_runtime_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let reloaded = if from == Caller::Handshake && on_runtime_thread {
+            tokio::task::block_in_place(reload)
+        } else {
+            reload()
+        };
+        match reloaded {
             Ok(pki) => {
                 *served = Watch::served(&self.dir, self.opts, &pki);
                 announce(reason, old, &pki);
@@ -192,14 +234,15 @@ pub fn spawn(
     let before_handshakes = Arc::downgrade(&watch);
     resolver.check_with(move || {
         if let Some(watch) = before_handshakes.upgrade() {
-            watch.check(false);
+            watch.check(Caller::Handshake);
         }
     });
     tokio::spawn(async move {
-        loop {
+        // Until the TLS configuration, and with it the resolver, is gone.
+        while watch.resolver.strong_count() > 0 {
             tokio::time::sleep(FILES_EVERY).await;
             let watch = watch.clone();
-            if tokio::task::spawn_blocking(move || watch.check(true))
+            if tokio::task::spawn_blocking(move || watch.check(Caller::Timer))
                 .await
                 .is_err()
             {

@@ -279,6 +279,16 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     fsutil::ensure_dir(dir.root(), 0o711).context("cannot prepare the state directory")?;
     fsutil::ensure_dir(&dir.trust_store_dir(), 0o700)
         .context("cannot prepare the trust store directory")?;
+    // A margin as long as the validity would make every certificate due at once: a new one at
+    // every handshake and every look at the files (and one as long as the root CA's, a new
+    // root CA each time).
+    anyhow::ensure!(
+        args.server_cert_renew_before < args.server_cert_validity
+            && args.server_cert_renew_before
+                < tls::pki::ROOT_CA_VALIDITY.whole_seconds().unsigned_abs() / 2,
+        "--server-cert-renew-before must be shorter than --server-cert-validity and than half \
+         the root CA's validity"
+    );
     let pki_options = ServerPkiOptions {
         server_validity: time::Duration::seconds(args.server_cert_validity as i64),
         renew_before: time::Duration::seconds(args.server_cert_renew_before as i64),
@@ -431,9 +441,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     };
     // A hand append into a version of the store that a removal replaced is carried over at the
     // next read; the last chance is now, before the replaced versions are closed.
-    if let Err(e) = store.carry_late_appends() {
-        tracing::warn!(error = %e, "cannot carry hand appends over to the trust store");
-    }
+    store.carry_late_appends();
     if listening.owns_socket_file {
         if let Some(path) = &listening.socket_path {
             let _ = std::fs::remove_file(path);

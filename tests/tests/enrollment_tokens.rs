@@ -369,7 +369,7 @@ fn a_token_is_revoked_without_the_command_line() {
         .assert_code(2, "B `authenticate` with the revoked token");
 
     let by_name = create_token(&daemon, &a, &["--name", "by-name"]);
-    let out = daemon.run_as(&a, &["trust", "token", "revoke"], Some("by-name\n"));
+    let out = daemon.run_as(&a, &["trust", "token", "revoke"], Some(" by-name \r\n"));
     out.assert_code(0, "`trust token revoke` with the name at the prompt");
     assert!(!out.stderr.contains("command line"), "{out}");
 

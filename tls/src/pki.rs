@@ -68,6 +68,18 @@ impl ServerPki {
     /// unparseable, inconsistent or close to expiry. The root CA is kept whenever it is usable, so
     /// clients that already read it keep working.
     pub fn load_or_create(dir: &DataDir, opts: ServerPkiOptions) -> Result<ServerPki> {
+        ServerPki::load_or_create_then(dir, opts, |_| Ok(()))
+    }
+
+    /// [`ServerPki::load_or_create`], calling `ready` with the result before a new root CA's
+    /// certificate is written where clients read it: a running daemon presents the new chain
+    /// from then on, so that no client reads the new root CA and is still shown a certificate
+    /// of the old one. Fails, with a new root CA left unpublished, if `ready` fails.
+    pub fn load_or_create_then(
+        dir: &DataDir,
+        opts: ServerPkiOptions,
+        ready: impl FnOnce(&ServerPki) -> Result<()>,
+    ) -> Result<ServerPki> {
         fsutil::ensure_dir(&dir.certificates_dir(), 0o700)?;
         // Two daemons started on one directory (or a renewal racing a second daemon) would
         // otherwise each write a key and a certificate, and could leave one's key beside the
@@ -83,6 +95,7 @@ impl ServerPki {
         }
         let now = OffsetDateTime::now_utc();
 
+        let mut publish_root = false;
         let root = match load_root(dir, now + opts.renew_before) {
             Ok(root) => {
                 make_public(&dir.root_cert());
@@ -113,14 +126,8 @@ impl ServerPki {
                     Zeroizing::new(root.key.serialize_pem()).as_bytes(),
                     FileMode::PRIVATE,
                 )?;
-                fsutil::write_atomic(
-                    &dir.root_cert(),
-                    root.cert_pem.as_bytes(),
-                    FileMode {
-                        mode: 0o644,
-                        owner: None,
-                    },
-                )?;
+                // Its certificate last, below.
+                publish_root = true;
                 root
             }
         };
@@ -153,13 +160,25 @@ impl ServerPki {
                 }
             };
 
-        Ok(ServerPki {
+        let pki = ServerPki {
             root_cert_pem: root.cert_pem.clone(),
             chain: vec![cert_der, root.cert_der.clone()],
             key: key_der,
             not_before,
             not_after,
-        })
+        };
+        ready(&pki)?;
+        if publish_root {
+            fsutil::write_atomic(
+                &dir.root_cert(),
+                root.cert_pem.as_bytes(),
+                FileMode {
+                    mode: 0o644,
+                    owner: None,
+                },
+            )?;
+        }
+        Ok(pki)
     }
 }
 
@@ -176,7 +195,7 @@ fn load_root(dir: &DataDir, valid_until: OffsetDateTime) -> Result<Root, Option<
         return Err(None);
     }
     let read = |path: std::path::PathBuf| {
-        std::fs::read_to_string(&path).map_err(|e| Some(format!("{}: {e}", path.display())))
+        read_text(&path).map_err(|e| Some(format!("{}: {e}", path.display())))
     };
     let cert_pem = read(dir.root_cert())?;
     let key_pem = Zeroizing::new(read(dir.root_key())?);
@@ -215,8 +234,9 @@ fn load_server(
     OffsetDateTime,
     OffsetDateTime,
 )> {
-    let cert_der = CertificateDer::from_pem_file(dir.server_cert()).ok()?;
-    let key_pem = Zeroizing::new(std::fs::read_to_string(dir.server_key()).ok()?);
+    let cert_der =
+        CertificateDer::from_pem_slice(read_text(&dir.server_cert()).ok()?.as_bytes()).ok()?;
+    let key_pem = Zeroizing::new(read_text(&dir.server_key()).ok()?);
     let key = KeyPair::from_pem(&key_pem).ok()?;
     let (_, x509) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
     if x509.public_key().raw != key.subject_public_key_info().as_slice() {
@@ -361,6 +381,24 @@ fn new_server(
     Ok((cert.pem(), key, not_before, not_after))
 }
 
+/// A certificate or key file of the daemon's, as text: a regular file only, opened without
+/// blocking (`trust::fsutil::open_regular`), so that a FIFO in its place cannot stop the reload
+/// that reads it.
+fn read_text(path: &Path) -> std::result::Result<String, trust::Error> {
+    let bytes = fsutil::read_optional(path)?.ok_or_else(|| trust::Error::Read {
+        path: path.to_path_buf(),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    String::from_utf8(bytes).map_err(|_| trust::Error::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("not text"),
+    })
+}
+
+/// Names kept of one file at most: the first ones (the root CA that was in use) are kept, and
+/// a replacement that keeps failing adds no more.
+const KEPT_AT_MOST: usize = 4;
+
 /// Keep `path` under a second name, `NAME.replaced-STAMP`, before it is replaced: a hard link,
 /// so that the file stays in place, for the clients that read it, until its replacement is
 /// written (which may fail: the disk full). Nothing is done if a kept name of the same file
@@ -372,13 +410,16 @@ fn keep_aside(path: &Path, stamp: i64) -> Option<std::path::PathBuf> {
     let name = path.file_name()?.to_string_lossy().into_owned();
     let parent = path.parent()?;
     let prefix = format!("{name}.replaced-");
-    let kept_already = std::fs::read_dir(parent).ok()?.flatten().any(|entry| {
-        entry.file_name().to_string_lossy().starts_with(&prefix)
-            && entry
-                .metadata()
-                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
-    });
-    if kept_already {
+    let kept: Vec<std::fs::Metadata> = std::fs::read_dir(parent)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|entry| entry.metadata().ok())
+        .collect();
+    let kept_already = kept
+        .iter()
+        .any(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+    if kept_already || kept.len() >= KEPT_AT_MOST {
         return None;
     }
     let aside = parent.join(format!("{prefix}{stamp}"));
@@ -427,6 +468,9 @@ pub struct ClientIdentity {
     /// The certificate with its private key, loaded once and checked to be the certificate's,
     /// as the TLS configuration presents them.
     certified: Arc<rustls::sign::CertifiedKey>,
+    /// Where [`ClientIdentity::load_or_create`] moved a key it found without its certificate,
+    /// before it made this identity.
+    pub moved_aside: Option<std::path::PathBuf>,
 }
 
 impl Drop for ServerPki {
@@ -461,17 +505,24 @@ impl ClientIdentity {
         for file in [&key_path, &cert_path] {
             fsutil::remove_stale_temporaries(file);
         }
-        if key_path.exists() && !cert_path.exists() {
+        // `symlink_metadata`: a certificate that is a link to a file missing now (a mount not
+        // there yet) is not taken for no certificate.
+        let mut moved_aside = None;
+        if key_path.exists() && std::fs::symlink_metadata(&cert_path).is_err() {
             // Key first, below: a first run stopped between the two writes (killed, the disk
             // full) leaves a key without a certificate. No certificate was ever made of it here,
             // so it was never trusted as this client: it is moved aside (kept, private), and a
             // new identity made, rather than leaving the client unusable until its user moves
             // the directory aside by hand.
-            let aside = key_path.with_extension("pem.orphaned");
+            // Named by the time, so that an earlier one is not replaced: a key whose certificate
+            // was deleted can be whole again with the certificate from the daemon's store.
+            let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos();
+            let aside = key_path.with_extension(format!("pem.orphaned-{stamp}"));
             std::fs::rename(&key_path, &aside).map_err(|source| trust::Error::Write {
                 path: aside.clone(),
                 source,
             })?;
+            moved_aside = Some(aside.clone());
             tracing::warn!(
                 key = %key_path.display(),
                 moved_to = %aside.display(),
@@ -481,6 +532,10 @@ impl ClientIdentity {
         if cert_path.exists() || key_path.exists() {
             return ClientIdentity::load(&cert_path, &key_path);
         }
+        let made = |identity: ClientIdentity| ClientIdentity {
+            moved_aside,
+            ..identity
+        };
         let (cert_pem, key) = new_client_cert(OffsetDateTime::now_utc())?;
         // Key first: a crash between the two writes leaves a key without a certificate (moved
         // aside above by the next run); the other order would leave a certificate that a daemon
@@ -498,7 +553,7 @@ impl ClientIdentity {
                 owner: None,
             },
         )?;
-        ClientIdentity::load(&cert_path, &key_path)
+        ClientIdentity::load(&cert_path, &key_path).map(made)
     }
 
     /// Load an existing certificate and key.
@@ -535,6 +590,7 @@ impl ClientIdentity {
             cert,
             cert_pem,
             certified: certified?,
+            moved_aside: None,
         })
     }
 
@@ -556,6 +612,7 @@ impl ClientIdentity {
             cert,
             cert_pem,
             certified: certified?,
+            moved_aside: None,
         })
     }
 
@@ -801,7 +858,10 @@ mod tests {
         let key = std::fs::read(dir.join(CLIENT_KEY_FILE)).unwrap();
         std::fs::remove_file(dir.join(CLIENT_CERT_FILE)).unwrap();
         let again = ClientIdentity::load_or_create(&dir).expect("a new identity");
-        let aside = dir.join(format!("{CLIENT_KEY_FILE}.orphaned"));
+        let aside = again.moved_aside.clone().expect("moved aside");
+        assert!(aside
+            .to_string_lossy()
+            .contains(&format!("{CLIENT_KEY_FILE}.orphaned-")));
         assert_eq!(std::fs::read(&aside).unwrap(), key, "the old key is kept");
         assert_eq!(
             std::fs::metadata(&aside).unwrap().permissions().mode() & 0o777,

@@ -119,6 +119,8 @@ struct Replaced {
     file: std::fs::File,
     /// What of it has been read: its size when it was replaced, then what was carried over.
     read_to: u64,
+    /// When it was replaced.
+    kept: std::time::Instant,
 }
 
 /// Replaced versions kept open, the newest: a hand append is one command, so one is nearly
@@ -126,6 +128,9 @@ struct Replaced {
 const REPLACED_KEPT: usize = 8;
 /// The most of a replaced version read at once: what a person appends by hand.
 const LATE_APPEND_MAX: u64 = 1 << 20;
+/// How long a replaced version is kept open: far longer than a hand append takes from opening
+/// the file to writing, and short enough that deleted versions do not hold disk space for long.
+const REPLACED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 thread_local! {
     /// Set while this thread holds the writers' lock in [`TrustStore::modify`]: carrying late
@@ -165,7 +170,7 @@ impl TrustStore {
 
     /// The current content, re-read if the file changed since last time.
     pub fn current(&self) -> Result<Arc<Bundle>> {
-        self.carry_late_appends()?;
+        self.carry_late_appends();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let key = FileKey::stat(&self.path)?;
         if cache.loaded && cache.key == key {
@@ -207,6 +212,14 @@ impl TrustStore {
         Ok(bundle)
     }
 
+    /// What [`TrustStore::current`] would give, if the file is still the version it holds:
+    /// one `stat`, never a read. `None` when the file changed (or was never read).
+    pub fn current_if_unchanged(&self) -> Option<Arc<Bundle>> {
+        let key = FileKey::stat(&self.path).ok()?;
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        (cache.loaded && cache.key == key).then(|| cache.bundle.clone())
+    }
+
     /// Say that the file will be read whole soon, by a thread of the caller's: until a read ends,
     /// [`TrustStore::presence`] looks for its client in the file instead of reading it whole
     /// first. The daemon puts a large store's first read off until the connection that started it
@@ -231,7 +244,7 @@ impl TrustStore {
     /// makes, the whole read. The answer is about `fingerprint`: the certificate only says where
     /// to look.
     pub fn presence(&self, certificate: &[u8], fingerprint: &Fingerprint) -> Result<Presence> {
-        self.carry_late_appends()?;
+        self.carry_late_appends();
         if self.reading.load(Ordering::Acquire) {
             if let Ok(_turn) = self.looking.try_lock() {
                 // A failed read is the whole read's to report.
@@ -316,7 +329,12 @@ impl TrustStore {
         if replaced.len() == REPLACED_KEPT {
             replaced.remove(0);
         }
-        replaced.push(Replaced { file, read_to });
+        replaced.retain(|version| version.kept.elapsed() < REPLACED_FOR);
+        replaced.push(Replaced {
+            file,
+            read_to,
+            kept: std::time::Instant::now(),
+        });
     }
 
     /// Add the certificates appended by hand to a version of the file that a rewrite of ours had
@@ -324,15 +342,21 @@ impl TrustStore {
     /// they would be lost with that version, although the command that appended them succeeded.
     /// Whole certificate blocks only; a block still being written is taken when it ends. Called
     /// before every read of the store, which costs one `fstat` per version kept, usually none.
-    pub fn carry_late_appends(&self) -> Result<()> {
+    pub fn carry_late_appends(&self) {
         if WRITING.with(|w| w.get()) {
-            return Ok(());
+            return;
         }
-        let late: Vec<Entry> = {
-            let Ok(mut replaced) = self.replaced.try_lock() else {
-                return Ok(());
+        // What each version kept holds beyond what was read of it: read under the lock, taken
+        // as read only once it is in the store, so that a failed write loses nothing.
+        // (the version's inode, how far it is read once these are in, the entries)
+        let mut late: Vec<(u64, u64, Vec<Entry>)> = Vec::new();
+        {
+            let mut replaced = match self.replaced.try_lock() {
+                Ok(replaced) => replaced,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
             };
-            let mut late = Vec::new();
+            replaced.retain(|version| version.kept.elapsed() < REPLACED_FOR);
             for version in replaced.iter_mut() {
                 let Ok(meta) = version.file.metadata() else {
                     continue;
@@ -350,32 +374,56 @@ impl TrustStore {
                 {
                     continue;
                 }
-                let Some(end) = format::end_of_last_block(&bytes) else {
-                    continue;
-                };
-                version.read_to += end as u64;
-                late.extend(Bundle::parse(&bytes[..end]).iter().cloned());
+                match format::end_of_last_block(&bytes) {
+                    Some(end) => late.push((
+                        meta.ino(),
+                        version.read_to + end as u64,
+                        Bundle::parse(&bytes[..end]).iter().cloned().collect(),
+                    )),
+                    // As much as a person appends, and not a block's end in it: not read again.
+                    None if len as u64 == LATE_APPEND_MAX => version.read_to += len as u64,
+                    None => {}
+                }
             }
-            late
-        };
+        }
         if late.is_empty() {
-            return Ok(());
+            return;
         }
         let mut added = 0;
-        self.modify(|bundle| {
+        let written = self.modify(|bundle| {
             added = late
                 .iter()
+                .flat_map(|(_, _, entries)| entries)
                 .filter(|entry| bundle.insert((*entry).clone()))
                 .count();
             added > 0
-        })?;
-        tracing::warn!(
-            path = %self.path.display(),
-            certificates = added,
-            "certificates appended by hand to the trust store while a removal replaced the file \
-             were written to the old file; added them to the store"
-        );
-        Ok(())
+        });
+        if let Err(e) = written {
+            // Tried again at the next read; the read itself goes on.
+            tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                "cannot add certificates appended by hand to a replaced trust store file"
+            );
+            return;
+        }
+        let mut replaced = self.replaced.lock().unwrap_or_else(|e| e.into_inner());
+        // By inode: the write may itself have replaced the file, and changed the list.
+        for (ino, read_to, _) in late {
+            for version in replaced.iter_mut() {
+                if version.file.metadata().is_ok_and(|m| m.ino() == ino) {
+                    version.read_to = version.read_to.max(read_to);
+                }
+            }
+        }
+        if added > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                certificates = added,
+                "certificates appended by hand to the trust store while a removal replaced the \
+                 file were written to the old file; added them to the store"
+            );
+        }
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {

@@ -713,3 +713,37 @@ fn a_hand_append_into_a_file_a_removal_replaced_is_carried_over() {
     s.current().unwrap();
     assert_eq!(Bundle::parse(&std::fs::read(s.path()).unwrap()).len(), 2);
 }
+
+/// A version of the file that others could write (made by hand under a lax umask) is not kept
+/// when a rewrite replaces it: what anyone writes into it afterwards goes nowhere, as before.
+#[test]
+fn a_replaced_file_that_others_could_write_is_not_carried_over() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _, b) = two_clients(dir.path());
+    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    let mut held = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path())
+        .unwrap();
+    assert!(s.remove(&Fingerprint::of(&b)).unwrap().is_some());
+    let (late_pem, late) = cert();
+    held.write_all(late_pem.as_bytes()).unwrap();
+    assert!(!s.current().unwrap().contains(&Fingerprint::of(&late)));
+    let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the rewrite put the mode right");
+}
+
+/// A change that changes nothing (a trusted client authenticating again, a removal of nobody)
+/// keeps the cached content as it is: a `trust list` sent in pages of it goes on.
+#[test]
+fn a_change_of_nothing_keeps_the_cached_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, _) = two_clients(dir.path());
+    let before = s.current().unwrap();
+    assert!(!s.add(Entry::new(a.clone(), Metadata::default())).unwrap());
+    assert!(s.remove(&Fingerprint::of(b"nobody")).unwrap().is_none());
+    assert!(Arc::ptr_eq(&before, &s.current().unwrap()));
+    assert!(Arc::ptr_eq(&before, &s.current_if_unchanged().unwrap()));
+}

@@ -25,7 +25,15 @@ impl TrustStore {
             let before = bundle.len();
             let result = change(&mut bundle);
             if !result.changed() {
-                self.remember(bundle, key);
+                // The cache already holds this version when it was read from it: kept as it is,
+                // so that readers holding it (a `trust list` in pages) see no change.
+                let cached = {
+                    let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    cache.loaded && cache.key == key && key.is_some()
+                };
+                if !cached {
+                    self.remember(bundle, key);
+                }
                 return Ok(result);
             }
             // Something changed on disk since our read (a hand append takes no lock): start over
@@ -47,11 +55,14 @@ impl TrustStore {
             }
             let text = bundle.to_pem();
             // The version replaced, held open: a hand append that opened it before the rename
-            // and writes after it is carried over (`carry_late_appends`).
+            // and writes after it is carried over (`carry_late_appends`). Only a version with
+            // the store's own owner and mode: one that others could write (a store made by
+            // hand under a lax umask, rewritten to put that right) could have been opened by
+            // anyone, and what they wrote into it after the rewrite must go nowhere.
             let old = crate::fsutil::open_regular(&self.path)
                 .ok()
                 .flatten()
-                .filter(|(_, meta)| Some(FileKey::of(meta)) == key);
+                .filter(|(_, meta)| Some(FileKey::of(meta)) == key && self.is_ours(meta));
             // Checked again once the new file is written: a hand append meanwhile would
             // otherwise be renamed away with the old file.
             let unchanged = || Ok(FileKey::stat_io(&self.path)? == key);
@@ -101,11 +112,7 @@ impl TrustStore {
         }
         // Appending keeps owner and mode: only when they are already the ones a rewrite would
         // give; otherwise the rewrite puts them right.
-        let owner_ok = match self.mode.owner {
-            Some((uid, gid)) => meta.uid() == uid && meta.gid() == gid,
-            None => meta.uid() == nix::unistd::geteuid().as_raw(),
-        };
-        if !meta.file_type().is_file() || meta.mode() & 0o7777 != self.mode.mode || !owner_ok {
+        if !self.is_ours(&meta) {
             return Ok(Appended::NotOurs);
         }
         let mut bytes = Vec::with_capacity(text.len() + 1);
@@ -154,6 +161,15 @@ impl TrustStore {
         } else {
             None
         }))
+    }
+
+    /// Whether a version of the file has the type, owner and mode that the store writes.
+    fn is_ours(&self, meta: &std::fs::Metadata) -> bool {
+        let owner_ok = match self.mode.owner {
+            Some((uid, gid)) => meta.uid() == uid && meta.gid() == gid,
+            None => meta.uid() == nix::unistd::geteuid().as_raw(),
+        };
+        meta.file_type().is_file() && meta.mode() & 0o7777 == self.mode.mode && owner_ok
     }
 
     /// The file's content for a writer holding the lock: what the cache holds if the file is

@@ -120,7 +120,8 @@ fn revoke_target(given: Option<String>) -> Result<(Zeroizing<String>, bool), Err
     match token_in(&entered) {
         Some(token) => Ok((Zeroizing::new(token.to_string()), argv)),
         None if entered.trim().is_empty() => Err(Error::Usage("No token given".into())),
-        None => Ok((entered, false)),
+        // A name, as typed: without the blanks around it.
+        None => Ok((Zeroizing::new(entered.trim().to_string()), false)),
     }
 }
 
