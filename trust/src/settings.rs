@@ -219,10 +219,28 @@ impl SettingsFile {
     }
 
     /// Read, change and replace it under the lock, so concurrent writers never lose each other's
-    /// keys.
+    /// keys. A file that cannot be parsed (damaged) is kept under a second name, with its mode,
+    /// and replaced by one holding the change alone: setting the passphrase again is then how an
+    /// administrator mends it, without editing the file, where every read of it fails.
     pub fn update<R>(&self, change: impl FnOnce(&mut Ini) -> R) -> Result<R> {
         fsutil::update(&self.path, self.mode, |bytes| {
-            let mut ini = self.parse(bytes)?;
+            let mut ini = match self.parse(bytes.clone()) {
+                Ok(ini) => ini,
+                Err(e @ Error::Settings { .. }) => {
+                    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+                    let kept = self.path.with_extension(format!("conf.damaged-{stamp}"));
+                    fsutil::write_atomic(&kept, &bytes.unwrap_or_default(), self.mode)?;
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        kept = %kept.display(),
+                        "the settings file could not be read; it was kept under another name and \
+                         is written anew"
+                    );
+                    Ini::default()
+                }
+                Err(e) => return Err(e),
+            };
             let result = change(&mut ini);
             Ok((result, ini.to_text().into_bytes()))
         })
@@ -299,5 +317,33 @@ mod tests {
         assert!(ini.passphrase().unwrap().is_some());
         ini.set_passphrase(None);
         assert!(ini.passphrase().unwrap().is_none());
+    }
+
+    /// A damaged file fails every read, and the next write (setting the passphrase again) mends
+    /// it, keeping the damaged one under a second name with its mode.
+    #[test]
+    fn a_damaged_file_is_mended_by_the_next_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("multipassd.conf");
+        std::fs::write(&path, "[General]\nlocal.passphrase\n").unwrap();
+        let file = SettingsFile::new(&path, FileMode::PRIVATE);
+        assert!(file.load().is_err());
+        file.update(|ini| ini.set(GENERAL, "a", "1")).unwrap();
+        assert_eq!(file.load().unwrap().get(GENERAL, "a"), Some("1"));
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".conf.damaged-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(
+            std::fs::read_to_string(&kept[0]).unwrap(),
+            "[General]\nlocal.passphrase\n"
+        );
+        assert_eq!(
+            std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }
