@@ -11,6 +11,7 @@ packages=(
     dbus polkitd                     # the helper's tests: a real system bus and polkitd
     man-db                           # the man page tests read the generated pages with man
     libfaketime                      # a daemon whose clock is set back while it runs
+    strace                           # what the daemon syncs before it acknowledges a change
 )
 
 missing=()

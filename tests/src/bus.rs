@@ -274,6 +274,8 @@ impl Helper {
             .arg(admin_group)
             .args(["serve", "--idle-timeout", "0"])
             .args(serve_args)
+            // Every line it can write, so that a secret in any of them is seen.
+            .env("MULTIPASSD_HELPER_LOG", "trace")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -461,7 +463,10 @@ pub fn calls_carrying_descriptors(
     let out = user
         .command(Path::new("/usr/bin/python3"), &[])
         .arg("-c")
-        .arg(include_str!("dbus_descriptors.py"))
+        .arg(concat!(
+            include_str!("dbus_wire.py"),
+            include_str!("dbus_descriptors.py")
+        ))
         .args([SYSTEM_BUS_SOCKET, HELPER_NAME, helper_api::OBJECT_PATH])
         .args([helper_api::INTERFACE, member])
         .args([calls.to_string(), descriptors.to_string()])
@@ -549,7 +554,10 @@ impl RawCalls {
         let mut child = user
             .command(Path::new("/usr/bin/python3"), &[])
             .arg("-c")
-            .arg(include_str!("dbus_held_calls.py"))
+            .arg(concat!(
+                include_str!("dbus_wire.py"),
+                include_str!("dbus_held_calls.py")
+            ))
             .args([SYSTEM_BUS_SOCKET, HELPER_NAME, helper_api::OBJECT_PATH])
             .args([helper_api::INTERFACE, member])
             .args([calls.to_string(), flags.to_string()])

@@ -267,7 +267,9 @@ pub fn helper_command(daemon: &Daemon, admin_group: &str, args: &[&str]) -> Comm
         .arg(admin_group)
         .args(args)
         .env_clear()
-        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin");
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        // Every line it can write, so that a secret in any of them is seen.
+        .env("MULTIPASSD_HELPER_LOG", "trace");
     cmd
 }
 

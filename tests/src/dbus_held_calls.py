@@ -16,7 +16,6 @@
 # argv: bus socket, destination, object path, interface, member, calls, flags, agent (1 or 0),
 # limit (seconds)
 import os
-import socket
 import struct
 import sys
 import time
@@ -32,33 +31,6 @@ AUTHORITY = "org.freedesktop.PolicyKit1.Authority"
 
 def say(line):
     print(line, flush=True)
-
-
-class Body:
-    """D-Bus marshalling, little-endian, of the few types used here."""
-
-    def __init__(self):
-        self.data = b""
-
-    def align(self, n):
-        self.data += b"\0" * ((-len(self.data)) % n)
-
-    def uint32(self, value):
-        self.align(4)
-        self.data += struct.pack("<I", value)
-
-    def uint64(self, value):
-        self.align(8)
-        self.data += struct.pack("<Q", value)
-
-    def string(self, text):
-        raw = text.encode()
-        self.uint32(len(raw))
-        self.data += raw + b"\0"
-
-    def signature(self, text):
-        raw = text.encode()
-        self.data += bytes([len(raw)]) + raw + b"\0"
 
 
 def subject_body():
@@ -84,72 +56,6 @@ def subject_body():
     return body.data
 
 
-def method_call(serial, path, iface, member, dest, body_sig, body, flags):
-    fields = Body()
-    for code, kind, value in ((1, "o", path), (2, "s", iface), (3, "s", member), (6, "s", dest)):
-        fields.align(8)
-        fields.data += bytes([code])
-        fields.signature(kind)
-        fields.string(value)
-    if body_sig:
-        fields.align(8)
-        fields.data += bytes([8])
-        fields.signature("g")
-        fields.signature(body_sig)
-    head = struct.pack("<cBBBIII", b"l", 1, flags, 1, len(body), serial, len(fields.data))
-    message = Body()
-    message.data = head + fields.data
-    message.align(8)
-    return message.data + body
-
-
-def string_body(text):
-    body = Body()
-    body.string(text)
-    return body.data
-
-
-def messages(conn):
-    """(kind, header fields by code, body) of each message read, until the connection ends."""
-    data = b""
-    while True:
-        while len(data) >= 16:
-            body_len, _, fields_len = struct.unpack_from("<III", data, 4)
-            start = 16
-            end = start + fields_len + ((-fields_len) % 8) + body_len
-            if len(data) < end:
-                break
-            kind, raw = data[1], data[start : start + fields_len]
-            fields, at = {}, 0
-            while at < len(raw):
-                at += (-at) % 8
-                code, sig_len = raw[at], raw[at + 1]
-                sig = raw[at + 2 : at + 2 + sig_len].decode()
-                at += 3 + sig_len
-                if sig in ("s", "o"):
-                    at += (-at) % 4
-                    (length,) = struct.unpack_from("<I", raw, at)
-                    fields[code] = raw[at + 4 : at + 4 + length].decode()
-                    at += 5 + length
-                elif sig == "g":
-                    length = raw[at]
-                    fields[code] = raw[at + 1 : at + 1 + length].decode()
-                    at += 2 + length
-                else:
-                    at += (-at) % 4
-                    (fields[code],) = struct.unpack_from("<I", raw, at)
-                    at += 4
-            yield kind, fields, data[end - body_len : end]
-            data = data[end:]
-        try:
-            chunk = conn.recv(65536)
-        except (ConnectionResetError, TimeoutError, socket.timeout):
-            chunk = b""
-        if not chunk:
-            return
-        data += chunk
-
-
 def first_string(fields, body):
     if fields.get(8, "").startswith("s") and len(body) >= 4:
         (length,) = struct.unpack_from("<I", body, 0)
@@ -157,15 +63,7 @@ def first_string(fields, body):
     return ""
 
 
-conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-conn.connect(bus_path)
-conn.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
-assert conn.recv(4096).startswith(b"OK "), "the bus refused authentication"
-conn.sendall(b"BEGIN\r\n")
-conn.sendall(
-    method_call(1, "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello",
-                "org.freedesktop.DBus", None, b"", 0)
-)
+conn = connect(bus_path)
 incoming = messages(conn)
 conn.settimeout(limit)
 

@@ -194,6 +194,47 @@ pub async fn h2_over_unix(
     h2_over(UnixStream::from_std(stream)?, config).await
 }
 
+/// A call opened on an [`H2Connection`] and left as it is: its answer to come, and the rest of
+/// its request body.
+pub type OpenCall = (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>);
+
+/// Makes an [`H2Connection`] over each of `connections` (connected Unix streams, e.g. made as
+/// another user) and opens up to `per_connection` calls on each: headers from `request`, then the
+/// data frame `first`, the request ended after it if `end`. A connection's opening stops at the
+/// first stream it refuses. The connections (the caller keeps them open for as long as the calls
+/// are to be held) and the calls whose first frame was sent.
+pub async fn open_calls(
+    connections: Vec<std::os::unix::net::UnixStream>,
+    config: Arc<rustls::ClientConfig>,
+    per_connection: usize,
+    request: impl Fn() -> http::Request<()>,
+    first: bytes::Bytes,
+    end: bool,
+) -> (Vec<H2Connection>, Vec<OpenCall>) {
+    let (mut conns, mut calls) = (Vec::new(), Vec::new());
+    for stream in connections {
+        let mut conn = h2_over_unix(stream, config.clone())
+            .await
+            .expect("an HTTP/2 connection within the user's limits");
+        for _ in 0..per_connection {
+            let Ok((response, mut body)) = conn.send.send_request(request(), false) else {
+                break;
+            };
+            if body.send_data(first.clone(), end).is_ok() {
+                calls.push((response, body));
+            }
+            // Wait until the connection takes another stream, as a client within the
+            // daemon's stream limit would.
+            match conn.send.clone().ready().await {
+                Ok(send) => conn.send = send,
+                Err(_) => break,
+            }
+        }
+        conns.push(conn);
+    }
+    (conns, calls)
+}
+
 /// The headers of a gRPC call of `method` of `multipass.Rpc` (e.g. `list`).
 pub fn grpc_request(method: &str) -> http::Request<()> {
     grpc_request_of("multipass.Rpc", method)

@@ -35,4 +35,27 @@ expect "the socket starts with no state directory" active "$(systemctl is-active
 expect "the socket is restricted again" "660 root:sudo" "$(mode_of /run/multipass_socket)"
 as alice list
 expect "the first client again once the state was wiped" 0 "$rc"
+
+# No command is lost across idle exits: commands timed around the idle timeout, so that some
+# reach the socket as the daemon is deciding to exit, some just after it exited. The idle
+# timeout is 1 s here (300 s as packaged), and the start rate limit, which 5 starts in 10 s
+# would hit at this pace, lifted to match.
+mkdir -p /etc/systemd/system/multipass.service.d
+printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=\nExecStart=/usr/sbin/multipassd --idle-timeout 1\n' \
+    >/etc/systemd/system/multipass.service.d/idle.conf
+systemctl daemon-reload
+systemctl stop multipass.service
+lost=0
+invocations=$(mktemp)
+for i in $(seq 30); do
+    # 0.90 to 1.14 s after the previous command ended.
+    sleep "$(printf '%d.%02d' $(((90 + i * 7 % 25) / 100)) $(((90 + i * 7 % 25) % 100)))"
+    as alice list
+    [[ $rc == 0 ]] || lost=$((lost + 1))
+    systemctl show -p InvocationID --value multipass.service >>"$invocations"
+done
+expect "30 commands around idle exits: none lost" 0 "$lost"
+starts=$(sort -u "$invocations" | grep -c .)
+check "the daemon exited and was started again between them (started $starts times)" test "$starts" -ge 5
+expect "the idle exits were successes" success "$(systemctl show -p Result --value multipass.service)"
 finish

@@ -47,13 +47,19 @@ check "the store names erin (from PKEXEC_UID)" grep -q "user: erin" "$store"
 
 # pkexec without any agent, where a rules file authorizes a group: no password, no agent.
 groupadd multipass-admins
+groupadd multipass-trusters
 mkuser gina 2006 multipass-admins
 mkuser hank 2007
+mkuser ivan 2008 multipass-trusters
 mkdir -p /etc/polkit-1/rules.d
 cat >/etc/polkit-1/rules.d/50-multipass-admins.rules <<'RULES'
 polkit.addRule(function(action, subject) {
     if ((action.id == "io.multipass.trust-client" || action.id == "io.multipass.set-passphrase") &&
         subject.isInGroup("multipass-admins")) {
+        return polkit.Result.YES;
+    }
+    // Trust alone: pkexec must tell the two actions apart by the helper's first argument.
+    if (action.id == "io.multipass.trust-client" && subject.isInGroup("multipass-trusters")) {
         return polkit.Result.YES;
     }
 });
@@ -70,6 +76,7 @@ pkexec_as() {
 }
 as gina list; expect "gina is not trusted yet" 2 "$rc"
 as hank list; expect "hank is not trusted yet" 2 "$rc"
+as ivan list; expect "ivan is not trusted yet" 2 "$rc"
 home_cert() { echo "$(home_of "$1")/.local/share/multipass-client-certificate/multipass_cert.pem"; }
 cp "$store" /tmp/store.before
 cp /var/lib/multipassd/multipassd.conf /tmp/conf.before 2>/dev/null || : >/tmp/conf.before
@@ -80,6 +87,13 @@ pkexec_as hank /tmp/hank-pass set-passphrase
 check "hank cannot set the passphrase through pkexec" test "$rc" -ne 0
 check "the store is unchanged after the refusals" cmp "$store" /tmp/store.before
 check "the settings are unchanged after the refusals" cmp /tmp/conf.before <(cat /var/lib/multipassd/multipassd.conf 2>/dev/null)
+
+printf 'from ivan\n' >/tmp/ivan-pass
+pkexec_as ivan /tmp/ivan-pass set-passphrase
+check "ivan (trust only) cannot set the passphrase through pkexec" test "$rc" -ne 0
+check "the settings are unchanged after ivan's refusal" cmp /tmp/conf.before <(cat /var/lib/multipassd/multipassd.conf 2>/dev/null)
+pkexec_as ivan "$(home_cert ivan)" trust-certificate
+expect "ivan (trust only) trusts his certificate through pkexec" 0 "$rc"
 
 pkexec_as gina "$(home_cert gina)" trust-certificate
 expect "gina trusts her certificate through pkexec" 0 "$rc"
@@ -92,7 +106,7 @@ expect "hank authenticates with that passphrase" 0 "$rc"
 as hank list; expect "hank lists" 0 "$rc"
 check "the passphrase never reached a command line or the journal" \
     bash -c '! journalctl -b --no-pager | grep -q "pkexec pass"'
-rm -f /tmp/gina-pass /tmp/hank-pass
+rm -f /tmp/gina-pass /tmp/hank-pass /tmp/ivan-pass
 # Through pkexec the paths are the package's: a caller cannot point the helper elsewhere.
 pkexec_as gina "$(home_cert gina)" trust-certificate --data-dir /tmp
 check "pkexec refuses caller-chosen paths" test "$rc" -ne 0

@@ -2,8 +2,8 @@
 //! are to go before the client does (`XDG_DATA_HOME` in a shared directory such as `/tmp`), or
 //! a symbolic link there to a directory of the victim's. The real `multipass`, run as root,
 //! refuses both: it neither uses a key another user can read or replace (and would then hold
-//! trusted), nor changes the mode of the directory a link points at; in a directory of its own
-//! it goes on.
+//! trusted), nor changes the mode of the directory a link points at; nor uses a directory of its
+//! own that others can write. In a directory of its own, closed to others, it goes on.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -95,6 +95,29 @@ fn a_client_directory_planted_by_another_user_is_refused() {
     out.assert_code(3, "root in a shared directory, first");
     let meta = std::fs::metadata(clean.join(CERT_DIR)).expect("root's directory");
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
+
+    // Its own directory, left open to everyone (a lax umask, a hand `chmod`): anyone may have
+    // put files in it, so it is refused with what to do, and nothing is written there.
+    let lax = shared(&dir, "pub4");
+    let own = lax.join(CERT_DIR);
+    std::fs::create_dir(&own).expect("root's own directory");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = list_as_root(&dir, &lax);
+    out.assert_code(1, "root in its own directory left open");
+    assert!(
+        out.stderr
+            .contains("others may write in it (mode 0777); if it is yours, `chmod 700` it"),
+        "says what to do\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&own).expect("own").count(),
+        0,
+        "nothing written"
+    );
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    list_as_root(&dir, &lax).assert_code(3, "once closed as told");
+    let key = std::fs::metadata(own.join("multipass_cert_key.pem")).expect("root's key");
+    assert_eq!(key.mode() & 0o7777, 0o600, "the key is private");
 }
 
 multipass_system_tests::process_tests! {

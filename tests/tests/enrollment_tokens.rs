@@ -9,7 +9,7 @@ use std::time::Duration;
 use multipass_system_tests::python::{step, PythonClient};
 use multipass_system_tests::{
     assert_secret_absent, audit_events, mode_owner, sha256_hex, token_in, CliOutput, Daemon,
-    Fixture, User, PASSPHRASE_NOT_SET, TOKEN_PREFIX,
+    DaemonConfig, Fixture, User, PASSPHRASE_NOT_SET, TOKEN_PREFIX,
 };
 use serde_json::Value;
 
@@ -33,8 +33,24 @@ fn create_token(daemon: &Daemon, admin: &User, args: &[&str]) -> String {
     token
 }
 
+/// The daemon at its most verbose (`-vvv`), so that a token in any line it can write is seen.
+fn at_trace_level<const N: usize>() -> Fixture<N> {
+    Fixture::open_configured(DaemonConfig {
+        verbosity: 3,
+        ..DaemonConfig::default()
+    })
+}
+
+/// That `log` has lines of every level, so that looking for a secret in it proves something.
+fn assert_traced(log: &str) {
+    assert!(
+        log.contains(" TRACE "),
+        "the daemon did not log at trace level:\n{log}"
+    );
+}
+
 fn enrollment_tokens() {
-    let Fixture(dir, _admins, a, [b, c, d, e, f], daemon) = Fixture::open();
+    let Fixture(dir, _admins, a, [b, c, d, e, f], daemon) = at_trace_level();
     let python = PythonClient::prepare(&dir);
     let mut outputs: Vec<CliOutput> = Vec::new();
     let mut tokens: Vec<String> = Vec::new();
@@ -303,6 +319,7 @@ fn enrollment_tokens() {
     );
 
     let outs: Vec<&CliOutput> = outputs.iter().collect();
+    assert_traced(&log);
     for token in &tokens {
         assert_secret_absent(token, "a token", &log, &outs);
         assert_secret_absent(&sha256_hex(token.as_bytes()), "a token's hash", &log, &outs);
@@ -347,7 +364,7 @@ fn a_pasted_token_with_blanks_or_quotes_is_a_token() {
 /// every user can read it while the command runs (and redeem it before the revocation lands);
 /// one given there anyway is revoked, with a warning that says so.
 fn a_token_is_revoked_without_the_command_line() {
-    let Fixture(_dir, _admins, a, [b], daemon) = Fixture::open();
+    let Fixture(_dir, _admins, a, [b], daemon) = at_trace_level();
     daemon
         .run_as(&a, &["list"], None)
         .assert_code(0, "A `list` (first client)");
@@ -384,8 +401,14 @@ fn a_token_is_revoked_without_the_command_line() {
     let out = daemon.run_as(&a, &["trust", "token", "revoke"], Some("\n"));
     out.assert_code(1, "`trust token revoke` with nothing at the prompt");
     assert!(out.stderr.contains("No token given"), "{out}");
+    let log = daemon.log();
+    assert_traced(&log);
     for token in [&token, &by_name, &in_argv] {
-        assert!(!daemon.log().contains(token.as_str()), "a token in the log");
+        assert!(!log.contains(token.as_str()), "a token in the log");
+        assert!(
+            !log.contains(&sha256_hex(token.as_bytes())),
+            "a token's hash in the log"
+        );
     }
 }
 

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use multipass_system_tests::bus::{
     call_helper, call_helper_as, calls_carrying_descriptors, flood_helper, Flood, HelperSetup,
+    TestRules,
 };
 use multipass_system_tests::{
     audit_events, bin, collapsed_counts, mode_owner, procfs, read_until, sha256_hex, DaemonConfig,
-    Fixture, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
+    Fixture, Group, NOT_AUTHENTICATED, PASSPHRASE_NOT_SET,
 };
 
 fn read(path: &std::path::Path) -> Option<Vec<u8>> {
@@ -78,6 +79,12 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
     assert!(
         !helper.log().contains("helper-pass"),
         "passphrase in the helper's log"
+    );
+    assert!(
+        helper.log().contains(" TRACE "),
+        "the helper did not log at its most verbose, so not every line it can write was \
+         looked at:\n{}",
+        helper.log()
     );
     // Its audit line says who and which certificate in its text.
     let (fingerprint, who) = (
@@ -380,6 +387,65 @@ fn calls_carrying_descriptors_never_reach_the_helper() {
     );
 }
 
+/// Each method is guarded by its own action: a user granted one of the two operator actions
+/// cannot do what the other one guards (the other tests grant both at once).
+fn each_action_grants_its_own_method_alone() {
+    let setup = HelperSetup::new();
+    let (setters, trusters) = (Group::create_admin(), Group::create_admin());
+    let setter = setup.user(&[&setters]);
+    let truster = setup.user(&[&trusters]);
+    let _set_rules = TestRules::grant(&setters, &[helper_api::actions::SET_PASSPHRASE], &setter);
+    let _trust_rules = TestRules::grant(&trusters, &[helper_api::actions::TRUST_CLIENT], &truster);
+    let (daemon, _helper) = setup.serve();
+    for user in [&setter, &truster] {
+        daemon.run_as(user, &["version"], None);
+    }
+    let pem_of = |user: &multipass_system_tests::User| {
+        std::fs::read_to_string(user.cert_path()).expect("a client certificate")
+    };
+    let (store, conf) = (daemon.store_path(), daemon.conf_path());
+
+    // Granted the passphrase alone: it cannot trust itself.
+    let before = read(&store);
+    let (ok, text) = call_helper(
+        Some(&setter),
+        "TrustCertificate",
+        "ss",
+        &[&pem_of(&setter), ""],
+    );
+    assert!(!ok && text.contains("Not authorized"), "{text}");
+    assert!(read(&store) == before, "the store changed");
+    let (ok, text) = call_helper(Some(&setter), "SetPassphrase", "s", &["set by the setter"]);
+    assert!(ok, "{text}");
+    assert!(read(&conf).is_some(), "no passphrase written");
+
+    // Granted trust alone: it cannot set the passphrase.
+    let before = read(&conf);
+    let (ok, text) = call_helper(
+        Some(&truster),
+        "SetPassphrase",
+        "s",
+        &["set by the truster"],
+    );
+    assert!(!ok && text.contains("Not authorized"), "{text}");
+    assert!(read(&conf) == before, "the settings changed");
+    let (ok, text) = call_helper(
+        Some(&truster),
+        "TrustCertificate",
+        "ss",
+        &[&pem_of(&truster), ""],
+    );
+    assert!(ok, "{text}");
+    daemon
+        .run_as(&truster, &["list"], None)
+        .assert_code(0, "trusted through the helper");
+    daemon.run_as(&setter, &["list"], None).assert_failure(
+        2,
+        &format!("list failed: {NOT_AUTHENTICATED}"),
+        "the setter is not trusted",
+    );
+}
+
 fn only_the_daemon_user_manages_the_socket() {
     let setup = HelperSetup::new();
     let operator = setup.user(&[&setup.operators]);
@@ -613,5 +679,5 @@ fn stuck_administrator_gets_out_without_editing_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, writers_run_a_few_at_a_time, calls_carrying_descriptors_never_reach_the_helper, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
+    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, writers_run_a_few_at_a_time, calls_carrying_descriptors_never_reach_the_helper, each_action_grants_its_own_method_alone, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
 }

@@ -12,6 +12,9 @@ use multipass_system_tests::{grpc, procfs, Fixture};
 const CONNECTIONS: usize = 64;
 /// The per-connection stream limit (`daemon/src/server.rs`).
 const STREAMS: usize = 16;
+/// Requests one user may have in flight (`daemon::server::MAX_REQUESTS_PER_PEER`): the streams
+/// the daemon holds, each with its incomplete message; it refuses the others at once.
+const IN_FLIGHT: usize = 64;
 /// The largest request message the daemon accepts (`daemon::server::MAX_REQUEST_BYTES`).
 const MESSAGE: usize = 64 * 1024;
 /// The bound of docs/SECURITY.md ("Hostile connections cost little"): growth of the daemon's
@@ -47,31 +50,16 @@ fn incomplete_messages_bound_memory() {
     let config = grpc::client_config(&daemon.root_cert(), None).unwrap();
     let started = Instant::now();
     let (held, opened, refused) = runtime.block_on(async {
-        let (mut streams, mut conns) = (Vec::new(), Vec::new());
-        let (mut opened, mut refused) = (0, 0);
-        for stream in connections {
-            let mut conn = grpc::h2_over_unix(stream, config.clone())
-                .await
-                .expect("an HTTP/2 connection within the user's limit");
-            for _ in 0..STREAMS {
-                let Ok((response, mut body)) = conn
-                    .send
-                    .send_request(grpc::grpc_request("authenticate"), false)
-                else {
-                    break;
-                };
-                let frame = grpc::grpc_frame(MESSAGE as u32, &vec![b'x'; MESSAGE - 1]);
-                if body.send_data(frame, false).is_ok() {
-                    opened += 1;
-                }
-                streams.push((response, body));
-                match conn.send.clone().ready().await {
-                    Ok(send) => conn.send = send,
-                    Err(_) => break,
-                }
-            }
-            conns.push(conn);
-        }
+        let (conns, mut streams) = grpc::open_calls(
+            connections,
+            config,
+            STREAMS,
+            || grpc::grpc_request("authenticate"),
+            grpc::grpc_frame(MESSAGE as u32, &vec![b'x'; MESSAGE - 1]),
+            false,
+        )
+        .await;
+        let (opened, mut refused) = (streams.len(), 0);
         // Let the daemon read what it will of the messages.
         tokio::time::sleep(Duration::from_secs(3)).await;
         for (response, _) in streams.iter_mut() {
@@ -104,6 +92,16 @@ fn incomplete_messages_bound_memory() {
          during: grew by {} KiB (bound {BOUND_MIB} MiB)",
         growth_kib
     ));
+    // The bound means something only if the daemon held messages while it was measured.
+    assert!(
+        opened >= CONNECTIONS * (STREAMS - 1),
+        "only {opened} streams were opened"
+    );
+    let held = opened - refused;
+    assert!(
+        (IN_FLIGHT / 2..=IN_FLIGHT).contains(&held),
+        "the daemon held {held} incomplete requests, where it holds up to {IN_FLIGHT} of one user"
+    );
     assert!(
         growth_kib <= BOUND_MIB << 10,
         "the daemon's peak RSS grew by {growth_kib} KiB, above the documented {BOUND_MIB} MiB"

@@ -119,6 +119,7 @@ fn secrets_and_permissions() {
         ("the daemon", "multipassd --address"),
         ("the CLI", "multipass authenticate"),
         ("the helper", "multipassd-helper --data-dir"),
+        ("the helper's writer", "multipassd-helper write-as-owner"),
     ] {
         assert!(
             seen.iter().any(|s| s.contains(needle)),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use multipass_system_tests::bus::{call_helper_as, Helper, HelperSetup};
 use multipass_system_tests::clients::Identity;
 use multipass_system_tests::process::{self, CliOutput};
-use multipass_system_tests::{bin, mode_owner, Group, TestDir};
+use multipass_system_tests::{bin, mode_owner, Group, TestDir, User};
 
 /// `multipassd-helper --socket SOCKET --data-dir DATA --admin-group GROUP apply-socket-policy`.
 fn apply_socket_policy(socket: &Path, data: &Path, group: &Group) -> CliOutput {
@@ -215,6 +215,24 @@ fn a_socket_directory_others_can_write_is_refused() {
         leftovers.is_empty(),
         "temporary sockets left: {leftovers:?}"
     );
+
+    // A directory another user owns, even one only its owner can write: that user could swap
+    // the socket for a link between the check and the change.
+    let owner = User::create(&dir, None);
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&shared, Some(owner.uid), Some(owner.gid)).unwrap();
+    let out = apply_socket_policy(&socket, &data, &admins);
+    assert!(
+        out.code == Some(1)
+            && out.stderr.contains(&format!(
+                "{} is owned by uid {}, not by root",
+                shared.display(),
+                owner.uid
+            )),
+        "{out}"
+    );
+    assert_eq!(mode_owner(&socket).unwrap(), (0o600, 0, 0), "another's dir");
+    std::os::unix::fs::chown(&shared, Some(0), Some(0)).unwrap();
 
     // The same socket, once only root can write its directory: the policy applies.
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -264,26 +264,15 @@ fn unread_lists_bound_memory() {
         .build()
         .unwrap();
     let (held, answered, refused) = runtime.block_on(async {
-        let (mut streams, mut conns) = (Vec::new(), Vec::new());
-        for stream in connections {
-            let mut conn = grpc::h2_over_unix(stream, config.clone())
-                .await
-                .expect("an HTTP/2 connection of a trusted client");
-            for _ in 0..STREAMS {
-                let request = grpc::grpc_request_of("multipass.trust.Trust", "ListClients");
-                let Ok((response, mut body)) = conn.send.send_request(request, false) else {
-                    break;
-                };
-                body.send_data(grpc::grpc_frame(0, &[]), true)
-                    .expect("an empty request");
-                streams.push((response, body));
-                match conn.send.clone().ready().await {
-                    Ok(send) => conn.send = send,
-                    Err(_) => break,
-                }
-            }
-            conns.push(conn);
-        }
+        let (conns, mut streams) = grpc::open_calls(
+            connections,
+            config,
+            STREAMS,
+            || grpc::grpc_request_of("multipass.trust.Trust", "ListClients"),
+            grpc::grpc_frame(0, &[]),
+            true,
+        )
+        .await;
         // Let the daemon make what it will of the answers.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (mut answered, mut refused) = (0, 0);

@@ -116,12 +116,18 @@ pub struct TrustStore {
 /// the rename (`tee -a` opens its file when it starts, and may write seconds later) writes into
 /// it, where nobody reads.
 struct Replaced {
+    /// Tells it from the others after the list changed (see [`REPLACED_IDS`]).
+    id: u64,
     file: std::fs::File,
     /// What of it has been read: its size when it was replaced, then what was carried over.
     read_to: u64,
     /// When it was replaced.
     kept: std::time::Instant,
 }
+
+/// Where [`Replaced::id`]s come from: unique in the process, so that a version is found again
+/// after a write that may itself have replaced the file and changed the list.
+static REPLACED_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Replaced versions kept open, the newest: a hand append is one command, so one is nearly
 /// always enough; a few cover removals in quick succession.
@@ -331,6 +337,7 @@ impl TrustStore {
         }
         replaced.retain(|version| version.kept.elapsed() < REPLACED_FOR);
         replaced.push(Replaced {
+            id: REPLACED_IDS.fetch_add(1, Ordering::Relaxed),
             file,
             read_to,
             kept: std::time::Instant::now(),
@@ -348,7 +355,7 @@ impl TrustStore {
         }
         // What each version kept holds beyond what was read of it: read under the lock, taken
         // as read only once it is in the store, so that a failed write loses nothing.
-        // (the version's inode, how far it is read once these are in, the entries)
+        // (the version's id, how far it is read once these are in, the entries)
         let mut late: Vec<(u64, u64, Vec<Entry>)> = Vec::new();
         {
             let mut replaced = match self.replaced.try_lock() {
@@ -376,7 +383,7 @@ impl TrustStore {
                 }
                 match format::end_of_last_block(&bytes) {
                     Some(end) => late.push((
-                        meta.ino(),
+                        version.id,
                         version.read_to + end as u64,
                         Bundle::parse(&bytes[..end]).iter().cloned().collect(),
                     )),
@@ -408,12 +415,10 @@ impl TrustStore {
             return;
         }
         let mut replaced = self.replaced.lock().unwrap_or_else(|e| e.into_inner());
-        // By inode: the write may itself have replaced the file, and changed the list.
-        for (ino, read_to, _) in late {
-            for version in replaced.iter_mut() {
-                if version.file.metadata().is_ok_and(|m| m.ino() == ino) {
-                    version.read_to = version.read_to.max(read_to);
-                }
+        // By id: the write may itself have replaced the file, and changed the list.
+        for (id, read_to, _) in late {
+            if let Some(version) = replaced.iter_mut().find(|version| version.id == id) {
+                version.read_to = version.read_to.max(read_to);
             }
         }
         if added > 0 {
