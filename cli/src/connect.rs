@@ -164,9 +164,15 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
     ));
     let identity = identity(trace)?;
 
-    let dialed = rpc::client::dial(&address)
-        .await
-        .map_err(|e| unreachable(&address, e))?;
+    // Connected before the root CA is read: under socket activation the connection starts the
+    // daemon, which makes the root CA on its first start.
+    let mut dialed = dial_waiting(
+        &address,
+        trace,
+        tokio::time::Instant::now() + SOCKET_SETUP_WAIT,
+    )
+    .await
+    .map_err(|e| unreachable(&address, e))?;
     trace.detail("connected to the socket");
 
     let root_path = client_root_cert();
@@ -200,28 +206,104 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
                 .map_or("no cipher suite".into(), |s| format!("{:?}", s.suite()))
         ));
     };
-    let channel = dialed
-        .handshake_then(tls, negotiated)
-        .await
-        .map_err(|e| match e {
-            ConnectError::Tls { address, source } if rejects_server_certificate(&source) => {
-                Error::Unreachable(Unreachable::ServerNotVerified {
-                    reason: source.to_string(),
-                    address,
-                    root_cert: root_path,
-                    from_env: std::env::var_os(ENV_ROOT_CERT).is_some_and(|v| !v.is_empty()),
-                })
+    // A socket restarted under the command drops the connections queued on it: connected, then
+    // reset before the daemon took them. Nothing was sent but the handshake's first message, so
+    // connecting again is safe.
+    let deadline = tokio::time::Instant::now() + SOCKET_SETUP_WAIT;
+    let handshaken = loop {
+        match dialed.handshake_then(tls.clone(), negotiated).await {
+            Err(ConnectError::Tls { source, .. })
+                if matches!(address, Address::Unix(_))
+                    && dropped_unserved(&source)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                trace.detail(format_args!(
+                    "the connection was dropped before the daemon took it ({source}); the \
+                     socket may be restarting: connecting again"
+                ));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                dialed = dial_waiting(&address, trace, deadline)
+                    .await
+                    .map_err(|e| unreachable(&address, e))?;
+                trace.detail("connected to the socket");
             }
-            ConnectError::Tls { address, source } if server_certificate_out_of_time(&source) => {
-                Error::Unreachable(Unreachable::ServerCertTime {
-                    reason: source.to_string(),
-                    address,
-                })
-            }
-            other => unreachable(&address, other),
-        })?;
+            other => break other,
+        }
+    };
+    let channel = handshaken.map_err(|e| match e {
+        ConnectError::Tls { address, source } if rejects_server_certificate(&source) => {
+            Error::Unreachable(Unreachable::ServerNotVerified {
+                reason: source.to_string(),
+                address,
+                root_cert: root_path,
+                from_env: std::env::var_os(ENV_ROOT_CERT).is_some_and(|v| !v.is_empty()),
+            })
+        }
+        ConnectError::Tls { address, source } if server_certificate_out_of_time(&source) => {
+            Error::Unreachable(Unreachable::ServerCertTime {
+                reason: source.to_string(),
+                address,
+            })
+        }
+        other => unreachable(&address, other),
+    })?;
     trace.step("connected");
     Ok(channel)
+}
+
+/// How long a command waits for a Unix socket that is being set up again. When its unit is
+/// restarted (a package upgrade, a change of the admin group), systemd removes the socket file,
+/// makes it anew for root alone (0600), and the start hook then gives it its group and mode:
+/// about 0.1 s in which a trusted user's command would fail.
+const SOCKET_SETUP_WAIT: Duration = Duration::from_millis(1500);
+
+/// [`rpc::client::dial`], waiting until `deadline` while the socket looks as it does while
+/// being set up: missing, with nobody listening, or root's alone.
+async fn dial_waiting(
+    address: &Address,
+    trace: &Trace,
+    deadline: tokio::time::Instant,
+) -> Result<rpc::client::Dialed, ConnectError> {
+    let mut pause = Duration::from_millis(10);
+    let mut said = false;
+    loop {
+        match rpc::client::dial(address).await {
+            Err(ConnectError::Dial {
+                address: Address::Unix(path),
+                source,
+            }) if being_set_up(&path, &source) && tokio::time::Instant::now() < deadline => {
+                if !said {
+                    trace.detail(format_args!(
+                        "the socket may be being set up ({source}); waiting for it"
+                    ));
+                    said = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a TLS handshake failed with `e` because the connection was dropped before anyone
+/// answered: reset, or closed, as a socket's queued connections are when it stops.
+fn dropped_unserved(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Whether a socket that refused a connection with `e` may be in the middle of being set up.
+/// A socket of the admin group refusing a user who is not in it is not: that answer is final.
+fn being_set_up(path: &Path, e: &io::Error) -> bool {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => true,
+        io::ErrorKind::PermissionDenied => nix::sys::stat::stat(path)
+            .is_ok_and(|st| st.st_uid == 0 && st.st_gid == 0 && st.st_mode & 0o777 == 0o600),
+        _ => false,
+    }
 }
 
 /// Whether a failed handshake is our verification finding the daemon's certificate not signed

@@ -63,10 +63,25 @@ impl From<tonic::Status> for Error {
 
 /// Whether a status was made on this side of the connection from a transport failure, rather
 /// than sent by the daemon. Statuses decoded from the wire never carry a source; tonic attaches
-/// the underlying error to the ones it makes from connection failures.
+/// the underlying error to the ones it makes from connection failures: UNAVAILABLE when it
+/// could not connect, UNKNOWN ("transport error") when the connection broke under the call (the
+/// daemon restarting), with the transport's or the system's error under it.
 fn is_transport_failure(status: &tonic::Status) -> bool {
     use std::error::Error as _;
-    status.code() == tonic::Code::Unavailable && status.source().is_some()
+    let Some(first) = status.source() else {
+        return false;
+    };
+    if status.code() == tonic::Code::Unavailable {
+        return true;
+    }
+    let mut source = Some(first);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The text of a status: its message, or the code's description when the message is empty.
@@ -111,6 +126,10 @@ impl Error {
                     }
                     source = e.source();
                 }
+                text.push_str(
+                    "\nThe daemon may have been restarting (a package upgrade, `systemctl \
+                     restart`): run the command again.",
+                );
                 text
             }
             Error::Status(status) => format!("{command} failed: {}", status_text(status)),
@@ -577,12 +596,26 @@ mod tests {
 
     #[test]
     fn transport_failures_exit_3() {
+        // A connection broken under the call: tonic makes it UNKNOWN, the error under it.
         let status = tonic::Status::from_error(Box::new(io::Error::new(
             io::ErrorKind::ConnectionReset,
             "connection reset by peer",
         )));
-        // tonic maps unknown errors to UNKNOWN; build the transport case the way its channel does.
         assert_eq!(status.code(), tonic::Code::Unknown);
+        let e = Error::Status(status);
+        assert_eq!(e.exit(), Exit::Unreachable);
+        assert!(
+            e.message("list").unwrap().starts_with(
+                "list failed: lost the connection to the daemon: connection reset by peer\n\
+                 The daemon may have been restarting"
+            ),
+            "{}",
+            e.message("list").unwrap()
+        );
+        // UNKNOWN sent by the daemon is an answer.
+        let e = Error::Status(tonic::Status::unknown("transport error"));
+        assert_eq!(e.exit(), Exit::Failed);
+        // Could not connect: UNAVAILABLE, made the way tonic's channel does.
         let mut status = tonic::Status::unavailable("error trying to connect");
         status.set_source(std::sync::Arc::new(io::Error::new(
             io::ErrorKind::ConnectionRefused,
@@ -592,7 +625,9 @@ mod tests {
         assert_eq!(e.exit(), Exit::Unreachable);
         assert_eq!(
             e.message("list").unwrap(),
-            "list failed: lost the connection to the daemon: error trying to connect: connection refused"
+            "list failed: lost the connection to the daemon: error trying to connect: connection \
+             refused\nThe daemon may have been restarting (a package upgrade, `systemctl \
+             restart`): run the command again."
         );
     }
 

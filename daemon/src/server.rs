@@ -35,8 +35,12 @@ use crate::service::Service;
 use crate::socket::{self, Access, SocketPolicy};
 use trust::access::AdminPolicy;
 
-/// How long a SIGTERM waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a SIGTERM waits for the connections accepted before it to end by themselves: a
+/// command's connection takes well under a second; one held open longer is told to go away.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long it then waits for the requests in flight on the connections told to go away (with
+/// the grace, within the unit's TimeoutStopSec=).
+const SHUTDOWN_LAST: Duration = Duration::from_secs(10);
 /// Largest request message accepted. Ours are small (a passphrase is at most 1 KiB); tonic's
 /// default of 4 MiB let every stalled stream hold that much (160 streams announcing
 /// 4 MiB grew the daemon by 330 MiB).
@@ -418,10 +422,19 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
         signal = signals.recv() => {
             tracing::info!(signal, "shutting down");
             activation::notify(&[NotifyState::Stopping, NotifyState::Status("Shutting down".into())]);
+            // As for an idle exit: connections accepted so far are served to their end (a
+            // command is one connection), and what is still queued on the socket waits for the
+            // next start. Telling them to go away at once (HTTP/2 GOAWAY) failed a command whose
+            // request crossed it (a package upgrade stops the daemon under its users).
             let _ = stop_accepting.send(true);
-            let _ = shutdown_tx.send(());
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
-                tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting anyway");
+                let _ = shutdown_tx.send(());
+                if tokio::time::timeout(SHUTDOWN_LAST, &mut server).await.is_err() {
+                    tracing::warn!(
+                        "requests still in flight {:?} after the signal; exiting anyway",
+                        SHUTDOWN_GRACE + SHUTDOWN_LAST
+                    );
+                }
             }
             Outcome::Stopped
         }

@@ -600,9 +600,50 @@ impl Helper {
     }
 }
 
-/// Serve on the system bus until idle for `idle` (or forever with `None`).
+/// The file this process was started from, to notice when a package upgrade replaces it: a
+/// helper that went on serving would do so, as root, from the old program, for as long as
+/// calls keep coming.
+struct OwnProgram {
+    path: std::path::PathBuf,
+    /// Device and inode of the program running (through /proc, which reaches it even once
+    /// its file is gone).
+    running: Option<(u64, u64)>,
+}
+
+impl OwnProgram {
+    fn find() -> OwnProgram {
+        use std::os::unix::fs::MetadataExt;
+        let running = std::fs::metadata("/proc/self/exe")
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        OwnProgram {
+            path: std::env::current_exe().unwrap_or_default(),
+            running,
+        }
+    }
+
+    /// Whether the file it was started from is now another one, or gone.
+    fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(running) = self.running else {
+            return false;
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(m) => (m.dev(), m.ino()) != running,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+}
+
+/// How often a serving helper looks whether its program was replaced.
+const REPLACED_CHECK: Duration = Duration::from_secs(1);
+
+/// Serve on the system bus until idle for `idle` (or forever with `None`), or until the program
+/// has been replaced (a package upgrade) and no call is in flight: D-Bus then starts the new one
+/// for the next call.
 pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> anyhow::Result<()> {
     config.admin().announce();
+    let program = OwnProgram::find();
     let helper = Helper::new(config, limits);
     let activity = helper.activity();
     // Serve the object before taking the name, so a call that activated us finds it.
@@ -613,13 +654,22 @@ pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> an
         .build()
         .await?;
     tracing::info!(name = BUS_NAME, "serving");
-    let Some(idle) = idle else {
-        std::future::pending::<()>().await;
-        return Ok(());
-    };
+    let tick = idle.map_or(REPLACED_CHECK, |idle| (idle / 4).min(REPLACED_CHECK));
     loop {
-        tokio::time::sleep(idle / 4).await;
-        if activity.idle_for().is_some_and(|d| d >= idle) {
+        tokio::time::sleep(tick).await;
+        let Some(idle_for) = activity.idle_for() else {
+            continue;
+        };
+        if idle.is_some_and(|idle| idle_for >= idle) {
+            tracing::info!("idle; exiting");
+            break;
+        }
+        if program.replaced() {
+            tracing::info!(
+                program = %program.path.display(),
+                "the helper's program was replaced (a package upgrade?); exiting, so that the \
+                 next call starts the new one"
+            );
             break;
         }
     }
@@ -629,7 +679,6 @@ pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> an
     while activity.idle_for().is_none() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::info!("idle; exiting");
     Ok(())
 }
 

@@ -228,8 +228,12 @@ fn run_as_owner(config: &Config, request: &Request) -> anyhow::Result<Reply> {
     if !meta.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let exe = std::env::current_exe().context("cannot find the helper's own executable")?;
-    let mut child = Command::new(exe)
+    // The running program itself, through /proc: a package upgrade may have replaced or removed
+    // the file it was started from, and its path would then start the new version, or nothing.
+    // The name it was started as stays its argv[0], for `ps`.
+    let name = std::env::current_exe().context("cannot find the helper's own executable")?;
+    let mut child = Command::new("/proc/self/exe")
+        .arg0(&name)
         .arg("write-as-owner")
         .arg("--data-dir")
         .arg(dir)

@@ -262,10 +262,23 @@ impl Helper {
         log_dir: &Path,
         serve_args: &[&str],
     ) -> Helper {
+        let program = crate::bin("multipassd-helper");
+        Helper::start_from(&program, socket, data_dir, admin_group, log_dir, serve_args)
+    }
+
+    /// [`Helper::start_with`] the helper's program at `program` (e.g. a copy, to replace).
+    pub fn start_from(
+        program: &Path,
+        socket: &Path,
+        data_dir: &Path,
+        admin_group: &str,
+        log_dir: &Path,
+        serve_args: &[&str],
+    ) -> Helper {
         wait_name(false);
         let log = log_dir.join("helper.log");
         let file = File::create(&log).expect("helper log");
-        let child = Command::new(crate::bin("multipassd-helper"))
+        let child = Command::new(program)
             .arg("--socket")
             .arg(socket)
             .arg("--data-dir")
@@ -299,6 +312,20 @@ impl Helper {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its exit status once it has exited by itself within `within`, else `None`.
+    pub fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for multipassd-helper") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What it logged.

@@ -258,7 +258,17 @@ pub fn append_by_hand(store: &Path, pem: &str) {
 
 /// `multipassd-helper --data-dir D --socket S --admin-group G args...` (direct mode, as root).
 pub fn helper_command(daemon: &Daemon, admin_group: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(crate::bin("multipassd-helper"));
+    helper_command_from(&crate::bin("multipassd-helper"), daemon, admin_group, args)
+}
+
+/// [`helper_command`] with the helper's program at `program` (e.g. a copy, to remove).
+pub fn helper_command_from(
+    program: &Path,
+    daemon: &Daemon,
+    admin_group: &str,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(program);
     cmd.arg("--data-dir")
         .arg(&daemon.data_dir)
         .arg("--socket")

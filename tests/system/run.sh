@@ -30,7 +30,10 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall --allow-downgra
 
 work=$(mktemp -d /tmp/multipass-system.XXXXXX)
 # Results stay in target/system-results for inspection.
-trap 'rm -rf target/system-results; cp -r "$work/x/results" target/system-results 2>/dev/null; rm -rf "$work"' EXIT
+# The upgrade scenario's overlay of the host is unmounted first, and nothing is removed across a
+# mount that would remain.
+trap 'rm -rf target/system-results; cp -r "$work/x/results" target/system-results 2>/dev/null
+umount "$work/overlay/root" "$work/overlay/changes" 2>/dev/null; rm -rf --one-file-system "$work"' EXIT
 mkdir -p "$work/x/results" "$work/state/lib" "$work/state/home"
 cp tests/system/*.sh tests/system/*.py "$work/x/"
 
@@ -67,22 +70,58 @@ report() {
     fi
 }
 
-only=${SYSTEM_SCENARIOS:-activation transcript polkit security persist purge}
+only=${SYSTEM_SCENARIOS:-activation transcript polkit security persist upgrade purge}
 for name in activation transcript polkit security; do
     [[ " $only " == *" $name "* ]] || continue
     boot "$name"
     report "$name"
 done
-if [[ " $only " != *" persist "* ]]; then
+if [[ " $only " != *" persist "* && " $only " != *" upgrade "* ]]; then
     echo "system scenarios: $passed passed, $failed failed"
     ((failed == 0))
     exit
 fi
-# 4: the state directory and homes persist across an idle exit and a reboot.
-boot persist-setup --bind="$work/state/lib:/var/lib/multipassd" --bind="$work/state/home:/home"
-report persist-setup
-boot persist-check --bind="$work/state/lib:/var/lib/multipassd" --bind="$work/state/home:/home"
-report persist-check
+if [[ " $only " == *" persist "* ]]; then
+    # 4: the state directory and homes persist across an idle exit and a reboot.
+    boot persist-setup --bind="$work/state/lib:/var/lib/multipassd" --bind="$work/state/home:/home"
+    report persist-setup
+    boot persist-check --bind="$work/state/lib:/var/lib/multipassd" --bind="$work/state/home:/home"
+    report persist-check
+fi
+
+# 5: upgrades. The packages installed here, and the same again under a later version (the
+# packages repacked: what dpkg runs is the same as for a real upgrade). dpkg must write /usr, so
+# the container runs over an overlay of the whole host, its changes in a tmpfs.
+if [[ " $only " == *" upgrade "* ]]; then
+    mkdir -p "$work/x/debs" "$work/upgrade-state"
+    echo "$version" >"$work/x/debs/version"
+    for p in multipass multipass-client; do
+        cp "target/debian/${p}_${version}_$arch.deb" "$work/x/debs/"
+        tree="$work/repack-$p"
+        dpkg-deb -R "target/debian/${p}_${version}_$arch.deb" "$tree"
+        sed -i "s/^Version: .*/Version: $version+1/; s/multipass-client (= $version)/multipass-client (= $version+1)/" \
+            "$tree/DEBIAN/control"
+        dpkg-deb -b "$tree" "$work/x/debs/${p}_$version+1_$arch.deb" >/dev/null
+    done
+    overlay=$work/overlay
+    mkdir -p "$overlay/changes" "$overlay/root"
+    mount -t tmpfs -o size=2g tmpfs "$overlay/changes"
+    mkdir -p "$overlay/changes/upper" "$overlay/changes/work"
+    mount -t overlay overlay \
+        -o lowerdir=/,upperdir="$overlay/changes/upper",workdir="$overlay/changes/work" "$overlay/root"
+    printf '#!/bin/bash\nexec /x/scenario-upgrade.sh\n' >"$work/x/run-upgrade"
+    chmod +x "$work/x/run-upgrade"
+    timeout 300 systemd-nspawn --register=no --keep-unit -D "$overlay/root" -q --console=pipe \
+        --bind="$work/x:/x" --bind-ro=/etc:/host-etc --bind="$work/upgrade-state:/var/lib/multipassd" \
+        -b systemd.firstboot=off \
+        systemd.wants=dbus.socket systemd.wants=systemd-logind.service \
+        systemd.wants=multipass.socket \
+        systemd.run=/x/run-upgrade \
+        systemd.run_success_action=poweroff systemd.run_failure_action=poweroff \
+        >"$work/x/results/upgrade.console" 2>&1
+    umount "$overlay/root" "$overlay/changes"
+    report upgrade
+fi
 
 # 6. Purge leaves nothing of ours behind.
 echo "== scenario purge"

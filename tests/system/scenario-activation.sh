@@ -36,12 +36,19 @@ expect "the socket is restricted again" "660 root:sudo" "$(mode_of /run/multipas
 as alice list
 expect "the first client again once the state was wiped" 0 "$rc"
 
+# Restarts in a row (an upgrade makes two or three) leave the socket listening: systemd's
+# default start limit (5 in 10 s) would fail it, and lock everyone out.
+for i in $(seq 8); do systemctl restart multipass.service; done
+expect "8 restarts in a row: the socket still listens" active "$(systemctl is-active multipass.socket || true)"
+as alice list
+expect "... and serves" 0 "$rc"
+
 # No command is lost across idle exits: commands timed around the idle timeout, so that some
 # reach the socket as the daemon is deciding to exit, some just after it exited. The idle
-# timeout is 1 s here (300 s as packaged), and the start rate limit, which 5 starts in 10 s
-# would hit at this pace, lifted to match.
+# timeout is 1 s here (300 s as packaged), so that the daemon starts about every 1.5 s, under
+# the packaged start limit.
 mkdir -p /etc/systemd/system/multipass.service.d
-printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=\nExecStart=/usr/sbin/multipassd --idle-timeout 1\n' \
+printf '[Service]\nExecStart=\nExecStart=/usr/sbin/multipassd --idle-timeout 1\n' \
     >/etc/systemd/system/multipass.service.d/idle.conf
 systemctl daemon-reload
 systemctl stop multipass.service

@@ -1,0 +1,99 @@
+//! When the socket's unit is restarted (a package upgrade, a change of the admin group), systemd
+//! removes the socket file, makes it again for root alone (0600), and the start hook then gives
+//! it its group and mode. A trusted user's command that comes meanwhile waits for the socket
+//! instead of failing with a message that no client is trusted; a refusal that is final (a socket
+//! of a group the user is not in) is said at once.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use multipass_system_tests::{CliOutput, Fixture};
+
+/// What the client says (at `-vv`) when it waits for the socket.
+const WAITING: &str = "waiting for it";
+
+fn a_command_waits_for_the_socket_set_up_again() {
+    let Fixture(_dir, admins, a, [b], daemon) = Fixture::open();
+    daemon
+        .run_as(&a, &["list"], None)
+        .assert_code(0, "the first client");
+    daemon
+        .run_as(&b, &["list"], None)
+        .assert_not_authenticated("list", "b, untrusted");
+    let socket = daemon.socket.clone().expect("a unix socket");
+    let away = socket.with_extension("away");
+    let set_mode = |mode: u32| {
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    // Set to what it is once a client is trusted (the daemon in this test cannot open it).
+    set_mode(0o666);
+
+    // `change` made to the socket, then undone 300 ms after a trusted `list -vv` started.
+    let list_during = |change: &dyn Fn(), undo: &dyn Fn()| -> CliOutput {
+        change();
+        std::thread::scope(|scope| {
+            let command = scope.spawn(|| daemon.run_as(&a, &["list", "-vv"], None));
+            std::thread::sleep(Duration::from_millis(300));
+            undo();
+            command.join().expect("the command's thread")
+        })
+    };
+
+    // The file removed (systemd stopping the socket), then back.
+    let out = list_during(
+        &|| std::fs::rename(&socket, &away).expect("move the socket away"),
+        &|| std::fs::rename(&away, &socket).expect("move the socket back"),
+    );
+    out.assert_code(0, "a list while the socket was missing");
+    assert!(out.stderr.contains(WAITING), "it did not wait:\n{out}");
+
+    // Root's alone, as systemd makes it, until the start hook runs.
+    let out = list_during(&|| set_mode(0o600), &|| set_mode(0o666));
+    out.assert_code(0, "a list while the socket was root's alone");
+    assert!(out.stderr.contains(WAITING), "it did not wait:\n{out}");
+
+    // Connected, then dropped before the daemon took the connection (a socket stopping drops
+    // what is queued on it): connected again. A listener of the test's takes the first
+    // connection at another path, the daemon's socket is moved there, and the connection is
+    // closed unanswered.
+    let restarting = socket.with_extension("restarting");
+    let queue = std::os::unix::net::UnixListener::bind(&restarting).expect("a listener");
+    std::fs::set_permissions(&restarting, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let mut env = daemon.client_env(&a.xdg_data_home());
+    for (key, value) in env.iter_mut() {
+        if *key == "MULTIPASS_SERVER_ADDRESS" {
+            *value = format!("unix:{}", restarting.display());
+        }
+    }
+    let out = std::thread::scope(|scope| {
+        let command = scope.spawn(|| {
+            let mut cmd = a.command(&multipass_system_tests::bin("multipass"), &env);
+            cmd.args(["list", "-vv"]);
+            multipass_system_tests::process::run(cmd, None, Duration::from_secs(30))
+        });
+        let (dropped, _) = queue.accept().expect("the first connection");
+        std::fs::rename(&socket, &restarting).expect("the daemon's socket moved");
+        drop(dropped);
+        command.join().expect("the command's thread")
+    });
+    out.assert_code(0, "a list whose first connection was dropped");
+    assert!(
+        out.stderr.contains("dropped before the daemon took it"),
+        "it did not connect again:\n{out}"
+    );
+    std::fs::rename(&restarting, &socket).expect("the daemon's socket moved back");
+
+    // A socket of the admin group refuses the others for good: said at once, without waiting.
+    std::os::unix::fs::chown(&socket, Some(0), Some(admins.gid)).expect("chgrp");
+    set_mode(0o660);
+    let out = daemon.run_as(&b, &["list", "-vv"], None);
+    out.assert_code(3, "a user outside the socket's group");
+    assert!(
+        out.stderr.contains("permission denied") && !out.stderr.contains(WAITING),
+        "{out}"
+    );
+}
+
+multipass_system_tests::process_tests! {
+    root: [a_command_waits_for_the_socket_set_up_again],
+}
