@@ -173,6 +173,7 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
     )
     .await
     .map_err(|e| unreachable(&address, e))?;
+    let mut connected_to = socket_file(&address);
     trace.detail("connected to the socket");
 
     let root_path = client_root_cert();
@@ -207,14 +208,17 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
         ));
     };
     // A socket restarted under the command drops the connections queued on it: connected, then
-    // reset before the daemon took them. Nothing was sent but the handshake's first message, so
-    // connecting again is safe.
+    // reset before the daemon took them, and the socket file is then gone or another. Nothing
+    // was sent but the handshake's first message, so connecting again is safe. A connection
+    // the daemon closed itself (too many from this user), the socket file unchanged, is not
+    // tried again.
     let deadline = tokio::time::Instant::now() + SOCKET_SETUP_WAIT;
     let handshaken = loop {
         match dialed.handshake_then(tls.clone(), negotiated).await {
             Err(ConnectError::Tls { source, .. })
-                if matches!(address, Address::Unix(_))
-                    && dropped_unserved(&source)
+                if dropped_unserved(&source)
+                    && connected_to.is_some()
+                    && socket_file(&address) != connected_to
                     && tokio::time::Instant::now() < deadline =>
             {
                 trace.detail(format_args!(
@@ -225,6 +229,7 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
                 dialed = dial_waiting(&address, trace, deadline)
                     .await
                     .map_err(|e| unreachable(&address, e))?;
+                connected_to = socket_file(&address);
                 trace.detail("connected to the socket");
             }
             other => break other,
@@ -283,6 +288,16 @@ async fn dial_waiting(
             }
             other => return other,
         }
+    }
+}
+
+/// The device and inode of a Unix socket's file (`None` for TCP, or once the file is gone): a
+/// socket restarted is a new file.
+fn socket_file(address: &Address) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    match address {
+        Address::Unix(path) => std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino())),
+        Address::Tcp(_) => None,
     }
 }
 

@@ -71,8 +71,12 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
     let Some(first) = status.source() else {
         return false;
     };
-    if status.code() == tonic::Code::Unavailable {
-        return true;
+    match status.code() {
+        tonic::Code::Unavailable => return true,
+        // Other codes with a source come from the daemon's HTTP/2 frames (a reset stream, a
+        // GOAWAY with a reason): answers, not a lost connection.
+        tonic::Code::Unknown => {}
+        _ => return false,
     }
     let mut source = Some(first);
     while let Some(e) = source {
@@ -126,10 +130,14 @@ impl Error {
                     }
                     source = e.source();
                 }
-                text.push_str(
+                text.push_str(if status.code() == tonic::Code::Unavailable {
                     "\nThe daemon may have been restarting (a package upgrade, `systemctl \
-                     restart`): run the command again.",
-                );
+                     restart`): run the command again."
+                } else {
+                    "\nThe connection broke during the command (the daemon restarting, for a \
+                     package upgrade or `systemctl restart`?): it may or may not have taken \
+                     effect."
+                });
                 text
             }
             Error::Status(status) => format!("{command} failed: {}", status_text(status)),
@@ -607,7 +615,7 @@ mod tests {
         assert!(
             e.message("list").unwrap().starts_with(
                 "list failed: lost the connection to the daemon: connection reset by peer\n\
-                 The daemon may have been restarting"
+                 The connection broke during the command"
             ),
             "{}",
             e.message("list").unwrap()
@@ -615,6 +623,10 @@ mod tests {
         // UNKNOWN sent by the daemon is an answer.
         let e = Error::Status(tonic::Status::unknown("transport error"));
         assert_eq!(e.exit(), Exit::Failed);
+        // So is a stream the daemon's HTTP/2 reset (INTERNAL, with the error under it).
+        let mut status = tonic::Status::internal("h2 protocol error");
+        status.set_source(std::sync::Arc::new(io::Error::other("stream reset")));
+        assert_eq!(Error::Status(status).exit(), Exit::Failed);
         // Could not connect: UNAVAILABLE, made the way tonic's channel does.
         let mut status = tonic::Status::unavailable("error trying to connect");
         status.set_source(std::sync::Arc::new(io::Error::new(

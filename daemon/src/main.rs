@@ -40,7 +40,11 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
-    match runtime.block_on(server::serve(args, listening)) {
+    let outcome = runtime.block_on(server::serve(args, listening));
+    // Blocking work still running (a name lookup, a write past its request) is not waited for
+    // without end: a stop must end within the unit's TimeoutStopSec=.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::Idle) => ExitCode::from(IDLE_EXIT_STATUS),
         Err(e) => fail(e),

@@ -637,15 +637,28 @@ impl OwnProgram {
 
 /// How often a serving helper looks whether its program was replaced.
 const REPLACED_CHECK: Duration = Duration::from_secs(1);
+/// How long without a call before a helper whose program was replaced leaves: calls that come
+/// back to back are served by the one running.
+const REPLACED_QUIET: Duration = Duration::from_secs(1);
+/// After giving its name back, how long a leaving helper goes on taking the calls the bus had
+/// already routed to it.
+const LEAVING_DRAIN: Duration = Duration::from_millis(250);
+/// How long a helper told to stop (SIGTERM, SIGINT) waits for the calls in flight.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Serve on the system bus until idle for `idle` (or forever with `None`), or until the program
-/// has been replaced (a package upgrade) and no call is in flight: D-Bus then starts the new one
-/// for the next call.
+/// Serve on the system bus until idle for `idle` (or forever with `None`), until the program
+/// has been replaced (a package upgrade) and no call came for a second (D-Bus then starts the
+/// new one for the next call), or until SIGTERM or SIGINT. Calls in flight are finished first:
+/// under systemd, giving the name back makes systemd stop the unit (`Type=dbus`), with SIGTERM.
 pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use tokio::signal::unix::{signal, SignalKind};
     config.admin().announce();
     let program = OwnProgram::find();
     let helper = Helper::new(config, limits);
     let activity = helper.activity();
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // Serve the object before taking the name, so a call that activated us finds it.
     let connection = crate::bus_socket::system()
         .await?
@@ -655,8 +668,17 @@ pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> an
         .await?;
     tracing::info!(name = BUS_NAME, "serving");
     let tick = idle.map_or(REPLACED_CHECK, |idle| (idle / 4).min(REPLACED_CHECK));
+    let mut stopped = false;
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = term.recv() => stopped = true,
+            _ = int.recv() => stopped = true,
+        }
+        if stopped {
+            tracing::info!("told to stop; finishing the calls in flight");
+            break;
+        }
         let Some(idle_for) = activity.idle_for() else {
             continue;
         };
@@ -664,7 +686,7 @@ pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> an
             tracing::info!("idle; exiting");
             break;
         }
-        if program.replaced() {
+        if idle_for >= REPLACED_QUIET && program.replaced() {
             tracing::info!(
                 program = %program.path.display(),
                 "the helper's program was replaced (a package upgrade?); exiting, so that the \
@@ -674,10 +696,29 @@ pub async fn serve(config: Config, limits: Limits, idle: Option<Duration>) -> an
         }
     }
     // Give the name back first: new callers then activate a fresh helper instead of queueing on
-    // one that is leaving.
+    // one that is leaving. What the bus routed to us before that is still served.
     let _ = connection.release_name(BUS_NAME).await;
-    while activity.idle_for().is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(LEAVING_DRAIN).await;
+    let drained = async {
+        while activity.idle_for().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // A stop (ours, or systemd's after the name went) waits for the calls in flight, but not
+    // for ever; a second signal is the same stop.
+    tokio::select! {
+        _ = drained => {}
+        _ = async {
+            if !stopped {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            tracing::warn!("calls still in flight {STOP_GRACE:?} after the stop; exiting anyway");
+        }
     }
     Ok(())
 }

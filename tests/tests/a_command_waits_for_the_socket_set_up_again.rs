@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use multipass_system_tests::{CliOutput, Fixture};
+use multipass_system_tests::Fixture;
 
 /// What the client says (at `-vv`) when it waits for the socket.
 const WAITING: &str = "waiting for it";
@@ -28,29 +28,51 @@ fn a_command_waits_for_the_socket_set_up_again() {
     // Set to what it is once a client is trusted (the daemon in this test cannot open it).
     set_mode(0o666);
 
-    // `change` made to the socket, then undone 300 ms after a trusted `list -vv` started.
-    let list_during = |change: &dyn Fn(), undo: &dyn Fn()| -> CliOutput {
+    // `change` made to the socket, then undone once a trusted `list -vv` says it waits for the
+    // socket (it exits with an error instead if it does not wait): its exit status and stderr.
+    let list_during = |change: &dyn Fn(), undo: &dyn Fn()| -> (Option<i32>, String) {
+        use std::io::{BufRead, Read};
         change();
-        std::thread::scope(|scope| {
-            let command = scope.spawn(|| daemon.run_as(&a, &["list", "-vv"], None));
-            std::thread::sleep(Duration::from_millis(300));
-            undo();
-            command.join().expect("the command's thread")
-        })
+        let mut cmd = a.command(
+            &multipass_system_tests::bin("multipass"),
+            &daemon.client_env(&a.xdg_data_home()),
+        );
+        cmd.args(["list", "-vv"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("multipass");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).expect("stderr") == 0 || line.contains(WAITING) {
+                text.push_str(&line);
+                break;
+            }
+            text.push_str(&line);
+        }
+        undo();
+        stderr.read_to_string(&mut text).expect("stderr");
+        (child.wait().expect("multipass").code(), text)
     };
 
     // The file removed (systemd stopping the socket), then back.
-    let out = list_during(
+    let (code, text) = list_during(
         &|| std::fs::rename(&socket, &away).expect("move the socket away"),
         &|| std::fs::rename(&away, &socket).expect("move the socket back"),
     );
-    out.assert_code(0, "a list while the socket was missing");
-    assert!(out.stderr.contains(WAITING), "it did not wait:\n{out}");
+    assert!(
+        code == Some(0) && text.contains(WAITING),
+        "a list while the socket was missing: {code:?}\n{text}"
+    );
 
     // Root's alone, as systemd makes it, until the start hook runs.
-    let out = list_during(&|| set_mode(0o600), &|| set_mode(0o666));
-    out.assert_code(0, "a list while the socket was root's alone");
-    assert!(out.stderr.contains(WAITING), "it did not wait:\n{out}");
+    let (code, text) = list_during(&|| set_mode(0o600), &|| set_mode(0o666));
+    assert!(
+        code == Some(0) && text.contains(WAITING),
+        "a list while the socket was root's alone: {code:?}\n{text}"
+    );
 
     // Connected, then dropped before the daemon took the connection (a socket stopping drops
     // what is queued on it): connected again. A listener of the test's takes the first
@@ -82,6 +104,32 @@ fn a_command_waits_for_the_socket_set_up_again() {
         "it did not connect again:\n{out}"
     );
     std::fs::rename(&restarting, &socket).expect("the daemon's socket moved back");
+
+    // Dropped by whoever listens there, the socket file the same (the daemon closing a
+    // connection over its limits): said at once, not tried again.
+    let closing = socket.with_extension("closing");
+    let listener = std::os::unix::net::UnixListener::bind(&closing).expect("a listener");
+    std::fs::set_permissions(&closing, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    for (key, value) in env.iter_mut() {
+        if *key == "MULTIPASS_SERVER_ADDRESS" {
+            *value = format!("unix:{}", closing.display());
+        }
+    }
+    let out = std::thread::scope(|scope| {
+        let command = scope.spawn(|| {
+            let mut cmd = a.command(&multipass_system_tests::bin("multipass"), &env);
+            cmd.args(["list", "-vv"]);
+            multipass_system_tests::process::run(cmd, None, Duration::from_secs(30))
+        });
+        let (dropped, _) = listener.accept().expect("the connection");
+        drop(dropped);
+        command.join().expect("the command's thread")
+    });
+    out.assert_code(3, "a list whose connection the listener closed");
+    assert!(
+        !out.stderr.contains("connecting again"),
+        "it tried again where the socket had not changed:\n{out}"
+    );
 
     // A socket of the admin group refuses the others for good: said at once, without waiting.
     std::os::unix::fs::chown(&socket, Some(0), Some(admins.gid)).expect("chgrp");

@@ -6,8 +6,8 @@
 //!   synced (first client, passphrase, removal);
 //! - an addition appended to the store: its data synced (a client authenticating).
 //!
-//! Each change's calls are in the trace once its command has returned, so they came before the
-//! reply.
+//! That they come before the reply is the code's order (the write returns once synced, and the
+//! reply is made after it); the trace shows that they happen, and in which order.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! A package upgrade replaces the helper's program while a helper runs. A helper serving on the
 //! bus must leave, so that D-Bus starts the new program for the next call, rather than serve on
 //! as root from the old one; a helper in the middle of an operation must finish it, although the
-//! file it was started from is gone.
+//! file it was started from is gone; and one told to stop exits cleanly.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -100,6 +100,29 @@ fn a_serving_helper_leaves_once_its_program_is_replaced() {
     );
 }
 
+/// systemd stops a helper that gave its name back (`Type=dbus`) with SIGTERM: it finishes what
+/// is in flight and exits 0, rather than dying by the signal.
+fn a_serving_helper_told_to_stop_exits_cleanly() {
+    let setup = HelperSetup::new();
+    let daemon = Daemon::start(&setup.dir, &setup.admins);
+    let mut helper = Helper::start_with(
+        daemon.socket.as_ref().expect("a unix socket"),
+        &daemon.data_dir,
+        &setup.admins.name,
+        setup.dir.path(),
+        &[],
+    );
+    let pid = nix::unistd::Pid::from_raw(helper.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = helper.exit_within(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the helper did not exit 0 on SIGTERM: {status:?}\n{}",
+        helper.log()
+    );
+    assert!(helper.log().contains("told to stop"), "{}", helper.log());
+}
+
 multipass_system_tests::process_tests! {
-    root: [a_change_is_made_after_the_program_was_removed, a_serving_helper_leaves_once_its_program_is_replaced],
+    root: [a_change_is_made_after_the_program_was_removed, a_serving_helper_leaves_once_its_program_is_replaced, a_serving_helper_told_to_stop_exits_cleanly],
 }
