@@ -166,14 +166,13 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
 
     // Connected before the root CA is read: under socket activation the connection starts the
     // daemon, which makes the root CA on its first start.
-    let mut dialed = dial_waiting(
+    let (mut dialed, mut connected_to) = dial_waiting(
         &address,
         trace,
         tokio::time::Instant::now() + SOCKET_SETUP_WAIT,
     )
     .await
     .map_err(|e| unreachable(&address, e))?;
-    let mut connected_to = socket_file(&address);
     trace.detail("connected to the socket");
 
     let root_path = client_root_cert();
@@ -226,10 +225,9 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
                      socket may be restarting: connecting again"
                 ));
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                dialed = dial_waiting(&address, trace, deadline)
+                (dialed, connected_to) = dial_waiting(&address, trace, deadline)
                     .await
                     .map_err(|e| unreachable(&address, e))?;
-                connected_to = socket_file(&address);
                 trace.detail("connected to the socket");
             }
             other => break other,
@@ -263,16 +261,20 @@ pub async fn channel(trace: &Trace) -> Result<Channel, Error> {
 const SOCKET_SETUP_WAIT: Duration = Duration::from_millis(1500);
 
 /// [`rpc::client::dial`], waiting until `deadline` while the socket looks as it does while
-/// being set up: missing, with nobody listening, or root's alone.
+/// being set up: missing, with nobody listening, or root's alone. With the connection, the
+/// socket file it was made to ([`socket_file`], looked at just before connecting: a file that
+/// changes after that is a socket being restarted).
 async fn dial_waiting(
     address: &Address,
     trace: &Trace,
     deadline: tokio::time::Instant,
-) -> Result<rpc::client::Dialed, ConnectError> {
+) -> Result<(rpc::client::Dialed, Option<(u64, u64)>), ConnectError> {
     let mut pause = Duration::from_millis(10);
     let mut said = false;
     loop {
+        let file = socket_file(address);
         match rpc::client::dial(address).await {
+            Ok(dialed) => return Ok((dialed, file)),
             Err(ConnectError::Dial {
                 address: Address::Unix(path),
                 source,
@@ -286,7 +288,7 @@ async fn dial_waiting(
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }
