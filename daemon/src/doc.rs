@@ -50,8 +50,10 @@ pub const FILES: &[(&str, &str)] = &[
 pub const SIGNALS: &[(&str, &str)] = &[
     (
         "SIGTERM, SIGINT",
-        "Stop accepting connections, finish the requests in flight (for at most 10 seconds) and \
-         exit with status 0.",
+        "Stop accepting connections (those still queued on the socket wait for the next \
+         start), serve the ones accepted to their end, tell those still open after 2 seconds to \
+         go away and finish their requests in flight (for at most 10 more seconds), and exit \
+         with status 0.",
     ),
     (
         "SIGHUP",

@@ -47,8 +47,8 @@ pub const SIGNALS: &[(&str, &str)] = &[(
 pub const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "0",
-        "Done; for serve, it was idle for --idle-timeout seconds (D-Bus starts it again on the \
-         next call).",
+        "Done; for serve, it was idle for --idle-timeout seconds, its program was replaced (a \
+         package upgrade), or it was told to stop; D-Bus starts it again on the next call.",
     ),
     (
         "1",
