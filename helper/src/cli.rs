@@ -33,7 +33,8 @@ pub enum Command {
     ///
     /// Serve io.multipass.Helper1 on the system bus: SetPassphrase, TrustCertificate and
     /// SetSocketAccess, each after polkit authorized the caller. Started by D-Bus activation
-    /// through multipassd-helper.service; exits when idle.
+    /// through multipassd-helper.service; exits when idle, and once a package upgrade has
+    /// replaced its program (D-Bus then starts the new one for the next call).
     Serve {
         /// Exit after this many seconds without a call (0: never).
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]

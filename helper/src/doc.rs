@@ -38,8 +38,8 @@ pub const SIGNALS: &[(&str, &str)] = &[(
     "serve: gives the bus name back, finishes the calls in flight (waiting at most 10 s for \
      them) and exits 0; systemd sends SIGTERM when the helper gives its name back, after an idle \
      exit or once its program was replaced. The other commands: not handled, the helper ends at \
-     once. A write its writer process has begun is finished by that process, under the state directory's lock: the settings file is replaced by a \
-     complete new one, and a certificate is appended to the trust store in one write, which a \
+     once. A write its writer process has begun is finished by that process, under the state \
+     directory's lock: the settings file is replaced by a complete new one, and a certificate is appended to the trust store in one write, which a \
      kill of the writer itself can leave cut short (never acknowledged; readers skip it).",
 )];
 

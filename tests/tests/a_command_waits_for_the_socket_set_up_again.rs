@@ -5,9 +5,10 @@
 //! of a group the user is not in) is said at once.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
-use multipass_system_tests::Fixture;
+use multipass_system_tests::{CliOutput, Fixture};
 
 /// What the client says (at `-vv`) when it waits for the socket.
 const WAITING: &str = "waiting for it";
@@ -74,29 +75,36 @@ fn a_command_waits_for_the_socket_set_up_again() {
         "a list while the socket was root's alone: {code:?}\n{text}"
     );
 
-    // Connected, then dropped before the daemon took the connection (a socket stopping drops
-    // what is queued on it): connected again. A listener of the test's takes the first
-    // connection at another path, the daemon's socket is moved there, and the connection is
-    // closed unanswered.
-    let restarting = socket.with_extension("restarting");
-    let queue = std::os::unix::net::UnixListener::bind(&restarting).expect("a listener");
-    std::fs::set_permissions(&restarting, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    let mut env = daemon.client_env(&a.xdg_data_home());
-    for (key, value) in env.iter_mut() {
-        if *key == "MULTIPASS_SERVER_ADDRESS" {
-            *value = format!("unix:{}", restarting.display());
+    // A trusted `list -vv` against a listener of the test's at `path`, which takes the first
+    // connection and closes it unanswered once `then` has run.
+    let list_dropped_at = |path: &Path, then: &dyn Fn()| -> CliOutput {
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("a listener");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let mut env = daemon.client_env(&a.xdg_data_home());
+        for (key, value) in env.iter_mut() {
+            if *key == "MULTIPASS_SERVER_ADDRESS" {
+                *value = format!("unix:{}", path.display());
+            }
         }
-    }
-    let out = std::thread::scope(|scope| {
-        let command = scope.spawn(|| {
-            let mut cmd = a.command(&multipass_system_tests::bin("multipass"), &env);
-            cmd.args(["list", "-vv"]);
-            multipass_system_tests::process::run(cmd, None, Duration::from_secs(30))
-        });
-        let (dropped, _) = queue.accept().expect("the first connection");
-        std::fs::rename(&socket, &restarting).expect("the daemon's socket moved");
-        drop(dropped);
-        command.join().expect("the command's thread")
+        std::thread::scope(|scope| {
+            let command = scope.spawn(|| {
+                let mut cmd = a.command(&multipass_system_tests::bin("multipass"), &env);
+                cmd.args(["list", "-vv"]);
+                multipass_system_tests::process::run(cmd, None, Duration::from_secs(30))
+            });
+            let (dropped, _) = listener.accept().expect("the first connection");
+            then();
+            drop(dropped);
+            command.join().expect("the command's thread")
+        })
+    };
+
+    // Connected, then dropped before the daemon took the connection (a socket stopping drops
+    // what is queued on it): connected again. The daemon's socket is moved to where the first
+    // connection was taken before that connection is closed.
+    let restarting = socket.with_extension("restarting");
+    let out = list_dropped_at(&restarting, &|| {
+        std::fs::rename(&socket, &restarting).expect("the daemon's socket moved")
     });
     out.assert_code(0, "a list whose first connection was dropped");
     assert!(
@@ -107,24 +115,7 @@ fn a_command_waits_for_the_socket_set_up_again() {
 
     // Dropped by whoever listens there, the socket file the same (the daemon closing a
     // connection over its limits): said at once, not tried again.
-    let closing = socket.with_extension("closing");
-    let listener = std::os::unix::net::UnixListener::bind(&closing).expect("a listener");
-    std::fs::set_permissions(&closing, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    for (key, value) in env.iter_mut() {
-        if *key == "MULTIPASS_SERVER_ADDRESS" {
-            *value = format!("unix:{}", closing.display());
-        }
-    }
-    let out = std::thread::scope(|scope| {
-        let command = scope.spawn(|| {
-            let mut cmd = a.command(&multipass_system_tests::bin("multipass"), &env);
-            cmd.args(["list", "-vv"]);
-            multipass_system_tests::process::run(cmd, None, Duration::from_secs(30))
-        });
-        let (dropped, _) = listener.accept().expect("the connection");
-        drop(dropped);
-        command.join().expect("the command's thread")
-    });
+    let out = list_dropped_at(&socket.with_extension("closing"), &|| {});
     out.assert_code(3, "a list whose connection the listener closed");
     assert!(
         !out.stderr.contains("connecting again"),

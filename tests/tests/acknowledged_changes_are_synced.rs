@@ -152,30 +152,30 @@ fn acknowledged_changes_are_synced() {
     let Fixture(dir, _admins, a, [b], daemon) = Fixture::open();
     let trace = Trace::attach(&daemon, &dir.path().join("daemon.strace"));
     let (store, conf) = (daemon.store_path(), daemon.conf_path());
+    // That the calls traced since `from` replace `target` once, each step in its order.
+    let replaced_once = |from: usize, target: &Path, what: &str| {
+        let calls = trace.calls();
+        assert_eq!(
+            replacements(&calls, from, target),
+            1,
+            "{what}:\n{}",
+            show(&calls[from..])
+        );
+    };
 
     // The first client: the store is made (written whole, then renamed into place).
     let from = trace.calls().len();
     daemon
         .run_as(&a, &["list"], None)
         .assert_code(0, "the first client");
-    assert_eq!(
-        replacements(&trace.calls(), from, &store),
-        1,
-        "the store made for the first client:\n{}",
-        show(&trace.calls()[from..])
-    );
+    replaced_once(from, &store, "the store made for the first client");
 
     // The passphrase: the settings file replaced.
     let from = trace.calls().len();
     daemon
         .run_as(&a, &["set", "local.passphrase"], Some("synced\nsynced\n"))
         .assert_code(0, "set the passphrase");
-    assert_eq!(
-        replacements(&trace.calls(), from, &conf),
-        1,
-        "the settings:\n{}",
-        show(&trace.calls()[from..])
-    );
+    replaced_once(from, &conf, "the settings");
 
     // A client authenticating: its certificate appended to the store, then synced.
     let from = trace.calls().len();
@@ -198,12 +198,7 @@ fn acknowledged_changes_are_synced() {
     daemon
         .run_as(&a, &["trust", "remove", &b_prefix], None)
         .assert_code(0, "trust remove");
-    assert_eq!(
-        replacements(&trace.calls(), from, &store),
-        1,
-        "the store after a removal:\n{}",
-        show(&trace.calls()[from..])
-    );
+    replaced_once(from, &store, "the store after a removal");
     multipass_system_tests::figure(&format!(
         "acknowledged_changes_are_synced: {} sync and rename calls traced",
         trace.calls().len()
