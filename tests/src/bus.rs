@@ -316,16 +316,7 @@ impl Helper {
 
     /// Its exit status once it has exited by itself within `within`, else `None`.
     pub fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for multipassd-helper") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::process::wait_within(&mut self.child, within)
     }
 
     /// What it logged.

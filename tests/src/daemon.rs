@@ -216,19 +216,11 @@ impl Daemon {
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon is running");
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for multipassd") {
-                return status;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let status = child.wait().expect("wait for killed multipassd");
-                eprintln!("multipassd ignored SIGTERM for 10 s and was killed");
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let (status, killed) = crate::process::wait_or_kill(&mut child, Duration::from_secs(10));
+        if killed {
+            eprintln!("multipassd ignored SIGTERM for 10 s and was killed");
         }
+        status
     }
 
     /// Process id of the running daemon.

@@ -2,11 +2,37 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Default limit for one CLI invocation.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `child`'s exit status once it has exited within `within`, else `None` (it is left running).
+pub fn wait_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `child`'s exit status, killing it first if it has not exited within `within`; whether it was
+/// killed.
+pub fn wait_or_kill(child: &mut Child, within: Duration) -> (ExitStatus, bool) {
+    match wait_within(child, within) {
+        Some(status) => (status, false),
+        None => {
+            let _ = child.kill();
+            (child.wait().expect("wait for a killed child process"), true)
+        }
+    }
+}
 
 /// What a finished (or killed) command produced.
 #[derive(Debug, Clone)]
@@ -148,18 +174,7 @@ pub fn run_bytes(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> C
         let _ = err.read_to_end(&mut buf);
         buf
     });
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait().expect("wait for child") {
-            Some(status) => break status,
-            None if start.elapsed() > timeout => {
-                timed_out = true;
-                let _ = child.kill();
-                break child.wait().expect("wait for killed child");
-            }
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let (status, timed_out) = wait_or_kill(&mut child, timeout.saturating_sub(start.elapsed()));
     let elapsed = start.elapsed();
     if let Some(w) = writer {
         let _ = w.join();

@@ -105,17 +105,7 @@ impl PtySession {
     /// Wait for the command to exit (killing it after `timeout`); its exit code and the whole
     /// screen.
     pub fn finish(mut self, timeout: Duration) -> (Option<i32>, String) {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if start.elapsed() > timeout {
-                let _ = self.child.kill();
-                break self.child.wait().expect("wait for the killed command");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (status, _) = crate::process::wait_or_kill(&mut self.child, timeout);
         // The rest of the output, unless something the command started still holds the terminal.
         if let Some(reader) = self.reader.take() {
             let deadline = Instant::now() + Duration::from_secs(2);

@@ -308,18 +308,12 @@ fn authenticate_refuses_what_it_cannot_send() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("start multipass");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`multipass authenticate < /dev/zero` still reading after 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (status, killed) =
+        multipass_system_tests::process::wait_or_kill(&mut child, Duration::from_secs(20));
+    assert!(
+        !killed,
+        "`multipass authenticate < /dev/zero` still reading after 20 s"
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
         .expect("read stderr");

@@ -275,17 +275,8 @@ fn the_socket_policy_is_applied_under_the_stores_lock() {
     // The writer empties the store, then lets go.
     std::fs::write(store_dir.join("multipass_client_certs.pem"), "").unwrap();
     drop(lock);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = helper.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the helper did not end"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = multipass_system_tests::process::wait_within(&mut helper, Duration::from_secs(10))
+        .expect("the helper did not end");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut helper.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(

@@ -10,11 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use multipass_system_tests::process::wait_within;
 use multipass_system_tests::{bin, TestDir};
 
 /// The daemon's exit status after an idle period (daemon/src/server.rs, the unit's
@@ -50,17 +51,6 @@ fn assert_ok(out: &Output, what: &str) {
 
 fn exe_of(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 fn wait_until_exists(path: &Path) {
@@ -147,7 +137,7 @@ fn systemd_socket_activate_starts_on_demand_and_exits_when_idle() {
     assert!(exe.ends_with("multipassd"), "exec'd into {exe:?}");
     assert_unprivileged(pid);
 
-    let status = wait_timeout(&mut activator, Duration::from_secs(15)).expect("no idle exit");
+    let status = wait_within(&mut activator, Duration::from_secs(15)).expect("no idle exit");
     assert_eq!(status.code(), Some(IDLE_EXIT), "idle exit status");
 }
 
@@ -184,7 +174,7 @@ fn serve_once(dir: &TestDir, listen: &[&Path], fdname: Option<&str>, connect_to:
     let out = client(connect_to, &data, &home, &["list"]);
     let exe = exe_of(activator.id());
     terminate(&activator);
-    let status = wait_timeout(&mut activator, Duration::from_secs(10));
+    let status = wait_within(&mut activator, Duration::from_secs(10));
     let mut stderr = String::new();
     if let Some(mut err) = activator.stderr.take() {
         use std::io::Read;
@@ -449,7 +439,7 @@ fn notify_socket_gets_ready_then_stopping() {
         second.lines().any(|l| l == "STOPPING=1"),
         "second message: {second:?}"
     );
-    let status = wait_timeout(&mut daemon, Duration::from_secs(10)).expect("daemon did not exit");
+    let status = wait_within(&mut daemon, Duration::from_secs(10)).expect("daemon did not exit");
     assert_eq!(status.code(), Some(IDLE_EXIT));
 }
 
@@ -560,7 +550,7 @@ impl LargeStore {
     fn stop(mut self) {
         terminate(&self.activator);
         assert_eq!(
-            wait_timeout(&mut self.activator, Duration::from_secs(10)).and_then(|s| s.code()),
+            wait_within(&mut self.activator, Duration::from_secs(10)).and_then(|s| s.code()),
             Some(0)
         );
     }
@@ -645,7 +635,7 @@ fn daemon_started_as_root_holds_no_capabilities() {
         );
     }
     terminate(&daemon);
-    let status = wait_timeout(&mut daemon, Duration::from_secs(10)).expect("no exit on SIGTERM");
+    let status = wait_within(&mut daemon, Duration::from_secs(10)).expect("no exit on SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
 

@@ -106,10 +106,9 @@ impl ServerPki {
                 // expiring) are kept beside the new ones: a root CA is what clients that copied
                 // it verify the daemon against, and an administrator may want it back.
                 if let Some(why) = why {
-                    let stamp = now.unix_timestamp();
                     let kept: Vec<String> = [dir.root_key(), dir.root_cert()]
                         .iter()
-                        .filter_map(|path| keep_aside(path, stamp))
+                        .filter_map(|path| keep_aside(path))
                         .map(|aside| aside.display().to_string())
                         .collect();
                     tracing::warn!(
@@ -404,13 +403,11 @@ const KEPT_AT_MOST: usize = 4;
 /// written (which may fail: the disk full). Nothing is done if a kept name of the same file
 /// exists already (a replacement that failed and is tried again), so failures do not pile names
 /// up. The kept name, if one was made.
-fn keep_aside(path: &Path, stamp: i64) -> Option<std::path::PathBuf> {
+fn keep_aside(path: &Path) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).ok()?;
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let parent = path.parent()?;
-    let prefix = format!("{name}.replaced-");
-    let kept: Vec<std::fs::Metadata> = std::fs::read_dir(parent)
+    let prefix = fsutil::aside_prefix(path, "replaced");
+    let kept: Vec<std::fs::Metadata> = std::fs::read_dir(path.parent()?)
         .ok()?
         .flatten()
         .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
@@ -422,7 +419,7 @@ fn keep_aside(path: &Path, stamp: i64) -> Option<std::path::PathBuf> {
     if kept_already || kept.len() >= KEPT_AT_MOST {
         return None;
     }
-    let aside = parent.join(format!("{prefix}{stamp}"));
+    let aside = fsutil::aside_name(path, "replaced");
     std::fs::hard_link(path, &aside).ok()?;
     Some(aside)
 }
@@ -516,8 +513,7 @@ impl ClientIdentity {
             // the directory aside by hand.
             // Named by the time, so that an earlier one is not replaced: a key whose certificate
             // was deleted can be whole again with the certificate from the daemon's store.
-            let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos();
-            let aside = key_path.with_extension(format!("pem.orphaned-{stamp}"));
+            let aside = fsutil::aside_name(&key_path, "orphaned");
             std::fs::rename(&key_path, &aside).map_err(|source| trust::Error::Write {
                 path: aside.clone(),
                 source,
@@ -732,16 +728,16 @@ mod tests {
         // again (after a failed write) does not keep the same file twice.
         let file = tmp.path().join("file.pem");
         std::fs::write(&file, "root").unwrap();
-        let aside = keep_aside(&file, 1).expect("kept");
+        let aside = keep_aside(&file).expect("kept");
         assert_eq!(std::fs::read(&file).unwrap(), b"root");
         assert_eq!(std::fs::read(&aside).unwrap(), b"root");
-        assert_eq!(keep_aside(&file, 2), None);
+        assert_eq!(keep_aside(&file), None);
         // Replaced as the service replaces files: another file renamed over it.
         let next = tmp.path().join("next.pem");
         std::fs::write(&next, "another root").unwrap();
         std::fs::rename(&next, &file).unwrap();
         assert_eq!(std::fs::read(&aside).unwrap(), b"root");
-        assert!(keep_aside(&file, 3).is_some(), "a new file is kept again");
+        assert!(keep_aside(&file).is_some(), "a new file is kept again");
         // None of this when there was no root CA at all.
         let fresh = tempfile::tempdir().unwrap();
         let fresh = DataDir::new(fresh.path());

@@ -234,6 +234,21 @@ pub fn remove_stale_temporaries(path: &Path) {
     }
 }
 
+/// The name a file is kept under when it is set aside rather than lost: `NAME.WHY-STAMP` beside
+/// it, `WHY` saying why (`damaged`, `replaced`, `orphaned`) and `STAMP` the time in nanoseconds
+/// since the epoch, so that one kept earlier is never overwritten and a listing sorts them by
+/// age. The service deletes none of them: they are the administrator's to look at.
+pub fn aside_name(path: &Path, why: &str) -> PathBuf {
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    parent(path).join(format!("{}{stamp}", aside_prefix(path, why)))
+}
+
+/// What every name [`aside_name`] gives `path` for `why` starts with.
+pub fn aside_prefix(path: &Path, why: &str) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!("{name}.{why}-")
+}
+
 /// Open a file the service owns for reading; `Ok(None)` when it does not exist. Only a regular
 /// file: a FIFO or a device put in its place (by whoever can write the state directory) is
 /// refused at once, opened without blocking, rather than blocking the thread that reads it (a

@@ -227,8 +227,7 @@ impl SettingsFile {
             let mut ini = match self.parse(bytes.clone()) {
                 Ok(ini) => ini,
                 Err(e @ Error::Settings { .. }) => {
-                    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-                    let kept = self.path.with_extension(format!("conf.damaged-{stamp}"));
+                    let kept = fsutil::aside_name(&self.path, "damaged");
                     fsutil::write_atomic(&kept, &bytes.unwrap_or_default(), self.mode)?;
                     tracing::warn!(
                         path = %self.path.display(),
@@ -344,6 +343,23 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&kept[0]).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+        // Damaged again within the same second: the first one kept is not overwritten.
+        std::fs::write(&path, "[General]\nsecond damage\n").unwrap();
+        file.update(|ini| ini.set(GENERAL, "a", "2")).unwrap();
+        let mut kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".conf.damaged-"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                "[General]\nlocal.passphrase\n",
+                "[General]\nsecond damage\n"
+            ]
         );
     }
 }
