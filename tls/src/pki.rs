@@ -398,30 +398,9 @@ fn read_text(path: &Path) -> std::result::Result<String, trust::Error> {
 /// a replacement that keeps failing adds no more.
 const KEPT_AT_MOST: usize = 4;
 
-/// Keep `path` under a second name, `NAME.replaced-STAMP`, before it is replaced: a hard link,
-/// so that the file stays in place, for the clients that read it, until its replacement is
-/// written (which may fail: the disk full). Nothing is done if a kept name of the same file
-/// exists already (a replacement that failed and is tried again), so failures do not pile names
-/// up. The kept name, if one was made.
+/// A root CA file that cannot be used, kept before a new one replaces it.
 fn keep_aside(path: &Path) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    let prefix = fsutil::aside_prefix(path, "replaced");
-    let kept: Vec<std::fs::Metadata> = std::fs::read_dir(path.parent()?)
-        .ok()?
-        .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
-        .filter_map(|entry| entry.metadata().ok())
-        .collect();
-    let kept_already = kept
-        .iter()
-        .any(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
-    if kept_already || kept.len() >= KEPT_AT_MOST {
-        return None;
-    }
-    let aside = fsutil::aside_name(path, "replaced");
-    std::fs::hard_link(path, &aside).ok()?;
-    Some(aside)
+    fsutil::keep_aside(path, "replaced", KEPT_AT_MOST)
 }
 
 /// Give the root CA certificate, which the clients of every user read, the mode it was made
@@ -731,7 +710,7 @@ mod tests {
         let aside = keep_aside(&file).expect("kept");
         assert_eq!(std::fs::read(&file).unwrap(), b"root");
         assert_eq!(std::fs::read(&aside).unwrap(), b"root");
-        assert_eq!(keep_aside(&file), None);
+        assert_eq!(keep_aside(&file), Some(aside.clone()), "kept once");
         // Replaced as the service replaces files: another file renamed over it.
         let next = tmp.path().join("next.pem");
         std::fs::write(&next, "another root").unwrap();

@@ -249,6 +249,36 @@ pub fn aside_prefix(path: &Path, why: &str) -> String {
     format!("{name}.{why}-")
 }
 
+/// Keep `path` under a second name, [`aside_name`]`(path, why)`, before it is replaced: a hard
+/// link, so that the file stays in place, for whoever reads it, until its replacement is
+/// written (which may fail: the disk full), and the version replaced stays as it was. The name
+/// it is kept under: the one it has already if this very file was kept before (a replacement
+/// that failed and is tried again), so that repeats do not pile names up; `None` if it cannot
+/// be kept, or `at_most` other files are kept already. Best effort: a file that cannot be kept
+/// is replaced anyway.
+pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<PathBuf> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let prefix = aside_prefix(path, why);
+    let kept: Vec<(PathBuf, fs::Metadata)> = fs::read_dir(parent(path))
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|entry| Some((entry.path(), entry.metadata().ok()?)))
+        .collect();
+    if let Some((name, _)) = kept
+        .iter()
+        .find(|(_, m)| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+    {
+        return Some(name.clone());
+    }
+    if kept.len() >= at_most {
+        return None;
+    }
+    let aside = aside_name(path, why);
+    fs::hard_link(path, &aside).ok()?;
+    Some(aside)
+}
+
 /// Open a file the service owns for reading; `Ok(None)` when it does not exist. Only a regular
 /// file: a FIFO or a device put in its place (by whoever can write the state directory) is
 /// refused at once, opened without blocking, rather than blocking the thread that reads it (a

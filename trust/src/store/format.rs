@@ -191,6 +191,9 @@ pub struct Bundle {
     entries: Vec<Entry>,
     index: HashMap<Fingerprint, usize>,
     skipped: usize,
+    /// Lines outside certificate blocks that are neither blank nor metadata (see
+    /// [`Bundle::notes`]).
+    notes: usize,
     /// The file held text but no certificate block at all (see [`Bundle::only_text`]).
     only_text: bool,
     /// Set by any change other than adding entries at the end: the file must then be rewritten
@@ -253,6 +256,7 @@ impl Bundle {
         };
         for part in parsed {
             bundle.skipped += part.skipped;
+            bundle.notes += part.notes;
             for entry in part.entries {
                 bundle.insert(entry);
             }
@@ -368,16 +372,32 @@ impl Bundle {
     pub fn skipped(&self) -> usize {
         self.skipped
     }
+
+    /// What the bundle reads as once it was written whole ([`Bundle::to_pem`]): nothing
+    /// skipped, nothing but certificates and their metadata.
+    pub(super) fn as_written(&mut self) {
+        self.skipped = 0;
+        self.notes = 0;
+        self.only_text = false;
+    }
+
+    /// How many lines outside certificate blocks were neither blank nor metadata: comments,
+    /// or what a tool wrote around the blocks (OpenSSL's `Bag Attributes`). Like damaged blocks
+    /// ([`Bundle::skipped`]), they are not in the text a rewrite writes.
+    pub fn notes(&self) -> usize {
+        self.notes
+    }
 }
 
 /// Below this many bytes per part a file is parsed on one thread: starting a thread costs more.
 const MIN_PART: usize = 1 << 20;
 
-/// The entries and the damaged-block count of one part of a file.
+/// The entries, the damaged-block count and the count of other lines of one part of a file.
 #[derive(Default)]
 struct Parsed {
     entries: Vec<Entry>,
     skipped: usize,
+    notes: usize,
 }
 
 /// `bytes` cut into at most `threads` parts of at least `min_part` bytes, each cut just before a
@@ -529,6 +549,7 @@ fn parse_part(bytes: &[u8]) -> Parsed {
     let mut parsed = Parsed {
         entries: Vec::with_capacity(bytes.len() / 700 + 1),
         skipped: 0,
+        notes: 0,
     };
     let mut pending = Metadata::default();
     // The `fingerprint:` line that opens the metadata of entries we write: metadata is given
@@ -582,9 +603,11 @@ fn parse_part(bytes: &[u8]) -> Parsed {
                     // It opens an entry: what came before belongs to a torn write.
                     pending = Metadata::default();
                     pending_for = Some(trim(value));
-                } else {
-                    pending.apply(key, value);
+                } else if !pending.apply(key, value) {
+                    parsed.notes += 1;
                 }
+            } else if !trimmed.is_empty() {
+                parsed.notes += 1;
             }
             continue;
         }

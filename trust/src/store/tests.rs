@@ -132,6 +132,8 @@ fn damaged_and_foreign_blocks_are_skipped() {
     assert_eq!(bundle.len(), 1);
     assert!(bundle.contains(&Fingerprint::of(&da)));
     assert_eq!(bundle.skipped(), 2);
+    // The junk line and the private key's three: text a rewrite would not carry.
+    assert_eq!(bundle.notes(), 4);
 }
 
 #[test]
@@ -335,6 +337,68 @@ fn remove_keeps_others() {
     assert!(bundle.contains(&Fingerprint::of(&b)));
 }
 
+/// The names kept beside `store`'s file because a rewrite dropped text, with their content.
+fn kept_versions(s: &TrustStore) -> Vec<String> {
+    let prefix = crate::fsutil::aside_prefix(s.path(), "replaced");
+    let mut kept: Vec<String> = std::fs::read_dir(s.path().parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    kept.sort();
+    kept
+}
+
+#[test]
+fn a_rewrite_that_drops_text_keeps_the_version_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = two_clients(dir.path());
+    // Plain entries and metadata only: nothing is dropped, nothing kept.
+    assert!(s.remove(&Fingerprint::of(&a)).unwrap().is_some());
+    assert_eq!(kept_versions(&s), Vec::<String>::new());
+    assert_eq!(store(dir.path()).current().unwrap().notes(), 0);
+    // An administrator's note and a damaged block, then a removal.
+    let (c, dc) = cert();
+    let mut text = std::fs::read_to_string(s.path()).unwrap();
+    text.push_str(&format!(
+        "# added for the build farm\n{c}{BEGIN}\nMIIBcut\n"
+    ));
+    std::fs::write(s.path(), &text).unwrap();
+    assert!(s.remove(&Fingerprint::of(&b)).unwrap().is_some());
+    assert_eq!(
+        kept_versions(&s),
+        vec![text.clone()],
+        "the version before, as it was"
+    );
+    let now = std::fs::read_to_string(s.path()).unwrap();
+    assert!(
+        !now.contains("build farm") && !now.contains("MIIBcut"),
+        "{now}"
+    );
+    assert!(store(dir.path())
+        .current()
+        .unwrap()
+        .contains(&Fingerprint::of(&dc)));
+    // What is rewritten now holds nothing it would drop: the next removal keeps nothing more.
+    s.add(Entry::new(a.clone(), Metadata::default())).unwrap();
+    assert!(s.remove(&Fingerprint::of(&dc)).unwrap().is_some());
+    assert_eq!(kept_versions(&s).len(), 1);
+    // At most four kept, the first ones: a file that keeps getting notes adds no more.
+    for n in 0..6 {
+        let mut text = std::fs::read_to_string(s.path()).unwrap();
+        text.push_str(&format!("note {n}\n"));
+        let (extra, der) = cert();
+        text.push_str(&extra);
+        std::fs::write(s.path(), &text).unwrap();
+        assert!(s.remove(&Fingerprint::of(&der)).unwrap().is_some());
+    }
+    let kept = kept_versions(&s);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(kept.iter().any(|k| k.contains("note 2")));
+    assert!(!kept.iter().any(|k| k.contains("note 3")));
+}
+
 #[test]
 fn concurrent_writers_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -425,6 +489,7 @@ fn parsing_in_parts_gives_the_same_bundle() {
     for threads in 2..=16 {
         let cut = Bundle::parse_in_parts(&bytes, threads, 1);
         assert_eq!(cut.skipped(), whole.skipped(), "{threads} parts");
+        assert_eq!(cut.notes(), whole.notes(), "{threads} parts");
         let entries = |b: &Bundle| {
             b.iter()
                 .map(|e| (e.fingerprint, e.metadata.clone()))

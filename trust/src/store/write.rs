@@ -13,6 +13,10 @@ use crate::store::Bundle;
 /// lock) before giving up.
 const MERGE_ATTEMPTS: usize = 20;
 
+/// Versions of the store kept aside at most, because a rewrite dropped text from them: the
+/// first ones are kept, and rewrites of a file that keeps getting such text add no more.
+const KEPT_AT_MOST: usize = 4;
+
 impl TrustStore {
     /// Apply `change` to the file's current content under the writers' lock and write it if
     /// anything changed: appended when entries were only added, otherwise replaced. `change` returns its result, which tells whether to write: `true`, or
@@ -54,6 +58,18 @@ impl TrustStore {
                 }
             }
             let text = bundle.to_pem();
+            // Text the rewrite does not carry (damaged blocks, comments) is not lost with the
+            // version replaced: that version is kept beside it, as it was, for an administrator.
+            let dropped = (bundle.skipped(), bundle.notes());
+            let kept = if dropped != (0, 0) {
+                Some(crate::fsutil::keep_aside(
+                    &self.path,
+                    "replaced",
+                    KEPT_AT_MOST,
+                ))
+            } else {
+                None
+            };
             // The version replaced, held open: a hand append that opened it before the rename
             // and writes after it is carried over (`carry_late_appends`). Only a version with
             // the store's own owner and mode: one that others could write (a store made by
@@ -72,6 +88,26 @@ impl TrustStore {
             if let Some((old, meta)) = old {
                 self.keep_replaced(old, meta.size());
             }
+            match kept {
+                Some(Some(aside)) => tracing::warn!(
+                    path = %self.path.display(),
+                    damaged_blocks = dropped.0,
+                    other_lines = dropped.1,
+                    kept = %aside.display(),
+                    "the trust store was rewritten without text that is not a certificate or its \
+                     metadata; the version before is kept under another name"
+                ),
+                Some(None) => tracing::warn!(
+                    path = %self.path.display(),
+                    damaged_blocks = dropped.0,
+                    other_lines = dropped.1,
+                    "the trust store was rewritten without text that is not a certificate or its \
+                     metadata; the version before was not kept (it could not be linked, or as \
+                     many versions are kept already)"
+                ),
+                None => {}
+            }
+            bundle.as_written();
             // Cache what we wrote only if the file is still exactly that.
             let now = FileKey::stat(&self.path)?.filter(|k| k.size == text.len() as u64);
             self.remember(bundle, now);
