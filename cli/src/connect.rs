@@ -31,9 +31,10 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often to look for it meanwhile.
 const ROOT_CERT_POLL: Duration = Duration::from_millis(50);
 
-/// The daemon's address: `$MULTIPASS_SERVER_ADDRESS`, or the default socket.
+/// The daemon's address: `$MULTIPASS_SERVER_ADDRESS`, or the default socket when it is unset or
+/// empty (as Multipass reads it, and as `$MULTIPASS_ROOT_CERT` is read).
 pub fn server_address() -> Result<Address, Error> {
-    match std::env::var_os(ENV_SERVER_ADDRESS) {
+    match std::env::var_os(ENV_SERVER_ADDRESS).filter(|value| !value.is_empty()) {
         None => Ok(Address::default()),
         Some(value) => {
             let text = value

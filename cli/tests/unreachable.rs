@@ -217,6 +217,24 @@ fn invalid_address_exits_1() {
     );
 }
 
+/// Empty is unset, as Multipass reads it (and as `MULTIPASS_ROOT_CERT` is read).
+#[test]
+fn an_empty_address_is_the_default_socket() {
+    let env = Env::new();
+    let out = env
+        .command(Path::new("unused"))
+        .env("MULTIPASS_SERVER_ADDRESS", "")
+        .args(["-v", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("daemon: unix:/run/multipass_socket (the default)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("invalid"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_url_as_the_address_or_an_empty_client_id_exits_1() {
     let env = Env::new();

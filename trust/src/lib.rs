@@ -1,13 +1,14 @@
 //! Who the multipass service trusts, and the files that say so.
 //!
-//! This crate owns every yes/no about a peer: certificate fingerprints and PEM parsing ([`pki`]),
-//! the trust store ([`store`]),
+//! This crate owns the facts every yes/no about a peer rests on (the daemon's `admission` module
+//! decides): certificate fingerprints and PEM parsing ([`pki`]), the trust store ([`store`]),
 //! passphrase hashes ([`passphrase`]), one-time enrollment tokens ([`tokens`]), last-seen times
 //! ([`seen`]), the settings file ([`settings`]) and the default paths ([`paths`]); what a name
 //! ([`names`]) and a new passphrase ([`passphrase::validate_new`]) may be; who is an
 //! administrator and the socket's access ([`access`]); the audit log's events ([`audit`]), and
-//! repeated ones collapsed with their count ([`collapse`]), for the daemon and the helper. It does no
-//! networking and holds no policy about *when* to trust: the daemon decides that and calls in here.
+//! repeated ones collapsed with their count ([`collapse`]), for the daemon and the helper. It
+//! does no networking and holds no policy about *when* to trust: the daemon decides that and
+//! calls in here.
 //!
 //! It makes no certificates and speaks no TLS (that is the `multipass-tls` crate), because the
 //! privileged helper links it: what runs as root holds no TLS stack, no key generation, no gRPC.

@@ -292,10 +292,11 @@ impl TrustStore {
         tokens: Option<&crate::tokens::TokenStore>,
         now: time::OffsetDateTime,
     ) -> Result<Enrolled> {
-        // Read before the store's lock: a redemption holds the token file's lock while it enrols
-        // (and so takes the store's), so taking the token file's lock here would invert that
-        // order. A token created with a name between this read and the write below is not
-        // seen: its client is then made unique instead (a known limit, docs/SECURITY.md).
+        // Read before the store's lock, and without the token file's: the two files are never
+        // locked together (a redemption lets go of the token file before it enrols, a token's
+        // creation reads the store unlocked), so no two writers can wait for each other. A token
+        // created with a name between this read and the write below is not seen: its client is
+        // then made unique instead (a known limit, docs/SECURITY.md).
         let reserved: Vec<String> = tokens
             .and_then(|tokens| tokens.list().ok())
             .unwrap_or_default()
