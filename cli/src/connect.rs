@@ -18,18 +18,18 @@ use tls::ClientIdentity;
 use tonic::transport::Channel;
 use trust::paths::{client_cert_dir, client_root_cert, ENV_ROOT_CERT, ENV_SERVER_ADDRESS};
 
-use crate::error::{Error, Unreachable};
+use crate::error::{Error, SocketGroup, Unreachable};
 use crate::trace::Trace;
 
 /// How long to wait for the root CA file to appear after dialing.
 const ROOT_CERT_WAIT: Duration = Duration::from_secs(2);
+/// How often to look for the root CA file meanwhile.
+const ROOT_CERT_POLL: Duration = Duration::from_millis(50);
 /// How long a call may wait for the daemon's whole answer (`commands::answer`,
 /// `Context::replies`). The daemon answers every request within 30 s (with a refusal if it
 /// must), so past this it is stopped or stuck, and the command says so instead of waiting for
 /// ever.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often to look for it meanwhile.
-const ROOT_CERT_POLL: Duration = Duration::from_millis(50);
 
 /// The daemon's address: `$MULTIPASS_SERVER_ADDRESS`, or the default socket when it is unset or
 /// empty (as Multipass reads it, and as `$MULTIPASS_ROOT_CERT` is read).
@@ -51,12 +51,28 @@ pub fn server_address() -> Result<Address, Error> {
 pub fn identity(trace: &Trace) -> Result<ClientIdentity, Error> {
     let dir = client_cert_dir().ok_or_else(|| {
         Error::Config(anyhow!(
-            "cannot find the client certificate directory: neither XDG_DATA_HOME nor HOME is set"
+            "cannot find the client certificate directory: neither XDG_DATA_HOME nor HOME is set, \
+             and this user has no home directory in the password database"
         ))
     })?;
     let cert = dir.join(trust::paths::CLIENT_CERT_FILE);
-    let existed = trace.shows_steps() && cert.exists();
+    // Through sudo, root's client is made on first use, not the user's: on a fresh service the
+    // first command would make it the first client, which the user meant to be theirs.
+    let sudo_user = nix::unistd::geteuid()
+        .is_root()
+        .then(|| std::env::var("SUDO_USER").ok())
+        .flatten()
+        .filter(|user| !user.is_empty() && user != "root");
+    let existed = (trace.shows_steps() || sudo_user.is_some()) && cert.exists();
     let identity = ClientIdentity::load_or_create(&dir).map_err(|e| identity_error(&dir, e))?;
+    if let Some(user) = sudo_user.filter(|_| !existed) {
+        eprintln!(
+            "Through sudo, this command is root's client, not {user}'s: root's certificate was \
+             made now, in {}. A service that trusts nobody yet trusts root's client as the first \
+             one; run multipass without sudo for {user}'s own.",
+            dir.display()
+        );
+    }
     if let Some(aside) = &identity.moved_aside {
         eprintln!(
             "{} had no certificate (a first command was stopped before it made one): it was \
@@ -419,13 +435,24 @@ fn unreachable(address: &Address, e: ConnectError) -> Error {
     })
 }
 
-/// The name of the group owning the socket at `path` (its number if it has no name).
-fn socket_group(path: &Path) -> Option<String> {
+/// The group owning the socket at `path`, and whether this user joined it since logging in.
+fn socket_group(path: &Path) -> Option<SocketGroup> {
+    use nix::unistd::{getegid, getgrouplist, getgroups, getuid, Gid, Group, User};
     let stat = nix::sys::stat::stat(path).ok()?;
-    let gid = nix::unistd::Gid::from_raw(stat.st_gid);
-    Some(match nix::unistd::Group::from_gid(gid) {
+    let gid = Gid::from_raw(stat.st_gid);
+    let name = match Group::from_gid(gid) {
         Ok(Some(group)) => group.name,
         _ => gid.to_string(),
+    };
+    let ours = getegid() == gid || getgroups().is_ok_and(|groups| groups.contains(&gid));
+    let listed = || {
+        let user = User::from_uid(getuid()).ok().flatten()?;
+        let user_name = std::ffi::CString::new(user.name).ok()?;
+        Some(getgrouplist(&user_name, user.gid).ok()?.contains(&gid))
+    };
+    Some(SocketGroup {
+        name,
+        joined_since_login: !ours && listed() == Some(true),
     })
 }
 
@@ -443,7 +470,13 @@ mod tests {
             .unwrap()
             .map(|g| g.name)
             .unwrap_or_else(|| gid.to_string());
-        assert_eq!(socket_group(&file), Some(expected));
+        assert_eq!(
+            socket_group(&file),
+            Some(SocketGroup {
+                name: expected,
+                joined_since_login: false
+            })
+        );
         assert_eq!(socket_group(&dir.path().join("missing")), None);
     }
 

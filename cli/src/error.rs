@@ -162,6 +162,16 @@ pub fn report(command: &str, outcome: Result<(), Error>) -> ExitCode {
 
 /// Why the daemon could not be reached. The `Display` text is the whole message after
 /// `<command> failed: `, hint lines included.
+/// The group of a socket that refused us, and this user's part in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    /// Its name (its number if it has none).
+    pub name: String,
+    /// Whether the group database lists this user in it although this process is not in it: the
+    /// user was added after logging in, and gets the group at the next login.
+    pub joined_since_login: bool,
+}
+
 #[derive(Debug)]
 pub enum Unreachable {
     /// The socket could not be opened.
@@ -171,7 +181,7 @@ pub enum Unreachable {
         /// What the operating system said.
         source: io::Error,
         /// The socket's group, looked up when permission was denied.
-        socket_group: Option<String>,
+        socket_group: Option<SocketGroup>,
     },
     /// The root CA file, needed to verify the daemon, is missing, unreadable or invalid.
     RootCert {
@@ -284,14 +294,26 @@ impl fmt::Display for Unreachable {
                     // The socket's group is the admin group once the daemon (or the helper) has
                     // set the socket up; a daemon run by hand without root cannot, so the group
                     // is named as the socket's, not as the administrators'.
-                    let admins = match socket_group.as_deref() {
+                    let group = socket_group.as_ref().map(|g| g.name.as_str());
+                    let admins = match group {
                         Some("root" | "0") => "root".to_string(),
-                        Some(group) => format!(
-                            "root and the socket's group, '{group}' (the admin group, once the \
-                             daemon has set the socket up),"
+                        Some(group) => {
+                            format!("root and the members of the socket's group, '{group}',")
+                        }
+                        None => "root and the members of the socket's group".to_string(),
+                    };
+                    let you = match socket_group {
+                        Some(SocketGroup {
+                            name,
+                            joined_since_login: true,
+                        }) => format!(
+                            "This user was added to '{name}' after this login began, so it is not \
+                             in it yet: log in again (or run `newgrp {name}`).\n"
                         ),
-                        None => "root and the socket's group (the admin group, once the daemon \
-                                 has set the socket up),"
+                        _ => "Anyone else: ask an administrator to run a multipass command \
+                              first (e.g. `multipass list`, as themselves); then get in with \
+                              `multipass authenticate` and the passphrase or a one-time token \
+                              they give you.\n"
                             .to_string(),
                     };
                     // By its full path: the package installs it in /usr/libexec, which is not
@@ -312,6 +334,7 @@ impl fmt::Display for Unreachable {
                         f,
                         "The socket does not let this user connect. While no client is trusted, \
                          only {admins} can; once one is, everybody can.\n\
+                         {you}\
                          If a client is trusted already, an administrator can fix the socket's \
                          access: {fix}."
                     )
@@ -411,7 +434,10 @@ mod tests {
         let e = Error::Unreachable(Unreachable::Dial {
             address,
             source: io::Error::from_raw_os_error(errno as i32),
-            socket_group: group.map(str::to_string),
+            socket_group: group.map(|name| SocketGroup {
+                name: name.to_string(),
+                joined_since_login: false,
+            }),
         });
         assert_eq!(e.exit(), Exit::Unreachable);
         e.message("list").unwrap()
@@ -466,18 +492,19 @@ mod tests {
             ),
             "list failed: cannot connect to the multipass socket at /run/multipass_socket: permission denied\n\
              The socket does not let this user connect. While no client is trusted, only \
-             root and the socket's group, 'sudo' (the admin group, once the daemon has set the \
-             socket up), can; once one is, everybody can.\n\
+             root and the members of the socket's group, 'sudo', can; once one is, everybody \
+             can.\n\
+             Anyone else: ask an administrator to run a multipass command first (e.g. \
+             `multipass list`, as themselves); then get in with `multipass authenticate` and the \
+             passphrase or a one-time token they give you.\n\
              If a client is trusted already, an administrator can fix the socket's access: \
              `sudo /usr/libexec/multipassd-helper apply-socket-policy`."
         );
         // Whether a client is trusted already, the client cannot know: it claims neither.
         let text = dial(unix("/s"), nix::errno::Errno::EACCES, Some("sudo"));
         assert!(!text.contains("Until"), "{text}");
-        assert!(dial(unix("/s"), nix::errno::Errno::EACCES, None).contains(
-            "only root and the socket's group (the admin group, once the daemon has set the \
-             socket up), can;"
-        ));
+        assert!(dial(unix("/s"), nix::errno::Errno::EACCES, None)
+            .contains("only root and the members of the socket's group can;"));
         // A socket of one's own: the helper is told which, and the daemon's other settings.
         assert!(text.contains(
             "`sudo /usr/libexec/multipassd-helper --socket /s --data-dir DIR --admin-group GROUP \

@@ -157,7 +157,14 @@ fn read_hidden_from(
         .and_then(|()| {
             prompt_to.write_all(prompt.as_bytes())?;
             prompt_to.flush()?;
-            read_terminal_line(fd, limit)
+            let (line, ended) = read_terminal_line(fd, limit)?;
+            // Ended by Ctrl-D rather than Enter: the terminal is still on the prompt's line, and
+            // what the command says next must not follow the prompt there.
+            if !ended {
+                prompt_to.write_all(b"\n")?;
+                prompt_to.flush()?;
+            }
+            Ok(line)
         });
     let restored = termios::tcsetattr(fd, SetArg::TCSANOW, &original);
     for (signal, old) in previous {
@@ -170,10 +177,13 @@ fn read_hidden_from(
     Ok(line)
 }
 
-/// One line from the terminal `fd`, as [`read_line`] reads it. A terminal hands over at most one
-/// line per read, so this stops at the line's end without a buffer that would keep a copy of the
-/// secret or of the next answer.
-fn read_terminal_line(fd: BorrowedFd<'_>, limit: usize) -> Result<Zeroizing<String>, ReadError> {
+/// One line from the terminal `fd`, as [`read_line`] reads it, and whether it ended with Enter
+/// (not end of input). A terminal hands over at most one line per read, so this stops at the
+/// line's end without a buffer that would keep a copy of the secret or of the next answer.
+fn read_terminal_line(
+    fd: BorrowedFd<'_>,
+    limit: usize,
+) -> Result<(Zeroizing<String>, bool), ReadError> {
     let most = limit + 3;
     let mut bytes = Zeroizing::new(vec![0u8; most]);
     let mut len = 0;
@@ -198,7 +208,11 @@ fn read_terminal_line(fd: BorrowedFd<'_>, limit: usize) -> Result<Zeroizing<Stri
             }
         }
     }
-    read_line(&mut io::Cursor::new(&bytes[..len]), limit)
+    let ended = bytes[..len].ends_with(b"\n") || len == most;
+    Ok((
+        read_line(&mut io::Cursor::new(&bytes[..len]), limit)?,
+        ended,
+    ))
 }
 
 /// One line of `input` without its line ending; empty at end of input. A line longer than `limit`

@@ -235,6 +235,31 @@ fn an_empty_address_is_the_default_socket() {
     assert!(!stderr(&out).contains("invalid"), "{}", stderr(&out));
 }
 
+/// Multipass's instance commands are said to be unavailable, not "did you mean 'auth'".
+#[test]
+fn multipass_commands_this_client_lacks_say_so() {
+    let env = Env::new();
+    for name in ["launch", "info", "shell", "delete"] {
+        let out = env.run(&env.path("nonexistent"), &[name, "foo"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "{name} failed: This service manages no instances: '{name}' is not available.\n\
+                 Its commands are listed by 'multipass --help'.\n"
+            )
+        );
+    }
+    // Another unknown command is clap's, with its suggestion.
+    let out = env.run(&env.path("nonexistent"), &["lst"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unrecognized subcommand 'lst'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn a_url_as_the_address_or_an_empty_client_id_exits_1() {
     let env = Env::new();

@@ -71,16 +71,17 @@ pub struct Args {
 
     /// Ceiling, in seconds, of the delay imposed after repeated failed authentications
     /// (tests use short ones).
-    #[arg(long, hide = true, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, hide = true, default_value_t = crate::limits::MAX_DELAY.as_secs(),
+          value_name = "SECONDS")]
     pub auth_max_delay: u64,
 
     /// Seconds a connection may stay open with no request in flight (at most 120; tests use
     /// short ones). Keepalive pings do not count as requests.
-    #[arg(long, hide = true, default_value_t = 60, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..=120))]
+    #[arg(long, hide = true, default_value_t = rpc::server::IDLE_TIMEOUT.as_secs(),
+          value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=120))]
     pub connection_idle_timeout: u64,
 
     /// Seconds a client may take to finish its TLS handshake.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = rpc::server::HANDSHAKE_TIMEOUT.as_secs())]
     pub handshake_timeout: u64,
 }

@@ -68,9 +68,9 @@ struct Refused {
     failures: Option<u32>,
 }
 
-/// Refusals collapsed per peer (uid on the Unix socket, address on TCP), reason and action: the first
-/// is written at once, then at most one line a second with the number of refusals it stands for
-/// (`refusals`), the latest one's certificate and failure count. Every refusal is counted in
+/// Refusals collapsed per peer (uid on the Unix socket, address on TCP), reason and action: the
+/// first is written at once, then at most one line a second with the number of refusals it stands
+/// for (`refusals`), the latest one's certificate and failure count. Every refusal is counted in
 /// exactly one line.
 #[derive(Debug)]
 pub struct Refusals(Collapse<RefusalKey, Refused>);

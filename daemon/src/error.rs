@@ -5,13 +5,7 @@ use std::time::Duration;
 use tonic::Status;
 use trust::tokens::TokenError;
 
-/// The message stock Multipass clients show for an untrusted client (docs/CONTRACT.md, Messages).
-pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
-/// Authenticate while no passphrase is set.
-pub const PASSPHRASE_NOT_SET: &str =
-    "Passphrase is not set. Please `multipass set local.passphrase` with a trusted client.";
-/// Authenticate with the wrong passphrase.
-pub const PASSPHRASE_INCORRECT: &str = "Passphrase is not correct. Please try again.";
+pub use rpc::messages::{NOT_AUTHENTICATED, PASSPHRASE_INCORRECT, PASSPHRASE_NOT_SET};
 
 /// Fewest hex digits accepted as a fingerprint prefix: shorter ones match by accident.
 pub const MIN_PREFIX: usize = 4;
@@ -43,9 +37,22 @@ pub enum Error {
     /// Authenticate without a client certificate: there is nothing to trust.
     #[error("No client certificate was presented, so there is nothing to authenticate. Please use a client that presents its certificate.")]
     NoClientCertificate,
-    /// Authenticate while no passphrase is set: Multipass's line, then the ways in that need none.
-    #[error("{PASSPHRASE_NOT_SET}\nAn administrator can trust a client without a passphrase ('multipass authenticate --admin'); anyone else can be given a one-time token by an administrator ('multipass trust token create'), which 'multipass authenticate' takes.")]
-    PassphraseNotSet,
+    /// Authenticate while no passphrase is set: Multipass's line, then the ways in that need none;
+    /// for the administrator whose next command of any other kind would make it the first
+    /// client, that one.
+    #[error("{PASSPHRASE_NOT_SET}\n{}", if *.first_client {
+        "No client is trusted yet, and this user is an administrator: run any other command \
+         (e.g. 'multipass list', without sudo) and this client is trusted as the first one; \
+         then set the passphrase for the others ('multipass set local.passphrase')."
+    } else {
+        "An administrator can trust a client without a passphrase ('multipass authenticate \
+         --admin'); anyone else can be given a one-time token by an administrator ('multipass \
+         trust token create'), which 'multipass authenticate' takes."
+    })]
+    PassphraseNotSet {
+        /// Whether the caller's next gated request would trust its client as the first one.
+        first_client: bool,
+    },
     /// Authenticate with the wrong passphrase.
     #[error("{PASSPHRASE_INCORRECT}")]
     PassphraseIncorrect,
@@ -152,7 +159,7 @@ impl From<Error> for Status {
                 Status::unauthenticated(message)
             }
             Error::NoClientCertificate => Status::unauthenticated(message),
-            Error::PassphraseNotSet => Status::failed_precondition(message),
+            Error::PassphraseNotSet { .. } => Status::failed_precondition(message),
             Error::PassphraseIncorrect => Status::invalid_argument(message),
             Error::RateLimited { .. } | Error::Busy | Error::TooManyClients { .. } => {
                 Status::resource_exhausted(message)

@@ -34,12 +34,15 @@ pub struct LimiterConfig {
     pub max_records: usize,
 }
 
+/// [`LimiterConfig::max_delay`] by default (the daemon's `--auth-max-delay`).
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
 impl Default for LimiterConfig {
     fn default() -> Self {
         LimiterConfig {
             free_failures: 3,
             base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(60),
+            max_delay: MAX_DELAY,
             forget_after: Duration::from_secs(3600),
             max_records: 10_000,
         }

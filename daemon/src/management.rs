@@ -2,12 +2,12 @@
 //! removing trusted clients, creating, listing and revoking one-time enrollment tokens.
 //!
 //! Every method passes the same gate as `multipass.Rpc` (trusted clients only). Managing others'
-//! trust is an administrator's right, decided at each request ([`Gate::manage`]):
-//! every trusted client may list the clients and remove its own entry, but removing another
-//! client and creating, listing or revoking tokens need a caller on the Unix socket whose uid is
-//! 0 or in the admin group; over TCP nobody may. Every change, and every such refusal, is an
-//! audit event (`trust::audit::AuditEvent`) naming the caller, and a token appears in exactly one place:
-//! the reply to the request that created it. Redeeming a token is not here but in `authenticate`
+//! trust is an administrator's right, decided at each request ([`Gate::manage`]): every trusted
+//! client may list the clients and remove its own entry, but removing another client and creating,
+//! listing or revoking tokens need a caller on the Unix socket whose uid is 0 or in the admin
+//! group; over TCP nobody may. Every change, and every such refusal, is an audit event
+//! (`trust::audit::AuditEvent`) naming the caller, and a token appears in exactly one place: the
+//! reply to the request that created it. Redeeming a token is not here but in `authenticate`
 //! (`gate::authenticate`), so stock Multipass clients can redeem one.
 
 use std::pin::Pin;
@@ -33,9 +33,6 @@ use trust::{Bundle, Entry, Fingerprint};
 use crate::error::{Error, MIN_PREFIX};
 use crate::gate::Gate;
 use trust::access as admin;
-
-/// Hex digits of a fingerprint shown to identify a client among others.
-const SHORT_FINGERPRINT: usize = 16;
 
 /// What needs an administrator, as the refusal words it.
 const REMOVE_OTHER: &str = "remove another client's trust";
@@ -195,7 +192,7 @@ pub fn resolve(bundle: &Bundle, id: &str) -> Result<Fingerprint, Error> {
                 .map(|e| {
                     format!(
                         "{} ({})",
-                        &e.fingerprint.to_hex()[..SHORT_FINGERPRINT],
+                        trust::pki::short_hex(&e.fingerprint.to_hex()),
                         e.metadata.name.as_deref().unwrap_or("no name")
                     )
                 })

@@ -3,9 +3,9 @@
 //! `--help`. Run by `debian/rules`.
 //!
 //! Each subcommand gets a page named after its path (`multipass-trust-token-create(1)`) whose
-//! synopsis is the command as it is typed (`multipass trust token create [--name <NAME>] ...`). The sections clap
-//! does not know (exit status, environment, files, signals) come from the programs' crates, where
-//! `--help` takes them from too.
+//! synopsis is the command as it is typed (`multipass trust token create [--name <NAME>] ...`). The
+//! sections clap does not know (exit status, environment, files, signals) come from the programs'
+//! crates, where `--help` takes them from too.
 
 // Only its test runs it: it checks debian/copyright against Cargo.lock.
 #[cfg(test)]

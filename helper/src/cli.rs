@@ -14,8 +14,10 @@ use crate::config::Config;
 /// bus, as `multipass authenticate --admin` and `multipass set local.passphrase --admin` do; each
 /// call is authorized by polkit for the caller, who is asked for an administrator's password
 /// (except the daemon's own user setting its socket's access, which polkit's rules allow).
-/// An administrator can also run the operations directly through pkexec, with the passphrase or
-/// the certificate on standard input or the terminal, never on the command line.
+/// An administrator can also run the operations directly, with sudo or pkexec, the passphrase or
+/// the certificate on standard input or the terminal, never on the command line. With polkit
+/// before 124 (Debian 12 ships 122), pkexec's own password prompt fails with "No session for
+/// cookie": start a terminal agent for the shell first (`pkttyagent --process $$ &`), or use sudo.
 #[derive(Debug, Parser)]
 #[command(name = "multipassd-helper", version)]
 pub struct Cli {
@@ -56,8 +58,9 @@ pub enum Command {
     /// Set the passphrase, read from the terminal (twice) or one line of standard input
     ///
     /// Set the passphrase other clients authenticate with, read from the terminal (twice, without
-    /// echo) or as one line of standard input. Runs as root, e.g. `pkexec
-    /// /usr/libexec/multipassd-helper set-passphrase` (polkit action io.multipass.set-passphrase).
+    /// echo) or as one line of standard input. Runs as root, e.g. `sudo
+    /// /usr/libexec/multipassd-helper set-passphrase`, or the same through pkexec (polkit action
+    /// io.multipass.set-passphrase).
     /// An empty passphrase is refused; use --clear to clear it.
     SetPassphrase {
         /// Clear the passphrase instead (nobody can authenticate with one until it is set again).
@@ -66,10 +69,10 @@ pub enum Command {
     },
     /// Trust the certificate read from standard input
     ///
-    /// Trust the client certificate (PEM) read from standard input, e.g. `pkexec
-    /// /usr/libexec/multipassd-helper trust-certificate < multipass_cert.pem` (the client's
-    /// certificate is in ~/.local/share/multipass-client-certificate/; polkit action
-    /// io.multipass.trust-client). Prints its fingerprint.
+    /// Trust the client certificate (PEM) read from standard input, e.g. `sudo
+    /// /usr/libexec/multipassd-helper trust-certificate < multipass_cert.pem`, or the same through
+    /// pkexec (the client's certificate is in ~/.local/share/multipass-client-certificate/;
+    /// polkit action io.multipass.trust-client). Prints its fingerprint.
     TrustCertificate {
         /// Name to record [default: the invoking user's login name].
         #[arg(long)]

@@ -1,8 +1,8 @@
 //! The Multipass wire protocol and the TLS transport that carries it, shared by daemon and client.
 //!
 //! - [`proto`]: the `multipass.Rpc` service and its messages, generated from
-//!   `proto/multipass.proto` (docs/CONTRACT.md, Wire protocol), and our own `multipass.trust.Trust` service
-//!   ([`trust_proto`], `proto/trust.proto`).
+//!   `proto/multipass.proto` (docs/CONTRACT.md, Wire protocol), and our own `multipass.trust.Trust`
+//!   service ([`trust_proto`], `proto/trust.proto`).
 //! - [`server`]: accepts connections on a Unix or TCP listener, runs each TLS handshake in its
 //!   own task with a timeout, and hands finished connections to tonic together with the typed
 //!   [`server::Peer`] (kernel-reported credentials and the verified client certificate).
@@ -15,6 +15,7 @@
 
 pub mod address;
 pub mod client;
+pub mod messages;
 pub mod server;
 
 /// Generated protocol types and service stubs (`package multipass`).

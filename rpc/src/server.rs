@@ -244,15 +244,20 @@ pub struct IncomingOptions {
     pub handshake_burst_per_peer: u32,
 }
 
+/// [`IncomingOptions::handshake_timeout`] by default (the daemon's `--handshake-timeout`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`IncomingOptions::idle_timeout`] by default (the daemon's `--connection-idle-timeout`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Default for IncomingOptions {
     fn default() -> Self {
         IncomingOptions {
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             max_pending_handshakes: 512,
             max_handshakes_per_peer: 16,
             max_connections_per_peer: 64,
             max_connections: 1024,
-            idle_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Some(IDLE_TIMEOUT),
             handshakes_per_second_per_peer: 100,
             handshake_burst_per_peer: 64,
         }

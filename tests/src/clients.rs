@@ -466,8 +466,8 @@ fn receive_fd(ctl: RawFd) -> Option<OwnedFd> {
     for cmsg in msg.cmsgs().ok()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor in our table for us (SCM_RIGHTS);
-                // nothing else owns it.
+                // SAFETY: the kernel just installed this descriptor in our table for us
+                // (SCM_RIGHTS); nothing else owns it.
                 return Some(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }

@@ -44,9 +44,9 @@ pub use fixture::Fixture;
 pub use process::CliOutput;
 pub use users::{Group, User};
 
-/// The gate's message (docs/CONTRACT.md, Messages), without the CLI's `<command> failed: ` prefix: the first
-/// two lines of the refusal, exactly as Multipass words them. The daemon adds one line after them
-/// (see [`process::CliOutput::assert_not_authenticated`]).
+/// The gate's message (docs/CONTRACT.md, Messages), without the CLI's `<command> failed: ` prefix:
+/// the first two lines of the refusal, exactly as Multipass words them. The daemon adds one line
+/// after them (see [`process::CliOutput::assert_not_authenticated`]).
 pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
 
 /// The start of every enrollment token.

@@ -79,9 +79,9 @@ impl CliOutput {
     }
 
     /// Panics unless `multipass <command>` was refused as not authenticated: exit 2, the first two
-    /// lines of stderr exactly Multipass's message (prefixed `<command> failed: `), then exactly one
-    /// line saying how to get in, naming nobody (a command may
-    /// add its own hint after that, as `set local.passphrase` does).
+    /// lines of stderr exactly Multipass's message (prefixed `<command> failed: `), then exactly
+    /// one line saying how to get in, naming nobody (a command may add its own hint after that, as
+    /// `set local.passphrase` does).
     #[track_caller]
     pub fn assert_not_authenticated(&self, command: &str, what: &str) -> &Self {
         self.assert_code(2, what);

@@ -31,8 +31,8 @@ check "a wrong password is refused" test "$rc" -ne 0
 as erin list; expect "erin is still not trusted" 2 "$rc"
 
 # pkexec, the documented alternative, with the password prompt. polkit 122 (Debian 12) fails
-# pkexec's own text agent with "No session for cookie" (a polkit bug, fixed upstream in 124:
-# polkit-org/polkit#423), so the documented way starts a terminal agent for the shell first.
+# pkexec's own text agent with "No session for cookie" (a polkit bug, fixed upstream in 124),
+# so the documented way starts a terminal agent for the shell first.
 # pkttyagent closes its --notify-fd (here a FIFO's writing end) once it is registered.
 cert='~/.local/share/multipass-client-certificate/multipass_cert.pem'
 rc=0

@@ -36,6 +36,8 @@ check "neither hash nor passphrase in the journal" bash -c "! journalctl -u mult
 
 # What a new user reads after installing: the man pages and the shell completion.
 # /etc is empty in the container: man reads the host's configuration, as on an installed system.
+check "README.Debian says how to get in and back in" \
+    bash -c 'zcat -f /usr/share/doc/multipass/README.Debian* | grep -q "authenticate --admin"'
 check "man multipass-trust-token-create is installed" \
     man -C /host-etc/manpath.config -w multipass-trust-token-create
 check "man multipassd(8) is installed" man -C /host-etc/manpath.config -w 8 multipassd

@@ -131,6 +131,37 @@ fn a_command_waits_for_the_socket_set_up_again() {
         out.stderr.contains("permission denied") && !out.stderr.contains(WAITING),
         "{out}"
     );
+    assert!(
+        out.stderr
+            .contains("Anyone else: ask an administrator to run a multipass command first"),
+        "{out}"
+    );
+
+    // Added to the group after logging in (the group database lists the user, the process has
+    // only the groups of its login): told to log in again, not to ask an administrator.
+    let added = std::process::Command::new("gpasswd")
+        .args(["-a", &b.name, &admins.name])
+        .output()
+        .expect("gpasswd");
+    assert!(added.status.success(), "{added:?}");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid", &b.uid.to_string(), "--regid", &b.gid.to_string()])
+        .args(["--clear-groups", "env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(format!("HOME={}", b.home.display()));
+    for (key, value) in daemon.client_env(&b.xdg_data_home()) {
+        cmd.arg(format!("{key}={value}"));
+    }
+    cmd.arg(multipass_system_tests::bin("multipass"))
+        .arg("list");
+    let out = multipass_system_tests::process::run(cmd, None, Duration::from_secs(30));
+    out.assert_code(3, "a user added to the socket's group since logging in");
+    let expected = format!(
+        "This user was added to '{}' after this login began, so it is not in it yet: log in \
+         again (or run `newgrp {}`).",
+        admins.name, admins.name
+    );
+    assert!(out.stderr.contains(&expected), "{out}");
+    assert!(!out.stderr.contains("Anyone else"), "{out}");
 }
 
 multipass_system_tests::process_tests! {

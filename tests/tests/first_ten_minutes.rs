@@ -70,11 +70,12 @@ fn sudo_set_passphrase_fails_before_prompting_and_says_why() {
 
     // `sudo multipass set local.passphrase`, typed by alice: root's own client asks.
     let alice_uid = alice.uid.to_string();
-    let out = daemon.run_as_root_with(
+    let mut out = daemon.run_as_root_with(
         &["set", "local.passphrase"],
         Some("typed-for-nothing\ntyped-for-nothing\n"),
         &[("SUDO_USER", &alice.name), ("SUDO_UID", &alice_uid)],
     );
+    take_sudo_note(&mut out, &alice.name, true);
     out.assert_not_authenticated("set", "`sudo multipass set local.passphrase`");
     assert_eq!(out.stdout, "", "no prompt before the refusal\n{out}");
     assert_advice(
@@ -137,11 +138,13 @@ fn sudo_anything_refused_says_root_is_a_client_of_its_own() {
         (&["trust", "list"], "trust list"),
         (&["trust", "token", "create"], "trust token create"),
     ] {
-        let out = daemon.run_as_root_with(
+        let mut out = daemon.run_as_root_with(
             args,
             None,
             &[("SUDO_USER", &alice.name), ("SUDO_UID", &alice_uid)],
         );
+        // Said once, when root's client is made.
+        take_sudo_note(&mut out, &alice.name, command == "list");
         let what = format!("`sudo multipass {}`", args.join(" "));
         out.assert_not_authenticated(command, &what);
         assert_advice(
@@ -154,6 +157,30 @@ fn sudo_anything_refused_says_root_is_a_client_of_its_own() {
             ],
             &what,
         );
+    }
+}
+
+/// Check that `out` begins with the note a command run through sudo gives when it made root's
+/// client (`made`), or has none, and take the note out.
+#[track_caller]
+fn take_sudo_note(out: &mut CliOutput, user: &str, made: bool) {
+    let note = format!("Through sudo, this command is root's client, not {user}'s: root's certificate was made now, in ");
+    let (first, rest) = out.stderr.split_once('\n').unwrap_or((&out.stderr, ""));
+    if made {
+        assert!(
+            first.starts_with(&note),
+            "no note that root's client was made:\n{out}"
+        );
+        assert!(
+            first.ends_with(&format!(
+                "A service that trusts nobody yet trusts root's client as the first one; run \
+                 multipass without sudo for {user}'s own."
+            )),
+            "{out}"
+        );
+        out.stderr = rest.to_string();
+    } else {
+        assert!(!out.stderr.contains("Through sudo"), "{out}");
     }
 }
 
@@ -324,6 +351,38 @@ fn authenticate_refuses_what_it_cannot_send() {
         .assert_not_authenticated("list", "bob, after all that");
 }
 
+/// `authenticate` makes no first client (only gated requests do, as in Multipass), so an
+/// administrator who starts with it on a fresh service is told which command does.
+fn an_administrators_first_authenticate_names_the_command_that_trusts() {
+    let Fixture(_dir, _admins, alice, [bob], daemon) = Fixture::open();
+    const FIRST: &str = "No client is trusted yet, and this user is an administrator: run any \
+                         other command (e.g. 'multipass list', without sudo) and this client is \
+                         trusted as the first one; then set the passphrase for the others \
+                         ('multipass set local.passphrase').";
+    const OTHERS: &str = "An administrator can trust a client without a passphrase ('multipass \
+                          authenticate --admin'); anyone else can be given a one-time token by \
+                          an administrator ('multipass trust token create'), which 'multipass \
+                          authenticate' takes.";
+    let out = daemon.run_as(&alice, &["authenticate", "anything"], None);
+    out.assert_failure(
+        2,
+        &format!("authenticate failed: {PASSPHRASE_NOT_SET}\n{FIRST}"),
+        "an administrator's first command",
+    );
+    daemon
+        .run_as(&alice, &["list"], None)
+        .assert_code(0, "alice's `list`, as the hint says");
+    // Not once a client is trusted (before, only administrators reach the socket).
+    for user in [&alice, &bob] {
+        let out = daemon.run_as(user, &["authenticate", "anything"], None);
+        out.assert_failure(
+            2,
+            &format!("authenticate failed: {PASSPHRASE_NOT_SET}\n{OTHERS}"),
+            "a client is trusted",
+        );
+    }
+}
+
 fn authenticate_from_a_trusted_client_checks_the_passphrase() {
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
@@ -485,6 +544,33 @@ fn ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing() {
     let (code, screen) = session.finish(wait);
     assert_eq!(code, None, "Ctrl-C should end it by its signal:\n{screen}");
     assert!(echoes, "Ctrl-C left the terminal without echo:\n{screen}");
+}
+
+/// Ctrl-D at a prompt on a terminal: what the command says next starts a line of its own, and
+/// advice meant for piped input is not given.
+fn ctrl_d_at_a_prompt_ends_its_line() {
+    let scene = Scene::new(&[]);
+    let (daemon, alice) = (&scene.daemon, &scene.alice);
+    let wait = Duration::from_secs(30);
+    let env = daemon.client_env(&alice.xdg_data_home());
+    let mut set = alice.command(&multipass_system_tests::bin("multipass"), &env);
+    set.args(["set", "local.passphrase"]);
+    let mut session = PtySession::spawn(set);
+    session.wait_for(PROMPT, 1, wait);
+    session.type_text("abc\n");
+    session.wait_for("Please re-enter passphrase: ", 1, wait);
+    session.type_text("\x04");
+    let (code, screen) = session.finish(wait);
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(
+        screen.contains(
+            "Please re-enter passphrase: \r\nPassphrases do not match\r\nThe second answer was \
+             empty; nothing was changed.\r\n"
+        ),
+        "{screen:?}"
+    );
+    assert!(!screen.contains("standard input"), "{screen}");
+    assert_eq!(stored_hash(daemon), None, "nothing was set");
 }
 
 fn without_a_controlling_terminal_the_passphrase_is_read_from_standard_input() {
@@ -663,5 +749,5 @@ fn verbose_says_which_client_and_daemon() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does, verbose_says_which_client_and_daemon],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, an_administrators_first_authenticate_names_the_command_that_trusts, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, ctrl_d_at_a_prompt_ends_its_line, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does, verbose_says_which_client_and_daemon],
 }

@@ -127,6 +127,14 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
     assert!(out.stderr.contains("Not authorized"), "{out}");
     // Without a terminal the CLI says what to run instead.
     assert!(out.stderr.contains("pkexec"), "{out}");
+    // A client trusted already is told so, without asking polkit (which would refuse `first`).
+    let out = daemon.run_as(&first, &["authenticate", "--admin"], None);
+    out.assert_code(0, "authenticate --admin by a trusted client");
+    assert_eq!(
+        out.stdout_trimmed(),
+        "This client is trusted already; nothing was changed.",
+        "{out}"
+    );
     let (ok, text) = call_helper(Some(&stranger), "SetPassphrase", "s", &["x"]);
     assert!(!ok && text.contains("Not authorized"), "{text}");
     // A call's input is checked before polkit is asked, the name as well as the certificate.

@@ -8,7 +8,8 @@ use multipass_system_tests::{
 use serde_json::Value;
 
 const PASSPHRASE: &str = "list-every-path-pass";
-/// What the privileged helper writes before a certificate it trusts (`multipass authenticate --admin`).
+/// What the privileged helper writes before a certificate it trusts (`multipass authenticate
+/// --admin`).
 const ADMIN_METADATA: &str =
     "name: ops-laptop\nuid: 0\nuser: root\nhow: admin\nwhen: 2026-01-01T00:00:00Z\n";
 

@@ -1,7 +1,8 @@
 //! Who may reach the daemon's socket: administrators (uid 0, or members of the admin group:
-//! docs/CONTRACT.md, the first that exists of `multipass`, `sudo`, `admin`, `wheel`, unless configured),
-//! and the socket access policy of docs/CONTRACT.md (restricted root:<admin group> 0660 while
-//! nobody is trusted, open root:root 0666 afterwards). Shared by the daemon and the helper.
+//! docs/CONTRACT.md, the first that exists of `multipass`, `sudo`, `admin`, `wheel`, unless
+//! configured), and the socket access policy of docs/CONTRACT.md (restricted root:<admin group>
+//! 0660 while nobody is trusted, open root:root 0666 afterwards). Shared by the daemon and the
+//! helper.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::OwnedFd;

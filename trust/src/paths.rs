@@ -1,4 +1,5 @@
-//! Default paths (docs/CONTRACT.md, Names and paths) and the layout of the daemon's state directory.
+//! Default paths (docs/CONTRACT.md, Names and paths) and the layout of the daemon's state
+//! directory.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -93,11 +94,13 @@ impl Default for DataDir {
 }
 
 /// The client's certificate directory: `$XDG_DATA_HOME/multipass-client-certificate`, with
-/// `$XDG_DATA_HOME` defaulting to `$HOME/.local/share`. `None` when neither it nor `$HOME` is set.
+/// `$XDG_DATA_HOME` defaulting to `$HOME/.local/share`. `None` when neither it nor a home
+/// directory can be found.
 ///
 /// A relative `XDG_DATA_HOME` or `HOME` is ignored (the XDG Base Directory specification says so
-/// of the first): it would put the client's key wherever the command happens to run. A relative
-/// `HOME` gives way to the home directory of the password database.
+/// of the first): it would put the client's key wherever the command happens to run. A relative,
+/// empty or unset `HOME` (a cron job, `env -i`, a systemd unit) gives way to the home directory of
+/// the password database.
 ///
 /// root running with another user's `HOME` or `XDG_DATA_HOME` (`su` without `-`, `sudo -E`)
 /// would create root-owned directories in that user's home, which then lock the user out of
@@ -146,10 +149,9 @@ fn client_cert_dir_in(
     accounts: &impl Accounts,
 ) -> Option<PathBuf> {
     let euid = accounts.euid();
-    let home = match home.filter(|h| !h.is_empty()).map(PathBuf::from) {
+    let home = match home.map(PathBuf::from) {
         Some(home) if home.is_absolute() => Some(home),
-        Some(_) => accounts.home(euid),
-        None => None,
+        _ => accounts.home(euid),
     };
     let data_home = match xdg_data_home.map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
@@ -233,20 +235,27 @@ mod tests {
                 cert_dir("/home/a/.local/share")
             );
         }
-        assert_eq!(dir(Some("relative"), None), None);
-        assert_eq!(dir(None, Some("")), None);
+        assert_eq!(
+            dir(Some("relative"), None),
+            cert_dir("/home/me/.local/share")
+        );
+        assert_eq!(dir(None, Some("")), cert_dir("/home/me/.local/share"));
     }
 
     #[test]
-    fn a_relative_home_gives_way_to_the_password_database() {
+    fn a_relative_or_missing_home_gives_way_to_the_password_database() {
         let system = Fake::new(1000, &[]);
-        for relative in ["foo", "./foo", "."] {
+        for relative in ["foo", "./foo", ".", ""] {
             assert_eq!(
                 client_cert_dir_in(None, Some(relative.into()), &system),
                 cert_dir("/home/me/.local/share"),
                 "{relative}"
             );
         }
+        assert_eq!(
+            client_cert_dir_in(None, None, &system),
+            cert_dir("/home/me/.local/share")
+        );
     }
 
     #[test]

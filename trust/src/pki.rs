@@ -51,8 +51,17 @@ impl fmt::Display for Fingerprint {
 
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({})", &self.to_hex()[..16])
+        write!(f, "Fingerprint({})", short_hex(&self.to_hex()))
     }
+}
+
+/// Hex digits of a fingerprint shown where a whole one would not fit (`trust list`'s table,
+/// messages): as many as `git` shows of a commit, and more than enough to designate a client.
+pub const SHORT_HEX: usize = 16;
+
+/// The first [`SHORT_HEX`] digits of the hex fingerprint `hex` (all of it, if shorter).
+pub fn short_hex(hex: &str) -> &str {
+    hex.get(..SHORT_HEX).unwrap_or(hex)
 }
 
 /// A certificate as a PEM `CERTIFICATE` block (64-column base64, `\n` line ends).

@@ -1,7 +1,7 @@
 //! One-time enrollment tokens: a trusted client creates one, a new user redeems it once with
-//! `multipass authenticate` (typed at its prompt), and it is gone. LXD's lesson: a reusable shared secret invites
-//! brute force and cannot be taken back from one person; a token enrolls exactly one client, expires
-//! soon, and can be revoked.
+//! `multipass authenticate` (typed at its prompt), and it is gone. LXD's lesson: a reusable shared
+//! secret invites brute force and cannot be taken back from one person; a token enrolls exactly one
+//! client, expires soon, and can be revoked.
 //!
 //! A token is [`TOKEN_PREFIX`] followed by [`TOKEN_BYTES`] random bytes in hex. The fixed shape
 //! lets the daemon tell a token from a passphrase by looking at it, so a wrong token costs no
@@ -61,8 +61,8 @@ pub fn looks_like_token(candidate: &str) -> bool {
 }
 
 /// The token in `entered` when it is one, or one with blanks, or one pair of matching quotes,
-/// around it, as a copy from a terminal or a document brings along. Clients take such an entry
-/// for the token, so a passphrase may not look like this either ([`crate::passphrase::validate_new`]).
+/// around it, as a copy from a terminal or a document brings along. Clients take such an entry for
+/// the token, so a passphrase may not look like this either ([`crate::passphrase::validate_new`]).
 pub fn token_in(entered: &str) -> Option<&str> {
     let trimmed = entered.trim();
     let unquoted = ['\'', '"', '`']
@@ -384,7 +384,7 @@ pub enum TokenError {
     NoSuchTokenValue,
     /// Revoking a token that already enrolled a client (its fingerprint, if recorded).
     #[error("The enrollment token '{name}' was already used; to undo that, remove the client it enrolled: {}.", match client {
-        Some(client) => format!("`multipass trust remove {}`", client.get(..16).unwrap_or(client)),
+        Some(client) => format!("`multipass trust remove {}`", crate::pki::short_hex(client)),
         None => "see `multipass trust list`, then `multipass trust remove`".to_string(),
     })]
     AlreadyUsed {

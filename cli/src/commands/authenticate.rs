@@ -1,7 +1,8 @@
 //! `multipass authenticate [PASSPHRASE]`: have this client's certificate trusted by the daemon.
 
 use clap::ValueHint;
-use rpc::proto::AuthenticateRequest;
+use rpc::messages::{PASSPHRASE_INCORRECT, PASSPHRASE_NOT_SET};
+use rpc::proto::{AuthenticateRequest, PingRequest};
 use trust::passphrase::MAX_PASSPHRASE_LEN;
 use trust::tokens::{token_in, TOKEN_BYTES, TOKEN_PREFIX};
 use zeroize::Zeroizing;
@@ -117,8 +118,7 @@ fn explain_refusal(e: Error, token_like: bool) -> Error {
     let Error::Status(status) = e else { return e };
     let message = status.message();
     if !token_like
-        || !(message.starts_with("Passphrase is not set")
-            || message.starts_with("Passphrase is not correct"))
+        || !(message.starts_with(PASSPHRASE_NOT_SET) || message.starts_with(PASSPHRASE_INCORRECT))
     {
         return Error::Status(status);
     }
@@ -141,6 +141,17 @@ fn too_long() -> Error {
 
 /// `authenticate --admin`: have the helper trust this client's own certificate.
 async fn run_admin(ctx: &Context) -> Result<(), Error> {
+    // A client the daemon trusts already needs no administrator's password: the daemon is asked
+    // first when it can be reached (`ping` answers trusted clients only, and trusts nobody).
+    if let Ok(mut client) = ctx.connect().await {
+        if crate::commands::answer(client.ping(PingRequest {}))
+            .await
+            .is_ok()
+        {
+            crate::output::print_line("This client is trusted already; nothing was changed.")?;
+            return Ok(());
+        }
+    }
     let identity = crate::connect::identity(ctx.trace())?;
     // A login name that is not a valid client name is not sent: the helper then records a
     // default it can accept.
@@ -153,7 +164,7 @@ async fn run_admin(ctx: &Context) -> Result<(), Error> {
     let fingerprint = crate::admin::trust_certificate(&identity.cert_pem, &name).await?;
     crate::output::print_line(&format!(
         "This client is now trusted (certificate {}).",
-        &fingerprint[..fingerprint.len().min(16)]
+        trust::pki::short_hex(&fingerprint)
     ))?;
     Ok(())
 }

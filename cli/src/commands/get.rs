@@ -9,10 +9,11 @@ use crate::doc::{help_section, SETTINGS_KEYS};
 use crate::error::Error;
 use crate::output;
 
-/// What `get --help` says after its one line.
+/// What `get --help` says: its one line, then the rest.
 fn long_about() -> String {
     format!(
-        "Print the value of a setting of the multipass service, or with --keys the settings keys \
+        "Get a setting's value, or list the settings keys\n\n\
+         Print the value of a setting of the multipass service, or with --keys the settings keys \
          it has. Needs a client the service trusts.\n\n{}",
         help_section("Settings keys", SETTINGS_KEYS)
     )

@@ -30,9 +30,10 @@ pub mod version;
                   instances, and manage who is trusted.\n\n\
                   Every command but `version` and `authenticate` needs a client the service \
                   trusts. On a fresh service the first administrator (root, or a member of the \
-                  admin group) to run any command, `version` included, is trusted \
-                  automatically; anyone else runs `multipass authenticate`. Each user has their own client certificate, and root has its \
-                  own: `sudo multipass ...` is a different client from `multipass ...`.",
+                  admin group) to run any command but `authenticate` (`version` included) is \
+                  trusted automatically; anyone else runs `multipass authenticate`. Each user \
+                  has their own client certificate, and root has its own: `sudo multipass ...` \
+                  is a different client from `multipass ...`.",
     after_long_help = crate::doc::after_long_help(),
     subcommand_required = true,
     arg_required_else_help = true
@@ -331,6 +332,30 @@ mod tests {
 
     pub(crate) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("multipass").chain(args.iter().copied()))
+    }
+
+    /// Every subcommand's `--help` (and man page) opens with the line `-h` shows.
+    #[test]
+    fn long_help_starts_with_the_one_line() {
+        use clap::CommandFactory;
+        fn check(cmd: &mut clap::Command, path: &str) {
+            let about = cmd.get_about().map(|a| a.to_string());
+            if let Some(about) = about.filter(|_| path != "multipass") {
+                let long = cmd.render_long_help().to_string();
+                assert_eq!(long.lines().next(), Some(about.as_str()), "{path} --help");
+            }
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|s| s.get_name().to_string())
+                .collect();
+            for name in names {
+                let sub = cmd.find_subcommand_mut(&name).expect("listed");
+                check(sub, &format!("{path} {name}"));
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        check(&mut cli, "multipass");
     }
 
     #[test]

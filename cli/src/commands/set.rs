@@ -11,10 +11,11 @@ use crate::doc::{help_section, SETTINGS_KEYS};
 use crate::error::Error;
 use crate::{output, passphrase};
 
-/// What `set --help` says after its one line.
+/// What `set --help` says: its one line, then the rest.
 fn long_about() -> String {
     format!(
-        "Set a setting of the multipass service, from a client the service trusts. Give the key \
+        "Set a setting\n\n\
+         Set a setting of the multipass service, from a client the service trusts. Give the key \
          alone to be asked for the value, or KEY=VALUE. A passphrase given as KEY=VALUE is seen \
          by every user of the host in the process list, and kept in the shell's history: let the \
          command ask for it.\n\n\
@@ -136,12 +137,15 @@ fn prompt_passphrase(admin: bool) -> Result<Zeroizing<String>, Error> {
     }
     let second = read_passphrase("Please re-enter passphrase: ")?;
     if second.is_empty() {
-        // Most often a single line piped in, which ran out at the second question.
-        return Err(Error::Usage(
-            "Passphrases do not match\nThe second answer was empty; nothing was changed. The \
-             passphrase is asked for twice: on standard input, give it on two lines."
-                .into(),
-        ));
+        // Piped in, most often a single line, which ran out at the second question.
+        let how = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            ""
+        } else {
+            " The passphrase is asked for twice: on standard input, give it on two lines."
+        };
+        return Err(Error::Usage(format!(
+            "Passphrases do not match\nThe second answer was empty; nothing was changed.{how}"
+        )));
     }
     if *first != *second {
         return Err(Error::Usage("Passphrases do not match".into()));

@@ -78,7 +78,16 @@ impl Gate {
                 let failures = refusal
                     .is_failed_attempt()
                     .then(|| self.limiter.record_failure(key));
-                Err(self.refuse(peer, refusal, request, None, failures))
+                let error = self.refuse(peer, refusal, request, None, failures);
+                // `authenticate` makes no first client (Multipass's rule: only gated requests
+                // do), but an administrator on a fresh service is told the command that does.
+                if matches!(error, Error::PassphraseNotSet { .. }) {
+                    let facts = self.facts(peer, Request::Use, None).await?;
+                    if admission::decide(&facts, Request::Use) == Decision::TryFirstClient {
+                        return Err(Error::PassphraseNotSet { first_client: true });
+                    }
+                }
+                Err(error)
             }
             Verdict::Enrol(how) => {
                 self.limiter.record_success(key);

@@ -528,7 +528,9 @@ impl Gate {
                 over_tcp: refusal == Refusal::OverTcp,
             },
             Refusal::RateLimited(retry_after) => Error::RateLimited { retry_after },
-            Refusal::PassphraseNotSet => Error::PassphraseNotSet,
+            Refusal::PassphraseNotSet => Error::PassphraseNotSet {
+                first_client: false,
+            },
             Refusal::PassphraseIncorrect => Error::PassphraseIncorrect,
             Refusal::TooManyClients => Error::TooManyClients {
                 limit: admission::MAX_PASSPHRASE_CLIENTS,

@@ -19,8 +19,9 @@ const KEPT_AT_MOST: usize = 4;
 
 impl TrustStore {
     /// Apply `change` to the file's current content under the writers' lock and write it if
-    /// anything changed: appended when entries were only added, otherwise replaced. `change` returns its result, which tells whether to write: `true`, or
-    /// `Some(_)`, means changed. It may run more than once if the file changes meanwhile.
+    /// anything changed: appended when entries were only added, otherwise replaced. `change`
+    /// returns its result, which tells whether to write: `true`, or `Some(_)`, means changed. It
+    /// may run more than once if the file changes meanwhile.
     pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
         let file = LockedFile::lock(&self.path, self.mode)?;
         let _writing = Writing::start();

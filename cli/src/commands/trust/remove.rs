@@ -36,10 +36,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let reply =
         crate::commands::answer(client.remove_client(RemoveClientRequest { id: args.id })).await?;
     let removed = reply.removed.unwrap_or_default();
-    let short = removed
-        .fingerprint
-        .get(..16)
-        .unwrap_or(&removed.fingerprint);
+    let short = ::trust::pki::short_hex(&removed.fingerprint);
     let mut text = if removed.name.is_empty() {
         format!("Removed the client {short}, which had no name.")
     } else {

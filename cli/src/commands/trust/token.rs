@@ -1,5 +1,6 @@
 //! `multipass trust token create|list|revoke`: one-time enrollment tokens.
 
+use ::trust::pki::short_hex;
 use ::trust::tokens::token_in;
 use clap::Subcommand;
 use clap::ValueHint;
@@ -294,11 +295,11 @@ pub fn render(tokens: &[TokenInfo], format: Format) -> String {
             };
             let used_by = match (user, client) {
                 (Some(user), Some(client)) if format == Format::Table => {
-                    json!(format!("{user} ({})", client.get(..16).unwrap_or(client)))
+                    json!(format!("{user} ({})", short_hex(client)))
                 }
                 (Some(user), _) => json!(user),
                 (None, Some(client)) if format == Format::Table => {
-                    json!(client.get(..16).unwrap_or(client))
+                    json!(short_hex(client))
                 }
                 _ => Value::Null,
             };
