@@ -223,7 +223,15 @@ impl Helper {
                      interactive authorization, with a polkit agent running (e.g. pkttyagent)"
                 )))
             }
-            Ok(Polkit::No) => "polkit said no".to_string(),
+            Ok(Polkit::No) => "polkit does not allow it to this user".to_string(),
+            Ok(Polkit::NotAuthenticated { dismissed: true }) => {
+                "the administrator's authentication was cancelled".to_string()
+            }
+            Ok(Polkit::NotAuthenticated { dismissed: false }) => {
+                "no administrator's authentication was given (a wrong password, or no polkit \
+                 agent could ask for one)"
+                    .to_string()
+            }
             Err(reason) => reason,
         };
         let denied = Denied {
@@ -282,6 +290,12 @@ impl Helper {
             Polkit::Yes
         } else if result.is_challenge && !interactive {
             Polkit::NeedsInteraction
+        } else if interactive {
+            // Asked with interaction only after a challenge: an administrator's authentication
+            // would have done, and none came.
+            Polkit::NotAuthenticated {
+                dismissed: result.details.contains_key("polkit.dismissed"),
+            }
         } else {
             Polkit::No
         })
@@ -498,6 +512,9 @@ fn denials() -> Denials {
 enum Polkit {
     Yes,
     No,
+    /// Asked with interaction, no administrator's authentication came: `dismissed` when the
+    /// user cancelled it (polkit's `polkit.dismissed` detail).
+    NotAuthenticated { dismissed: bool },
     /// An administrator's authentication would do, but the caller did not allow interaction.
     NeedsInteraction,
 }

@@ -52,7 +52,7 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "1",
-        "The operation failed or was refused (not root, invalid input, polkit said no, a write \
+        "The operation failed or was refused (not root, invalid input, polkit did not authorize it, a write \
          failed); the reason is on standard error.",
     ),
     ("2", "Invalid command-line arguments."),

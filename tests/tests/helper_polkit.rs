@@ -125,8 +125,12 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
     let out = daemon.run_as(&stranger, &["authenticate", "--admin"], None);
     out.assert_code(2, "authenticate --admin by a stranger");
     assert!(out.stderr.contains("Not authorized"), "{out}");
-    // Without a terminal the CLI says what to run instead.
+    // Without a terminal the CLI says what to run instead, and polkit's answer what was missing.
     assert!(out.stderr.contains("pkexec"), "{out}");
+    assert!(
+        out.stderr.contains("no administrator's authentication was given"),
+        "{out}"
+    );
     // A client trusted already is told so, without asking polkit (which would refuse `first`).
     let out = daemon.run_as(&first, &["authenticate", "--admin"], None);
     out.assert_code(0, "authenticate --admin by a trusted client");
