@@ -550,14 +550,17 @@ impl Helper {
             .await?;
         let config = self.config.clone();
         let cleared = passphrase.is_empty();
-        self.write(move || ops::set_passphrase(&config, passphrase))
+        let changed = self
+            .write(move || ops::set_passphrase(&config, passphrase))
             .await?;
-        AuditEvent::PassphraseChanged {
-            cleared,
-            by: Who::Uid(caller.uid),
-            via: Via::Helper,
+        if changed {
+            AuditEvent::PassphraseChanged {
+                cleared,
+                by: Who::Uid(caller.uid),
+                via: Via::Helper,
+            }
+            .emit();
         }
-        .emit();
         Ok(())
     }
 

@@ -121,7 +121,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 passphrase
             };
             ops::validate_passphrase(&passphrase).map_err(refused)?;
-            ops::set_passphrase(&cli.config, passphrase)?;
+            if !ops::set_passphrase(&cli.config, passphrase)? {
+                eprintln!("No passphrase was set; nothing was changed.");
+                return Ok(());
+            }
             trust::audit::AuditEvent::PassphraseChanged {
                 cleared: clear,
                 by: trust::audit::Who::Uid(caller_uid()),

@@ -64,12 +64,15 @@ pub fn requested_name(given: &str) -> Result<Option<String>, HelperError> {
 }
 
 /// Set (or, with an empty passphrase, clear) the passphrase.
-pub fn set_passphrase(config: &Config, passphrase: Zeroizing<String>) -> anyhow::Result<()> {
+/// Set the passphrase, or with an empty one clear it; whether anything changed (clearing a
+/// passphrase that is not set changes nothing).
+pub fn set_passphrase(config: &Config, passphrase: Zeroizing<String>) -> anyhow::Result<bool> {
     let request = Request::SetPassphrase {
         passphrase: Passphrase::new(passphrase),
     };
     match run_as_owner(config, &request)? {
-        Reply::PassphraseSet => Ok(()),
+        Reply::PassphraseSet => Ok(true),
+        Reply::NoPassphraseToClear => Ok(false),
         other => bail!("the writer process answered {other:?} to a passphrase change"),
     }
 }
@@ -279,13 +282,23 @@ fn apply(data_dir: &std::path::Path) -> anyhow::Result<Reply> {
         Request::SetPassphrase { passphrase } => {
             let passphrase = passphrase.expose();
             validate_passphrase(passphrase).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let settings = SettingsFile::new(layout.settings(), FileMode::PRIVATE);
+            // Clearing what is clear changes nothing, as with the daemon: no write, no audit
+            // line. (A damaged file is not "clear": the write below mends it.)
+            if passphrase.is_empty()
+                && settings
+                    .load()
+                    .ok()
+                    .is_some_and(|ini| matches!(ini.passphrase(), Ok(None)))
+            {
+                return Ok(Reply::NoPassphraseToClear);
+            }
             let hash = if passphrase.is_empty() {
                 None
             } else {
                 Some(PassphraseHash::new(passphrase)?)
             };
-            SettingsFile::new(layout.settings(), FileMode::PRIVATE)
-                .update(|ini| ini.set_passphrase(hash.as_ref()))?;
+            settings.update(|ini| ini.set_passphrase(hash.as_ref()))?;
             Ok(Reply::PassphraseSet)
         }
         Request::Trust { uid, name, pem } => {

@@ -48,6 +48,8 @@ pub enum Request {
 pub enum Reply {
     /// The passphrase was set or cleared.
     PassphraseSet,
+    /// Asked to clear a passphrase, none was set: nothing was written.
+    NoPassphraseToClear,
     /// The certificate is trusted.
     Trusted {
         /// Its SHA-256 fingerprint, hex.

@@ -34,6 +34,17 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
         "operator before",
     );
 
+    // Clearing a passphrase that is not set changes nothing: no write, no audit line.
+    let before = read(&daemon.conf_path());
+    let (ok, text) = call_helper(Some(&operator), "SetPassphrase", "s", &[""]);
+    assert!(ok, "clearing nothing: {text}");
+    assert_eq!(read(&daemon.conf_path()), before, "the settings were written");
+    assert!(
+        !helper.log().contains("passphrase-cleared"),
+        "{}",
+        helper.log()
+    );
+
     // The passphrase, through the helper, honoured by the running daemon.
     daemon
         .run_as(
