@@ -264,7 +264,7 @@ async fn first_read(
 /// directory's lock from creating their temporary file to renaming it, so under that lock no
 /// temporary file belongs to a live writer). Each file's own next write clears its own too, so
 /// start-up does not wait for this: it runs beside serving.
-fn remove_stale_temporaries(dir: &DataDir) -> anyhow::Result<()> {
+fn remove_stale_state_temporaries(dir: &DataDir) -> anyhow::Result<()> {
     {
         let _lock = fsutil::DirLock::acquire(&dir.trust_store_dir())?;
         fsutil::remove_stale_temporaries(&dir.trust_store());
@@ -403,7 +403,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     );
     activation::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
     activation::spawn_watchdog();
-    if let Err(e) = remove_stale_temporaries(&dir) {
+    if let Err(e) = remove_stale_state_temporaries(&dir) {
         tracing::warn!(error = %e, "cannot clear what interrupted writes left behind");
     }
 

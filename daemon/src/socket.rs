@@ -142,7 +142,7 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> anyhow::Result<
         _ => PathBuf::from("."),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    remove_stale_temporaries(&dir, &name);
+    remove_stale_bind_sockets(&dir, &name);
     let temporary = dir.join(format!(".{name}.{}.bind", std::process::id()));
     let _ = fs::remove_file(&temporary);
     let listener = std::os::unix::net::UnixListener::bind(&temporary)?;
@@ -175,7 +175,7 @@ pub fn bind(path: &Path, access: Access, admin: &AdminPolicy) -> anyhow::Result<
 
 /// Remove the temporary sockets (`.NAME.PID.bind`) of daemons killed between binding and
 /// publishing, which nothing else would: only sockets, and only of processes that are gone.
-fn remove_stale_temporaries(dir: &Path, name: &str) {
+fn remove_stale_bind_sockets(dir: &Path, name: &str) {
     use std::os::unix::fs::FileTypeExt;
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -215,7 +215,7 @@ mod tests {
         let _a = std::os::unix::net::UnixListener::bind(&dead).unwrap();
         let _b = std::os::unix::net::UnixListener::bind(&alive).unwrap();
         fs::write(&not_a_socket, "").unwrap();
-        remove_stale_temporaries(dir.path(), "sock");
+        remove_stale_bind_sockets(dir.path(), "sock");
         assert!(!dead.exists());
         assert!(alive.exists());
         assert!(not_a_socket.exists());

@@ -514,7 +514,9 @@ enum Polkit {
     No,
     /// Asked with interaction, no administrator's authentication came: `dismissed` when the
     /// user cancelled it (polkit's `polkit.dismissed` detail).
-    NotAuthenticated { dismissed: bool },
+    NotAuthenticated {
+        dismissed: bool,
+    },
     /// An administrator's authentication would do, but the caller did not allow interaction.
     NeedsInteraction,
 }

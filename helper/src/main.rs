@@ -191,8 +191,9 @@ fn require_root() -> anyhow::Result<()> {
 
 fn read_passphrase() -> anyhow::Result<Zeroizing<String>> {
     if std::io::stdin().is_terminal() {
-        let first = Zeroizing::new(rpassword::prompt_password("Please enter passphrase: ")?);
-        let second = Zeroizing::new(rpassword::prompt_password("Please re-enter passphrase: ")?);
+        use trust::passphrase::{PROMPT, PROMPT_AGAIN};
+        let first = Zeroizing::new(rpassword::prompt_password(PROMPT)?);
+        let second = Zeroizing::new(rpassword::prompt_password(PROMPT_AGAIN)?);
         if *first != *second {
             bail!("Passphrases do not match");
         }

@@ -38,7 +38,11 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
     let before = read(&daemon.conf_path());
     let (ok, text) = call_helper(Some(&operator), "SetPassphrase", "s", &[""]);
     assert!(ok, "clearing nothing: {text}");
-    assert_eq!(read(&daemon.conf_path()), before, "the settings were written");
+    assert_eq!(
+        read(&daemon.conf_path()),
+        before,
+        "the settings were written"
+    );
     assert!(
         !helper.log().contains("passphrase-cleared"),
         "{}",
@@ -139,7 +143,8 @@ fn unauthorized_user_is_denied_and_nothing_changes() {
     // Without a terminal the CLI says what to run instead, and polkit's answer what was missing.
     assert!(out.stderr.contains("pkexec"), "{out}");
     assert!(
-        out.stderr.contains("no administrator's authentication was given"),
+        out.stderr
+            .contains("no administrator's authentication was given"),
         "{out}"
     );
     // A client trusted already is told so, without asking polkit (which would refuse `first`).

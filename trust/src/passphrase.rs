@@ -12,6 +12,12 @@ use crate::error::{Error, Result};
 /// Longest passphrase accepted, in bytes; bounds the work an attacker can ask for.
 pub const MAX_PASSPHRASE_LEN: usize = 1024;
 
+/// The prompt for the passphrase, word for word Multipass's (scripts answer it), in the client
+/// and the helper alike.
+pub const PROMPT: &str = "Please enter passphrase: ";
+/// The prompt for the passphrase a second time, when it is set.
+pub const PROMPT_AGAIN: &str = "Please re-enter passphrase: ";
+
 /// Why a new passphrase was refused. The messages never repeat the passphrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         None => {
             // Nobody should type the secret only to learn that the daemon cannot be reached.
             let client = ctx.connect().await?;
-            let entered = passphrase::read_hidden("Please enter passphrase: ", MAX_PASSPHRASE_LEN)
+            let entered = passphrase::read_hidden(trust::passphrase::PROMPT, MAX_PASSPHRASE_LEN)
                 .map_err(|e| e.into_error("passphrase", too_long))?;
             (client, checked(entered)?)
         }

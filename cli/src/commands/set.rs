@@ -127,7 +127,7 @@ fn read_passphrase(prompt: &str) -> Result<Zeroizing<String>, Error> {
 /// Ask for the passphrase, twice. An empty first answer ends it: clearing takes an explicit
 /// empty value, given the same way (`admin`: through the helper) as this command was.
 fn prompt_passphrase(admin: bool) -> Result<Zeroizing<String>, Error> {
-    let first = read_passphrase("Please enter passphrase: ")?;
+    let first = read_passphrase(trust::passphrase::PROMPT)?;
     if first.is_empty() {
         let admin = if admin { " --admin" } else { "" };
         return Err(Error::Usage(format!(
@@ -135,7 +135,7 @@ fn prompt_passphrase(admin: bool) -> Result<Zeroizing<String>, Error> {
              `multipass set local.passphrase={admin}`."
         )));
     }
-    let second = read_passphrase("Please re-enter passphrase: ")?;
+    let second = read_passphrase(trust::passphrase::PROMPT_AGAIN)?;
     if second.is_empty() {
         // Piped in, most often a single line, which ran out at the second question.
         let how = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
