@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 
-use rpc::server::{Peer, Place, PlacesPerPeer};
+use rpc::server::{Pacing, Peer, Place, PlacesPerPeer};
 use rpc::trust_proto::trust_server::Trust;
 use rpc::trust_proto::{
     CreateTokenReply, CreateTokenRequest, Enrolment as WireEnrolment, ListClientsReply,
@@ -56,6 +56,10 @@ pub struct Management {
     seen: Arc<LastSeen>,
     /// Client lists being sent, per peer.
     lists: PlacesPerPeer,
+    /// When each peer's next list starts ([`LIST_BURST`]).
+    list_pace: Pacing,
+    /// When each peer's next removal of its own client is made ([`OWN_REMOVAL_BURST`]).
+    own_removal_pace: Pacing,
 }
 
 impl Management {
@@ -66,6 +70,8 @@ impl Management {
             tokens,
             seen,
             lists: PlacesPerPeer::default(),
+            list_pace: Pacing::new(LISTS_PER_SECOND, LIST_BURST),
+            own_removal_pace: Pacing::every(OWN_REMOVAL_INTERVAL, OWN_REMOVAL_BURST),
         }
     }
 
@@ -104,6 +110,21 @@ const PAGE_BYTES: usize = 32 * 1024;
 /// the connection's buffers until its client reads it; these few keep what one user's unread
 /// lists hold to a few pages each, whatever the size of the store.
 const LISTS_PER_PEER: usize = 4;
+
+/// Lists of the trusted clients one peer (a user but root, a TCP address) gets at once, then
+/// per second; the others wait their turn. Each reads the whole store: a trusted user listing in
+/// a loop listed a store of a megabyte 6,600 times a second.
+const LIST_BURST: u32 = 16;
+/// See [`LIST_BURST`].
+const LISTS_PER_SECOND: u32 = 4;
+
+/// Removals of its own client a peer that is not an administrator gets at once, then one every
+/// [`OWN_REMOVAL_INTERVAL`]. Enrolling a new client with the passphrase and removing it again,
+/// in a loop, rewrote the store and wrote two audit lines each time; an administrator's removals
+/// are not paced.
+const OWN_REMOVAL_BURST: u32 = 5;
+/// See [`OWN_REMOVAL_BURST`].
+const OWN_REMOVAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 const TOO_MANY_LISTS: &str = "Too many lists of the trusted clients from this user (or address) \
      are being sent; try again once they have been read.";
@@ -226,6 +247,14 @@ fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
     }
 }
 
+/// Wait for `peer`'s turn in `pacing`; root's turns are never held.
+async fn pace(pacing: &Pacing, peer: &Peer) {
+    if let Some(key) = peer.limited_key() {
+        let turn = pacing.turn(key, std::time::Instant::now());
+        tokio::time::sleep_until(turn.into()).await;
+    }
+}
+
 fn rfc3339(at: OffsetDateTime) -> String {
     at.replace_nanosecond(0)
         .unwrap_or(at)
@@ -247,6 +276,7 @@ impl Trust for Management {
             .lists
             .claim(&peer, LISTS_PER_PEER)
             .ok_or_else(|| Status::resource_exhausted(TOO_MANY_LISTS))?;
+        pace(&self.list_pace, &peer).await;
         let store = self.gate.store().clone();
         let version = Arc::downgrade(&store.current().map_err(Error::from)?);
         Ok(Response::new(Box::pin(Pages {
@@ -269,6 +299,9 @@ impl Trust for Management {
         let store = self.gate.store().clone();
         // Anybody may remove their own entry; another's needs an administrator.
         let administrator = self.gate.may_manage(&peer).await?;
+        if !administrator {
+            pace(&self.own_removal_pace, &peer).await;
+        }
         let own = caller.fingerprint();
         // Resolved against the file as it is under the lock, so the id means what it means now.
         let outcome = tokio::task::spawn_blocking(move || {

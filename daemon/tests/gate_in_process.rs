@@ -859,3 +859,109 @@ async fn no_session_is_resumed_so_every_connection_identifies_its_client() {
         0
     );
 }
+
+/// Over TCP, where the peer (loopback) is paced: root's requests on the Unix socket never are.
+async fn trust_tcp(daemon: &Daemon, identity: &ClientIdentity) -> TrustClient<Channel> {
+    TrustClient::new(daemon.channel(identity, true).await)
+}
+
+/// How long `n` calls of `call`, one after the other, took.
+async fn timed<F: std::future::Future<Output = ()>>(
+    n: usize,
+    mut call: impl FnMut() -> F,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        call().await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn refusals_are_paced_per_peer() {
+    use multipassd::gate::{REFUSALS_PER_SECOND, REFUSAL_BURST};
+    let (daemon, _) = with_first_client().await;
+    let stranger = daemon.identity("stranger");
+    let client = daemon.rpc_tcp(&stranger).await;
+    let refuse = || {
+        let mut client = client.clone();
+        async move {
+            let status = list(&mut client).await.expect_err("refused");
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        }
+    };
+    // The burst, then more at the pace: the last comes at least their intervals after the first.
+    let extra = 40;
+    let took = timed(REFUSAL_BURST as usize + extra, refuse).await;
+    let least = std::time::Duration::from_secs(1) * extra as u32 / REFUSALS_PER_SECOND;
+    assert!(took >= least, "{extra} refusals past the burst in {took:?}");
+}
+
+#[tokio::test]
+async fn right_passphrases_are_paced_per_peer() {
+    use multipassd::gate::{RIGHT_PASSPHRASES_PER_SECOND, RIGHT_PASSPHRASE_BURST};
+    let (daemon, _) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let client = daemon.rpc_tcp(&daemon.identity("again")).await;
+    let right = || {
+        let mut client = client.clone();
+        async move {
+            authenticate(&mut client, "correct horse").await.unwrap();
+        }
+    };
+    let took = timed(RIGHT_PASSPHRASE_BURST as usize + 3, right).await;
+    let least = std::time::Duration::from_secs(3) / RIGHT_PASSPHRASES_PER_SECOND;
+    assert!(
+        took >= least,
+        "3 right passphrases past the burst in {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn lists_and_own_removals_of_a_non_administrator_are_paced() {
+    let (daemon, _) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let users: Vec<ClientIdentity> = (0..6).map(|i| daemon.identity(&format!("u{i}"))).collect();
+    for user in &users {
+        authenticate(&mut daemon.rpc_tcp(user).await, "correct horse")
+            .await
+            .unwrap();
+    }
+    // 16 lists at once, then 4 a second.
+    let mut lister = trust_tcp(&daemon, &users[0]).await;
+    let took = timed(16 + 4, || {
+        let mut lister = lister.clone();
+        async move {
+            let mut pages = lister
+                .list_clients(rpc::trust_proto::ListClientsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            while pages.message().await.unwrap().is_some() {}
+        }
+    })
+    .await;
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "20 lists in {took:?}"
+    );
+    let _ = &mut lister;
+    // Five removals of one's own client at once, then one every 5 s.
+    let start = std::time::Instant::now();
+    for user in &users {
+        let reply = trust_tcp(&daemon, user)
+            .await
+            .remove_client(RemoveClientRequest {
+                id: user.fingerprint().to_hex(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.removed.is_some());
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(4500),
+        "6 removals in {took:?}"
+    );
+}

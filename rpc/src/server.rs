@@ -396,12 +396,27 @@ impl Pacing {
 
     /// `burst` steps at once, then `per_second`.
     pub fn new(per_second: u32, burst: u32) -> Pacing {
-        let interval = Duration::from_secs(1) / per_second.max(1);
+        Pacing::every(Duration::from_secs(1) / per_second.max(1), burst)
+    }
+
+    /// `burst` steps at once, then one every `interval`.
+    pub fn every(interval: Duration, burst: u32) -> Pacing {
         Pacing {
             interval,
             tolerance: interval * burst.saturating_sub(1),
             peers: Mutex::new((std::collections::HashMap::new(), Self::SWEEP_AT)),
         }
+    }
+
+    /// When `key`'s next step could start if it came at `now`, without taking a place: for
+    /// steps that count only once they turn out to be of the paced kind (a passphrase that was
+    /// right), which then take theirs with [`Pacing::turn`].
+    pub fn ready(&self, key: PeerKey, now: Instant) -> Instant {
+        let guard = lock(&self.peers);
+        let arrival = guard.0.get(&key).map_or(now, |at| (*at).max(now));
+        arrival
+            .checked_sub(self.tolerance)
+            .map_or(now, |start| start.max(now))
     }
 
     /// When `key`'s step that comes at `now` may start; its place is taken at once.
@@ -481,7 +496,8 @@ impl Default for Activity {
 
 impl Activity {
     /// Connections accepted and not yet closed.
-    pub fn open_connections(&self) -> usize {
+    #[cfg(test)]
+    fn open_connections(&self) -> usize {
         self.counts.borrow().open
     }
 
@@ -1339,6 +1355,19 @@ mod tests {
         let later = now + Duration::from_secs(5);
         let turns: Vec<Instant> = (0..5).map(|_| pacing.turn(alice, later)).collect();
         assert_eq!(turns, [later, later, later, later, later + ms(10)]);
+    }
+
+    #[test]
+    fn ready_says_when_without_taking_a_place() {
+        let pacing = Pacing::every(Duration::from_secs(5), 2);
+        let alice = PeerKey::Uid(1000);
+        let now = Instant::now();
+        assert_eq!(pacing.ready(alice, now), now);
+        assert_eq!(pacing.ready(alice, now), now, "asking takes nothing");
+        pacing.turn(alice, now);
+        pacing.turn(alice, now);
+        assert_eq!(pacing.ready(alice, now), now + Duration::from_secs(5));
+        assert_eq!(pacing.turn(alice, now), now + Duration::from_secs(5));
     }
 
     #[test]

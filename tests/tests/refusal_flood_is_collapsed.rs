@@ -98,6 +98,13 @@ fn refusal_flood_is_collapsed() {
         refused > 100,
         "only {refused} refusals: no flood to collapse"
     );
+    // And paced (`multipassd::gate::REFUSAL_BURST`, `REFUSALS_PER_SECOND`): 64 at once, then 100
+    // a second (the streams' last requests end after the flood).
+    let most = 64 + 100 * (FLOOD.as_secs() + 1) + STREAMS as u64;
+    assert!(
+        refused <= most,
+        "{refused} refusals in {FLOOD:?}: not paced"
+    );
     assert_eq!(
         counted, refused,
         "every refusal must be counted in exactly one line"

@@ -20,11 +20,14 @@ pub const GENERAL: &str = "General";
 pub const PASSPHRASE_KEY: &str = "local.passphrase";
 
 /// A settings key as a refusal may show it back: what follows a `=` in it (a value typed after
-/// `get`'s key by mistake, perhaps a passphrase) as `...`.
-pub fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {
+/// `get`'s key by mistake, perhaps a passphrase) as `...`, and the key as names are shown
+/// ([`crate::names::shown`]: control and formatting characters escaped, at most 64 characters),
+/// so that what anyone sends as a key cannot drive the terminal that shows the refusal, nor make
+/// it as long as the request.
+pub fn shown_key(key: &str) -> String {
     match key.split_once('=') {
-        Some((key, _)) => format!("{key}=...").into(),
-        None => key.into(),
+        Some((key, _)) => format!("{}=...", crate::names::shown(key)),
+        None => crate::names::shown(key).to_string(),
     }
 }
 
@@ -255,6 +258,21 @@ impl SettingsFile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_is_shown_back_escaped_and_bounded() {
+        use super::shown_key;
+        assert_eq!(
+            shown_key("local.passphrase=hunter2"),
+            "local.passphrase=..."
+        );
+        assert_eq!(
+            shown_key("x\n\u{1b}[31mFAKE\r"),
+            "x\\u{000a}\\u{001b}[31mFAKE\\u{000d}"
+        );
+        let long = "k".repeat(60_000);
+        assert_eq!(shown_key(&long), format!("{}...", "k".repeat(64)));
+    }
+
     use super::*;
 
     #[test]

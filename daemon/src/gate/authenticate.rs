@@ -4,6 +4,8 @@
 //! one; the two are told apart by shape, so that neither is ever checked as the other. Wrong
 //! passphrases and refused tokens count against the same per-peer failure limiter.
 
+use std::time::Instant;
+
 use rpc::server::Peer;
 use time::OffsetDateTime;
 use trust::audit::AuditEvent;
@@ -59,7 +61,17 @@ impl Gate {
                 return Err(self.refuse(peer, refusal, request, None, None))
             }
             Decision::CheckPassphrase => {
+                // Paced by the right passphrases checked before; this one takes its place in
+                // the pace only if it is right too.
+                let limited = peer.limited_key();
+                if let Some(key) = limited {
+                    let ready = self.right_passphrase_pace.ready(key, Instant::now());
+                    tokio::time::sleep_until(ready.into()).await;
+                }
                 let (checked, legacy) = self.check_passphrase(&secret).await?;
+                if let (Checked::RightPassphrase, Some(key)) = (checked, limited) {
+                    self.right_passphrase_pace.turn(key, Instant::now());
+                }
                 (checked, None, legacy)
             }
             // Redeeming would spend the token on a client that gains nothing from it.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc::server::{Peer, Transport as PeerTransport};
+use rpc::server::{Pacing, Peer, Transport as PeerTransport};
 use time::OffsetDateTime;
 use tls::VerifiedClient;
 use trust::access::{Access, AdminPolicy};
@@ -100,6 +100,21 @@ pub const PARALLEL_HASHES: usize = 2;
 /// Passphrase checks allowed to wait for a turn.
 pub const QUEUED_HASHES: usize = 64;
 
+/// Refused requests one peer (a user but root, a TCP address) gets answered at once, then per
+/// second; the others wait their turn. A refusal costs little, but without a pace one untrusted
+/// user's requests on a few open connections were refused 19,000 times a second, most of a
+/// core, slowing everyone's commands; a client refused once stops.
+pub const REFUSAL_BURST: u32 = 64;
+/// See [`REFUSAL_BURST`].
+pub const REFUSALS_PER_SECOND: u32 = 100;
+/// Right passphrases one peer may have checked at once, then per second. Failures have the
+/// failure limiter; a right passphrase had nothing, and every `authenticate` is hashed (even from
+/// a client trusted already, as in Multipass): two trusted users in a loop kept both hashing
+/// places busy, unlogged, and each new client a user enrols that way is a write and an audit line.
+pub const RIGHT_PASSPHRASE_BURST: u32 = 10;
+/// See [`RIGHT_PASSPHRASE_BURST`].
+pub const RIGHT_PASSPHRASES_PER_SECOND: u32 = 2;
+
 impl Parts {
     /// The parts of a daemon keeping its files in `dir` (the store's file is `store`'s), with the
     /// default limits.
@@ -142,6 +157,10 @@ pub struct Gate {
     hashes: Arc<HashPool>,
     tokens: Arc<TokenStore>,
     refusals: Refusals,
+    /// When each peer's next refused request is answered ([`REFUSAL_BURST`]).
+    refusal_pace: Pacing,
+    /// When each peer's next passphrase may be checked ([`RIGHT_PASSPHRASE_BURST`]).
+    right_passphrase_pace: Pacing,
 }
 
 fn encode(access: Option<Access>) -> u8 {
@@ -168,6 +187,11 @@ impl Gate {
             hashes: parts.hashes,
             tokens: parts.tokens,
             refusals: Refusals::default(),
+            refusal_pace: Pacing::new(REFUSALS_PER_SECOND, REFUSAL_BURST),
+            right_passphrase_pace: Pacing::new(
+                RIGHT_PASSPHRASES_PER_SECOND,
+                RIGHT_PASSPHRASE_BURST,
+            ),
         }
     }
 
@@ -204,12 +228,14 @@ impl Gate {
             Decision::Admit => true,
             Decision::TryFirstClient => self.try_first_client(peer, facts).await?,
             Decision::Refuse(refusal) => {
-                return Err(self.refuse(peer, refusal, Request::Use, None, None))
+                self.pace_refusal(peer).await;
+                return Err(self.refuse(peer, refusal, Request::Use, None, None));
             }
             other => unreachable!("{other:?} is no answer to a gated request"),
         };
         let client = peer.client.clone().filter(|_| admitted);
         let Some(client) = client else {
+            self.pace_refusal(peer).await;
             return Err(self.refuse(peer, Refusal::NotTrusted, Request::Use, None, None));
         };
         self.note_seen(&client);
@@ -224,9 +250,18 @@ impl Gate {
         match admission::decide(&facts, Request::Manage) {
             Decision::Admit => Ok(client),
             Decision::Refuse(refusal) => {
+                self.pace_refusal(peer).await;
                 Err(self.refuse(peer, refusal, Request::Manage, Some(action), None))
             }
             other => unreachable!("{other:?} is no answer to trust management"),
+        }
+    }
+
+    /// Wait for `peer`'s turn to be refused ([`REFUSAL_BURST`]); root's are never held.
+    async fn pace_refusal(&self, peer: &Peer) {
+        if let Some(key) = peer.limited_key() {
+            let turn = self.refusal_pace.turn(key, Instant::now());
+            tokio::time::sleep_until(turn.into()).await;
         }
     }
 
@@ -250,7 +285,10 @@ impl Gate {
         let facts = self.facts(peer, Request::Ping, None).await?;
         match admission::decide(&facts, Request::Ping) {
             Decision::Admit => Ok(()),
-            _ => Err(Error::NotAuthenticated),
+            _ => {
+                self.pace_refusal(peer).await;
+                Err(Error::NotAuthenticated)
+            }
         }
     }
 
