@@ -274,6 +274,7 @@ pub fn needs_store(facts: &Facts, request: Request) -> bool {
 /// facts: counting reads every entry of the store.
 pub fn needs_client_count(facts: &Facts, request: Request) -> bool {
     request == Request::Authenticate(Secret::Passphrase)
+        && facts.wait.is_none()
         && facts.presented == Presented::Unknown
         && passphrase_bounded(facts)
 }

@@ -41,9 +41,10 @@ pub enum Error {
     /// for the administrator whose next command of any other kind would make it the first
     /// client, that one.
     #[error("{PASSPHRASE_NOT_SET}\n{}", if *.first_client {
-        "No client is trusted yet, and this user is an administrator: run any other command \
-         (e.g. 'multipass list', without sudo) and this client is trusted as the first one; \
-         then set the passphrase for the others ('multipass set local.passphrase')."
+        "No client is trusted yet, and this user is an administrator: any other command (e.g. \
+         'multipass list') trusts the client that runs it as the first one (under sudo, root's \
+         client, not the user's); then set the passphrase for the others ('multipass set \
+         local.passphrase')."
     } else {
         "An administrator can trust a client without a passphrase ('multipass authenticate \
          --admin'); anyone else can be given a one-time token by an administrator ('multipass \
@@ -67,6 +68,14 @@ pub enum Error {
     TooManyClients {
         /// The most one user may have.
         limit: usize,
+    },
+    /// A request of a kind paced per peer whose turn is too far off to wait for.
+    #[error("Too many {what} from this user (or address). Please try again in {}.", seconds(.retry_after.as_secs().max(1)))]
+    Paced {
+        /// What was asked for too often, in the plural.
+        what: &'static str,
+        /// How long until its turn.
+        retry_after: Duration,
     },
     /// More passphrase checks are queued than the daemon accepts at once.
     #[error("The service is busy checking other passphrases. Please try again.")]
@@ -161,9 +170,10 @@ impl From<Error> for Status {
             Error::NoClientCertificate => Status::unauthenticated(message),
             Error::PassphraseNotSet { .. } => Status::failed_precondition(message),
             Error::PassphraseIncorrect => Status::invalid_argument(message),
-            Error::RateLimited { .. } | Error::Busy | Error::TooManyClients { .. } => {
-                Status::resource_exhausted(message)
-            }
+            Error::RateLimited { .. }
+            | Error::Paced { .. }
+            | Error::Busy
+            | Error::TooManyClients { .. } => Status::resource_exhausted(message),
             Error::UnknownKey(_) | Error::InvalidValue { .. } | Error::NoRequest => {
                 Status::invalid_argument(message)
             }

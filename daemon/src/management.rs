@@ -31,7 +31,7 @@ use trust::tokens::{TokenError, TokenRecord, TokenStatus, TokenStore, DEFAULT_LI
 use trust::{Bundle, Entry, Fingerprint};
 
 use crate::error::{Error, MIN_PREFIX};
-use crate::gate::Gate;
+use crate::gate::{Gate, MOST_PACED_WAIT};
 use trust::access as admin;
 
 /// What needs an administrator, as the refusal words it.
@@ -247,12 +247,16 @@ fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
     }
 }
 
-/// Wait for `peer`'s turn in `pacing`; root's turns are never held.
-async fn pace(pacing: &Pacing, peer: &Peer) {
+/// Wait for `peer`'s turn in `pacing`, of `what` (in the plural, for the refusal); root's turns
+/// are never held, and a turn more than [`MOST_PACED_WAIT`] off is refused instead.
+async fn pace(pacing: &Pacing, peer: &Peer, what: &'static str) -> Result<(), Error> {
     if let Some(key) = peer.limited_key() {
-        let turn = pacing.turn(key, std::time::Instant::now());
+        let turn = pacing
+            .turn_within(key, std::time::Instant::now(), MOST_PACED_WAIT)
+            .map_err(|retry_after| Error::Paced { what, retry_after })?;
         tokio::time::sleep_until(turn.into()).await;
     }
+    Ok(())
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -276,7 +280,7 @@ impl Trust for Management {
             .lists
             .claim(&peer, LISTS_PER_PEER)
             .ok_or_else(|| Status::resource_exhausted(TOO_MANY_LISTS))?;
-        pace(&self.list_pace, &peer).await;
+        pace(&self.list_pace, &peer, "lists of the trusted clients").await?;
         let store = self.gate.store().clone();
         let version = Arc::downgrade(&store.current().map_err(Error::from)?);
         Ok(Response::new(Box::pin(Pages {
@@ -300,7 +304,7 @@ impl Trust for Management {
         // Anybody may remove their own entry; another's needs an administrator.
         let administrator = self.gate.may_manage(&peer).await?;
         if !administrator {
-            pace(&self.own_removal_pace, &peer).await;
+            pace(&self.own_removal_pace, &peer, "removals").await?;
         }
         let own = caller.fingerprint();
         // Resolved against the file as it is under the lock, so the id means what it means now.

@@ -408,6 +408,23 @@ impl Pacing {
         }
     }
 
+    /// [`Pacing::turn`], unless the turn would come more than `most` after `now`: then no place
+    /// is taken, and the error says how long the wait would be. Without a ceiling, a peer's
+    /// steps queued behind one another would each wait longer, past the time its client waits
+    /// for an answer, and still take effect once their turn came.
+    pub fn turn_within(
+        &self,
+        key: PeerKey,
+        now: Instant,
+        most: Duration,
+    ) -> Result<Instant, Duration> {
+        let wait = self.ready(key, now) - now;
+        if wait > most {
+            return Err(wait);
+        }
+        Ok(self.turn(key, now))
+    }
+
     /// When `key`'s next step could start if it came at `now`, without taking a place: for
     /// steps that count only once they turn out to be of the paced kind (a passphrase that was
     /// right), which then take theirs with [`Pacing::turn`].
@@ -1367,7 +1384,17 @@ mod tests {
         pacing.turn(alice, now);
         pacing.turn(alice, now);
         assert_eq!(pacing.ready(alice, now), now + Duration::from_secs(5));
+        // Beyond the ceiling, no place is taken.
+        let most = Duration::from_secs(3);
+        assert_eq!(
+            pacing.turn_within(alice, now, most),
+            Err(Duration::from_secs(5))
+        );
         assert_eq!(pacing.turn(alice, now), now + Duration::from_secs(5));
+        assert_eq!(
+            pacing.turn_within(alice, now + Duration::from_secs(8), most),
+            Ok(now + Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -355,10 +355,10 @@ fn authenticate_refuses_what_it_cannot_send() {
 /// administrator who starts with it on a fresh service is told which command does.
 fn an_administrators_first_authenticate_names_the_command_that_trusts() {
     let Fixture(_dir, _admins, alice, [bob], daemon) = Fixture::open();
-    const FIRST: &str = "No client is trusted yet, and this user is an administrator: run any \
-                         other command (e.g. 'multipass list', without sudo) and this client is \
-                         trusted as the first one; then set the passphrase for the others \
-                         ('multipass set local.passphrase').";
+    const FIRST: &str = "No client is trusted yet, and this user is an administrator: any other \
+                         command (e.g. 'multipass list') trusts the client that runs it as the \
+                         first one (under sudo, root's client, not the user's); then set the \
+                         passphrase for the others ('multipass set local.passphrase').";
     const OTHERS: &str = "An administrator can trust a client without a passphrase ('multipass \
                           authenticate --admin'); anyone else can be given a one-time token by \
                           an administrator ('multipass trust token create'), which 'multipass \

@@ -236,11 +236,20 @@ pub fn remove_stale_temporaries(path: &Path) {
 
 /// The name a file is kept under when it is set aside rather than lost: `NAME.WHY-STAMP` beside
 /// it, `WHY` saying why (`damaged`, `replaced`, `orphaned`) and `STAMP` the time in nanoseconds
-/// since the epoch, so that one kept earlier is never overwritten and a listing sorts them by
-/// age. The service deletes none of them: they are the administrator's to look at.
+/// since the epoch, so that a listing sorts them by age; `-2`, `-3`... after it if a file of that
+/// name exists already (a clock coarser than a nanosecond), so that one kept earlier is never
+/// overwritten. Its callers hold the lock of the file's writers, so no other writer takes the
+/// same name meanwhile. The service deletes none of them: they are the administrator's.
 pub fn aside_name(path: &Path, why: &str) -> PathBuf {
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    parent(path).join(format!("{}{stamp}", aside_prefix(path, why)))
+    let base = format!("{}{stamp}", aside_prefix(path, why));
+    (1..)
+        .map(|n| match n {
+            1 => parent(path).join(&base),
+            n => parent(path).join(format!("{base}-{n}")),
+        })
+        .find(|name| fs::symlink_metadata(name).is_err())
+        .expect("some suffix is free")
 }
 
 /// What every name [`aside_name`] gives `path` for `why` starts with.
@@ -251,11 +260,12 @@ pub fn aside_prefix(path: &Path, why: &str) -> String {
 
 /// Keep `path` under a second name, [`aside_name`]`(path, why)`, before it is replaced: a hard
 /// link, so that the file stays in place, for whoever reads it, until its replacement is
-/// written (which may fail: the disk full), and the version replaced stays as it was. The name
-/// it is kept under: the one it has already if this very file was kept before (a replacement
-/// that failed and is tried again), so that repeats do not pile names up; `None` if it cannot
-/// be kept, or `at_most` other files are kept already. Best effort: a file that cannot be kept
-/// is replaced anyway.
+/// written (which may fail: the disk full), and the version replaced stays as it was; a copy
+/// with its mode where no link can be made (a file of root's, which `fs.protected_hardlinks`
+/// lets no other user link). The name it is kept under: the one it has already if this very
+/// file was linked before (a replacement that failed and is tried again), so that repeats do
+/// not pile names up; `None` if it cannot be kept, or `at_most` other files are kept already.
+/// Best effort: a file that cannot be kept is replaced anyway.
 pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<PathBuf> {
     let meta = fs::symlink_metadata(path).ok()?;
     let prefix = aside_prefix(path, why);
@@ -275,7 +285,14 @@ pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<PathBuf> {
         return None;
     }
     let aside = aside_name(path, why);
-    fs::hard_link(path, &aside).ok()?;
+    if fs::hard_link(path, &aside).is_err() {
+        let bytes = read_optional(path).ok()??;
+        let mode = FileMode {
+            mode: meta.mode() & 0o7777,
+            owner: None,
+        };
+        write_atomic(&aside, &bytes, mode).ok()?;
+    }
     Some(aside)
 }
 

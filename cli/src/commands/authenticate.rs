@@ -139,18 +139,34 @@ fn too_long() -> Error {
     ))
 }
 
+/// How long `authenticate --admin` asks the daemon whether its client is trusted already.
+const ADMIN_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `authenticate --admin`: have the helper trust this client's own certificate.
 async fn run_admin(ctx: &Context) -> Result<(), Error> {
     // A client the daemon trusts already needs no administrator's password: the daemon is asked
-    // first when it can be reached (`ping` answers trusted clients only, and trusts nobody).
-    if let Ok(mut client) = ctx.connect().await {
-        if crate::commands::answer(client.ping(PingRequest {}))
-            .await
-            .is_ok()
-        {
-            crate::output::print_line("This client is trusted already; nothing was changed.")?;
-            return Ok(());
-        }
+    // first when it can be reached (`ping` answers trusted clients only, and trusts nobody), and
+    // briefly: this is the way in when the daemon is in trouble.
+    let asked = async {
+        let mut client = ctx.connect().await?;
+        crate::commands::answer(client.ping(PingRequest {})).await
+    };
+    if tokio::time::timeout(ADMIN_PING_WAIT, asked)
+        .await
+        .is_ok_and(|answer| answer.is_ok())
+    {
+        // Another daemon's (`MULTIPASS_SERVER_ADDRESS`) is named: the helper would have written
+        // the packaged daemon's store, whatever that other daemon trusts.
+        let by = match crate::connect::server_address() {
+            Ok(address) if address != rpc::Address::default() => {
+                format!(" by the daemon at {address}")
+            }
+            _ => String::new(),
+        };
+        crate::output::print_line(&format!(
+            "This client is trusted already{by}; nothing was changed."
+        ))?;
+        return Ok(());
     }
     let identity = crate::connect::identity(ctx.trace())?;
     // A login name that is not a valid client name is not sent: the helper then records a

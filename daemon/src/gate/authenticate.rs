@@ -58,14 +58,22 @@ impl Gate {
         // `legacy`: a right passphrase's hash that is to be replaced by Argon2id.
         let (outcome, name, legacy) = match admission::decide(&facts, request) {
             Decision::Refuse(refusal) => {
-                return Err(self.refuse(peer, refusal, request, None, None))
+                self.pace_refusal(peer).await;
+                return Err(self.refuse(peer, refusal, request, None, None));
             }
             Decision::CheckPassphrase => {
                 // Paced by the right passphrases checked before; this one takes its place in
                 // the pace only if it is right too.
                 let limited = peer.limited_key();
                 if let Some(key) = limited {
-                    let ready = self.right_passphrase_pace.ready(key, Instant::now());
+                    let now = Instant::now();
+                    let ready = self.right_passphrase_pace.ready(key, now);
+                    if ready - now > super::MOST_PACED_WAIT {
+                        return Err(Error::Paced {
+                            what: "passphrase checks",
+                            retry_after: ready - now,
+                        });
+                    }
                     tokio::time::sleep_until(ready.into()).await;
                 }
                 let (checked, legacy) = self.check_passphrase(&secret).await?;
@@ -90,12 +98,16 @@ impl Gate {
                 let failures = refusal
                     .is_failed_attempt()
                     .then(|| self.limiter.record_failure(key));
+                self.pace_refusal(peer).await;
                 let error = self.refuse(peer, refusal, request, None, failures);
                 // `authenticate` makes no first client (Multipass's rule: only gated requests
                 // do), but an administrator on a fresh service is told the command that does.
                 if matches!(error, Error::PassphraseNotSet { .. }) {
-                    let facts = self.facts(peer, Request::Use, None).await?;
-                    if admission::decide(&facts, Request::Use) == Decision::TryFirstClient {
+                    // Only a hint: the refusal stands whatever asking for it meets.
+                    let facts = self.facts(peer, Request::Use, None).await;
+                    if facts.is_ok_and(|facts| {
+                        admission::decide(&facts, Request::Use) == Decision::TryFirstClient
+                    }) {
                         return Err(Error::PassphraseNotSet { first_client: true });
                     }
                 }

@@ -115,6 +115,12 @@ pub const RIGHT_PASSPHRASE_BURST: u32 = 10;
 /// See [`RIGHT_PASSPHRASE_BURST`].
 pub const RIGHT_PASSPHRASES_PER_SECOND: u32 = 2;
 
+/// The longest a request waits for its turn in a pace; one whose turn is further off is
+/// answered at once (a refusal as it is, anything else `RESOURCE_EXHAUSTED` with when to try
+/// again), well before the 30 s within which every request is answered: a request given up on
+/// by its client would otherwise still take effect once its turn came.
+pub const MOST_PACED_WAIT: Duration = Duration::from_secs(10);
+
 impl Parts {
     /// The parts of a daemon keeping its files in `dir` (the store's file is `store`'s), with the
     /// default limits.
@@ -257,11 +263,16 @@ impl Gate {
         }
     }
 
-    /// Wait for `peer`'s turn to be refused ([`REFUSAL_BURST`]); root's are never held.
+    /// Wait for `peer`'s turn to be refused ([`REFUSAL_BURST`]); root's are never held, nor one
+    /// whose turn is more than [`MOST_PACED_WAIT`] off.
     async fn pace_refusal(&self, peer: &Peer) {
         if let Some(key) = peer.limited_key() {
-            let turn = self.refusal_pace.turn(key, Instant::now());
-            tokio::time::sleep_until(turn.into()).await;
+            let paced = self
+                .refusal_pace
+                .turn_within(key, Instant::now(), MOST_PACED_WAIT);
+            if let Ok(turn) = paced {
+                tokio::time::sleep_until(turn.into()).await;
+            }
         }
     }
 

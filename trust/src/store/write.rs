@@ -26,7 +26,7 @@ impl TrustStore {
         let file = LockedFile::lock(&self.path, self.mode)?;
         let _writing = Writing::start();
         for _ in 0..MERGE_ATTEMPTS {
-            let (mut bundle, key) = self.read_for_write(&file)?;
+            let (mut bundle, mut key) = self.read_for_write(&file)?;
             let before = bundle.len();
             let result = change(&mut bundle);
             if !result.changed() {
@@ -63,11 +63,18 @@ impl TrustStore {
             // version replaced: that version is kept beside it, as it was, for an administrator.
             let dropped = (bundle.skipped(), bundle.notes());
             let kept = if dropped != (0, 0) {
-                Some(crate::fsutil::keep_aside(
-                    &self.path,
-                    "replaced",
-                    KEPT_AT_MOST,
-                ))
+                let kept = crate::fsutil::keep_aside(&self.path, "replaced", KEPT_AT_MOST);
+                // A link changes the file's ctime, and nothing else: the file read is still
+                // the file to replace, which the checks below would otherwise take for changed.
+                let now = FileKey::stat(&self.path)?;
+                if let (Some(was), Some(now)) = (key, now) {
+                    if (now.dev, now.ino, now.size, now.mtime_ns)
+                        == (was.dev, was.ino, was.size, was.mtime_ns)
+                    {
+                        key = Some(now);
+                    }
+                }
+                Some(kept)
             } else {
                 None
             };
