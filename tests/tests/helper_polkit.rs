@@ -43,6 +43,19 @@ fn authorized_user_sets_passphrase_and_trusts_itself_through_the_helper() {
         before,
         "the settings were written"
     );
+    // And the command says what is true either way.
+    let out = daemon.run_as(&operator, &["set", "local.passphrase=", "--admin"], None);
+    out.assert_code(0, "set local.passphrase= --admin, none set");
+    assert!(
+        out.stdout
+            .starts_with("No passphrase is set now: nobody can authenticate"),
+        "{out}"
+    );
+    assert_eq!(
+        read(&daemon.conf_path()),
+        before,
+        "the settings were written"
+    );
     assert!(
         !helper.log().contains("passphrase-cleared"),
         "{}",

@@ -172,6 +172,11 @@ fn prompt_value(key: &str) -> Result<Zeroizing<String>, Error> {
 const CLEARED: &str = "The passphrase was cleared: nobody can authenticate with a passphrase \
                        until it is set again. Trusted clients stay trusted.";
 
+/// What clearing through the helper means: said as it is now, since the helper does not tell
+/// whether a passphrase was set before (it writes nothing when none was).
+const CLEAR_NOW: &str = "No passphrase is set now: nobody can authenticate with a passphrase \
+                         until it is set again. Trusted clients stay trusted.";
+
 /// Run `multipass set`.
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let Setting { key, value } = args.setting;
@@ -195,7 +200,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         let cleared = value.is_empty();
         crate::admin::set_passphrase(value).await?;
         return if cleared {
-            output::print_line(CLEARED)
+            output::print_line(CLEAR_NOW)
         } else {
             Ok(())
         };
