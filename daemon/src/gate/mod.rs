@@ -346,7 +346,7 @@ impl Gate {
             // which start-up does once its read ends, and otherwise the next request.
             let known = self.socket_now();
             if presence.whole
-                && known != 0
+                && known != encode(None)
                 && known != encode(Some(Access::for_store(facts.store_empty)))
             {
                 self.sync_socket().await;
