@@ -561,14 +561,17 @@ mod tests {
         for transport in [Transport::Unix, Transport::Tcp] {
             for uid in [None, Some(0), Some(1000)] {
                 for presented in presented {
-                    for store_empty in [false, true] {
+                    for (store_empty, wait) in [false, true]
+                        .into_iter()
+                        .flat_map(|e| [(e, None), (e, Some(Duration::from_secs(1)))])
+                    {
                         let facts = Facts {
                             transport,
                             uid,
                             admin: false,
                             presented,
                             store_empty,
-                            wait: None,
+                            wait,
                             passphrase_clients: 0,
                         };
                         let admin = Facts {

@@ -103,7 +103,13 @@ impl Service {
             return Ok(Stored::Unchanged);
         }
         if let Some(key) = peer.limited_key() {
-            let turn = self.changes.turn(key, std::time::Instant::now());
+            let turn = self
+                .changes
+                .turn_within(key, std::time::Instant::now(), crate::gate::MOST_PACED_WAIT)
+                .map_err(|retry_after| Error::Paced {
+                    what: "passphrase changes",
+                    retry_after,
+                })?;
             tokio::time::sleep_until(turn.into()).await;
         }
         let hash = if value.is_empty() {

@@ -860,6 +860,20 @@ async fn no_session_is_resumed_so_every_connection_identifies_its_client() {
     );
 }
 
+/// A daemon whose first client is an administrator's, with `n` more clients trusted over TCP by
+/// the passphrase (all of one peer, loopback).
+async fn trusted_over_tcp(n: usize) -> (Daemon, Vec<ClientIdentity>) {
+    let (daemon, _) = with_first_client().await;
+    daemon.set_passphrase("correct horse");
+    let users: Vec<ClientIdentity> = (0..n).map(|i| daemon.identity(&format!("u{i}"))).collect();
+    for user in &users {
+        authenticate(&mut daemon.rpc_tcp(user).await, "correct horse")
+            .await
+            .unwrap();
+    }
+    (daemon, users)
+}
+
 /// Over TCP, where the peer (loopback) is paced: root's requests on the Unix socket never are.
 async fn trust_tcp(daemon: &Daemon, identity: &ClientIdentity) -> TrustClient<Channel> {
     TrustClient::new(daemon.channel(identity, true).await)
@@ -924,14 +938,7 @@ async fn right_passphrases_are_paced_per_peer() {
 
 #[tokio::test]
 async fn lists_and_own_removals_of_a_non_administrator_are_paced() {
-    let (daemon, _) = with_first_client().await;
-    daemon.set_passphrase("correct horse");
-    let users: Vec<ClientIdentity> = (0..6).map(|i| daemon.identity(&format!("u{i}"))).collect();
-    for user in &users {
-        authenticate(&mut daemon.rpc_tcp(user).await, "correct horse")
-            .await
-            .unwrap();
-    }
+    let (daemon, users) = trusted_over_tcp(6).await;
     // 16 lists at once, then 4 a second.
     let mut lister = trust_tcp(&daemon, &users[0]).await;
     let took = timed(16 + 4, || {
@@ -971,4 +978,46 @@ async fn lists_and_own_removals_of_a_non_administrator_are_paced() {
         took >= std::time::Duration::from_millis(4500),
         "6 removals in {took:?}"
     );
+}
+
+/// A turn further off than `MOST_PACED_WAIT` is not waited for: answered at once, with when to
+/// try again, instead of taking effect after its client gave up.
+#[tokio::test]
+async fn a_turn_too_far_off_is_answered_at_once() {
+    let (daemon, users) = trusted_over_tcp(8).await;
+    // Five at once, the sixth in 5 s, the seventh in 10 s; the eighth's turn would be 15 s off.
+    let start = std::time::Instant::now();
+    let mut removals = Vec::new();
+    for user in &users {
+        let mut trust = trust_tcp(&daemon, user).await;
+        let id = user.fingerprint().to_hex();
+        removals.push(tokio::spawn(async move {
+            let answer = trust
+                .remove_client(RemoveClientRequest { id })
+                .await
+                .map(|_| ());
+            (answer, start.elapsed())
+        }));
+    }
+    let mut refused = Vec::new();
+    for removal in removals {
+        let (answer, after) = removal.await.unwrap();
+        if let Err(status) = answer {
+            refused.push((status, after));
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (status, after) = &refused[0];
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("Too many removals from this user (or address). Please try again in "),
+        "{status:?}"
+    );
+    assert!(
+        *after < std::time::Duration::from_secs(2),
+        "answered after {after:?}"
+    );
+    assert_eq!(daemon.trusted(), 2, "the admin and the one refused");
 }

@@ -418,11 +418,7 @@ impl Pacing {
         now: Instant,
         most: Duration,
     ) -> Result<Instant, Duration> {
-        let wait = self.ready(key, now) - now;
-        if wait > most {
-            return Err(wait);
-        }
-        Ok(self.turn(key, now))
+        self.book(key, now, Some(most))
     }
 
     /// When `key`'s next step could start if it came at `now`, without taking a place: for
@@ -438,6 +434,19 @@ impl Pacing {
 
     /// When `key`'s step that comes at `now` may start; its place is taken at once.
     pub fn turn(&self, key: PeerKey, now: Instant) -> Instant {
+        // Without a ceiling a place is always taken.
+        self.book(key, now, None).unwrap_or_else(|wait| now + wait)
+    }
+
+    /// Take `key`'s place for a step at `now` and say when it starts, unless that is more than
+    /// `most` after `now` (then nothing is taken, and the error is the wait): under one hold of
+    /// the lock, so that steps checked apart from their booking cannot all pass the check.
+    fn book(
+        &self,
+        key: PeerKey,
+        now: Instant,
+        most: Option<Duration>,
+    ) -> Result<Instant, Duration> {
         let mut guard = lock(&self.peers);
         let (peers, sweep_at) = &mut *guard;
         if peers.len() >= *sweep_at {
@@ -445,10 +454,14 @@ impl Pacing {
             *sweep_at = (2 * peers.len()).max(Self::SWEEP_AT);
         }
         let arrival = peers.get(&key).map_or(now, |at| (*at).max(now));
-        peers.insert(key, arrival + self.interval);
-        arrival
+        let start = arrival
             .checked_sub(self.tolerance)
-            .map_or(now, |start| start.max(now))
+            .map_or(now, |start| start.max(now));
+        if most.is_some_and(|most| start - now > most) {
+            return Err(start - now);
+        }
+        peers.insert(key, arrival + self.interval);
+        Ok(start)
     }
 }
 

@@ -67,6 +67,11 @@ fn a_store_of_another_owner_is_copied_aside_when_a_removal_drops_its_notes() {
     assert_eq!(kept[0].1, text, "the version before, as it was");
     let meta = std::fs::metadata(&kept[0].0).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o644, "with its mode");
+    assert_ne!(
+        meta.uid(),
+        65534,
+        "a copy, the daemon's (a link would be the restored file itself)"
+    );
     let log = daemon.log();
     assert!(
         log.contains("the version before is kept under another name"),

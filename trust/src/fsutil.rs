@@ -266,7 +266,7 @@ pub fn aside_prefix(path: &Path, why: &str) -> String {
 /// file was linked before (a replacement that failed and is tried again), so that repeats do
 /// not pile names up; `None` if it cannot be kept, or `at_most` other files are kept already.
 /// Best effort: a file that cannot be kept is replaced anyway.
-pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<PathBuf> {
+pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<Kept> {
     let meta = fs::symlink_metadata(path).ok()?;
     let prefix = aside_prefix(path, why);
     let kept: Vec<(PathBuf, fs::Metadata)> = fs::read_dir(parent(path))
@@ -279,21 +279,43 @@ pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<PathBuf> {
         .iter()
         .find(|(_, m)| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
     {
-        return Some(name.clone());
+        return Some(Kept::Before(name.clone()));
     }
     if kept.len() >= at_most {
         return None;
     }
     let aside = aside_name(path, why);
-    if fs::hard_link(path, &aside).is_err() {
-        let bytes = read_optional(path).ok()??;
-        let mode = FileMode {
-            mode: meta.mode() & 0o7777,
-            owner: None,
-        };
-        write_atomic(&aside, &bytes, mode).ok()?;
+    if fs::hard_link(path, &aside).is_ok() {
+        return Some(Kept::Linked(aside));
     }
-    Some(aside)
+    // The mode of the file read (not of a link to it), never writable by others.
+    let (bytes, read) = read_with_metadata(path).ok()??;
+    let mode = FileMode {
+        mode: read.mode() & 0o7755,
+        owner: None,
+    };
+    write_atomic(&aside, &bytes, mode).ok()?;
+    Some(Kept::Copied(aside))
+}
+
+/// Where [`keep_aside`] kept a file, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// Linked now: the file itself, whose ctime the link changed.
+    Linked(PathBuf),
+    /// Copied now (no link could be made).
+    Copied(PathBuf),
+    /// Linked before, by a replacement tried earlier.
+    Before(PathBuf),
+}
+
+impl Kept {
+    /// The name it is kept under.
+    pub fn path(&self) -> &Path {
+        match self {
+            Kept::Linked(path) | Kept::Copied(path) | Kept::Before(path) => path,
+        }
+    }
 }
 
 /// Open a file the service owns for reading; `Ok(None)` when it does not exist. Only a regular

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::{parse_read, FileKey, TrustStore};
 use crate::error::{Error, Result};
-use crate::fsutil::LockedFile;
+use crate::fsutil::{Kept, LockedFile};
 use crate::store::Bundle;
 
 /// How many times a writer re-reads when the file keeps changing under it (hand appends take no
@@ -25,6 +25,8 @@ impl TrustStore {
     pub fn modify<R: Changed>(&self, mut change: impl FnMut(&mut Bundle) -> R) -> Result<R> {
         let file = LockedFile::lock(&self.path, self.mode)?;
         let _writing = Writing::start();
+        // The version kept aside by a first try of this change, if it kept one.
+        let mut kept_before: Option<Option<Kept>> = None;
         for _ in 0..MERGE_ATTEMPTS {
             let (mut bundle, mut key) = self.read_for_write(&file)?;
             let before = bundle.len();
@@ -62,22 +64,25 @@ impl TrustStore {
             // Text the rewrite does not carry (damaged blocks, comments) is not lost with the
             // version replaced: that version is kept beside it, as it was, for an administrator.
             let dropped = (bundle.skipped(), bundle.notes());
-            let kept = if dropped != (0, 0) {
+            // Once per change: a rewrite tried again (the file changed meanwhile: only
+            // additions, by hand) keeps no second version, which would only add what the new
+            // file holds anyway, and would use up the kept names.
+            if dropped != (0, 0) && kept_before.is_none() {
                 let kept = crate::fsutil::keep_aside(&self.path, "replaced", KEPT_AT_MOST);
                 // A link changes the file's ctime, and nothing else: the file read is still
                 // the file to replace, which the checks below would otherwise take for changed.
-                let now = FileKey::stat(&self.path)?;
-                if let (Some(was), Some(now)) = (key, now) {
-                    if (now.dev, now.ino, now.size, now.mtime_ns)
-                        == (was.dev, was.ino, was.size, was.mtime_ns)
-                    {
-                        key = Some(now);
+                if matches!(kept, Some(Kept::Linked(_))) {
+                    let now = FileKey::stat(&self.path)?;
+                    if let (Some(was), Some(now)) = (key, now) {
+                        if (now.dev, now.ino, now.size, now.mtime_ns)
+                            == (was.dev, was.ino, was.size, was.mtime_ns)
+                        {
+                            key = Some(now);
+                        }
                     }
                 }
-                Some(kept)
-            } else {
-                None
-            };
+                kept_before = Some(kept);
+            }
             // The version replaced, held open: a hand append that opened it before the rename
             // and writes after it is carried over (`carry_late_appends`). Only a version with
             // the store's own owner and mode: one that others could write (a store made by
@@ -96,12 +101,12 @@ impl TrustStore {
             if let Some((old, meta)) = old {
                 self.keep_replaced(old, meta.size());
             }
-            match kept {
+            match &kept_before {
                 Some(Some(aside)) => tracing::warn!(
                     path = %self.path.display(),
                     damaged_blocks = dropped.0,
                     other_lines = dropped.1,
-                    kept = %aside.display(),
+                    kept = %aside.path().display(),
                     "the trust store was rewritten without text that is not a certificate or its \
                      metadata; the version before is kept under another name"
                 ),
@@ -110,8 +115,8 @@ impl TrustStore {
                     damaged_blocks = dropped.0,
                     other_lines = dropped.1,
                     "the trust store was rewritten without text that is not a certificate or its \
-                     metadata; the version before was not kept (it could not be linked, or as \
-                     many versions are kept already)"
+                     metadata; the version before was not kept (it could not be linked nor \
+                     copied, or as many versions are kept already)"
                 ),
                 None => {}
             }
