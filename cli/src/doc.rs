@@ -61,10 +61,10 @@ pub const ENVIRONMENT: &[Entry] = &[
         "HOME",
         "The home directory, under which the client's certificate is kept when XDG_DATA_HOME \
          is not set. A relative, empty or unset HOME gives way to the home directory in the \
-         password database. root ignores a HOME or XDG_DATA_HOME that lies in another user's files (as \
-         after `su` without `-`, or `sudo -E`) and uses its own home from the password \
-         database, as sudo does: what it created there would lock that user out of their own \
-         client.",
+         password database. root ignores a HOME or XDG_DATA_HOME that lies in another user's \
+         files (as after `su` without `-`, or `sudo -E`) and uses its own home from the \
+         password database, as sudo does: what it created there would lock that user out of \
+         their own client.",
     ),
 ];
 

@@ -160,8 +160,6 @@ pub fn report(command: &str, outcome: Result<(), Error>) -> ExitCode {
     }
 }
 
-/// Why the daemon could not be reached. The `Display` text is the whole message after
-/// `<command> failed: `, hint lines included.
 /// The group of a socket that refused us, and this user's part in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketGroup {
@@ -172,6 +170,8 @@ pub struct SocketGroup {
     pub joined_since_login: bool,
 }
 
+/// Why the daemon could not be reached. The `Display` text is the whole message after
+/// `<command> failed: `, hint lines included.
 #[derive(Debug)]
 pub enum Unreachable {
     /// The socket could not be opened.

@@ -250,13 +250,10 @@ fn token_info(record: &TokenRecord, now: OffsetDateTime) -> TokenInfo {
 /// Wait for `peer`'s turn in `pacing`, of `what` (in the plural, for the refusal); root's turns
 /// are never held, and a turn more than [`MOST_PACED_WAIT`] off is refused instead.
 async fn pace(pacing: &Pacing, peer: &Peer, what: &'static str) -> Result<(), Error> {
-    if let Some(key) = peer.limited_key() {
-        let turn = pacing
-            .turn_within(key, std::time::Instant::now(), MOST_PACED_WAIT)
-            .map_err(|retry_after| Error::Paced { what, retry_after })?;
-        tokio::time::sleep_until(turn.into()).await;
-    }
-    Ok(())
+    pacing
+        .wait_turn(peer, MOST_PACED_WAIT)
+        .await
+        .map_err(|retry_after| Error::Paced { what, retry_after })
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

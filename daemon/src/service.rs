@@ -10,6 +10,7 @@ use rpc::server::{Pacing, Peer};
 use tls::VerifiedClient;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
+use trust::passphrase::NOTHING_TO_CLEAR;
 use trust::settings::PASSPHRASE_KEY;
 use trust::PassphraseHash;
 use zeroize::Zeroizing;
@@ -71,9 +72,6 @@ enum Stored {
     Unchanged,
 }
 
-/// Said when a passphrase that is not set is cleared.
-pub const NOTHING_TO_CLEAR: &str = "No passphrase was set; nothing was changed.";
-
 impl Service {
     /// A service deciding with `gate`.
     pub fn new(gate: Arc<Gate>) -> Service {
@@ -102,16 +100,13 @@ impl Service {
         if value.is_empty() && self.gate.settings().load()?.passphrase()?.is_none() {
             return Ok(Stored::Unchanged);
         }
-        if let Some(key) = peer.limited_key() {
-            let turn = self
-                .changes
-                .turn_within(key, std::time::Instant::now(), crate::gate::MOST_PACED_WAIT)
-                .map_err(|retry_after| Error::Paced {
-                    what: "passphrase changes",
-                    retry_after,
-                })?;
-            tokio::time::sleep_until(turn.into()).await;
-        }
+        self.changes
+            .wait_turn(peer, crate::gate::MOST_PACED_WAIT)
+            .await
+            .map_err(|retry_after| Error::Paced {
+                what: "passphrase changes",
+                retry_after,
+            })?;
         let hash = if value.is_empty() {
             None
         } else {

@@ -127,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             ops::validate_passphrase(&passphrase).map_err(refused)?;
             if !ops::set_passphrase(&cli.config, passphrase)? {
-                eprintln!("No passphrase was set; nothing was changed.");
+                eprintln!("{}", trust::passphrase::NOTHING_TO_CLEAR);
                 return Ok(());
             }
             trust::audit::AuditEvent::PassphraseChanged {

@@ -63,7 +63,6 @@ pub fn requested_name(given: &str) -> Result<Option<String>, HelperError> {
         })
 }
 
-/// Set (or, with an empty passphrase, clear) the passphrase.
 /// Set the passphrase, or with an empty one clear it; whether anything changed (clearing a
 /// passphrase that is not set changes nothing).
 pub fn set_passphrase(config: &Config, passphrase: Zeroizing<String>) -> anyhow::Result<bool> {

@@ -425,11 +425,46 @@ impl Pacing {
     /// steps that count only once they turn out to be of the paced kind (a passphrase that was
     /// right), which then take theirs with [`Pacing::turn`].
     pub fn ready(&self, key: PeerKey, now: Instant) -> Instant {
-        let guard = lock(&self.peers);
-        let arrival = guard.0.get(&key).map_or(now, |at| (*at).max(now));
-        arrival
+        self.next(&lock(&self.peers).0, key, now).1
+    }
+
+    /// Wait for `peer`'s turn, taking its place ([`Pacing::turn_within`]); root's turns are never
+    /// held. The error is the wait, when it would be longer than `most` (nothing is taken then).
+    pub async fn wait_turn(&self, peer: &Peer, most: Duration) -> Result<(), Duration> {
+        if let Some(key) = peer.limited_key() {
+            let turn = self.turn_within(key, Instant::now(), most)?;
+            tokio::time::sleep_until(turn.into()).await;
+        }
+        Ok(())
+    }
+
+    /// Wait until `peer`'s next step could start, without taking a place ([`Pacing::ready`]);
+    /// root is never held. The error is the wait, when it would be longer than `most`.
+    pub async fn wait_ready(&self, peer: &Peer, most: Duration) -> Result<(), Duration> {
+        if let Some(key) = peer.limited_key() {
+            let now = Instant::now();
+            let ready = self.ready(key, now);
+            if ready - now > most {
+                return Err(ready - now);
+            }
+            tokio::time::sleep_until(ready.into()).await;
+        }
+        Ok(())
+    }
+
+    /// For `key`'s step at `now`: when it arrives in the pace (the instant its place would be
+    /// booked from), and when it may start.
+    fn next(
+        &self,
+        peers: &std::collections::HashMap<PeerKey, Instant>,
+        key: PeerKey,
+        now: Instant,
+    ) -> (Instant, Instant) {
+        let arrival = peers.get(&key).map_or(now, |at| (*at).max(now));
+        let start = arrival
             .checked_sub(self.tolerance)
-            .map_or(now, |start| start.max(now))
+            .map_or(now, |start| start.max(now));
+        (arrival, start)
     }
 
     /// When `key`'s step that comes at `now` may start; its place is taken at once.
@@ -453,10 +488,7 @@ impl Pacing {
             peers.retain(|_, at| *at > now);
             *sweep_at = (2 * peers.len()).max(Self::SWEEP_AT);
         }
-        let arrival = peers.get(&key).map_or(now, |at| (*at).max(now));
-        let start = arrival
-            .checked_sub(self.tolerance)
-            .map_or(now, |start| start.max(now));
+        let (arrival, start) = self.next(peers, key, now);
         if most.is_some_and(|most| start - now > most) {
             return Err(start - now);
         }

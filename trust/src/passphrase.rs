@@ -18,6 +18,9 @@ pub const PROMPT: &str = "Please enter passphrase: ";
 /// The prompt for the passphrase a second time, when it is set.
 pub const PROMPT_AGAIN: &str = "Please re-enter passphrase: ";
 
+/// Said when a passphrase that is not set is cleared (by the daemon, or the helper's command).
+pub const NOTHING_TO_CLEAR: &str = "No passphrase was set; nothing was changed.";
+
 /// Why a new passphrase was refused. The messages never repeat the passphrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

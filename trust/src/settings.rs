@@ -258,9 +258,10 @@ impl SettingsFile {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_key_is_shown_back_escaped_and_bounded() {
-        use super::shown_key;
         assert_eq!(
             shown_key("local.passphrase=hunter2"),
             "local.passphrase=..."
@@ -272,8 +273,6 @@ mod tests {
         let long = "k".repeat(60_000);
         assert_eq!(shown_key(&long), format!("{}...", "k".repeat(64)));
     }
-
-    use super::*;
 
     #[test]
     fn parses_multipass_style_file() {

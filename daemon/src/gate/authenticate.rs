@@ -64,20 +64,15 @@ impl Gate {
             Decision::CheckPassphrase => {
                 // Paced by the right passphrases checked before; this one takes its place in
                 // the pace only if it is right too.
-                let limited = peer.limited_key();
-                if let Some(key) = limited {
-                    let now = Instant::now();
-                    let ready = self.right_passphrase_pace.ready(key, now);
-                    if ready - now > super::MOST_PACED_WAIT {
-                        return Err(Error::Paced {
-                            what: "passphrase checks",
-                            retry_after: ready - now,
-                        });
-                    }
-                    tokio::time::sleep_until(ready.into()).await;
-                }
+                self.right_passphrase_pace
+                    .wait_ready(peer, super::MOST_PACED_WAIT)
+                    .await
+                    .map_err(|retry_after| Error::Paced {
+                        what: "passphrase checks",
+                        retry_after,
+                    })?;
                 let (checked, legacy) = self.check_passphrase(&secret).await?;
-                if let (Checked::RightPassphrase, Some(key)) = (checked, limited) {
+                if let (Checked::RightPassphrase, Some(key)) = (checked, peer.limited_key()) {
                     self.right_passphrase_pace.turn(key, Instant::now());
                 }
                 (checked, None, legacy)

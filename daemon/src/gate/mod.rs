@@ -266,14 +266,8 @@ impl Gate {
     /// Wait for `peer`'s turn to be refused ([`REFUSAL_BURST`]); root's are never held, nor one
     /// whose turn is more than [`MOST_PACED_WAIT`] off.
     async fn pace_refusal(&self, peer: &Peer) {
-        if let Some(key) = peer.limited_key() {
-            let paced = self
-                .refusal_pace
-                .turn_within(key, Instant::now(), MOST_PACED_WAIT);
-            if let Ok(turn) = paced {
-                tokio::time::sleep_until(turn.into()).await;
-            }
-        }
+        // A refusal whose turn is too far off is answered at once: it is a refusal all the same.
+        let _ = self.refusal_pace.wait_turn(peer, MOST_PACED_WAIT).await;
     }
 
     /// Whether `peer` may manage others' trust now ([`Gate::manage`] without the refusal).
