@@ -29,8 +29,8 @@ pub fn main() -> ExitCode {
                 // What clap would suggest for it (`launch`: "a similar subcommand exists: 'auth'")
                 // misleads whoever comes from Multipass.
                 eprintln!(
-                    "{name} failed: This service manages no instances: '{name}' is not \
-                     available.\nIts commands are listed by 'multipass --help'."
+                    "{name} failed: {}\nIts commands are listed by 'multipass --help'.",
+                    rpc::messages::not_available(&name)
                 );
                 return Exit::Usage.into();
             }

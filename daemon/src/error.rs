@@ -128,7 +128,7 @@ pub enum Error {
     #[error("{0}")]
     Token(TokenError),
     /// A Multipass method this service does not provide.
-    #[error("This service manages no instances: '{0}' is not available.")]
+    #[error("{}", rpc::messages::not_available(.0))]
     Unimplemented(&'static str),
     /// Storage failed (disk full, read-only, permissions...).
     #[error("The service could not complete the request: {0}")]

@@ -1,6 +1,6 @@
-//! Messages of the Multipass protocol that clients and scripts recognise by their text
-//! (docs/CONTRACT.md, Messages): the daemon sends them word for word, and our client tells the
-//! refusals apart by them, so both sides take them from here.
+//! Messages the daemon and our client both say, so both take them from here: those of the
+//! Multipass protocol that clients and scripts recognise by their text (docs/CONTRACT.md,
+//! Messages), word for word, and ours for what this service does not do.
 
 /// What stock Multipass clients show for an untrusted client.
 pub const NOT_AUTHENTICATED: &str = "The client is not authenticated with the Multipass service.\nPlease use 'multipass authenticate' before proceeding.";
@@ -9,3 +9,9 @@ pub const PASSPHRASE_NOT_SET: &str =
     "Passphrase is not set. Please `multipass set local.passphrase` with a trusted client.";
 /// `authenticate` with the wrong passphrase.
 pub const PASSPHRASE_INCORRECT: &str = "Passphrase is not correct. Please try again.";
+
+/// A Multipass method (or command) `name` this service does not provide: the daemon's answer to a
+/// stock client, and our client's for a command it does not have.
+pub fn not_available(name: &str) -> String {
+    format!("This service manages no instances: '{name}' is not available.")
+}
