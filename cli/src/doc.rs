@@ -44,7 +44,8 @@ pub const EXIT_STATUS: &[Entry] = &[
 pub const ENVIRONMENT: &[Entry] = &[
     entry(
         "MULTIPASS_SERVER_ADDRESS",
-        "The daemon's address: unix:PATH or HOST:PORT (default unix:/run/multipass_socket).",
+        "The daemon's address: unix:PATH or HOST:PORT (default unix:/run/multipass_socket, also \
+         when set but empty).",
     ),
     entry(
         "MULTIPASS_ROOT_CERT",

@@ -28,13 +28,16 @@ use crate::passphrase;
 ///
 /// The passphrase is checked even when this client is trusted already: a wrong one is refused,
 /// the right one answers which name the client is trusted under. Wrong passphrases and tokens
-/// make the service wait longer before each next attempt from the same user. One user (root
-/// excepted) may have up to 100 clients trusted with the passphrase (each client certificate is
-/// one); beyond that, an administrator removes unused ones or gives a token.
+/// make the service wait longer before each next attempt from the same user, and right ones are
+/// checked ten at once, then two a second. One user (root excepted) may have up to 100 clients
+/// trusted with the passphrase (each client certificate is one); beyond that, an administrator
+/// removes unused ones or gives a token.
 ///
-/// An administrator whose client is not trusted (because someone else was the first client) can
-/// trust it without a passphrase: `multipass authenticate --admin` asks polkit, which asks for the
-/// administrator's password.
+/// On a fresh service, which trusts no client yet, an administrator does not authenticate: any
+/// other command (e.g. `multipass list`) trusts their client as the first one. An administrator
+/// whose client is not trusted (because someone else was the first client) can trust it without a
+/// passphrase: `multipass authenticate --admin` asks polkit, which asks for the administrator's
+/// password (a client trusted already is told so, without asking).
 #[derive(clap::Args)]
 pub struct Args {
     /// The passphrase (prompted for when omitted)

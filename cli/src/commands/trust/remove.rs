@@ -15,7 +15,9 @@ use crate::output;
 /// name or the start of its fingerprint (at least 4 hex digits), as `multipass trust list` shows
 /// them. An ID that matches more than one client (a name that is also the start of another
 /// client's fingerprint, say) removes nothing and names the candidates.
-/// Removing the last trusted client restricts the socket to administrators again.
+/// Removing the last trusted client restricts the socket to administrators again. A user who is
+/// not an administrator, removing their own clients, gets five removals at once, then one every
+/// 5 seconds.
 ///
 /// Shell completion cannot offer the names: only the daemon knows them, and completion does not
 /// ask it. Use `multipass trust list`.
