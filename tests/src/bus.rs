@@ -278,7 +278,8 @@ impl Helper {
         wait_name(false);
         let log = log_dir.join("helper.log");
         let file = File::create(&log).expect("helper log");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg("--socket")
             .arg(socket)
             .arg("--data-dir")
@@ -290,9 +291,9 @@ impl Helper {
             // Every line it can write, so that a secret in any of them is seen.
             .env("MULTIPASSD_HELPER_LOG", "trace")
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn multipassd-helper");
+            .stderr(file);
+        // The program may be a copy the test has just written.
+        let child = crate::process::spawn_written(&mut command).expect("spawn multipassd-helper");
         let mut helper = Helper { child, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !name_owned() {

@@ -8,6 +8,21 @@ use std::time::{Duration, Instant};
 /// Default limit for one CLI invocation.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `cmd` spawned, tried again for up to 2 s while its program is "busy" (`ETXTBSY`): a program
+/// this process has just written (a copy of a binary) stays busy until every child that another
+/// test's thread forked meanwhile, holding the written file's descriptor, has run its own exec.
+pub fn spawn_written(cmd: &mut Command) -> std::io::Result<Child> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `child`'s exit status once it has exited within `within`, else `None` (it is left running).
 pub fn wait_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + within;

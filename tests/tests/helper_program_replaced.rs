@@ -38,17 +38,18 @@ fn a_change_is_made_after_the_program_was_removed() {
     let pem = std::fs::read_to_string(b.cert_path()).expect("b's certificate");
 
     let program = program_copy(&dir);
-    let mut child = clients::helper_command_from(
+    let mut command = clients::helper_command_from(
         &program,
         &daemon,
         &admins.name,
         &["trust-certificate", "--name", "b"],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("the helper's copy");
+    );
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child =
+        multipass_system_tests::process::spawn_written(&mut command).expect("the helper's copy");
     // `spawn` returns once the program is running; it waits for its standard input.
     std::fs::remove_file(&program).expect("remove the program");
     let mut stdin = child.stdin.take().expect("stdin");
