@@ -308,6 +308,12 @@ impl Trust for Management {
         let outcome = tokio::task::spawn_blocking(move || {
             let mut refusal = None;
             let removed = store.modify(|bundle| match resolve(bundle, &id) {
+                // Admitted before the lock: a caller removed since (its removal acknowledged)
+                // removes nobody after it.
+                _ if !bundle.contains(&own) => {
+                    refusal = Some(Removal::Refused(Error::NotAuthenticated));
+                    None
+                }
                 Ok(fingerprint) if fingerprint != own && !administrator => {
                     refusal = Some(Removal::NotAdministrator);
                     None

@@ -121,15 +121,22 @@ impl Service {
         // Admitted before the pacing wait and the hash, which can take half a minute for a
         // client with many changes queued: a client removed meanwhile changes nothing, or it
         // could set a passphrase after an administrator removed it and changed the passphrase.
-        if !self.gate.is_trusted(client)? {
-            return Err(Error::NotAuthenticated);
-        }
+        // Asked under the settings file's lock, so that a removal acknowledged before the
+        // administrator's own change is seen here if this change would come after it.
         let settings = self.gate.settings().clone();
+        let store = self.gate.store().clone();
+        let fingerprint = client.fingerprint();
         let cleared = hash.is_none();
-        tokio::task::spawn_blocking(move || {
-            settings.update(|ini| ini.set_passphrase(hash.as_ref()))
+        let changed = tokio::task::spawn_blocking(move || {
+            settings.update_if(
+                || store.is_trusted(&fingerprint),
+                |ini| ini.set_passphrase(hash.as_ref()),
+            )
         })
         .await??;
+        if changed.is_none() {
+            return Err(Error::NotAuthenticated);
+        }
         trust::audit::AuditEvent::PassphraseChanged {
             cleared,
             by: crate::audit::who(peer),

@@ -50,9 +50,16 @@ impl AdminDirectory for Admins {
 }
 
 /// A socket file's access, as the gate set it, and how many times it was set; while `refusing`,
-/// a setting changes nothing (as when the helper is busy or cannot be reached).
+/// a setting changes nothing (as when the helper is busy or cannot be reached). A certificate
+/// put in the third field is appended to the store (the path with it) by the next setting,
+/// which also opens the socket before it applies its own access: the helper trusting a client
+/// between the gate's read of the store and its setting.
 #[derive(Debug)]
-struct Socket(Mutex<(Access, usize)>, std::sync::atomic::AtomicBool);
+struct Socket(
+    Mutex<(Access, usize)>,
+    std::sync::atomic::AtomicBool,
+    Mutex<Option<(PathBuf, String)>>,
+);
 
 #[tonic::async_trait]
 impl SocketAccess for Socket {
@@ -61,6 +68,15 @@ impl SocketAccess for Socket {
     }
 
     async fn set(&self, access: Access) {
+        if let Some((store, pem)) = self.2.lock().unwrap().take() {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(store)
+                .unwrap();
+            file.write_all(pem.as_bytes()).unwrap();
+            self.0.lock().unwrap().0 = Access::Open;
+        }
         let mut state = self.0.lock().unwrap();
         if self.1.load(std::sync::atomic::Ordering::SeqCst) {
             state.1 += 1;
@@ -96,6 +112,7 @@ impl Daemon {
         let admin_set = Arc::new(Admins(Mutex::new(admins.iter().copied().collect())));
         let socket = Arc::new(Socket(
             Mutex::new((Access::Restricted, 0)),
+            Default::default(),
             Default::default(),
         ));
         let gate = Arc::new(Gate::new(Parts {
@@ -143,6 +160,12 @@ impl Daemon {
     fn identity(&self, name: &str) -> ClientIdentity {
         let dir = self.dir.path().join("clients").join(name);
         ClientIdentity::load_or_create(&dir).unwrap()
+    }
+
+    /// The certificate of [`Daemon::identity`] `name`, PEM, as a hand edit would append it.
+    fn certificate_pem(&self, name: &str) -> String {
+        let dir = self.dir.path().join("clients").join(name);
+        std::fs::read_to_string(dir.join(trust::paths::CLIENT_CERT_FILE)).unwrap()
     }
 
     /// `identity`'s client configuration, as the CLI builds it.
@@ -446,6 +469,36 @@ async fn a_change_queued_by_a_removed_client_is_not_made() {
     );
 }
 
+/// The last step of that window: a change past its turn and its hash, waiting for the settings
+/// file's lock (held here, as by another writer), whose client is removed meanwhile, is refused
+/// once it has the lock: whether its client is trusted is asked under the lock, not before it.
+#[tokio::test]
+async fn a_change_whose_client_is_removed_while_it_waits_for_the_lock_is_refused() {
+    let (daemon, admin) = with_first_client().await;
+    daemon.set_passphrase("first");
+    let settings = daemon.data.settings();
+    let before = std::fs::read(&settings).unwrap();
+    let lock = fsutil::LockedFile::lock(&settings, FileMode::PRIVATE).unwrap();
+    let mut client = daemon.rpc(&admin).await;
+    let change = tokio::spawn(async move { set_passphrase(&mut client, "after").await });
+    // Time for the change's hash (tens of milliseconds); had it not reached the lock by then,
+    // the removal would be seen anyway and this test would pass without showing anything.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    std::fs::write(daemon.data.trust_store(), "").unwrap();
+    assert!(!daemon.is_trusted(&admin));
+    drop(lock);
+    refused(
+        change.await.unwrap(),
+        Code::Unauthenticated,
+        Error::NotAuthenticated,
+    );
+    assert_eq!(
+        std::fs::read(&settings).unwrap(),
+        before,
+        "the settings file changed"
+    );
+}
+
 #[tokio::test]
 async fn enrolment_by_passphrase_and_by_token_names_the_client() {
     let (daemon, _) = with_first_client().await;
@@ -678,6 +731,56 @@ async fn the_socket_follows_its_store_whatever_set_it_last() {
         Error::NotAuthenticated,
     );
     assert_eq!(daemon.socket(), (Access::Restricted, 3));
+}
+
+/// An administrator's removal of another client, admitted and then waiting for the store's lock
+/// (held here, as by another writer), while the administrator's own entry is removed: once it
+/// has the lock it removes nobody, since its caller is no longer trusted.
+#[tokio::test]
+async fn a_removal_whose_caller_is_removed_while_it_waits_for_the_lock_removes_nobody() {
+    let (daemon, admin) = with_first_client().await;
+    let bob = daemon.identity("bob");
+    let bob_pem = daemon.certificate_pem("bob");
+    let store = daemon.data.trust_store();
+    let mut with_bob = std::fs::read_to_string(&store).unwrap();
+    with_bob.push_str(&bob_pem);
+    std::fs::write(&store, &with_bob).unwrap();
+    assert!(daemon.is_trusted(&bob));
+    let lock = fsutil::LockedFile::lock(&store, FileMode::PRIVATE).unwrap();
+    let mut trust = daemon.trust(&admin).await;
+    let id = bob.fingerprint().to_hex();
+    let removal =
+        tokio::spawn(async move { trust.remove_client(RemoveClientRequest { id }).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The administrator removed (by hand here; the lock is ours), bob left as he was.
+    std::fs::write(&store, &bob_pem).unwrap();
+    drop(lock);
+    refused(
+        removal.await.unwrap(),
+        Code::Unauthenticated,
+        Error::NotAuthenticated,
+    );
+    assert!(daemon.is_trusted(&bob) && !daemon.is_trusted(&admin));
+}
+
+/// The helper trusting a certificate (and opening the socket) between the gate's read of an
+/// emptied store and its restricting of the socket: the gate reads the store again after the
+/// setting and opens the socket again, instead of leaving it restricted with a client trusted,
+/// which would lock every non-administrator out until an administrator's request.
+#[tokio::test]
+async fn a_trust_landing_while_the_socket_is_set_is_followed() {
+    let (daemon, admin) = with_first_client().await;
+    assert_eq!(daemon.socket(), (Access::Open, 1));
+    let other = daemon.identity("other");
+    let pem = daemon.certificate_pem("other");
+    *daemon.socket.2.lock().unwrap() = Some((daemon.data.trust_store(), pem));
+    daemon.remove(&admin, &admin).await;
+    assert!(daemon.is_trusted(&other) && !daemon.is_trusted(&admin));
+    assert_eq!(
+        daemon.socket(),
+        (Access::Open, 3),
+        "restricted, then opened again once the store was read again"
+    );
 }
 
 /// When the socket's access cannot be set (the helper busy, say), it is tried again at a later

@@ -226,26 +226,53 @@ impl SettingsFile {
     /// and replaced by one holding the change alone: setting the passphrase again is then how an
     /// administrator mends it, without editing the file, where every read of it fails.
     pub fn update<R>(&self, change: impl FnOnce(&mut Ini) -> R) -> Result<R> {
-        fsutil::update(&self.path, self.mode, |bytes| {
-            let mut ini = match self.parse(bytes.clone()) {
-                Ok(ini) => ini,
-                Err(e @ Error::Settings { .. }) => {
-                    let kept = fsutil::aside_name(&self.path, "damaged");
-                    fsutil::write_atomic(&kept, &bytes.unwrap_or_default(), self.mode)?;
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        error = %e,
-                        kept = %kept.display(),
-                        "the settings file could not be read; it was kept under another name and \
-                         is written anew"
-                    );
-                    Ini::default()
-                }
-                Err(e) => return Err(e),
-            };
-            let result = change(&mut ini);
-            Ok((result, ini.to_text().into_bytes()))
-        })
+        fsutil::update(&self.path, self.mode, |bytes| self.changed(bytes, change))
+    }
+
+    /// As [`Settings::update`], once `allowed`, asked under the file's lock, has said yes; when
+    /// it says no, nothing is read or written and the answer is `None`. A condition that can
+    /// change meanwhile (whether the requester is still trusted) is then checked in the same
+    /// order as the writes: a change whose requester was removed before another writer's change
+    /// cannot land after it.
+    pub fn update_if<R>(
+        &self,
+        allowed: impl FnOnce() -> Result<bool>,
+        change: impl FnOnce(&mut Ini) -> R,
+    ) -> Result<Option<R>> {
+        let file = fsutil::LockedFile::lock(&self.path, self.mode)?;
+        if !allowed()? {
+            return Ok(None);
+        }
+        let (result, contents) = self.changed(file.read()?, change)?;
+        file.replace(&contents)?;
+        Ok(Some(result))
+    }
+
+    /// The file's new contents: `bytes` (the file as it was, if any) with `change` made, and
+    /// what `change` returned.
+    fn changed<R>(
+        &self,
+        bytes: Option<Vec<u8>>,
+        change: impl FnOnce(&mut Ini) -> R,
+    ) -> Result<(R, Vec<u8>)> {
+        let mut ini = match self.parse(bytes.clone()) {
+            Ok(ini) => ini,
+            Err(e @ Error::Settings { .. }) => {
+                let kept = fsutil::aside_name(&self.path, "damaged");
+                fsutil::write_atomic(&kept, &bytes.unwrap_or_default(), self.mode)?;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %e,
+                    kept = %kept.display(),
+                    "the settings file could not be read; it was kept under another name and is \
+                     written anew"
+                );
+                Ini::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let result = change(&mut ini);
+        Ok((result, ini.to_text().into_bytes()))
     }
 
     fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Ini> {

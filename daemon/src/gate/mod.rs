@@ -94,6 +94,9 @@ pub struct Parts {
 pub const SOCKET_RETRY: Duration = Duration::from_secs(10);
 /// The longest wait before it is tried again.
 pub const SOCKET_RETRY_MAX: Duration = Duration::from_secs(3600);
+/// Settings of the socket's access in one [`Gate::sync_socket`], each after reading the store
+/// again: a store that keeps changing is followed by its writers' own settings, not here.
+const SOCKET_SETTINGS_PER_SYNC: usize = 3;
 
 /// Passphrase hashes computed at once (each ~19 MiB and a core for ~50 ms).
 pub const PARALLEL_HASHES: usize = 2;
@@ -473,38 +476,53 @@ impl Gate {
     /// it is tried again at a request after a wait that doubles with each failure: the access
     /// is not left wrong for good, and a helper that cannot be reached is not asked at every
     /// request.
+    ///
+    /// The store is read without its lock, so a writer outside the daemon (the helper trusting
+    /// a certificate, which then opens the socket itself) can change it between the read and
+    /// the setting, which would then undo the writer's. So the store is read again after each
+    /// setting and the access set again if it no longer matches, a few times at most: the last
+    /// setting then follows the last write, or that write's own setting does.
     pub async fn sync_socket(&self) {
         let mut retry = self.socket_turn.lock().await;
         if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
             return;
         }
-        let empty = match self.store.current() {
-            Ok(bundle) => bundle.is_empty(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the trust store to set the socket's access");
+        for _ in 0..SOCKET_SETTINGS_PER_SYNC {
+            let Some(access) = self.access_for_store() else {
+                return;
+            };
+            if self.socket_now() == encode(Some(access)) {
                 return;
             }
-        };
-        let access = Access::for_store(empty);
-        if self.socket_now() == encode(Some(access)) {
-            return;
-        }
-        if retry.at.is_some_and(|at| Instant::now() < at) {
-            return;
-        }
-        self.socket.set(access).await;
-        let now = self.socket.current();
-        if now.is_some_and(|now| now != access) {
-            retry.wait = match retry.wait {
-                Duration::ZERO => self.socket_retry,
-                wait => (wait * 2).min(SOCKET_RETRY_MAX),
-            };
-            retry.at = Some(Instant::now() + retry.wait);
-            self.socket_access.store(encode(now), Ordering::Release);
-        } else {
+            if retry.at.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+            self.socket.set(access).await;
+            let now = self.socket.current();
+            if now.is_some_and(|now| now != access) {
+                retry.wait = match retry.wait {
+                    Duration::ZERO => self.socket_retry,
+                    wait => (wait * 2).min(SOCKET_RETRY_MAX),
+                };
+                retry.at = Some(Instant::now() + retry.wait);
+                self.socket_access.store(encode(now), Ordering::Release);
+                return;
+            }
             *retry = SocketRetry::default();
             self.socket_access
                 .store(encode(Some(access)), Ordering::Release);
+        }
+    }
+
+    /// The socket's access that the store as it is now calls for; `None` (logged) when the
+    /// store cannot be read.
+    fn access_for_store(&self) -> Option<Access> {
+        match self.store.current() {
+            Ok(bundle) => Some(Access::for_store(bundle.is_empty())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the trust store to set the socket's access");
+                None
+            }
         }
     }
 
