@@ -38,9 +38,17 @@ enum Variant {
     EmptinessOutsideLock,
     /// The socket policy of earlier releases: the access is decided from the write (opened by
     /// the write that filled the store, restricted by the removal that emptied it) rather than
-    /// read from the store when it is set, and the daemon does not set it at start-up.
+    /// read from the store when it is set.
     AccessFromTheWrite,
+    /// The daemon sets the access it read the store for, without reading the store again
+    /// after setting it: a writer outside the daemon (the helper) that lands between the read
+    /// and the setting is undone.
+    StaleRead,
 }
+
+/// The settings of the socket's access in one sync of the daemon (`SOCKET_SETTINGS_PER_SYNC`
+/// in `daemon::gate`), each after reading the store again.
+const SETTINGS_PER_SYNC: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Tear {
@@ -93,6 +101,10 @@ enum Pc {
     /// The access is what a write that emptied or filled the store would set, for
     /// [`Variant::AccessFromTheWrite`].
     Syncing(Intent, Option<Access>),
+    /// A daemon request's sync of the socket (`Gate::sync_socket`), holding the daemon's socket
+    /// turn: it read the store (without its lock) and will set this access; the number of
+    /// settings made in this sync so far.
+    Setting(Intent, Access, u8),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,9 +148,19 @@ struct State {
     actors: Vec<Pc>,
     token: TokenState,
     socket: Access,
-    /// Whether the store was empty when the daemon last set the socket's access; `None` after a
-    /// (re)start, before it looked.
+    /// Whether the store was empty when the daemon last read it to set the socket's access;
+    /// `None` after a (re)start, before it looked.
     daemon_seen: Option<bool>,
+    /// The daemon's socket turn (its syncs are serialized): the actor holding it, or
+    /// [`DAEMON`] for the daemon's own sync.
+    turn: Option<u8>,
+    /// The daemon's own sync (at start-up, or at a request that finds the socket not matching
+    /// the store) under way: the access it read the store for, and the settings made so far.
+    own_sync: Option<(Access, u8)>,
+    /// A change the daemon is not told of (a hand append, a restart) since its last sync ended.
+    excused: bool,
+    /// Whether a sync ever read the store again after a setting and found it changed.
+    reread: bool,
     /// Clients whose enrolment was acknowledged (a reply was sent, or a hand append finished),
     /// and that were not removed since.
     acked: u8,
@@ -203,9 +225,16 @@ enum Action {
     HandAppend(u8),
     /// The machine crashes; everything in flight is lost.
     Crash,
-    /// The daemon (re)reads the store and sets the socket's access to match.
+    /// The daemon takes its socket turn and reads the store, to set the socket's access.
     DaemonSync,
+    /// A daemon request's sync sets the access it read for, then reads the store again.
+    Apply(u8),
+    /// The daemon's own sync sets the access it read for, then reads the store again.
+    DaemonApply,
 }
+
+/// The daemon's own sync, as holder of the socket turn.
+const DAEMON: u8 = u8::MAX;
 
 // The store file's text comes from the real serialiser, and is read back by the real parser.
 
@@ -391,6 +420,9 @@ impl AdmissionModel {
         }
         state.lock = None;
         state.daemon_seen = None;
+        state.turn = None;
+        state.own_sync = None;
+        state.excused = true;
         state.pending = 0;
         state.removing = 0;
         state.crashes += 1;
@@ -414,6 +446,45 @@ impl AdmissionModel {
         }
         Some(decision)
     }
+
+    /// The reply to `actor`'s request, once its sync (if any) is done: it acknowledges what the
+    /// request wrote or removed.
+    fn reply(&self, state: &mut State, actor: u8, intent: Intent) {
+        match intent {
+            Intent::Remove(client) => {
+                if state.removing & bit(client) != 0 {
+                    state.removed |= bit(client);
+                }
+                state.removing &= !bit(client);
+            }
+            _ => {
+                let client = bit(intent.client());
+                state.acked |= state.pending & client;
+                state.pending &= !client;
+            }
+        }
+        if actor == self.helper() {
+            state.helper_done = true;
+        }
+        state.actors[actor as usize] = Pc::Idle;
+    }
+
+    /// A daemon's sync sets `access` (its `settings`-th setting in this sync), then reads the
+    /// store again: the access to set next, or `None` when the sync is done.
+    fn set_socket(&self, state: &mut State, access: Access, settings: u8) -> Option<Access> {
+        state.socket = access;
+        state.daemon_seen = Some(access == Access::Restricted);
+        let now = Access::for_store(parse(&state.file).is_empty());
+        if now != access && self.variant != Variant::StaleRead {
+            state.reread = true;
+            if settings + 1 < SETTINGS_PER_SYNC {
+                return Some(now);
+            }
+        }
+        // The daemon has looked at the store since the last change it was not told of.
+        state.excused = false;
+        None
+    }
 }
 
 impl Model for AdmissionModel {
@@ -428,6 +499,10 @@ impl Model for AdmissionModel {
             token: TokenState::Active,
             socket: Access::Restricted,
             daemon_seen: Some(true),
+            turn: None,
+            own_sync: None,
+            excused: false,
+            reread: false,
             acked: 0,
             removed: 0,
             removing: 0,
@@ -481,7 +556,11 @@ impl Model for AdmissionModel {
                         actions.push(Action::CrashMidWrite(a, Tear::InBase64));
                     }
                 }
+                // A daemon request's sync waits for the socket turn; the helper's, made under
+                // the store's lock, does not.
+                Pc::Syncing(_, Some(_)) if a != helper && state.turn.is_some() => {}
                 Pc::Syncing(..) => actions.push(Action::Finish(a)),
+                Pc::Setting(..) => actions.push(Action::Apply(a)),
             }
         }
         for &client in &self.hand_appends {
@@ -492,8 +571,14 @@ impl Model for AdmissionModel {
         if state.crashes < self.max_crashes {
             actions.push(Action::Crash);
         }
-        if state.daemon_seen != Some(parsed.is_empty()) {
-            actions.push(Action::DaemonSync);
+        match state.own_sync {
+            Some(_) => actions.push(Action::DaemonApply),
+            None if state.turn.is_none()
+                && (state.excused || state.daemon_seen != Some(parsed.is_empty())) =>
+            {
+                actions.push(Action::DaemonSync)
+            }
+            None => {}
         }
     }
 
@@ -634,34 +719,49 @@ impl Model for AdmissionModel {
                 };
                 let empty = parse(&state.file).is_empty();
                 // Only a write that filled or emptied the store sets the socket's access.
-                if let Some(access) = from_the_write {
-                    if self.variant == Variant::AccessFromTheWrite {
+                match from_the_write {
+                    Some(access) if self.variant == Variant::AccessFromTheWrite => {
                         state.socket = access;
-                    } else {
-                        // ... as the store is now, not as the write left it.
-                        state.socket = Access::for_store(empty);
-                    }
-                    if a != self.helper() {
-                        state.daemon_seen = Some(empty);
-                    }
-                }
-                match intent {
-                    Intent::Remove(client) => {
-                        if state.removing & bit(client) != 0 {
-                            state.removed |= bit(client);
+                        if a != self.helper() {
+                            state.daemon_seen = Some(empty);
                         }
-                        state.removing &= !bit(client);
                     }
-                    _ => {
-                        let client = bit(intent.client());
-                        state.acked |= state.pending & client;
-                        state.pending &= !client;
+                    // The helper reads the store and sets the access under the store's lock.
+                    Some(_) if a == self.helper() => state.socket = Access::for_store(empty),
+                    // The daemon: under its socket turn, from the store as it is now, not as
+                    // the write left it; set in a step of its own.
+                    Some(_) => {
+                        state.turn = Some(a);
+                        state.actors[a as usize] = Pc::Setting(intent, Access::for_store(empty), 0);
+                        return Some(state);
+                    }
+                    None => {}
+                }
+                self.reply(&mut state, a, intent);
+            }
+            Action::Apply(a) => {
+                let Pc::Setting(intent, access, settings) = state.actors[a as usize] else {
+                    unreachable!()
+                };
+                match self.set_socket(&mut state, access, settings) {
+                    Some(again) => {
+                        state.actors[a as usize] = Pc::Setting(intent, again, settings + 1)
+                    }
+                    None => {
+                        state.turn = None;
+                        self.reply(&mut state, a, intent);
                     }
                 }
-                if a == self.helper() {
-                    state.helper_done = true;
+            }
+            Action::DaemonApply => {
+                let (access, settings) = state.own_sync.expect("a sync under way");
+                match self.set_socket(&mut state, access, settings) {
+                    Some(again) => state.own_sync = Some((again, settings + 1)),
+                    None => {
+                        state.turn = None;
+                        state.own_sync = None;
+                    }
                 }
-                state.actors[a as usize] = Pc::Idle;
             }
             Action::HandAppend(client) => {
                 state.file.push(Block {
@@ -670,6 +770,7 @@ impl Model for AdmissionModel {
                     tear: Tear::Whole,
                 });
                 state.hand_appended |= bit(client);
+                state.excused = true;
                 state.acked |= bit(client);
                 state.removed &= !bit(client);
                 state.removing &= !bit(client);
@@ -677,10 +778,8 @@ impl Model for AdmissionModel {
             Action::Crash => self.crash(&mut state),
             Action::DaemonSync => {
                 let empty = parse(&state.file).is_empty();
-                if self.variant != Variant::AccessFromTheWrite {
-                    state.socket = Access::for_store(empty);
-                }
-                state.daemon_seen = Some(empty);
+                state.turn = Some(DAEMON);
+                state.own_sync = Some((Access::for_store(empty), 0));
             }
         }
         if state == *last {
@@ -751,8 +850,11 @@ impl Model for AdmissionModel {
                 "at rest, the socket is open exactly when the store is not empty",
                 |_, s: &State| {
                     let empty = parse(&s.file).is_empty();
+                    // The daemon is excused only for what it is not told of (a hand append, a
+                    // restart) until its next sync ends.
                     let at_rest = s.actors.iter().all(|pc| *pc == Pc::Idle)
-                        && s.daemon_seen == Some(empty);
+                        && s.own_sync.is_none()
+                        && !s.excused;
                     !at_rest || s.socket == Access::for_store(empty)
                 },
             ),
@@ -776,6 +878,10 @@ impl Model for AdmissionModel {
                 |_, s: &State| {
                     s.removals > 0 && s.file.is_empty() && s.socket == Access::Restricted
                 },
+            ),
+            Property::sometimes(
+                "a sync finds the store changed after its setting",
+                |_, s: &State| s.reread,
             ),
             Property::sometimes("a removed client asks again", |_, s: &State| {
                 s.removed != 0 && s.actors.iter().all(|pc| *pc == Pc::Idle)
@@ -882,8 +988,8 @@ fn the_admission_protocol_holds_in_every_interleaving() {
 
 /// Explore `variant` until a property fails; the path that breaks `property`, and the number of
 /// distinct states seen until then.
-fn caught(variant: Variant, property: &'static str, why: &str) -> (usize, Vec<Action>) {
-    let checker = model(variant)
+fn caught(model: AdmissionModel, property: &'static str, why: &str) -> (usize, Vec<Action>) {
+    let checker = model
         .checker()
         .threads(2)
         .finish_when(stateright::HasDiscoveries::AnyFailures)
@@ -893,12 +999,20 @@ fn caught(variant: Variant, property: &'static str, why: &str) -> (usize, Vec<Ac
     (checker.unique_state_count(), path.into_actions())
 }
 
+fn without_hand_appends(variant: Variant) -> AdmissionModel {
+    AdmissionModel {
+        hand_appends: Vec::new(),
+        ..model(variant)
+    }
+}
+
 #[test]
 fn deciding_the_first_client_outside_the_lock_is_caught() {
+    // What is caught is requests racing to be first, not a hand append.
     let (states, path) = caught(
-        Variant::EmptinessOutsideLock,
+        without_hand_appends(Variant::EmptinessOutsideLock),
         "at most one first client, and only an administrator",
-        "the broken variant must let two first clients in",
+        "the broken variant must let a first client into a store another request filled",
     );
     println!("broken variant caught after {states} states: {path:?}");
 }
@@ -906,9 +1020,21 @@ fn deciding_the_first_client_outside_the_lock_is_caught() {
 #[test]
 fn setting_the_socket_from_the_write_is_caught() {
     let (states, path) = caught(
-        Variant::AccessFromTheWrite,
+        model(Variant::AccessFromTheWrite),
         "at rest, the socket is open exactly when the store is not empty",
         "the earlier socket policy must be caught",
     );
     println!("earlier socket policy caught after {states} states: {path:?}");
+}
+
+#[test]
+fn setting_the_socket_from_a_stale_read_is_caught() {
+    // What is caught is the helper's write landing between the daemon's read and its setting,
+    // not a hand append.
+    let (states, path) = caught(
+        without_hand_appends(Variant::StaleRead),
+        "at rest, the socket is open exactly when the store is not empty",
+        "a setting from a read made before the helper's write must be caught",
+    );
+    println!("setting from a stale read caught after {states} states: {path:?}");
 }
