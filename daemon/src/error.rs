@@ -267,6 +267,8 @@ impl From<TokenError> for Error {
         match err {
             // A failing file is the service's problem, reported like every other storage failure.
             TokenError::Storage(inner) => Error::Storage(inner),
+            // Its client was removed while the request waited for the token file.
+            TokenError::Withdrawn => Error::NotAuthenticated,
             refusal => Error::Token(refusal),
         }
     }

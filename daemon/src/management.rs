@@ -23,6 +23,7 @@ use rpc::trust_proto::{
 };
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
+use tls::VerifiedClient;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use trust::audit::AuditEvent;
@@ -76,6 +77,17 @@ impl Management {
     }
 
     /// Run `work` on the token file off the async threads.
+    /// Whether `client` is trusted still: asked under a file's lock by a change admitted before
+    /// it, so that a change whose client was removed meanwhile is not made after the removal.
+    fn still_trusted(
+        &self,
+        client: &VerifiedClient,
+    ) -> impl FnOnce() -> trust::Result<bool> + Send + 'static {
+        let store = self.gate.store().clone();
+        let fingerprint = client.fingerprint();
+        move || store.is_trusted(&fingerprint)
+    }
+
     async fn on_tokens<T: Send + 'static>(
         &self,
         work: impl FnOnce(&TokenStore) -> Result<T, TokenError> + Send + 'static,
@@ -370,7 +382,7 @@ impl Trust for Management {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenReply>, Status> {
         let peer = Peer::of(&request);
-        self.gate.manage(&peer, CREATE_TOKENS).await?;
+        let request_client = self.gate.manage(&peer, CREATE_TOKENS).await?;
         let message = request.into_inner();
         if !message.name.is_empty()
             && self
@@ -389,10 +401,11 @@ impl Trust for Management {
         };
         let uid = peer.credentials.map(|c| c.uid);
         let now = OffsetDateTime::now_utc();
+        let still_trusted = self.still_trusted(&request_client);
         let (token, record) = self
             .on_tokens(move |tokens| {
                 let name = Some(message.name.as_str()).filter(|n| !n.is_empty());
-                tokens.create(name, lifetime, uid, now)
+                tokens.create_if(still_trusted, name, lifetime, uid, now)
             })
             .await?;
         AuditEvent::TokenCreated {
@@ -425,11 +438,12 @@ impl Trust for Management {
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenReply>, Status> {
         let peer = Peer::of(&request);
-        self.gate.manage(&peer, REVOKE_TOKENS).await?;
+        let request_client = self.gate.manage(&peer, REVOKE_TOKENS).await?;
         let name = request.into_inner().name;
         let now = OffsetDateTime::now_utc();
+        let still_trusted = self.still_trusted(&request_client);
         let revocation = self
-            .on_tokens(move |tokens| tokens.revoke(&name, now))
+            .on_tokens(move |tokens| tokens.revoke_if(still_trusted, &name, now))
             .await?;
         // Revoking what could not be used anyway changed nothing: no line in the audit log.
         if revocation.before == TokenStatus::Active {

@@ -763,6 +763,34 @@ async fn a_removal_whose_caller_is_removed_while_it_waits_for_the_lock_removes_n
     assert!(daemon.is_trusted(&bob) && !daemon.is_trusted(&admin));
 }
 
+/// The same for an administrator's token: created by a request admitted before its client was
+/// removed but reaching the token file (its lock held here) after, no token is made.
+#[tokio::test]
+async fn a_token_whose_caller_is_removed_while_it_waits_for_the_lock_is_not_made() {
+    let (daemon, admin) = with_first_client().await;
+    let tokens = daemon.data.tokens();
+    let lock = fsutil::LockedFile::lock(&tokens, FileMode::PRIVATE).unwrap();
+    let mut trust = daemon.trust(&admin).await;
+    let creation = tokio::spawn(async move {
+        trust
+            .create_token(CreateTokenRequest::default())
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    std::fs::write(daemon.data.trust_store(), "").unwrap();
+    drop(lock);
+    refused(
+        creation.await.unwrap(),
+        Code::Unauthenticated,
+        Error::NotAuthenticated,
+    );
+    assert!(
+        daemon.gate.tokens().list().unwrap().is_empty(),
+        "a token was made"
+    );
+}
+
 /// The helper trusting a certificate (and opening the socket) between the gate's read of an
 /// emptied store and its restricting of the socket: the gate reads the store again after the
 /// setting and opens the socket again, instead of leaving it restricted with a client trusted,

@@ -399,6 +399,10 @@ pub enum TokenError {
     /// Reading or writing the token file failed.
     #[error(transparent)]
     Storage(#[from] Error),
+    /// The condition of [`TokenStore::create_if`] or [`TokenStore::revoke_if`] no longer held
+    /// once the token file was locked.
+    #[error("The client that asked is no longer allowed to.")]
+    Withdrawn,
 }
 
 /// Check a token name: a valid name ([`crate::names::validate`]: it becomes the enrolled
@@ -463,6 +467,21 @@ impl TokenStore {
         created_by: Option<u32>,
         now: OffsetDateTime,
     ) -> Result<(Token, TokenRecord), TokenError> {
+        self.create_if(|| Ok(true), name, lifetime, created_by, now)
+    }
+
+    /// As [`TokenStore::create`], once `allowed`, asked under the token file's lock, has said
+    /// yes ([`TokenError::Withdrawn`] when it says no, and nothing is written). A condition that
+    /// can change meanwhile (whether the administrator asking is still trusted) is then checked
+    /// in the same order as the writes.
+    pub fn create_if(
+        &self,
+        allowed: impl FnOnce() -> Result<bool, Error>,
+        name: Option<&str>,
+        lifetime: Duration,
+        created_by: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<(Token, TokenRecord), TokenError> {
         if lifetime <= Duration::ZERO || lifetime > MAX_LIFETIME {
             return Err(TokenError::InvalidLifetime);
         }
@@ -472,6 +491,9 @@ impl TokenStore {
             None => format!("token-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         };
         self.modify(now, |records| {
+            if !allowed()? {
+                return Err(TokenError::Withdrawn);
+            }
             if records
                 .iter()
                 .any(|r| r.name == name && r.status(now) == TokenStatus::Active)
@@ -504,7 +526,21 @@ impl TokenStore {
     /// that cannot be redeemed anyway (revoked or expired) succeeds and changes nothing, so that
     /// a script may repeat it; the answer says what it was.
     pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<Revocation, TokenError> {
+        self.revoke_if(|| Ok(true), name, now)
+    }
+
+    /// As [`TokenStore::revoke`], once `allowed` has said yes under the lock (see
+    /// [`TokenStore::create_if`]).
+    pub fn revoke_if(
+        &self,
+        allowed: impl FnOnce() -> Result<bool, Error>,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<Revocation, TokenError> {
         self.modify(now, |records| {
+            if !allowed()? {
+                return Err(TokenError::Withdrawn);
+            }
             // The token itself designates it too: an administrator who has only the token (the
             // generated name went to the terminal) can still revoke it. Names never look like
             // tokens, so the two cannot be mistaken for each other.
