@@ -22,7 +22,8 @@ cargo build --workspace --locked
 disk
 echo "== model check of the admission protocol: states explored, each property, broken variants caught"
 model_tests=(the_admission_protocol_holds_in_every_interleaving
-    deciding_the_first_client_outside_the_lock_is_caught setting_the_socket_from_the_write_is_caught)
+    deciding_the_first_client_outside_the_lock_is_caught setting_the_socket_from_the_write_is_caught
+    setting_the_socket_from_a_stale_read_is_caught)
 cargo test --workspace --locked --test admission_model -- --nocapture --test-threads=1
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" \

@@ -186,6 +186,12 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
 ///
 /// Locking the directory rather than the file survives the file being replaced by rename, and
 /// leaves no lock file behind. The daemon and the helper lock the same directory.
+///
+/// Two are held at once in one order only: the state directory's (the settings and token
+/// files), then the trust store's, when a change to one of those files asks under its lock
+/// whether its client is still trusted (a read of the store that may carry a late hand append
+/// over, under the store's lock). Nothing takes the state directory's lock while holding the
+/// store's, so no two writers wait for each other.
 pub struct DirLock {
     _lock: Flock<File>,
 }

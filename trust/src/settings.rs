@@ -229,7 +229,7 @@ impl SettingsFile {
         fsutil::update(&self.path, self.mode, |bytes| self.changed(bytes, change))
     }
 
-    /// As [`Settings::update`], once `allowed`, asked under the file's lock, has said yes; when
+    /// As [`Self::update`], once `allowed`, asked under the file's lock, has said yes; when
     /// it says no, nothing is read or written and the answer is `None`. A condition that can
     /// change meanwhile (whether the requester is still trusted) is then checked in the same
     /// order as the writes: a change whose requester was removed before another writer's change

@@ -399,9 +399,9 @@ pub enum TokenError {
     /// Reading or writing the token file failed.
     #[error(transparent)]
     Storage(#[from] Error),
-    /// The condition of [`TokenStore::create_if`] or [`TokenStore::revoke_if`] no longer held
-    /// once the token file was locked.
-    #[error("The client that asked is no longer allowed to.")]
+    /// The condition of [`TokenStore::create_if`] no longer held once the token file was locked
+    /// (the daemon answers its own "not trusted" refusal instead of this text).
+    #[error("The client that asked is no longer trusted.")]
     Withdrawn,
 }
 
@@ -526,21 +526,7 @@ impl TokenStore {
     /// that cannot be redeemed anyway (revoked or expired) succeeds and changes nothing, so that
     /// a script may repeat it; the answer says what it was.
     pub fn revoke(&self, name: &str, now: OffsetDateTime) -> Result<Revocation, TokenError> {
-        self.revoke_if(|| Ok(true), name, now)
-    }
-
-    /// As [`TokenStore::revoke`], once `allowed` has said yes under the lock (see
-    /// [`TokenStore::create_if`]).
-    pub fn revoke_if(
-        &self,
-        allowed: impl FnOnce() -> Result<bool, Error>,
-        name: &str,
-        now: OffsetDateTime,
-    ) -> Result<Revocation, TokenError> {
         self.modify(now, |records| {
-            if !allowed()? {
-                return Err(TokenError::Withdrawn);
-            }
             // The token itself designates it too: an administrator who has only the token (the
             // generated name went to the terminal) can still revoke it. Names never look like
             // tokens, so the two cannot be mistaken for each other.

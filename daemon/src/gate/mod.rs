@@ -95,7 +95,8 @@ pub const SOCKET_RETRY: Duration = Duration::from_secs(10);
 /// The longest wait before it is tried again.
 pub const SOCKET_RETRY_MAX: Duration = Duration::from_secs(3600);
 /// Settings of the socket's access in one [`Gate::sync_socket`], each after reading the store
-/// again: a store that keeps changing is followed by its writers' own settings, not here.
+/// again: a store that keeps changing longer is left to the next request's sync (each request
+/// compares the socket's access with the store).
 const SOCKET_SETTINGS_PER_SYNC: usize = 3;
 
 /// Passphrase hashes computed at once (each ~19 MiB and a core for ~50 ms).
@@ -480,18 +481,30 @@ impl Gate {
     /// The store is read without its lock, so a writer outside the daemon (the helper trusting
     /// a certificate, which then opens the socket itself) can change it between the read and
     /// the setting, which would then undo the writer's. So the store is read again after each
-    /// setting and the access set again if it no longer matches, a few times at most: the last
-    /// setting then follows the last write, or that write's own setting does.
+    /// setting and the access set again if it no longer matches, up to three settings; a
+    /// socket found, after a setting, with the access
+    /// the store calls for (someone else set it meanwhile) is no failure.
     pub async fn sync_socket(&self) {
         let mut retry = self.socket_turn.lock().await;
         if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
             return;
         }
-        for _ in 0..SOCKET_SETTINGS_PER_SYNC {
+        for settings in 0..=SOCKET_SETTINGS_PER_SYNC {
             let Some(access) = self.access_for_store() else {
                 return;
             };
             if self.socket_now() == encode(Some(access)) {
+                *retry = SocketRetry::default();
+                self.socket_access
+                    .store(encode(Some(access)), Ordering::Release);
+                return;
+            }
+            if settings == SOCKET_SETTINGS_PER_SYNC {
+                tracing::warn!(
+                    settings,
+                    "the trust store kept changing while the socket's access was set; the next \
+                     request sets it again"
+                );
                 return;
             }
             if retry.at.is_some_and(|at| Instant::now() < at) {
@@ -499,7 +512,7 @@ impl Gate {
             }
             self.socket.set(access).await;
             let now = self.socket.current();
-            if now.is_some_and(|now| now != access) {
+            if now.is_some_and(|now| now != access && Some(now) != self.access_for_store()) {
                 retry.wait = match retry.wait {
                     Duration::ZERO => self.socket_retry,
                     wait => (wait * 2).min(SOCKET_RETRY_MAX),
@@ -508,9 +521,7 @@ impl Gate {
                 self.socket_access.store(encode(now), Ordering::Release);
                 return;
             }
-            *retry = SocketRetry::default();
-            self.socket_access
-                .store(encode(Some(access)), Ordering::Release);
+            // Set, or set by someone else as the store now says: read the store again.
         }
     }
 

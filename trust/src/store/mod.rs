@@ -292,9 +292,10 @@ impl TrustStore {
         tokens: Option<&crate::tokens::TokenStore>,
         now: time::OffsetDateTime,
     ) -> Result<Enrolled> {
-        // Read before the store's lock, and without the token file's: the two files are never
-        // locked together (a redemption lets go of the token file before it enrols, a token's
-        // creation reads the store unlocked), so no two writers can wait for each other. A token
+        // Read before the store's lock, and without the token file's: the token file's lock is
+        // never taken while the store's is held (a redemption lets go of the token file before
+        // it enrols; a token's creation reads the store under the token file's lock, the one
+        // order `DirLock` allows), so no two writers can wait for each other. A token
         // created with a name between this read and the write below is not seen: its client is
         // then made unique instead (a known limit, docs/SECURITY.md).
         let reserved: Vec<String> = tokens
