@@ -113,7 +113,10 @@ pub fn trust_certificate(config: &Config, der: &[u8], who: &Requester) -> anyhow
     Ok(trusted)
 }
 
-/// Open or restrict the socket, holding the trust store's lock meanwhile (see [`StoreLock`]).
+/// Open or restrict the socket as asked, holding the trust store's lock meanwhile (see
+/// [`StoreLock`]) so that no setting made under the lock comes between. The store is not read:
+/// the daemon that asks read it without the lock, and reads it again once this is done, setting
+/// the access again if a write came between (`Gate::sync_socket`).
 pub fn set_socket_access(config: &Config, access: Access) -> anyhow::Result<()> {
     let _lock = StoreLock::take(config)?;
     apply_socket(config, access)
