@@ -779,15 +779,15 @@ fn a_hand_append_into_a_file_a_removal_replaced_is_carried_over() {
     assert_eq!(Bundle::parse(&std::fs::read(s.path()).unwrap()).len(), 2);
 }
 
-/// A version of the file that others could write (made by hand under a lax umask) is not kept
-/// when a rewrite replaces it: what anyone writes into it afterwards goes nowhere, as before.
-#[test]
-fn a_replaced_file_that_others_could_write_is_not_carried_over() {
+/// A store of `mode`, a certificate appended by hand through a handle opened before a removal
+/// replaced the file and written after it: whether the store then trusts it, and the mode of
+/// the file the removal wrote.
+fn late_append_into_a_version_of_mode(mode: u32) -> (bool, u32) {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let (s, _, b) = two_clients(dir.path());
-    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(mode)).unwrap();
     let mut held = std::fs::OpenOptions::new()
         .append(true)
         .open(s.path())
@@ -795,8 +795,26 @@ fn a_replaced_file_that_others_could_write_is_not_carried_over() {
     assert!(s.remove(&Fingerprint::of(&b)).unwrap().is_some());
     let (late_pem, late) = cert();
     held.write_all(late_pem.as_bytes()).unwrap();
-    assert!(!s.current().unwrap().contains(&Fingerprint::of(&late)));
+    let carried = s.current().unwrap().contains(&Fingerprint::of(&late));
     let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+    (carried, mode)
+}
+
+/// A version that others could write (a store made by hand under a lax umask) could have been
+/// opened by anyone: what is written into it after the rewrite goes nowhere.
+#[test]
+fn a_replaced_file_that_others_could_write_is_not_carried_over() {
+    let (carried, mode) = late_append_into_a_version_of_mode(0o664);
+    assert!(!carried);
+    assert_eq!(mode, 0o600, "the rewrite put the mode right");
+}
+
+/// A version that only its owner could write (`tee -a` into a missing store makes it 0644 under
+/// the usual umask) is kept: what its owner appends to it late is carried over.
+#[test]
+fn a_late_append_into_a_version_only_its_owner_could_write_is_carried_over() {
+    let (carried, mode) = late_append_into_a_version_of_mode(0o644);
+    assert!(carried);
     assert_eq!(mode, 0o600, "the rewrite put the mode right");
 }
 
@@ -811,4 +829,126 @@ fn a_change_of_nothing_keeps_the_cached_content() {
     assert!(s.remove(&Fingerprint::of(b"nobody")).unwrap().is_none());
     assert!(Arc::ptr_eq(&before, &s.current().unwrap()));
     assert!(Arc::ptr_eq(&before, &s.current_if_unchanged().unwrap()));
+}
+
+/// A long run of the ways the file changes (this store's writes, another process's writes
+/// through a store of its own, appends by hand whole or torn, an editor replacing the file, the
+/// file truncated or removed), in an order drawn from a seeded generator: after each, what the
+/// store answers from its cache (`current`, `presence`) is what a fresh parse of the file says.
+/// The cache is what every request reads; a stale answer would trust a removed client.
+#[test]
+fn the_cache_answers_what_a_fresh_parse_of_the_file_says() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = store(dir.path());
+    let helper = store(dir.path());
+    let path = daemon.path().to_path_buf();
+    let certs: Vec<(String, CertificateDer<'static>)> = (0..6).map(|_| cert()).collect();
+    let seed: u64 = std::env::var("STORE_SEQUENCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    let mut state = seed;
+    let mut next = move |n: usize| {
+        // xorshift64*: reproducible from the seed printed on failure.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    };
+    let append = |text: &[u8]| {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(text).unwrap();
+    };
+    let mut done = Vec::new();
+    for step in 0..1500 {
+        let (pem, der) = &certs[next(certs.len())];
+        let fingerprint = Fingerprint::of(der);
+        let op = next(11);
+        match op {
+            0 | 1 => {
+                daemon
+                    .add(Entry::new(der.clone(), Metadata::default()))
+                    .unwrap();
+            }
+            2 => {
+                daemon.remove(&fingerprint).unwrap();
+            }
+            3 => {
+                helper
+                    .add(Entry::new(der.clone(), Metadata::default()))
+                    .unwrap();
+            }
+            4 => {
+                helper.remove(&fingerprint).unwrap();
+            }
+            5 => append(pem.as_bytes()),
+            6 => append(&pem.as_bytes()[..pem.len() / 2]),
+            7 => {
+                // An editor: the file rewritten whole under another name, with its mode, then
+                // renamed.
+                let kept: Bundle = Bundle::parse(&std::fs::read(&path).unwrap_or_default());
+                let mut text = String::new();
+                for entry in kept.iter().filter(|e| e.fingerprint != fingerprint) {
+                    let mut one = Bundle::default();
+                    one.insert(entry.clone());
+                    text.push_str(&one.to_pem());
+                }
+                let temporary = dir.path().join("store.pem.edited");
+                std::fs::write(&temporary, text).unwrap();
+                std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                std::fs::rename(&temporary, &path).unwrap();
+            }
+            8 => {
+                std::fs::File::create(&path).unwrap();
+            }
+            9 => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {
+                // `tee -a` opened the file before this store's removal replaced it, and writes
+                // after: the store carries the append over into the file it reads.
+                let late = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .unwrap();
+                let (_, other) = &certs[next(certs.len())];
+                daemon
+                    .add(Entry::new(other.clone(), Metadata::default()))
+                    .unwrap();
+                daemon.remove(&Fingerprint::of(other)).unwrap();
+                (&late).write_all(pem.as_bytes()).unwrap();
+            }
+        }
+        done.push(op);
+        // This store first: reading it carries a late append over into the file.
+        daemon.current().unwrap();
+        let fresh = Bundle::parse(&std::fs::read(&path).unwrap_or_default());
+        let why = || format!("seed {seed}, step {step}, operations so far {done:?}");
+        if op == 10 {
+            assert!(fresh.contains(&fingerprint), "late append lost: {}", why());
+        }
+        for s in [&daemon, &helper] {
+            let cached = s.current().unwrap();
+            let cached_set: Vec<_> = cached.iter().map(|e| e.fingerprint).collect();
+            let fresh_set: Vec<_> = fresh.iter().map(|e| e.fingerprint).collect();
+            assert_eq!(cached_set, fresh_set, "{}", why());
+            for (_, der) in &certs {
+                let presence = s.presence(der, &Fingerprint::of(der)).unwrap();
+                assert_eq!(
+                    (presence.trusted, presence.empty),
+                    (fresh.contains(&Fingerprint::of(der)), fresh.is_empty()),
+                    "{}",
+                    why()
+                );
+            }
+        }
+    }
 }

@@ -84,14 +84,18 @@ impl TrustStore {
                 kept_before = Some(kept);
             }
             // The version replaced, held open: a hand append that opened it before the rename
-            // and writes after it is carried over (`carry_late_appends`). Only a version with
-            // the store's own owner and mode: one that others could write (a store made by
-            // hand under a lax umask, rewritten to put that right) could have been opened by
-            // anyone, and what they wrote into it after the rewrite must go nowhere.
+            // and writes after it is carried over (`carry_late_appends`). Only a version that
+            // nobody but its owner could write, owned by the store's owner or root: one that
+            // others could write (a store made by hand under a lax umask, rewritten to put that
+            // right) could have been opened by anyone, and what they wrote into it after the
+            // rewrite must go nowhere. One that root made by hand (`tee -a` into a missing
+            // store makes it 0644) is root's own append.
             let old = crate::fsutil::open_regular(&self.path)
                 .ok()
                 .flatten()
-                .filter(|(_, meta)| Some(FileKey::of(meta)) == key && self.is_ours(meta));
+                .filter(|(_, meta)| {
+                    Some(FileKey::of(meta)) == key && self.only_its_owner_or_root_writes(meta)
+                });
             // Checked again once the new file is written: a hand append meanwhile would
             // otherwise be renamed away with the old file.
             let unchanged = || Ok(FileKey::stat_io(&self.path)? == key);
@@ -213,6 +217,18 @@ impl TrustStore {
     }
 
     /// Whether a version of the file has the type, owner and mode that the store writes.
+    /// Whether only the store's owner or root could have written the file `meta` describes (a
+    /// regular file, no write permission for its group or others).
+    fn only_its_owner_or_root_writes(&self, meta: &std::fs::Metadata) -> bool {
+        let ours = match self.mode.owner {
+            Some((uid, _)) => uid,
+            None => nix::unistd::geteuid().as_raw(),
+        };
+        meta.file_type().is_file()
+            && meta.mode() & 0o022 == 0
+            && (meta.uid() == ours || meta.uid() == 0)
+    }
+
     fn is_ours(&self, meta: &std::fs::Metadata) -> bool {
         let owner_ok = match self.mode.owner {
             Some((uid, gid)) => meta.uid() == uid && meta.gid() == gid,
