@@ -173,17 +173,26 @@ impl Helper {
         let sender = header.sender().ok_or_else(|| {
             HelperError::NotAuthorized("Not authorized: a call without a sender".into())
         })?;
-        let bus = self
-            .bus
-            .get_or_try_init(|| zbus::fdo::DBusProxy::new(connection))
-            .await?;
-        bus.get_connection_unix_user(sender.clone().into())
-            .await
-            .map_err(|e| {
+        let ask = async {
+            let bus = self
+                .bus
+                .get_or_try_init(|| zbus::fdo::DBusProxy::new(connection))
+                .await?;
+            bus.get_connection_unix_user(sender.clone().into()).await
+        };
+        // Bounded: a bus whose queue towards us is full drops its own replies (a flood of
+        // large calls), and a call waiting for ever would keep its place for ever.
+        match tokio::time::timeout(BUS_ANSWER, ask).await {
+            Ok(answer) => answer.map_err(|e| {
                 HelperError::NotAuthorized(format!(
                     "Not authorized: cannot identify the caller ({e})"
                 ))
-            })
+            }),
+            Err(_) => Err(HelperError::Busy(format!(
+                "the bus did not say who the caller is within {} s; please try again",
+                BUS_ANSWER.as_secs()
+            ))),
+        }
     }
 
     /// Ask polkit whether the sender of the message with `header` (`uid`) may perform `action`.
@@ -279,7 +288,8 @@ impl Helper {
             Ok(result) => result.map_err(|e| format!("polkit failed ({e})"))?,
             Err(_) => {
                 // polkitd would otherwise keep asking the caller's agent.
-                let _ = authority.cancel_check_authorization(&id).await;
+                let cancel = authority.cancel_check_authorization(&id);
+                let _ = tokio::time::timeout(BUS_ANSWER, cancel).await;
                 return Err(format!(
                     "no answer from polkit within {} s",
                     deadline.as_secs()
@@ -349,6 +359,8 @@ const POLKIT_INTERACTION: Duration = Duration::from_secs(120);
 /// How long polkit may take over any other check, which it answers at once: the default
 /// timeout of a D-Bus call.
 const POLKIT_ANSWER: Duration = Duration::from_secs(25);
+/// How long the bus itself is waited for (who a caller is; a check's cancellation).
+const BUS_ANSWER: Duration = Duration::from_secs(5);
 
 /// Calls being answered, and per caller.
 #[derive(Debug)]

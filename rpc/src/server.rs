@@ -779,10 +779,10 @@ async fn accept_loop(
 ) {
     let pending = Arc::new(Semaphore::new(options.max_pending_handshakes));
     let limited = Arc::new(Semaphore::new(options.max_connections));
-    let pacing = Pacing::new(
+    let pacing = Arc::new(Pacing::new(
         options.handshakes_per_second_per_peer,
         options.handshake_burst_per_peer,
-    );
+    ));
     let per_peer = PerPeer::default();
     let handshaking = Handshaking::default();
     let warnings = Arc::new(warnings());
@@ -826,18 +826,7 @@ async fn accept_loop(
         };
         let guard = activity.guard();
         let root = raw.is_root();
-        let turn = key.map(|key| {
-            let now = Instant::now();
-            let turn = pacing.turn(key, now);
-            if turn > now {
-                warn(
-                    &warnings,
-                    Some(key),
-                    "a peer starts handshakes faster than its pace; they wait their turn",
-                );
-            }
-            turn
-        });
+        let pacing = pacing.clone();
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         let (pending, handshaking, warnings) =
@@ -859,8 +848,31 @@ async fn accept_loop(
                 if !raw.spoke().await {
                     return Err(io::ErrorKind::ConnectionAborted.into());
                 }
-                if let Some(turn) = turn {
-                    tokio::time::sleep_until(turn.into()).await;
+                // Its turn in the peer's pace, booked only now: a connection closed unspoken
+                // books nothing, and no turn is booked further off than a handshake may take,
+                // so a flood of connections (on TCP, from one address for many users) holds the
+                // peer's handshakes back for that long at most once it stops.
+                if let Some(key) = key {
+                    let now = Instant::now();
+                    match pacing.turn_within(key, now, timeout) {
+                        Ok(turn) if turn > now => {
+                            warn(
+                                &warnings,
+                                Some(key),
+                                "a peer starts handshakes faster than its pace; they wait their turn",
+                            );
+                            tokio::time::sleep_until(turn.into()).await;
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            warn(
+                                &warnings,
+                                Some(key),
+                                "a peer starts handshakes far faster than its pace; closing them",
+                            );
+                            return Err(io::ErrorKind::ConnectionRefused.into());
+                        }
+                    }
                 }
                 let _own = match key {
                     Some(key) => Some(handshaking.turn(key, per_peer_handshakes).await),

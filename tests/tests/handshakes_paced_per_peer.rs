@@ -5,11 +5,12 @@
 //! time: all of them succeed, and they take at least (256 − 64) / 100 s. (That each peer has a
 //! pace of its own is shown by the unit tests of `rpc::server`.)
 
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::clients::{self, connect_as};
-use multipass_system_tests::{grpc, Fixture};
+use multipass_system_tests::{grpc, Daemon, DaemonConfig, Fixture, Group, TestDir};
 
 const PASSPHRASE: &str = "handshake-pace-pass";
 /// `IncomingOptions::handshakes_per_second_per_peer` and `handshake_burst_per_peer`.
@@ -93,6 +94,63 @@ fn handshakes_paced_per_peer() {
     );
 }
 
+/// Connections closed before their client said anything book no turn in the pace: a user
+/// (on TCP, an address shared by many) who connects and hangs up in a loop does not push its
+/// next real handshake back by the loop's length.
+/// Connections closed before their client said anything book no turn in the pace: a peer (on
+/// TCP, an address that many users share) that connects and hangs up in a loop does not push
+/// the next real handshake from its address back by the loop's length.
+fn connections_closed_unspoken_book_no_turn() {
+    let dir = TestDir::new();
+    let admins = Group::create_admin();
+    let daemon = Daemon::start_with(
+        &dir,
+        &admins,
+        DaemonConfig {
+            tcp: true,
+            ..DaemonConfig::default()
+        },
+    );
+    let addr: SocketAddr = daemon.address.parse().unwrap();
+    let config = grpc::client_config(&daemon.root_cert(), None).unwrap();
+    // Connect and hang up for 2 s from 127.0.0.1: tens of thousands of connections, minutes
+    // of the pace had each booked a turn.
+    let began = Instant::now();
+    let mut made = 0u64;
+    while began.elapsed() < Duration::from_secs(2) {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            made += 1;
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = Instant::now();
+    let served = runtime.block_on(async {
+        let attempt = async {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let mut conn = grpc::h2_over(stream, config.clone()).await?;
+            grpc::h2_call(&mut conn.send, "ping", &[]).await
+        };
+        tokio::time::timeout(Duration::from_secs(10), attempt).await
+    });
+    let took = began.elapsed();
+    multipass_system_tests::figure(&format!(
+        "connections_closed_unspoken_book_no_turn: after {made} TCP connections closed \
+         unspoken in 2 s from 127.0.0.1, a handshake and a ping from there: {served:?} in \
+         {took:.2?}"
+    ));
+    assert!(
+        matches!(served, Ok(Ok(_))),
+        "no handshake after the closed connections: {served:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the handshake waited {took:.2?} behind connections that never spoke"
+    );
+}
+
 multipass_system_tests::process_tests! {
-    root: [handshakes_paced_per_peer],
+    root: [handshakes_paced_per_peer, connections_closed_unspoken_book_no_turn],
 }

@@ -524,6 +524,87 @@ fn only_the_daemon_user_manages_the_socket() {
     assert_eq!(mode_owner(&socket).unwrap(), restricted);
 }
 
+/// The standard interfaces that answer with what they were sent (an unknown property's name,
+/// an unknown object's path, as large as the bus lets a message be: a review held 3.4 GB of the
+/// helper's memory with them) are root's alone, and the helper's own interface is reachable on
+/// its one object only: the bus refuses the rest before the helper reads it.
+fn echoing_interfaces_and_other_paths_are_refused_by_the_bus() {
+    let setup = HelperSetup::new();
+    let stranger = setup.user(&[]);
+    let (_daemon, _helper) = setup.serve();
+    let send =
+        |user: Option<&multipass_system_tests::User>, path: &str, method: &str, args: &[&str]| {
+            let mut cmd = match user {
+                Some(user) => user.command(std::path::Path::new("/usr/bin/dbus-send"), &[]),
+                None => std::process::Command::new("/usr/bin/dbus-send"),
+            };
+            let out = cmd
+                .args([
+                    "--system",
+                    "--print-reply",
+                    "--dest=io.multipass.Helper1",
+                    path,
+                    method,
+                ])
+                .args(args)
+                .output()
+                .expect("dbus-send");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+    let object = helper_api::OBJECT_PATH;
+    for (path, method, args) in [
+        (
+            object,
+            "org.freedesktop.DBus.Properties.Get",
+            &["string:io.multipass.Helper1", "string:anything"][..],
+        ),
+        (
+            object,
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            &[][..],
+        ),
+        (
+            "/elsewhere",
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            &[][..],
+        ),
+        (
+            "/elsewhere",
+            "io.multipass.Helper1.SetPassphrase",
+            &["string:x"][..],
+        ),
+    ] {
+        let text = send(Some(&stranger), path, method, args);
+        assert!(
+            text.contains("AccessDenied"),
+            "a stranger's {method} on {path} reached the helper: {text}"
+        );
+    }
+    // Its own methods on its object still reach it (which refuses the stranger itself).
+    let text = send(
+        Some(&stranger),
+        object,
+        "io.multipass.Helper1.SetPassphrase",
+        &["string:x"],
+    );
+    assert!(
+        !text.contains("AccessDenied") && text.contains("io.multipass.Helper1.Error"),
+        "{text}"
+    );
+    // Root may introspect, for debugging.
+    let text = send(
+        None,
+        object,
+        "org.freedesktop.DBus.Introspectable.Introspect",
+        &[],
+    );
+    assert!(text.contains("io.multipass.Helper1"), "{text}");
+}
+
 fn unprivileged_daemon_opens_its_socket_through_the_helper() {
     let setup = HelperSetup::new();
     let first = setup.user(&[&setup.admins]);
@@ -724,5 +805,5 @@ fn stuck_administrator_gets_out_without_editing_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, writers_run_a_few_at_a_time, calls_carrying_descriptors_never_reach_the_helper, each_action_grants_its_own_method_alone, only_the_daemon_user_manages_the_socket, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
+    root: [authorized_user_sets_passphrase_and_trusts_itself_through_the_helper, unauthorized_user_is_denied_and_nothing_changes, a_flood_of_denied_calls_is_collapsed, writers_run_a_few_at_a_time, calls_carrying_descriptors_never_reach_the_helper, each_action_grants_its_own_method_alone, only_the_daemon_user_manages_the_socket, echoing_interfaces_and_other_paths_are_refused_by_the_bus, unprivileged_daemon_opens_its_socket_through_the_helper, invalid_inputs_are_refused_without_writes, apply_socket_policy_follows_the_store, stuck_administrator_gets_out_without_editing_files],
 }

@@ -11,7 +11,11 @@ use tracing_subscriber::EnvFilter;
 /// Set up the global subscriber at `level`, which the environment variable `env` overrides
 /// (`RUST_LOG` syntax); journal entries carry `identifier` as their syslog identifier.
 pub fn init(env: &str, level: &str, identifier: &str) {
-    let filter = EnvFilter::try_from_env(env).unwrap_or_else(|_| EnvFilter::new(level));
+    // rustls warns once per handshake about what a peer sent (an illegal SNI name, say): a line
+    // per connection that anybody can make, uncollapsed. The daemon reports failed handshakes
+    // itself, collapsed per peer; rustls's own lines only when they are errors.
+    let filter = EnvFilter::try_from_env(env)
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},rustls=error")));
     let registry = tracing_subscriber::registry().with(filter);
     if stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
