@@ -481,9 +481,9 @@ impl Gate {
     /// The store is read without its lock, so a writer outside the daemon (the helper trusting
     /// a certificate, which then opens the socket itself) can change it between the read and
     /// the setting, which would then undo the writer's. So the store is read again after each
-    /// setting and the access set again if it no longer matches, up to three settings; a
-    /// socket found, after a setting, with the access
-    /// the store calls for (someone else set it meanwhile) is no failure.
+    /// setting and the access set again if it no longer matches, up to three settings; a socket
+    /// found, after a setting, with the access the store calls for (someone else set it
+    /// meanwhile) is no failure.
     pub async fn sync_socket(&self) {
         let mut retry = self.socket_turn.lock().await;
         if self.socket.current().is_none() && self.socket_access.load(Ordering::Acquire) == 0 {
