@@ -400,7 +400,7 @@ const KEPT_AT_MOST: usize = 4;
 
 /// A root CA file that cannot be used, kept before a new one replaces it.
 fn keep_aside(path: &Path) -> Option<std::path::PathBuf> {
-    fsutil::keep_aside(path, "replaced", KEPT_AT_MOST).map(|kept| kept.path().to_path_buf())
+    fsutil::keep_aside(path, "replaced", KEPT_AT_MOST).map(|kept| kept.path)
 }
 
 /// Give the root CA certificate, which the clients of every user read, the mode it was made

@@ -285,14 +285,20 @@ pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<Kept> {
         .iter()
         .find(|(_, m)| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
     {
-        return Some(Kept::Before(name.clone()));
+        return Some(Kept {
+            path: name.clone(),
+            linked_now: false,
+        });
     }
     if kept.len() >= at_most {
         return None;
     }
     let aside = aside_name(path, why);
     if fs::hard_link(path, &aside).is_ok() {
-        return Some(Kept::Linked(aside));
+        return Some(Kept {
+            path: aside,
+            linked_now: true,
+        });
     }
     // The mode of the file read (not of a link to it), never writable by others.
     let (bytes, read) = read_with_metadata(path).ok()??;
@@ -301,27 +307,20 @@ pub fn keep_aside(path: &Path, why: &str, at_most: usize) -> Option<Kept> {
         owner: None,
     };
     write_atomic(&aside, &bytes, mode).ok()?;
-    Some(Kept::Copied(aside))
+    Some(Kept {
+        path: aside,
+        linked_now: false,
+    })
 }
 
-/// Where [`keep_aside`] kept a file, and how.
+/// Where [`keep_aside`] kept a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kept {
-    /// Linked now: the file itself, whose ctime the link changed.
-    Linked(PathBuf),
-    /// Copied now (no link could be made).
-    Copied(PathBuf),
-    /// Linked before, by a replacement tried earlier.
-    Before(PathBuf),
-}
-
-impl Kept {
+pub struct Kept {
     /// The name it is kept under.
-    pub fn path(&self) -> &Path {
-        match self {
-            Kept::Linked(path) | Kept::Copied(path) | Kept::Before(path) => path,
-        }
-    }
+    pub path: PathBuf,
+    /// Whether it was linked by this call: the file itself, whose ctime the link changed (not
+    /// copied, nor linked before by a replacement tried earlier).
+    pub linked_now: bool,
 }
 
 /// Open a file the service owns for reading; `Ok(None)` when it does not exist. Only a regular

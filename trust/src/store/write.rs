@@ -71,7 +71,7 @@ impl TrustStore {
                 let kept = crate::fsutil::keep_aside(&self.path, "replaced", KEPT_AT_MOST);
                 // A link changes the file's ctime, and nothing else: the file read is still
                 // the file to replace, which the checks below would otherwise take for changed.
-                if matches!(kept, Some(Kept::Linked(_))) {
+                if kept.as_ref().is_some_and(|kept| kept.linked_now) {
                     let now = FileKey::stat(&self.path)?;
                     if let (Some(was), Some(now)) = (key, now) {
                         if (now.dev, now.ino, now.size, now.mtime_ns)
@@ -110,7 +110,7 @@ impl TrustStore {
                     path = %self.path.display(),
                     damaged_blocks = dropped.0,
                     other_lines = dropped.1,
-                    kept = %aside.path().display(),
+                    kept = %aside.path.display(),
                     "the trust store was rewritten without text that is not a certificate or its \
                      metadata; the version before is kept under another name"
                 ),
@@ -216,25 +216,27 @@ impl TrustStore {
         }))
     }
 
-    /// Whether a version of the file has the type, owner and mode that the store writes.
     /// Whether only the store's owner or root could have written the file `meta` describes (a
     /// regular file, no write permission for its group or others).
     fn only_its_owner_or_root_writes(&self, meta: &std::fs::Metadata) -> bool {
-        let ours = match self.mode.owner {
-            Some((uid, _)) => uid,
-            None => nix::unistd::geteuid().as_raw(),
-        };
         meta.file_type().is_file()
             && meta.mode() & 0o022 == 0
-            && (meta.uid() == ours || meta.uid() == 0)
+            && (meta.uid() == self.owner_uid() || meta.uid() == 0)
     }
 
+    /// Whether a version of the file has the type, owner and mode that the store writes.
     fn is_ours(&self, meta: &std::fs::Metadata) -> bool {
-        let owner_ok = match self.mode.owner {
-            Some((uid, gid)) => meta.uid() == uid && meta.gid() == gid,
-            None => meta.uid() == nix::unistd::geteuid().as_raw(),
-        };
+        let owner_ok = meta.uid() == self.owner_uid()
+            && self.mode.owner.is_none_or(|(_, gid)| meta.gid() == gid);
         meta.file_type().is_file() && meta.mode() & 0o7777 == self.mode.mode && owner_ok
+    }
+
+    /// The uid the store's files belong to: the one it was given, else this process's.
+    fn owner_uid(&self) -> u32 {
+        match self.mode.owner {
+            Some((uid, _)) => uid,
+            None => nix::unistd::geteuid().as_raw(),
+        }
     }
 
     /// The file's content for a writer holding the lock: what the cache holds if the file is
