@@ -28,10 +28,10 @@ use crate::passphrase;
 ///
 /// The passphrase is checked even when this client is trusted already: a wrong one is refused,
 /// the right one answers which name the client is trusted under. Wrong passphrases and tokens
-/// make the service wait longer before each next attempt from the same user, and right ones are
-/// checked ten at once, then two a second. One user (root excepted) may have up to 100 clients
-/// trusted with the passphrase (each client certificate is one); beyond that, an administrator
-/// removes unused ones or gives a token.
+/// make the service wait longer before each next attempt from the same user (over TCP, from the
+/// same address), and right ones are checked ten at once, then two a second. On the local socket,
+/// one user (root excepted) may have up to 100 clients trusted with the passphrase (each client
+/// certificate is one); beyond that, an administrator removes unused ones or gives a token.
 ///
 /// On a fresh service, which trusts no client yet, an administrator does not authenticate: any
 /// other command (e.g. `multipass list`) trusts their client as the first one. An administrator
