@@ -431,12 +431,32 @@ pub struct Flood {
 /// As `user`, call `SetPassphrase` for `seconds` on `connections` connections at once, with
 /// `in_flight` calls at a time on each.
 pub fn flood_helper(user: &User, seconds: u64, connections: usize, in_flight: usize) -> Flood {
+    flood_helper_with(user, None, seconds, connections, in_flight)
+}
+
+/// [`flood_helper`], each passphrase `bytes` long (`None`: a short one).
+pub fn flood_helper_with(
+    user: &User,
+    bytes: Option<usize>,
+    seconds: u64,
+    connections: usize,
+    in_flight: usize,
+) -> Flood {
+    let (seconds, in_flight) = (seconds.to_string(), in_flight.to_string());
     let one = || {
-        let out = helper_caller(Some((user.uid, user.gid)))
-            .args(["--flood", &seconds.to_string(), &in_flight.to_string()])
-            .args(["SetPassphrase", "s", "flood"])
-            .output()
-            .expect("multipass-test-helper-call --flood");
+        let mut caller = helper_caller(Some((user.uid, user.gid)));
+        match bytes {
+            Some(bytes) => caller.args(["--flood-bytes", &bytes.to_string(), &seconds, &in_flight]),
+            None => caller.args([
+                "--flood",
+                &seconds,
+                &in_flight,
+                "SetPassphrase",
+                "s",
+                "flood",
+            ]),
+        };
+        let out = caller.output().expect("multipass-test-helper-call --flood");
         let text = String::from_utf8_lossy(&out.stdout);
         let numbers: Vec<u64> = text
             .split_whitespace()

@@ -8,7 +8,8 @@
 //! `multipass-test-helper-call --flood SECONDS IN_FLIGHT SetPassphrase s P` calls the method
 //! again and again for that long, that many calls in flight at once on one connection, and prints
 //! `calls N refused N busy N failed N` (refused: the helper's `NotAuthorized`; busy: refused for
-//! too many calls in flight; failed: anything else, or a success).
+//! too many calls in flight; failed: anything else, or a success). `--flood-bytes N SECONDS
+//! IN_FLIGHT` does the same with a passphrase of N bytes, too long for an argument.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -25,6 +26,17 @@ async fn main() -> ExitCode {
                 return usage("--flood SECONDS IN_FLIGHT SetPassphrase s P");
             };
             return flood(Duration::from_secs(seconds), in_flight, passphrase).await;
+        }
+    }
+    if let [flag, bytes, seconds, in_flight] = args.as_slice() {
+        if flag == "--flood-bytes" {
+            let (Ok(bytes), Ok(seconds), Ok(in_flight)) =
+                (bytes.parse(), seconds.parse(), in_flight.parse())
+            else {
+                return usage("--flood-bytes BYTES SECONDS IN_FLIGHT");
+            };
+            let passphrase = "p".repeat(bytes);
+            return flood(Duration::from_secs(seconds), in_flight, &passphrase).await;
         }
     }
     let (method, signature, rest) = match args.as_slice() {
