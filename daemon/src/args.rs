@@ -24,9 +24,11 @@ use rpc::Address;
 #[derive(Debug, Parser)]
 #[command(name = "multipassd", version)]
 pub struct Args {
-    /// Where to listen: `unix:PATH` or `HOST:PORT` (TCP has no first-client trust).
-    #[arg(long, default_value_t = Address::default())]
-    pub address: Address,
+    /// Where to listen: `unix:PATH` or `HOST:PORT` (TCP has no first-client trust)
+    /// [default: unix:/run/multipass_socket]. Not to be given when systemd passes the socket to
+    /// serve (socket activation): the daemon then refuses to start.
+    #[arg(long)]
+    pub address: Option<Address>,
 
     /// State directory: certificates, trust store, settings.
     #[arg(long, default_value = trust::paths::DEFAULT_DATA_DIR)]

@@ -134,6 +134,15 @@ enum ListenerSource {
 /// Take the socket passed by systemd (`LISTEN_FDS`), or bind `--address` ourselves.
 pub fn listen(args: &Args) -> anyhow::Result<Listening> {
     if let Some(inherited) = activation::inherited_socket(&args.fd_name)? {
+        // Served anyway, it would be ignored without a word: a drop-in adding `--address` to
+        // the service would seem to work while the daemon kept listening where it did.
+        if let Some(address) = &args.address {
+            anyhow::bail!(
+                "--address {address} was given, but systemd passed a socket to serve (socket \
+                 activation): remove --address to serve that socket, or start multipassd \
+                 without its socket unit (LISTEN_FDS unset) to listen on {address}"
+            );
+        }
         let description = match &inherited.path {
             Some(p) => format!("unix:{} (socket activation)", p.display()),
             None => "an unnamed socket (socket activation)".to_string(),
@@ -147,7 +156,8 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
             store: None,
         });
     }
-    match &args.address {
+    let address = args.address.clone().unwrap_or_default();
+    match &address {
         Address::Unix(path) => {
             // The socket's first mode depends on whether anybody is trusted yet.
             let store = TrustStore::new(
@@ -163,7 +173,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
                 socket_path: Some(path.clone()),
                 owns_socket_file: true,
                 unpublished: Some(bound),
-                description: args.address.to_string(),
+                description: address.to_string(),
                 store: Some(Arc::new(store)),
             })
         }
@@ -176,7 +186,7 @@ pub fn listen(args: &Args) -> anyhow::Result<Listening> {
                 socket_path: None,
                 owns_socket_file: false,
                 unpublished: None,
-                description: args.address.to_string(),
+                description: address.to_string(),
                 store: None,
             })
         }

@@ -153,6 +153,17 @@ struct Served {
 }
 
 fn serve_once(dir: &TestDir, listen: &[&Path], fdname: Option<&str>, connect_to: &Path) -> Served {
+    serve_once_with(dir, listen, fdname, connect_to, &[])
+}
+
+/// [`serve_once`], the daemon given `args` too.
+fn serve_once_with(
+    dir: &TestDir,
+    listen: &[&Path],
+    fdname: Option<&str>,
+    connect_to: &Path,
+    args: &[&str],
+) -> Served {
     let data = dir.path().join("data");
     let home = dir.subdir("root-home");
     let mut activate = Command::new("systemd-socket-activate");
@@ -166,6 +177,7 @@ fn serve_once(dir: &TestDir, listen: &[&Path], fdname: Option<&str>, connect_to:
         .arg(bin("multipassd"))
         .arg("--data-dir")
         .arg(&data)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -206,6 +218,29 @@ fn the_named_socket_is_chosen_among_several() {
         sock.display()
     );
     assert_eq!(served.code, Some(0), "SIGTERM\n{stderr}");
+}
+
+/// `--address` given to a daemon that systemd passes a socket is refused, saying why, instead of
+/// being ignored while the daemon listens where systemd put it.
+fn an_address_given_under_socket_activation_is_refused() {
+    let dir = TestDir::new();
+    let sock = dir.path().join("sock");
+    let elsewhere = dir.path().join("elsewhere");
+    let address = format!("unix:{}", elsewhere.display());
+    let served = serve_once_with(&dir, &[&sock], None, &sock, &["--address", &address]);
+    let stderr = &served.stderr;
+    assert!(
+        stderr.contains(&format!(
+            "--address {address} was given, but systemd passed a socket to serve"
+        )),
+        "the daemon did not say why it refused\n{stderr}"
+    );
+    assert_ne!(served.code, Some(0), "{stderr}");
+    assert!(
+        !served.out.status.success(),
+        "a command was served\n{stderr}"
+    );
+    assert!(!elsewhere.exists(), "the daemon listened on --address too");
 }
 
 /// A single socket is served whatever name it comes with: systemd's default for a unit without
@@ -754,6 +789,6 @@ fn service_exposure_score_is_at_most_1_5() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [systemd_socket_activate_starts_on_demand_and_exits_when_idle, a_single_socket_is_served_whatever_its_name, no_connection_is_lost_across_idle_exits, notify_socket_gets_ready_then_stopping, daemon_started_as_root_holds_no_capabilities, daemon_can_switch_to_a_user, the_named_socket_is_chosen_among_several],
+    root: [systemd_socket_activate_starts_on_demand_and_exits_when_idle, a_single_socket_is_served_whatever_its_name, no_connection_is_lost_across_idle_exits, notify_socket_gets_ready_then_stopping, daemon_started_as_root_holds_no_capabilities, daemon_can_switch_to_a_user, the_named_socket_is_chosen_among_several, an_address_given_under_socket_activation_is_refused],
     plain: [units_verify_without_warnings, service_exposure_score_is_at_most_1_5, a_large_store_is_read_once_the_first_command_is_served, a_large_store_is_read_while_the_first_connection_stays_open],
 }
