@@ -245,9 +245,19 @@ const HOW_TO_BE_TRUSTED: &str = "run 'multipass authenticate', which asks for th
      one-time token from an administrator, or 'multipass authenticate --admin' to be trusted with \
      an administrator's password.";
 
+/// How a client over TCP gets in: `--admin` asks the helper of the client's own host, which
+/// trusts it in the packaged daemon's store there, not in the store of a daemon elsewhere.
+const HOW_TO_BE_TRUSTED_OVER_TCP: &str = "run 'multipass authenticate', which asks for the \
+     passphrase or a one-time token from an administrator ('multipass authenticate --admin' \
+     trusts a client only on the daemon's own host).";
+
 /// The line after the Multipass message for an untrusted client.
 fn untrusted_hint(trusted: usize, over_tcp: bool) -> String {
-    let how = HOW_TO_BE_TRUSTED;
+    let how = if over_tcp {
+        HOW_TO_BE_TRUSTED_OVER_TCP
+    } else {
+        HOW_TO_BE_TRUSTED
+    };
     match (trusted, over_tcp) {
         (0, false) => format!(
             "No client is trusted yet: an administrator becomes the first client by running any \
@@ -307,6 +317,12 @@ mod tests {
             assert_eq!(lines[..2].join("\n"), NOT_AUTHENTICATED);
             assert!(lines[2].starts_with(count), "{}", lines[2]);
             assert!(lines[2].contains("multipass authenticate --admin"));
+            assert_eq!(
+                lines[2].contains("only on the daemon's own host"),
+                over_tcp,
+                "{}",
+                lines[2]
+            );
             // Nothing a refused peer need not know, and no secret on a command line.
             assert!(!lines[2].contains(&trusted.to_string()) || trusted == 0);
             assert!(!lines[2].contains("TOKEN"), "{}", lines[2]);
