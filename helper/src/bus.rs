@@ -249,7 +249,9 @@ impl Helper {
             sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
             reason: reason.clone(),
         };
-        self.denials.note((uid, action), denied);
+        // Keyed by account: a user's subordinate uids share its line a second.
+        self.denials
+            .note(((self.callers.account)(uid), action), denied);
         Err(HelperError::NotAuthorized(format!(
             "Not authorized to {action}: {reason}"
         )))
@@ -368,6 +370,10 @@ struct Callers {
     slots: Arc<tokio::sync::Semaphore>,
     reserved: Arc<tokio::sync::Semaphore>,
     calls: usize,
+    /// The uid a caller is counted as: a subordinate uid (`/etc/subuid`) as its owner, so that a
+    /// user who runs processes as its 65,536 subordinate uids (each another user to the bus and
+    /// the kernel) is one caller, not thousands, to the bounds per caller.
+    account: fn(u32) -> u32,
     per_uid: Mutex<HashMap<u32, usize>>,
     prompts: Mutex<HashMap<u32, usize>>,
 }
@@ -382,14 +388,17 @@ struct Slot {
 /// A call admitted by [`Callers::admit`], counted until dropped.
 struct Admitted<'a> {
     callers: &'a Callers,
+    /// The caller's uid.
     uid: u32,
+    /// The uid it is counted as.
+    account: u32,
     _slot: Slot,
 }
 
 /// A check that may prompt, counted by [`Callers::prompt`] until dropped.
 struct Prompt<'a> {
     callers: &'a Callers,
-    uid: u32,
+    account: u32,
 }
 
 impl Callers {
@@ -398,6 +407,7 @@ impl Callers {
             slots: Arc::new(tokio::sync::Semaphore::new(calls)),
             reserved: Arc::new(tokio::sync::Semaphore::new(RESERVED_CALLS)),
             calls,
+            account: trust::subids::account,
             per_uid: Mutex::new(HashMap::new()),
             prompts: Mutex::new(HashMap::new()),
         }
@@ -429,11 +439,12 @@ impl Callers {
         }
     }
 
-    /// `uid`'s call, in `slot`, unless it has [`CALLS_PER_CALLER`] in flight.
+    /// `uid`'s call, in `slot`, unless its account has [`CALLS_PER_CALLER`] in flight.
     fn admit(&self, uid: u32, slot: Slot) -> Result<Admitted<'_>, HelperError> {
+        let account = (self.account)(uid);
         let mut per_uid = self.per_uid.lock().unwrap_or_else(|e| e.into_inner());
-        let calls = per_uid.entry(uid).or_insert(0);
-        if *calls >= CALLS_PER_CALLER && uid != 0 {
+        let calls = per_uid.entry(account).or_insert(0);
+        if *calls >= CALLS_PER_CALLER && account != 0 {
             return Err(HelperError::Busy(format!(
                 "Too many calls in flight: {CALLS_PER_CALLER} of this user's calls are still \
                  being answered; try again once they are"
@@ -443,14 +454,17 @@ impl Callers {
         Ok(Admitted {
             callers: self,
             uid,
+            account,
             _slot: slot,
         })
     }
 
-    /// A check of `uid`'s that may prompt, unless it has [`PROMPTS_PER_CALLER`] in progress.
+    /// A check of `uid`'s that may prompt, unless its account has [`PROMPTS_PER_CALLER`] in
+    /// progress.
     fn prompt(&self, uid: u32) -> Result<Prompt<'_>, HelperError> {
+        let account = (self.account)(uid);
         let mut prompts = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = prompts.entry(uid).or_insert(0);
+        let count = prompts.entry(account).or_insert(0);
         if *count >= PROMPTS_PER_CALLER {
             return Err(HelperError::Busy(format!(
                 "{PROMPTS_PER_CALLER} of this user's calls are waiting for an authentication \
@@ -458,7 +472,10 @@ impl Callers {
             )));
         }
         *count += 1;
-        Ok(Prompt { callers: self, uid })
+        Ok(Prompt {
+            callers: self,
+            account,
+        })
     }
 }
 
@@ -475,13 +492,13 @@ fn uncount(counts: &Mutex<HashMap<u32, usize>>, uid: u32) {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        uncount(&self.callers.per_uid, self.uid);
+        uncount(&self.callers.per_uid, self.account);
     }
 }
 
 impl Drop for Prompt<'_> {
     fn drop(&mut self) {
-        uncount(&self.callers.prompts, self.uid);
+        uncount(&self.callers.prompts, self.account);
     }
 }
 
@@ -497,7 +514,8 @@ struct Denied {
     reason: String,
 }
 
-/// Denials collapsed per caller (by uid, so that new connections do not make new keys) and
+/// Denials collapsed per caller (by uid counted as its account, so that neither new connections
+/// nor a user's subordinate uids make new keys; the line names the latest denial's uid) and
 /// action: the first is written at once, then at most one line a second with the number it
 /// stands for. A user whom polkit denies can call as fast as polkitd answers (about 190 calls a
 /// second here); without this each call was a line, and a flood could push the lines that
@@ -817,6 +835,38 @@ mod tests {
         drop(held);
         let _again = callers.prompt(1000).expect("once answered");
         assert_eq!(callers.prompts.lock().unwrap().get(&1000), Some(&1));
+    }
+
+    /// A user's subordinate uids share its bounds: here 100,000 and up are 1000's.
+    #[test]
+    fn subordinate_uids_count_as_their_owner() {
+        let mut callers = Callers::new(CALLS);
+        callers.account = |uid| if uid >= 100_000 { 1000 } else { uid };
+        let admit = |uid| callers.slot().and_then(|slot| callers.admit(uid, slot));
+        let held: Vec<_> = (0..CALLS_PER_CALLER as u32)
+            .map(|i| admit(100_000 + i).expect("within the owner's bound"))
+            .collect();
+        assert!(
+            admit(1000).is_err(),
+            "the owner's bound is taken by its uids"
+        );
+        assert!(admit(100_500).is_err(), "another of its uids");
+        assert_eq!(held[1].uid, 100_001, "the caller is still its own uid");
+        let _other = admit(1001).expect("another user");
+        let prompts: Vec<_> = (0..PROMPTS_PER_CALLER as u32)
+            .map(|i| {
+                callers
+                    .prompt(100_000 + i)
+                    .expect("within the owner's bound")
+            })
+            .collect();
+        assert!(
+            callers.prompt(1000).is_err(),
+            "the owner's prompts are taken"
+        );
+        drop((held, prompts));
+        assert!(callers.per_uid.lock().unwrap().get(&1000).is_none());
+        let _again = admit(100_500).expect("once answered");
     }
 
     #[test]

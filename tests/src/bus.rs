@@ -584,14 +584,26 @@ impl RawCalls {
         interactive: bool,
         limit: Duration,
     ) -> RawCalls {
+        let python = user.command(Path::new("/usr/bin/python3"), &[]);
+        RawCalls::spawn(python, &user.name, member, calls, agent, interactive, limit)
+    }
+
+    fn spawn(
+        mut python: Command,
+        user: &str,
+        member: &str,
+        calls: usize,
+        agent: bool,
+        interactive: bool,
+        limit: Duration,
+    ) -> RawCalls {
         const ALLOW_INTERACTIVE_AUTHORIZATION: u8 = 0x4;
         let flags = if interactive {
             ALLOW_INTERACTIVE_AUTHORIZATION
         } else {
             0
         };
-        let mut child = user
-            .command(Path::new("/usr/bin/python3"), &[])
+        let mut child = python
             .arg("-c")
             .arg(concat!(
                 include_str!("dbus_wire.py"),
@@ -632,7 +644,7 @@ impl RawCalls {
             child,
             lines,
             stderr,
-            user: user.name.clone(),
+            user: user.to_string(),
             calls,
             sent: Instant::now(),
             asked: Vec::new(),

@@ -108,6 +108,16 @@ impl User {
 
     /// Create a user whose home lives in `dir`, a supplementary member of each of `groups`.
     pub fn create_in(dir: &TestDir, groups: &[&Group]) -> User {
+        User::create_with(dir, groups, None)
+    }
+
+    /// Create a user with the uid `uid` whose home lives in `dir`: one of another user's
+    /// subordinate uids, say, as a user database (nss-systemd, a directory) may name them.
+    pub fn create_as_uid(dir: &TestDir, uid: u32) -> User {
+        User::create_with(dir, &[], Some(uid))
+    }
+
+    fn create_with(dir: &TestDir, groups: &[&Group], uid: Option<u32>) -> User {
         let name = format!("mpt{}", crate::random_suffix());
         let homes = dir.subdir("home");
         let home = homes.join(&name);
@@ -130,6 +140,11 @@ impl User {
         if !groups.is_empty() {
             args.push("-G");
             args.push(&names);
+        }
+        let uid_text = uid.map(|uid| uid.to_string());
+        if let Some(uid) = &uid_text {
+            args.push("--uid");
+            args.push(uid);
         }
         args.push(&name);
         admin_command("useradd", &args);
@@ -219,4 +234,36 @@ impl Drop for User {
     fn drop(&mut self) {
         admin_command_quiet("userdel", &[&self.name]);
     }
+}
+
+/// The first uid of `name`'s subordinate range, given one if `useradd` did not.
+pub fn subordinate_range(name: &str) -> u32 {
+    let ranges = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let mine = ranges.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name)).then(|| fields.next()?.parse().ok())?
+    });
+    if let Some(first) = mine {
+        return first;
+    }
+    let end = ranges
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':').skip(1);
+            let first: u64 = fields.next()?.parse().ok()?;
+            Some(first + fields.next()?.parse::<u64>().ok()?)
+        })
+        .max()
+        .unwrap_or(100_000);
+    let first = u32::try_from(end.max(100_000)).expect("a free range");
+    let status = Command::new("usermod")
+        .args([
+            "--add-subuids",
+            &format!("{first}-{}", first + 65_535),
+            name,
+        ])
+        .status()
+        .expect("usermod");
+    assert!(status.success(), "usermod --add-subuids: {status}");
+    first
 }

@@ -17,6 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use multipass_system_tests::bus::{call_helper_as, HelperSetup, RawCalls, RawReply};
+use multipass_system_tests::users::subordinate_range;
 use multipass_system_tests::{
     audit_events, collapsed_counts, mode_owner, procfs, read_until, DaemonConfig, User,
 };
@@ -314,6 +315,82 @@ fn denials_of(log: &str, uid: u32) -> Vec<&str> {
         .collect()
 }
 
+/// A user's subordinate uids (`/etc/subuid`), each another user to the bus and to polkit, are
+/// one caller to the helper's bounds: three of them, each with a never-answering agent and two
+/// interactive calls, get two checks in progress between them, and the other four calls are
+/// refused at once as busy. (Counted per uid, each had its two: six held places, and 32 such
+/// uids held all 64.) The bus lets in only uids the user database knows, so the subordinate uids
+/// here have entries, as a directory or nss-systemd may give them.
+fn subordinate_uids_share_their_owners_bounds() {
+    const UIDS: usize = 3;
+    let setup = HelperSetup::new();
+    let owner = setup.user(&[]);
+    let first = subordinate_range(&owner.name);
+    let subordinates: Vec<User> = (0..UIDS as u32)
+        .map(|i| User::create_as_uid(&setup.dir, first + 7 + i))
+        .collect();
+    let (_daemon, _helper) = setup.serve_with_helper_args(
+        DaemonConfig::default(),
+        &["--polkit-timeout", &POLKIT_TIMEOUT.as_secs().to_string()],
+    );
+    let mut held: Vec<RawCalls> = subordinates
+        .iter()
+        .map(|user| {
+            RawCalls::start(
+                user,
+                "SetPassphrase",
+                INTERACTIVE_PER_USER,
+                true,
+                true,
+                LATEST,
+            )
+        })
+        .collect();
+    for calls in &mut held {
+        calls.send();
+    }
+    for calls in &mut held {
+        calls.read_until(calls.sent + AT_ONCE, |c| {
+            c.replies.len() + c.challenges() >= c.calls
+        });
+    }
+    let report: String = held
+        .iter()
+        .map(|c| {
+            format!(
+                "\n  {}: polkitd asked its agent {} times; replies: {}",
+                c.user,
+                c.challenges(),
+                c.replies
+                    .iter()
+                    .map(describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+        .collect();
+    multipass_system_tests::figure(&format!(
+        "subordinate_uids_share_their_owners_bounds: {UIDS} of {}'s subordinate uids, \
+         {INTERACTIVE_PER_USER} interactive calls each:{report}",
+        owner.name
+    ));
+    let challenges: usize = held.iter().map(RawCalls::challenges).sum();
+    let busy = held
+        .iter()
+        .flat_map(|c| &c.replies)
+        .filter(|r| r.is_error("Busy") && r.after < AT_ONCE)
+        .count();
+    assert_eq!(
+        challenges, INTERACTIVE_PER_USER,
+        "checks in progress for one user's uids:{report}"
+    );
+    assert_eq!(
+        busy,
+        UIDS * INTERACTIVE_PER_USER - INTERACTIVE_PER_USER,
+        "calls refused at once as busy:{report}"
+    );
+}
+
 multipass_system_tests::process_tests! {
-    root: [interactive_calls_polkit_never_answers_cannot_hold_the_helper],
+    root: [interactive_calls_polkit_never_answers_cannot_hold_the_helper, subordinate_uids_share_their_owners_bounds],
 }

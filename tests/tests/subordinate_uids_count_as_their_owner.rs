@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use multipass_system_tests::process::{self, CliOutput, DEFAULT_TIMEOUT};
+use multipass_system_tests::users::subordinate_range;
 use multipass_system_tests::{clients, Daemon, Group, TestDir, User};
 
 const PASSPHRASE: &str = "subordinate-pass";
@@ -15,38 +16,6 @@ const WAIT: &str = "Too many failed authentication attempts";
 const FULL: &str = "This user has 100 clients trusted with the passphrase already";
 /// `multipassd::admission::MAX_PASSPHRASE_CLIENTS`.
 const BOUND: usize = 100;
-
-/// The first uid of `name`'s subordinate range, given one if `useradd` did not.
-fn subordinate_range(name: &str) -> u32 {
-    let ranges = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
-    let mine = ranges.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next() == Some(name)).then(|| fields.next()?.parse().ok())?
-    });
-    if let Some(first) = mine {
-        return first;
-    }
-    let end = ranges
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':').skip(1);
-            let first: u64 = fields.next()?.parse().ok()?;
-            Some(first + fields.next()?.parse::<u64>().ok()?)
-        })
-        .max()
-        .unwrap_or(100_000);
-    let first = u32::try_from(end.max(100_000)).expect("a free range");
-    let status = Command::new("usermod")
-        .args([
-            "--add-subuids",
-            &format!("{first}-{}", first + 65_535),
-            name,
-        ])
-        .status()
-        .expect("usermod");
-    assert!(status.success(), "usermod --add-subuids: {status}");
-    first
-}
 
 /// `multipass args...` as `uid`, which has no entry in the user database, with its own home.
 fn run_as_uid(daemon: &Daemon, uid: u32, home: &Path, args: &[&str], stdin: &str) -> CliOutput {
