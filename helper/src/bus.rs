@@ -354,6 +354,12 @@ const CALLS_PER_CALLER: usize = 16;
 /// [`POLKIT_INTERACTION`]: without this bound, four users held all [`CALLS`] places that way.
 const PROMPTS_PER_CALLER: usize = 2;
 
+/// Checks that may ask someone to authenticate, in progress in all (root's aside): half of the
+/// [`CALLS`]. Without it, 32 users, each with an agent that never answers and its
+/// [`PROMPTS_PER_CALLER`], held every ordinary place for [`POLKIT_INTERACTION`]; with it, calls
+/// that need no prompt (an operator's that polkit's rules authorize) keep the other half.
+const PROMPTS: usize = CALLS / 2;
+
 /// How long polkit may take over a check that may ask someone to authenticate: time to type a
 /// password at an agent's prompt. Then the check is cancelled and the call refused.
 const POLKIT_INTERACTION: Duration = Duration::from_secs(120);
@@ -464,6 +470,12 @@ impl Callers {
     fn prompt(&self, uid: u32) -> Result<Prompt<'_>, HelperError> {
         let account = (self.account)(uid);
         let mut prompts = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
+        if prompts.values().sum::<usize>() >= PROMPTS {
+            return Err(HelperError::Busy(format!(
+                "{PROMPTS} calls are waiting for an authentication to be answered; try again \
+                 once they are"
+            )));
+        }
         let count = prompts.entry(account).or_insert(0);
         if *count >= PROMPTS_PER_CALLER {
             return Err(HelperError::Busy(format!(
@@ -835,6 +847,23 @@ mod tests {
         drop(held);
         let _again = callers.prompt(1000).expect("once answered");
         assert_eq!(callers.prompts.lock().unwrap().get(&1000), Some(&1));
+    }
+
+    /// However many callers, no more than [`PROMPTS`] checks that may prompt at once.
+    #[test]
+    fn checks_that_may_prompt_are_bounded_in_all() {
+        let callers = Callers::new(CALLS);
+        let held: Vec<_> = (2000..)
+            .map_while(|uid| callers.prompt(uid).ok())
+            .take(PROMPTS + 1)
+            .collect();
+        assert_eq!(held.len(), PROMPTS);
+        match callers.prompt(1000) {
+            Err(HelperError::Busy(why)) => assert!(why.contains("try again"), "{why}"),
+            other => panic!("beyond the bound: {:?}", other.map(|_| ())),
+        }
+        drop(held);
+        let _again = callers.prompt(1000).expect("once answered");
     }
 
     /// A user's subordinate uids share its bounds: here 100,000 and up are 1000's.
