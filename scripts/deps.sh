@@ -10,6 +10,7 @@ packages=(
     systemd                          # systemd-socket-activate, systemd-analyze, busctl
     dbus polkitd                     # the helper's tests: a real system bus and polkitd
     man-db                           # the man page tests read the generated pages with man
+    fish                             # the fish completion test runs fish's own completion
     libfaketime                      # a daemon whose clock is set back while it runs
     strace                           # what the daemon syncs before it acknowledges a change
 )

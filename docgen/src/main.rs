@@ -10,6 +10,7 @@
 // Only its test runs it: it checks debian/copyright against Cargo.lock.
 #[cfg(test)]
 mod copyright;
+mod fish;
 
 use std::fs;
 use std::path::Path;
@@ -120,16 +121,18 @@ fn main() -> anyhow::Result<()> {
         Subcommands::Inline,
     )?;
 
-    for (shell, file) in [
-        (Shell::Bash, "multipass"),
-        (Shell::Zsh, "_multipass"),
-        (Shell::Fish, "multipass.fish"),
-    ] {
+    for (shell, file) in [(Shell::Bash, "multipass"), (Shell::Zsh, "_multipass")] {
         let mut cmd = multipass_cli::command();
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cmd, "multipass", &mut buf);
         fs::write(completions.join(file), buf)?;
     }
+    let mut cmd = multipass_cli::command();
+    cmd.build();
+    fs::write(
+        completions.join("multipass.fish"),
+        fish::script(&cmd, "multipass"),
+    )?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! Shell completion as the package installs it (written by the real `multipass-docgen`): bash,
-//! run for real, and zsh, read, offer the settings keys after `get` and `set`. Trusted clients'
+//! Shell completion as the package installs it (written by the real `multipass-docgen`): bash
+//! and fish, run for real, and zsh, read, offer the settings keys after `get` and `set`; fish
+//! completes every level of subcommands. Trusted clients'
 //! names are not offered after `trust remove`: only the daemon knows them, and completion never
 //! asks it (README.md, "Shell completion").
 
@@ -94,19 +95,95 @@ fn bash_offers_the_settings_keys_after_get_and_set() {
 /// Values that are not files (a passphrase, a name, a duration, a client's ID) are not completed
 /// as file names.
 fn bash_offers_no_file_names_where_no_file_is_wanted() {
+    let (_dir, completions, cwd) = scripts_beside_a_file();
+    let script = completions.join("multipass");
+    for line in NO_FILE_WANTED {
+        let offered = bash_completes_in(&script, line, Some(&cwd));
+        assert!(
+            !offered.iter().any(|w| w == "a-file"),
+            "{line:?} offers {offered:?}"
+        );
+    }
+}
+
+/// Command lines whose next word is no file name.
+const NO_FILE_WANTED: [&str; 5] = [
+    "multipass trust token create --expires ",
+    "multipass trust token create --name ",
+    "multipass trust token revoke ",
+    "multipass trust remove ",
+    "multipass authenticate ",
+];
+
+/// The scripts generated into a temporary directory (kept while the first is), and a directory
+/// beside them holding one file, `a-file`, to complete in.
+fn scripts_beside_a_file() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let script = generate(dir.path()).join("multipass");
+    let completions = generate(dir.path());
     let cwd = dir.path().join("cwd");
     std::fs::create_dir(&cwd).unwrap();
     std::fs::write(cwd.join("a-file"), "").unwrap();
-    for line in [
-        "multipass trust token create --expires ",
-        "multipass trust token create --name ",
-        "multipass trust token revoke ",
-        "multipass trust remove ",
-        "multipass authenticate ",
-    ] {
-        let offered = bash_completes_in(&script, line, Some(&cwd));
+    (dir, completions, cwd)
+}
+
+/// What fish offers for the command line `line` (`complete -C`), with the generated script
+/// loaded, in `cwd`: the words alone, without their descriptions.
+fn fish_completes(script: &Path, line: &str, cwd: &Path) -> Vec<String> {
+    let mut fish = Command::new("fish");
+    fish.arg("--no-config")
+        .arg("-c")
+        .arg("source $argv[1]; complete -C $argv[2]")
+        .args([script.as_os_str(), line.as_ref()])
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    let out = run(fish, None, DEFAULT_TIMEOUT);
+    out.assert_code(0, &format!("fish completion of {line:?}"));
+    let mut words: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    words.sort();
+    words
+}
+
+/// fish (as the package installs its script): each level of subcommands, its own options and
+/// no other's, the settings keys and the formats, and no file names, where clap_complete's
+/// script stopped at two levels and offered a command's subcommands again once one was typed.
+fn fish_completes_every_level() {
+    let (_dir, completions, cwd) = scripts_beside_a_file();
+    let script = completions.join("multipass.fish");
+    let fish = |line: &str| fish_completes(&script, line, &cwd);
+    let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+
+    assert_eq!(
+        fish("multipass trust token "),
+        words(&["create", "help", "list", "revoke"])
+    );
+    assert_eq!(
+        fish("multipass trust token create --"),
+        words(&["--expires", "--help", "--name", "--verbose"])
+    );
+    // An option's value is no subcommand, even when it is spelt like one.
+    assert_eq!(
+        fish("multipass -v trust token create --name list --"),
+        words(&["--expires", "--help", "--name", "--verbose"])
+    );
+    assert!(fish("multipass trust token create ").is_empty());
+    assert_eq!(
+        fish("multipass trust list --format "),
+        words(&["csv", "json", "table", "yaml"])
+    );
+    assert_eq!(fish("multipass auth --ad"), words(&["--admin"]));
+    assert_eq!(fish("multipass ls --sn"), words(&["--snapshots"]));
+    for line in ["multipass get ", "multipass set "] {
+        assert_eq!(fish(line), words(&["local.passphrase"]), "{line:?}");
+    }
+    for line in NO_FILE_WANTED {
+        let offered = fish(line);
         assert!(
             !offered.iter().any(|w| w == "a-file"),
             "{line:?} offers {offered:?}"
@@ -132,5 +209,5 @@ fn zsh_offers_the_settings_keys_after_get_and_set() {
 }
 
 multipass_system_tests::process_tests! {
-    plain: [bash_offers_the_settings_keys_after_get_and_set, bash_offers_no_file_names_where_no_file_is_wanted, zsh_offers_the_settings_keys_after_get_and_set],
+    plain: [bash_offers_the_settings_keys_after_get_and_set, bash_offers_no_file_names_where_no_file_is_wanted, fish_completes_every_level, zsh_offers_the_settings_keys_after_get_and_set],
 }
