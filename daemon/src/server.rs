@@ -315,13 +315,13 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     renewal::spawn(dir.clone(), pki_options, certificates, &pki);
 
     let admin = AdminPolicy::new(args.admin_group.clone());
-    admin.announce();
 
     let listener = match listening.listener {
         ListenerSource::Unix(l) => Listener::Unix(tokio::net::UnixListener::from_std(l)?),
         ListenerSource::Tcp(l) => Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
     };
 
+    let admin_policy = admin.clone();
     let socket_policy = SocketPolicy::new(listening.socket_path.clone(), admin.clone());
     let seen = Arc::new(LastSeen::new(dir.last_seen(), FileMode::PRIVATE));
     let tokens = Arc::new(TokenStore::new(dir.tokens(), FileMode::PRIVATE));
@@ -413,6 +413,16 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     );
     activation::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
     activation::spawn_watchdog();
+    // Who the administrators are is looked up in the user database, which for a group missing
+    // from /etc/group loads nss-systemd and searches its directories (0.5 ms of a fresh process
+    // here): said once the connection that started the daemon has been served, not before.
+    tokio::spawn({
+        let (admin, activity) = (admin_policy.clone(), activity.clone());
+        async move {
+            let _ = tokio::time::timeout(FIRST_READ_WAIT, activity.served()).await;
+            let _ = tokio::task::spawn_blocking(move || admin.announce()).await;
+        }
+    });
     if let Err(e) = remove_stale_state_temporaries(&dir) {
         tracing::warn!(error = %e, "cannot clear what interrupted writes left behind");
     }
