@@ -27,27 +27,60 @@ enum Asked {
 impl Asked {
     /// The helper's direct mode for the same thing: no bus, no polkit, only root.
     fn instead(self) -> String {
-        let command = match self {
-            Asked::Trust => {
-                let cert = trust::paths::client_cert_dir().map_or_else(
-                    || "CERTIFICATE".to_string(),
-                    |dir| {
-                        dir.join(trust::paths::CLIENT_CERT_FILE)
-                            .display()
-                            .to_string()
-                    },
-                );
-                format!("trust-certificate < {cert}")
-            }
-            Asked::Passphrase => "set-passphrase".to_string(),
-        };
-        format!(
-            "An administrator can do it without the system bus and polkit, on a terminal:\n  \
-             sudo /usr/libexec/multipassd-helper {command}\n\
-             (or pkexec instead of sudo; with polkit older than 124, start `pkttyagent --process \
-             $$ &` in that shell first)"
-        )
+        let how = "(or pkexec instead of sudo; with polkit older than 124, start `pkttyagent \
+                   --process $$ &` in that shell first)";
+        match self {
+            Asked::Trust => trust_instead(how),
+            Asked::Passphrase => format!(
+                "An administrator can do it without the system bus and polkit, on a terminal:\n  \
+                 sudo /usr/libexec/multipassd-helper set-passphrase\n{how}"
+            ),
+        }
     }
+}
+
+/// How an administrator trusts this client's certificate without the bus ([`trust_hint`]).
+fn trust_instead(how: &str) -> String {
+    let cert = trust::paths::client_cert_dir().map_or_else(
+        || "CERTIFICATE".to_string(),
+        |dir| {
+            dir.join(trust::paths::CLIENT_CERT_FILE)
+                .display()
+                .to_string()
+        },
+    );
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten();
+    trust_hint(
+        &cert,
+        user.as_ref().map(|u| u.name.as_str()),
+        uid.is_root(),
+        how,
+    )
+}
+
+/// The helper's command that trusts the certificate at `cert`, for `user` (`root` when run as
+/// root). It names the client after the user (without `--name` the helper takes the name of
+/// whoever runs it, the administrator) and reads the certificate in the administrator's shell,
+/// where another user's file is not readable: so it says to hand over a copy, and offers a
+/// token instead.
+fn trust_hint(cert: &str, user: Option<&str>, root: bool, how: &str) -> String {
+    let name = user.unwrap_or("NAME");
+    let copy = if root {
+        String::new()
+    } else {
+        format!(
+            "\nThat file is readable by {} alone: another administrator needs a copy of it (it \
+             holds no secret; the private key beside it is never needed). An administrator can \
+             also give you a one-time token (`multipass trust token create`) to type at \
+             `multipass authenticate`.",
+            user.unwrap_or("this user")
+        )
+    };
+    format!(
+        "An administrator can do it without the system bus and polkit, on a terminal:\n  \
+         sudo /usr/libexec/multipassd-helper trust-certificate --name {name} < {cert}\n{how}{copy}"
+    )
 }
 
 /// Trust this client's certificate through the helper; returns the fingerprint.
@@ -152,4 +185,34 @@ fn start_agent() -> Option<Child> {
     let mut buf = [0u8; 1];
     let _ = std::fs::File::from(read).read(&mut buf);
     Some(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trust_hint_names_the_user_and_says_how_the_certificate_gets_to_the_administrator() {
+        let cert = "/home/bob/.local/share/multipass-client-certificate/multipass_cert.pem";
+        let bob = trust_hint(cert, Some("bob"), false, "(how)");
+        assert!(
+            bob.contains(&format!(
+                "sudo /usr/libexec/multipassd-helper trust-certificate --name bob < {cert}\n(how)"
+            )),
+            "{bob}"
+        );
+        assert!(bob.contains("readable by bob alone"), "{bob}");
+        assert!(bob.contains("multipass trust token create"), "{bob}");
+        let root = trust_hint("/root/cert.pem", Some("root"), true, "(how)");
+        assert!(
+            root.ends_with("--name root < /root/cert.pem\n(how)"),
+            "{root}"
+        );
+        let nameless = trust_hint(cert, None, false, "(how)");
+        assert!(nameless.contains("--name NAME <"), "{nameless}");
+        assert!(
+            nameless.contains("readable by this user alone"),
+            "{nameless}"
+        );
+    }
 }

@@ -578,13 +578,26 @@ fn without_the_system_bus_the_admin_path_names_the_direct_command() {
     let text = stderr(&out);
     assert!(text.contains("cannot reach the system bus"), "{text}");
     let cert = env.cert_dir().join("multipass_cert.pem");
+    // Named after this user, not after the administrator who runs it.
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("this user in the user database")
+        .name;
     assert!(
         text.contains(&format!(
-            "sudo /usr/libexec/multipassd-helper trust-certificate < {}",
+            "sudo /usr/libexec/multipassd-helper trust-certificate --name {me} < {}",
             cert.display()
         )),
         "{text}"
     );
+    // Another user's file is not readable in the administrator's shell: a copy, or a token.
+    if !nix::unistd::getuid().is_root() {
+        assert!(
+            text.contains("another administrator needs a copy"),
+            "{text}"
+        );
+        assert!(text.contains("multipass trust token create"), "{text}");
+    }
 
     let out = env
         .command(&env.path("sock"))
