@@ -112,6 +112,9 @@ impl Gate {
                 self.limiter.record_success(key);
                 let client = peer.client.as_ref().ok_or(Error::NoClientCertificate)?;
                 let name = self.enrol(peer, client, how, name).await?;
+                // Seen now: `trust list` shows it when its client was last used, and one that
+                // has just enrolled was, by this very request.
+                self.note_seen(client);
                 if let Some(old) = legacy {
                     self.upgrade_hash(&old, secret).await;
                 }
