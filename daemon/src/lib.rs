@@ -18,6 +18,7 @@ pub mod audit;
 pub mod descriptors;
 pub mod doc;
 pub mod error;
+pub mod first_client;
 pub mod gate;
 pub mod limits;
 pub mod logging;

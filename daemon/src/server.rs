@@ -383,6 +383,7 @@ pub async fn serve(args: Args, mut listening: Listening) -> anyhow::Result<Outco
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
         tonic_server()
+            .layer(crate::first_client::FirstClientLayer(gate.clone()))
             .add_service(RpcServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
             .add_service(TrustServer::new(management).max_decoding_message_size(MAX_REQUEST_BYTES))
             .serve_with_incoming_shutdown(connections, async move {

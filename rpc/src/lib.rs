@@ -18,6 +18,11 @@ pub mod client;
 pub mod messages;
 pub mod server;
 
+/// A response header of our own, on the reply to the request that made its client the service's
+/// first trusted client (which Multipass's replies have no field for). Stock clients ignore it;
+/// ours says so on stderr.
+pub const FIRST_CLIENT_HEADER: &str = "multipass-first-client";
+
 /// Generated protocol types and service stubs (`package multipass`).
 #[allow(missing_docs, non_camel_case_types, clippy::all)]
 pub mod proto {

@@ -383,6 +383,26 @@ fn an_administrators_first_authenticate_names_the_command_that_trusts() {
     }
 }
 
+/// The command that makes an administrator's client the first says so on stderr, once, and
+/// what others need; its own output is unchanged. (A new-user review: the first client was
+/// trusted without a word.)
+fn the_first_client_is_told_it_is_trusted_and_how_others_get_in() {
+    let Fixture(_dir, _admins, alice, [bob], daemon) = Fixture::open();
+    const NOTE: &str = "This client is now trusted: it is the first the multipass service \
+                        trusts, as an administrator's. Other clients get in with a passphrase \
+                        (`multipass set local.passphrase`, then `multipass authenticate` on \
+                        theirs) or a one-time token (`multipass trust token create`).\n";
+    let first = daemon.run_as(&alice, &["version"], None);
+    first.assert_code(0, "alice's first command");
+    assert_eq!(first.stderr, NOTE, "{first}");
+    assert!(first.stdout.starts_with("multipass "), "{first}");
+    let again = daemon.run_as(&alice, &["version"], None);
+    again.assert_code(0, "alice's second command");
+    assert_eq!(again.stderr, "", "said once: {again}");
+    let refused = daemon.run_as(&bob, &["list"], None);
+    assert!(!refused.stderr.contains("now trusted"), "{refused}");
+}
+
 fn authenticate_from_a_trusted_client_checks_the_passphrase() {
     let scene = Scene::new(&[]);
     let (daemon, alice) = (&scene.daemon, &scene.alice);
@@ -749,5 +769,5 @@ fn verbose_says_which_client_and_daemon() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, an_administrators_first_authenticate_names_the_command_that_trusts, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, ctrl_d_at_a_prompt_ends_its_line, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does, verbose_says_which_client_and_daemon],
+    root: [sudo_set_passphrase_fails_before_prompting_and_says_why, an_administrators_first_authenticate_names_the_command_that_trusts, the_first_client_is_told_it_is_trusted_and_how_others_get_in, sudo_anything_refused_says_root_is_a_client_of_its_own, empty_answers_do_not_clear_the_passphrase, set_of_an_unknown_key_asks_for_nothing, set_local_passphrase_refuses_what_it_cannot_send, authenticate_refuses_what_it_cannot_send, authenticate_from_a_trusted_client_checks_the_passphrase, a_token_without_a_name_enrols_the_login_name, without_a_controlling_terminal_the_passphrase_is_read_from_standard_input, ctrl_c_at_the_passphrase_prompt_leaves_the_terminal_echoing, ctrl_d_at_a_prompt_ends_its_line, a_wrong_root_certificate_names_multipass_root_cert, list_snapshots_answers_as_multipass_does, verbose_says_which_client_and_daemon],
 }

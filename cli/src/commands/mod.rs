@@ -161,7 +161,7 @@ impl Context {
         const MAX_REPLIES: usize = 1024;
         const MAX_BYTES: usize = 1 << 20;
         in_time(async {
-            let mut stream = call.await?.into_inner();
+            let mut stream = read_header(call.await?).into_inner();
             let mut replies = Vec::new();
             let mut bytes = 0;
             while let Some(reply) = stream.message().await? {
@@ -192,7 +192,7 @@ pub async fn pages<T: prost::Message + Default>(
     max_bytes: usize,
 ) -> Result<Vec<T>, Error> {
     in_time(async {
-        let mut stream = call.await?.into_inner();
+        let mut stream = read_header(call.await?).into_inner();
         let (mut pages, mut bytes) = (Vec::new(), 0);
         while let Some(page) = stream.message().await? {
             bytes += 5 + page.encoded_len();
@@ -214,8 +214,23 @@ pub async fn pages<T: prost::Message + Default>(
 pub async fn answer<T>(
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, Error> {
-    in_time(async { Ok(call.await?.into_inner()) }).await
+    in_time(async { Ok(read_header(call.await?).into_inner()) }).await
 }
+
+/// What the daemon's reply says besides its messages: whether this request made this client the
+/// service's first ([`rpc::FIRST_CLIENT_HEADER`]), which is said on stderr.
+fn read_header<T>(response: tonic::Response<T>) -> tonic::Response<T> {
+    if response.metadata().get(rpc::FIRST_CLIENT_HEADER).is_some() {
+        output::log_line(FIRST_CLIENT_NOTE);
+    }
+    response
+}
+
+/// What the user is told then (on stderr: the command's own output is unchanged).
+const FIRST_CLIENT_NOTE: &str = "This client is now trusted: it is the first the multipass \
+     service trusts, as an administrator's. Other clients get in with a passphrase (`multipass \
+     set local.passphrase`, then `multipass authenticate` on theirs) or a one-time token \
+     (`multipass trust token create`).";
 
 /// `work` (a call and the reading of its answer), or [`Unreachable::NoAnswer`] after
 /// [`ANSWER_TIMEOUT`]: every call of the client goes through here.

@@ -12,8 +12,8 @@
 mod authenticate;
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpc::server::{Pacing, Peer, Transport as PeerTransport};
@@ -23,7 +23,7 @@ use trust::access::{Access, AdminPolicy};
 use trust::seen::LastSeen;
 use trust::settings::SettingsFile;
 use trust::tokens::{TokenError, TokenStore};
-use trust::{Enrolment, Entry, Metadata, Presence, TrustStore};
+use trust::{Enrolment, Entry, Fingerprint, Metadata, Presence, TrustStore};
 
 pub use self::authenticate::Authenticated;
 use crate::admission::{self, Decision, Facts, Presented, Refusal, Request};
@@ -171,6 +171,11 @@ pub struct Gate {
     refusal_pace: Pacing,
     /// When each peer's next passphrase may be checked ([`RIGHT_PASSPHRASE_BURST`]).
     right_passphrase_pace: Pacing,
+    /// The client that has just become the first, until its reply says so
+    /// ([`Gate::first_client_news`]); `newly_first` is whether there is one, read without the
+    /// lock by every reply.
+    first_client: Mutex<Option<Fingerprint>>,
+    newly_first: AtomicBool,
 }
 
 fn encode(access: Option<Access>) -> u8 {
@@ -202,7 +207,24 @@ impl Gate {
                 RIGHT_PASSPHRASES_PER_SECOND,
                 RIGHT_PASSPHRASE_BURST,
             ),
+            first_client: Mutex::new(None),
+            newly_first: AtomicBool::new(false),
         }
+    }
+
+    /// Whether `client` has become the first client since the last reply that said so: true
+    /// once, for the reply to the request that made it the first (`first_client_layer`).
+    pub fn first_client_news(&self, client: &Fingerprint) -> bool {
+        if !self.newly_first.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut first = self.first_client.lock().unwrap_or_else(|e| e.into_inner());
+        if first.as_ref() != Some(client) {
+            return false;
+        }
+        *first = None;
+        self.newly_first.store(false, Ordering::Release);
+        true
     }
 
     /// The store, for handlers that read it.
@@ -407,6 +429,9 @@ impl Gate {
         .await??;
         if won {
             audit::trusted(peer, &client, Enrolment::FirstClient);
+            *self.first_client.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(client.fingerprint());
+            self.newly_first.store(true, Ordering::Release);
             self.sync_socket().await;
         }
         Ok(trusted)
