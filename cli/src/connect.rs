@@ -421,10 +421,17 @@ fn unreachable(address: &Address, e: ConnectError) -> Error {
                 (Address::Unix(path), io::ErrorKind::PermissionDenied) => socket_group(path),
                 _ => None,
             };
+            let service_installed = match &address {
+                Address::Unix(path) if path.as_os_str() == trust::paths::DEFAULT_SOCKET => {
+                    socket_unit_installed()
+                }
+                _ => true,
+            };
             Unreachable::Dial {
                 address,
                 source,
                 socket_group,
+                service_installed,
             }
         }
         ConnectError::Tls { address, source } => Unreachable::Tls { address, source },
@@ -433,6 +440,20 @@ fn unreachable(address: &Address, e: ConnectError) -> Error {
             reason: anyhow::Error::new(other),
         },
     })
+}
+
+/// Whether systemd has the daemon's socket unit (`multipass.socket`) in one of the directories
+/// it loads units from: installed by the package, or by an administrator.
+fn socket_unit_installed() -> bool {
+    [
+        "/etc/systemd/system",
+        "/run/systemd/system",
+        "/usr/local/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join("multipass.socket").exists())
 }
 
 /// The group owning the socket at `path`, and whether this user joined it since logging in.

@@ -182,6 +182,9 @@ pub enum Unreachable {
         source: io::Error,
         /// The socket's group, looked up when permission was denied.
         socket_group: Option<SocketGroup>,
+        /// Whether systemd has the daemon's socket unit here, looked up when the default socket
+        /// is missing: without it the daemon's package is not installed (the client's alone is).
+        service_installed: bool,
     },
     /// The root CA file, needed to verify the daemon, is missing, unreadable or invalid.
     RootCert {
@@ -260,6 +263,7 @@ impl fmt::Display for Unreachable {
                 address,
                 source,
                 socket_group,
+                service_installed,
             } => {
                 let at = target(address);
                 if not_running(source) {
@@ -269,6 +273,16 @@ impl fmt::Display for Unreachable {
                         os_text(source)
                     )?;
                     match address {
+                        Address::Unix(path)
+                            if path.as_os_str() == trust::paths::DEFAULT_SOCKET
+                                && !service_installed =>
+                        {
+                            f.write_str(
+                                "The daemon is not installed on this machine (systemd has no \
+                                 multipass.socket unit): install the package 'multipass', or set \
+                                 MULTIPASS_SERVER_ADDRESS to reach a daemon elsewhere.",
+                            )
+                        }
                         Address::Unix(path)
                             if path.as_os_str() == trust::paths::DEFAULT_SOCKET =>
                         {
@@ -438,6 +452,7 @@ mod tests {
                 name: name.to_string(),
                 joined_since_login: false,
             }),
+            service_installed: true,
         });
         assert_eq!(e.exit(), Exit::Unreachable);
         e.message("list").unwrap()
@@ -455,6 +470,22 @@ mod tests {
         assert!(
             dial(unix("/tmp/mine.sock"), nix::errno::Errno::ENOENT, None)
                 .ends_with("Check that multipassd listens there, or set MULTIPASS_SERVER_ADDRESS.")
+        );
+        // The client's package alone: there is nothing to start.
+        let e = Error::Unreachable(Unreachable::Dial {
+            address: unix("/run/multipass_socket"),
+            source: io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32),
+            socket_group: None,
+            service_installed: false,
+        });
+        assert!(
+            e.message("list").unwrap().ends_with(
+                "\nThe daemon is not installed on this machine (systemd has no multipass.socket \
+                 unit): install the package 'multipass', or set MULTIPASS_SERVER_ADDRESS to \
+                 reach a daemon elsewhere."
+            ),
+            "{}",
+            e.message("list").unwrap()
         );
     }
 
