@@ -52,8 +52,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Under systemd (D-Bus activation, the socket's hook) audit events become journal fields
-    // as the daemon's do; through pkexec, lines on the terminal.
-    trust::logging::init("MULTIPASSD_HELPER_LOG", "info", "multipassd-helper");
+    // as the daemon's do; a direct command (through sudo or pkexec) records them in the journal
+    // too where there is one, and otherwise writes them on stderr.
+    if matches!(cli.command, Command::Serve { .. }) {
+        trust::logging::init("MULTIPASSD_HELPER_LOG", "info", "multipassd-helper");
+    } else {
+        trust::logging::init_command("MULTIPASSD_HELPER_LOG", "info", "multipassd-helper");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -101,6 +101,11 @@ as gina list; expect "gina lists" 0 "$rc"
 printf 'pkexec pass\n' >/tmp/gina-pass
 pkexec_as gina /tmp/gina-pass set-passphrase
 expect "gina sets the passphrase through pkexec (standard input)" 0 "$rc"
+# A direct command records its audit event in the journal, as the service does, and shows the
+# person running it no log line.
+check "the direct command's audit event is in the journal" bash -c \
+    'journalctl --no-pager -o cat SYSLOG_IDENTIFIER=multipassd-helper EVENT=passphrase-set | grep -q .'
+check "... and not on the terminal" bash -c '! grep -q "event=" <<<"$1"' _ "$pk_out"
 as hank --stdin $'pkexec pass\n' authenticate
 expect "hank authenticates with that passphrase" 0 "$rc"
 as hank list; expect "hank lists" 0 "$rc"
