@@ -336,6 +336,7 @@ fn value_for(options_section: &str, option: &str, value_name: &str) -> String {
     match value_name {
         "DURATION" => "1h",
         "SECONDS" => "1",
+        "ADDRESS" => "unix:/run/multipass_socket",
         _ => "x",
     }
     .to_string()

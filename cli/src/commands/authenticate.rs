@@ -29,7 +29,8 @@ use crate::passphrase;
 /// The passphrase is checked even when this client is trusted already: a wrong one is refused,
 /// the right one answers which name the client is trusted under. Wrong passphrases and tokens
 /// make the service wait longer before each next attempt from the same user (over TCP, from the
-/// same address), and right ones are checked ten at once, then two a second. On the local socket,
+/// same address); a user's right ones are checked at most two a second after the first ten (the
+/// others wait their turn). On the local socket,
 /// one user (root excepted) may have up to 100 clients trusted with the passphrase (each client
 /// certificate is one); beyond that, an administrator removes unused ones or gives a token.
 ///

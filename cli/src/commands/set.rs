@@ -22,8 +22,8 @@ fn long_about() -> String {
          For local.passphrase the client first checks that the service trusts it, and only then \
          asks for the passphrase, twice: without echo on a terminal, otherwise as two lines of \
          standard input. It is UTF-8 text of at most 1024 bytes. The service keeps only a salted \
-         Argon2id hash of it. One user's changes (root's aside) come five at once, then two a \
-         second; the others wait their turn.\n\n\
+         Argon2id hash of it. A user other than root may change it at most twice a second after \
+         the first five changes (the others wait their turn).\n\n\
          An empty answer changes nothing. To clear the passphrase (nobody can then authenticate \
          with one until it is set again; trusted clients stay trusted), give the empty value \
          explicitly: `multipass set local.passphrase=`.\n\n\
