@@ -27,6 +27,11 @@ impl Samples {
     pub fn median(&self) -> Duration {
         self.percentile(50.0)
     }
+
+    /// Add all of `other`'s.
+    pub fn extend(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
 }
 
 /// Ratios of paired measurements (each a figure over the floor measured next to it).

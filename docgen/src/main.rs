@@ -444,6 +444,31 @@ fn write_page(
     if cmd.get_version().is_some() {
         man.render_version_section(&mut buf)?;
     }
+    let page = code_in_bold(&String::from_utf8(buf)?);
     let path = dir.join(format!("{name}.{section}"));
-    fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))
+    fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The `code` spans of the help texts, which `--help` shows as they are, set in bold, as man
+/// pages show what is typed literally: `man` would show the backticks themselves. A line with an
+/// unpaired backtick keeps its last one as it is.
+fn code_in_bold(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    for line in page.split_inclusive('\n') {
+        let mut parts = line.split('`');
+        out.push_str(parts.next().unwrap_or_default());
+        let rest: Vec<&str> = parts.collect();
+        let mut spans = rest.chunks_exact(2);
+        for span in spans.by_ref() {
+            out.push_str("\\fB");
+            out.push_str(span[0]);
+            out.push_str("\\fP");
+            out.push_str(span[1]);
+        }
+        if let [unpaired] = spans.remainder() {
+            out.push('`');
+            out.push_str(unpaired);
+        }
+    }
+    out
 }

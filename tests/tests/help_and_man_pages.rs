@@ -452,10 +452,16 @@ fn the_long_description_of_each_subcommand_reaches_its_man_page() {
             "`multipass {}`: SEE ALSO does not name multipass(1)\n{page}",
             path.join(" ")
         );
+        // `code` in the help text is set in bold on the page, without its backticks.
+        assert!(
+            !page.contains('`'),
+            "`multipass {}`: the page shows backticks\n{page}",
+            path.join(" ")
+        );
         let described = flat(section(&sections(&page), "DESCRIPTION").unwrap_or_default());
         for paragraph in description(&help.stdout).split("\n\n") {
             assert!(
-                described.contains(&flat(paragraph)),
+                described.contains(&flat(&paragraph.replace('`', ""))),
                 "`multipass {}`: {paragraph:?} is not in the man page\n{page}",
                 path.join(" ")
             );
@@ -551,6 +557,16 @@ fn pages_of_the_client_daemon_and_helper_have_their_sections() {
             ("SIGNALS", &["SIGTERM"]),
             ("EXIT STATUS", &["0", "1", "2"]),
         ],
+    );
+    // What is typed literally is in bold, as man pages set it, not between backticks.
+    for page in generate(dir.path()) {
+        let shown = read_page(&man.join(&page));
+        assert!(!shown.contains('`'), "{page} shows backticks\n{shown}");
+    }
+    let source = std::fs::read_to_string(man.join("multipass-trust-remove.1")).expect("page");
+    assert!(
+        source.contains("\\fBmultipass trust list\\fP"),
+        "no bold command in multipass-trust-remove.1\n{source}"
     );
 }
 

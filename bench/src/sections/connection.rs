@@ -13,7 +13,11 @@ use crate::env::Env;
 use crate::stats::{fmt_dur, Ratios, Row, Samples};
 use crate::tlsmem;
 
-/// Item 1: sequential unary RPCs on one established connection.
+/// Item 1: sequential unary RPCs on one established connection, in paired rounds: each round
+/// times a block on the daemon's connection next to a block on the floor's (which one goes first
+/// alternating), and the ratio is the median of the rounds' ratios, printed with its spread. Where
+/// the two processes' threads wake up moves the absolute figures from round to round (and run to
+/// run) by more than TLS costs, so each round is compared with its own floor.
 pub fn latency(plan: &Plan, pair: &Pair) -> Result<Vec<Row>> {
     current_thread()?.block_on(async {
         let mut tls = RpcClient::new(pair.tls.connect().await?);
@@ -23,13 +27,15 @@ pub fn latency(plan: &Plan, pair: &Pair) -> Result<Vec<Row>> {
             client::ping(&mut plain).await?;
         }
         let (mut t, mut p) = (Samples::default(), Samples::default());
+        let (mut median_ratios, mut tail_ratios) = (Ratios::default(), Ratios::default());
         for round in 0..plan.latency_rounds {
+            let (mut round_t, mut round_p) = (Samples::default(), Samples::default());
             // Alternate which side goes first, so drift hits both alike.
             for side in [round % 2, 1 - round % 2] {
                 let (client, samples) = if side == 0 {
-                    (&mut tls, &mut t)
+                    (&mut tls, &mut round_t)
                 } else {
-                    (&mut plain, &mut p)
+                    (&mut plain, &mut round_p)
                 };
                 for _ in 0..plan.latency_per_round {
                     let start = Instant::now();
@@ -37,15 +43,27 @@ pub fn latency(plan: &Plan, pair: &Pair) -> Result<Vec<Row>> {
                     samples.push(start.elapsed());
                 }
             }
+            median_ratios.push(round_t.percentile(50.0), round_p.percentile(50.0));
+            tail_ratios.push(round_t.percentile(99.0), round_p.percentile(99.0));
+            t.extend(&round_t);
+            p.extend(&round_p);
         }
         let mut rows = Vec::new();
-        for (name, q) in [("p50", 50.0), ("p99", 99.0)] {
-            let r = ratio(t.percentile(q), p.percentile(q));
+        for (name, q, ratios) in [("p50", 50.0, median_ratios), ("p99", 99.0, tail_ratios)] {
+            let r = ratios.median();
             rows.push(
                 Row::info(
                     1,
-                    format!("unary RPC (`ping`) on an established connection, {name}"),
-                    fmt_dur(t.percentile(q)),
+                    format!(
+                        "unary RPC (`ping`) on an established connection, {name} (ratio: median \
+                         of paired rounds)"
+                    ),
+                    format!(
+                        "{} ({}; all samples pooled: {:.2})",
+                        fmt_dur(t.percentile(q)),
+                        ratios.spread(),
+                        ratio(t.percentile(q), p.percentile(q))
+                    ),
                 )
                 .floor(format!("{} plaintext", fmt_dur(p.percentile(q))))
                 .ratio(r)

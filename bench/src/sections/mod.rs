@@ -60,8 +60,8 @@ impl Plan {
     /// The full benchmark (a few minutes on 2 cores).
     pub fn full() -> Plan {
         Plan {
-            latency_rounds: 6,
-            latency_per_round: 2000,
+            latency_rounds: 24,
+            latency_per_round: 500,
             connections: 300,
             cli_runs: 100,
             cold_runs: 30,
