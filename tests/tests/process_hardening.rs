@@ -115,9 +115,22 @@ impl Drop for Running {
 }
 
 fn daemon(dir: &TestDir, extra: &[&str]) -> Running {
+    daemon_under(dir, &[], extra)
+}
+
+/// [`daemon`], exec'd by the command `wrapper` (`setpriv` and its options) when not empty.
+fn daemon_under(dir: &TestDir, wrapper: &[&str], extra: &[&str]) -> Running {
     let data = dir.path().join("data");
+    let mut command = match wrapper {
+        [] => Command::new(bin("multipassd")),
+        [program, options @ ..] => {
+            let mut command = Command::new(program);
+            command.args(options).arg(bin("multipassd"));
+            command
+        }
+    };
     let mut daemon = Running::spawn(
-        Command::new(bin("multipassd"))
+        command
             .arg("--address")
             .arg(format!("unix:{}", dir.path().join("sock").display()))
             .arg("--data-dir")
@@ -152,6 +165,39 @@ fn daemon_started_as_root_with_a_user_gives_up_the_bounding_set() {
         "the bounding set of the daemon started with --user"
     );
     for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(status_field(pid, set), "0000000000000000", "{set}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+}
+
+/// Capabilities handed down through exec (inheritable and ambient, as a careless unit or
+/// wrapper could give them) are given up with the rest.
+fn daemon_started_with_ambient_capabilities_gives_them_up() {
+    let dir = TestDir::new();
+    let caps = "+net_bind_service,+sys_ptrace";
+    let daemon = daemon_under(
+        &dir,
+        &["setpriv", "--inh-caps", caps, "--ambient-caps", caps],
+        &[],
+    );
+    let pid = daemon.pid();
+    // The control: the same setpriv hands them down to another program.
+    let control = Command::new("setpriv")
+        .args(["--inh-caps", caps, "--ambient-caps", caps])
+        .args(["grep", "^CapAmb:", "/proc/self/status"])
+        .output()
+        .expect("setpriv");
+    let control = String::from_utf8_lossy(&control.stdout);
+    assert_eq!(
+        control.trim(),
+        "CapAmb:\t0000000000080400",
+        "setpriv's ambient set"
+    );
+    assert_eq!(
+        status_field(pid, "Uid").split_whitespace().next(),
+        Some("0")
+    );
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
         assert_eq!(status_field(pid, set), "0000000000000000", "{set}");
     }
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
@@ -308,6 +354,6 @@ fn units_forbid_core_files() {
 }
 
 multipass_system_tests::process_tests! {
-    root: [daemon_started_as_root_with_a_user_gives_up_the_bounding_set, daemon_and_helper_are_not_dumpable, helper_refuses_to_run_traced],
+    root: [daemon_started_as_root_with_a_user_gives_up_the_bounding_set, daemon_started_with_ambient_capabilities_gives_them_up, daemon_and_helper_are_not_dumpable, helper_refuses_to_run_traced],
     plain: [units_forbid_core_files],
 }
