@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
+use std::io;
 
 use rustls_pki_types::CertificateDer;
 
@@ -212,11 +214,15 @@ impl Bundle {
         } else {
             1
         };
-        let mut bundle = Bundle::parse_in_parts(bytes, threads, MIN_PART);
-        bundle.only_text = bundle.entries.is_empty()
-            && bundle.skipped == 0
+        Bundle::parse_in_parts(bytes, threads, MIN_PART).with_text_of(bytes)
+    }
+
+    /// Sets [`Bundle::only_text`] for the file `bytes` this was parsed from.
+    fn with_text_of(mut self, bytes: &[u8]) -> Bundle {
+        self.only_text = self.entries.is_empty()
+            && self.skipped == 0
             && bytes.iter().any(|b| !b.is_ascii_whitespace());
-        bundle
+        self
     }
 
     /// Whether the file held something, but no certificate block, whole or damaged: zeroed by a
@@ -248,20 +254,137 @@ impl Bundle {
                 parsed
             })
         };
+        Bundle::from_parsed(parsed)
+    }
+
+    /// The parts' entries in order, each certificate once, with their counts added up.
+    fn from_parsed(parsed: Vec<Parsed>) -> Bundle {
         let total = parsed.iter().map(|p| p.entries.len()).sum();
+        let mut parts = parsed.into_iter();
+        let first = parts.next().unwrap_or_default();
+        // The first part's list grows to hold the others (a large list grows in place, by
+        // mremap), rather than every entry being moved into a new one.
         let mut bundle = Bundle {
-            entries: Vec::with_capacity(total),
+            entries: first.entries,
             index: HashMap::with_capacity(total),
+            skipped: first.skipped,
+            notes: first.notes,
             ..Bundle::default()
         };
-        for part in parsed {
+        bundle.entries.reserve(total - bundle.entries.len());
+        for part in parts {
             bundle.skipped += part.skipped;
             bundle.notes += part.notes;
-            for entry in part.entries {
+            bundle.entries.extend(part.entries);
+        }
+        let mut repeated = false;
+        for (at, entry) in bundle.entries.iter().enumerate() {
+            match bundle.index.entry(entry.fingerprint) {
+                std::collections::hash_map::Entry::Vacant(place) => {
+                    place.insert(at);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => repeated = true,
+            }
+        }
+        if repeated {
+            // A certificate in the file twice (rare): the first is kept, as `insert` keeps it.
+            let entries = std::mem::take(&mut bundle.entries);
+            bundle.index.clear();
+            for entry in entries {
                 bundle.insert(entry);
             }
         }
         bundle
+    }
+
+    /// [`Bundle::parse`] of what `file` holds, `len` bytes when it was opened. A file large
+    /// enough to be parsed in parts is also read in parts, each by the thread that parses it
+    /// (`pread`), so that reading it is shared out as parsing is instead of coming first: at
+    /// 100,000 entries (75 MB) reading it alone took a third of the time the whole load took
+    /// (docs/PERFORMANCE.md). A smaller file is read whole, to its end, as before.
+    pub(super) fn read(file: &File, len: u64) -> io::Result<Bundle> {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let threads = if len >= 2 * MIN_PART {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+        Bundle::read_in_parts(file, len, threads, MIN_PART)
+    }
+
+    /// [`Bundle::read`] with the number of threads and the smallest part given (tests cut small
+    /// files).
+    ///
+    /// Share `k` of `n` is the `k`-th `n`-th of the file's bytes. Its thread reads it, gives
+    /// the text before its first `fingerprint:` line (where [`parts`] would cut) to the share
+    /// before it, takes the text the share after it gives, and parses its own text followed by
+    /// that: the parts parsed are the text between consecutive cuts, each cut just before a
+    /// `fingerprint:` line, which is what [`Bundle::parse_in_parts`] relies on for the result to
+    /// be the whole parse's. A share without such a line gives all of its text (and what it was
+    /// given) to the one before it and parses nothing. A share parses its text up to its own
+    /// last cut before it waits for the next share's: the shares' reads end at different times
+    /// (7 ms apart at 100,000 entries), and waiting idle for the later one cost more than the
+    /// second cut.
+    pub(super) fn read_in_parts(
+        file: &File,
+        len: usize,
+        threads: usize,
+        min_part: usize,
+    ) -> io::Result<Bundle> {
+        use std::sync::mpsc;
+        let shares = threads.min(len / min_part.max(1)).max(1);
+        if shares == 1 {
+            let mut bytes = Vec::with_capacity(len);
+            io::Read::read_to_end(&mut &*file, &mut bytes)?;
+            return Ok(Bundle::parse_in_parts(&bytes, 1, min_part).with_text_of(&bytes));
+        }
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (1..shares).map(|_| mpsc::channel::<Vec<u8>>()).unzip();
+        // Share k gives to share k - 1 (`to_previous`) and takes from share k + 1 (`from_next`).
+        let mut to_previous: Vec<Option<mpsc::Sender<Vec<u8>>>> = vec![None];
+        to_previous.extend(senders.into_iter().map(Some));
+        let mut from_next: Vec<Option<mpsc::Receiver<Vec<u8>>>> =
+            receivers.into_iter().map(Some).collect();
+        from_next.push(None);
+        let shared: Vec<io::Result<Share>> = std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(shares);
+            let mut first = None;
+            for (k, (to_previous, from_next)) in to_previous.into_iter().zip(from_next).enumerate()
+            {
+                let (start, end) = (
+                    len / shares * k,
+                    if k + 1 == shares {
+                        len
+                    } else {
+                        len / shares * (k + 1)
+                    },
+                );
+                let work = move || read_share(file, start, end, to_previous, from_next);
+                if k == 0 {
+                    first = Some(work);
+                } else {
+                    handles.push(scope.spawn(work));
+                }
+            }
+            // The calling thread takes the first share itself.
+            let mut shared = vec![first.map_or_else(|| Ok(Share::default()), |work| work())];
+            shared.extend(
+                handles
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+            );
+            shared
+        });
+        let mut parsed = Vec::with_capacity(shares);
+        let mut text = false;
+        for share in shared {
+            let share = share?;
+            text |= share.text;
+            parsed.push(share.parsed);
+        }
+        let mut bundle = Bundle::from_parsed(parsed);
+        bundle.only_text = bundle.entries.is_empty() && bundle.skipped == 0 && text;
+        Ok(bundle)
     }
 
     /// The file content: each entry's metadata, then its PEM block.
@@ -296,12 +419,15 @@ impl Bundle {
 
     /// Add `entry`; `false` (and nothing changes) if its certificate is already there.
     pub fn insert(&mut self, entry: Entry) -> bool {
-        if self.index.contains_key(&entry.fingerprint) {
-            return false;
+        // One lookup, not a look and then an insert: a load makes one per entry.
+        match self.index.entry(entry.fingerprint) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(place) => {
+                place.insert(self.entries.len());
+                self.entries.push(entry);
+                true
+            }
         }
-        self.index.insert(entry.fingerprint, self.entries.len());
-        self.entries.push(entry);
-        true
     }
 
     /// `base`, or if a client already has that name or it is `reserved`, `base-2`, `base-3`...
@@ -398,6 +524,86 @@ struct Parsed {
     entries: Vec<Entry>,
     skipped: usize,
     notes: usize,
+}
+
+/// What one thread of [`Bundle::read_in_parts`] parsed, and whether that text held anything but
+/// whitespace (asked only when it parsed neither a certificate nor a damaged block).
+#[derive(Default)]
+struct Share {
+    parsed: Parsed,
+    text: bool,
+}
+
+/// Read bytes `start..end` of `file`, give the text before their first `fingerprint:` line to
+/// `to_previous` (all of it, and what `from_next` gives, if there is no such line), and parse
+/// the rest followed by what `from_next` gives. See [`Bundle::read_in_parts`].
+fn read_share(
+    file: &File,
+    start: usize,
+    end: usize,
+    to_previous: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    from_next: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+) -> io::Result<Share> {
+    let not_given = || io::Error::other("the next part of the trust store was not read");
+    let mut bytes = read_range(file, start, end)?;
+    // Where this share's own text starts: at once for the first, else after its first cut.
+    let own = match &to_previous {
+        None => Some(0),
+        Some(_) => memchr::memmem::find(&bytes, ENTRY_START.as_bytes()).map(|at| at + 1),
+    };
+    let Some(own) = own else {
+        // No `fingerprint:` line of its own: all of it, and what follows, is the previous
+        // share's to parse.
+        if let Some(from_next) = from_next {
+            bytes.extend_from_slice(&from_next.recv().map_err(|_| not_given())?);
+        }
+        if let Some(to_previous) = to_previous {
+            let _ = to_previous.send(bytes);
+        }
+        return Ok(Share::default());
+    };
+    if let Some(to_previous) = &to_previous {
+        // At once, so that the share before does not wait for this one's parse.
+        let _ = to_previous.send(bytes[..own].to_vec());
+    }
+    let mut parsed = Parsed::default();
+    let mut rest = own;
+    if let Some(from_next) = from_next {
+        // What comes before this share's last cut is parsed while the next share reads: only
+        // the text after it needs the next share's.
+        if let Some(at) = memchr::memmem::rfind(&bytes[own..], ENTRY_START.as_bytes()) {
+            rest = own + at + 1;
+            parsed = parse_part(&bytes[own..rest]);
+        }
+        bytes.extend_from_slice(&from_next.recv().map_err(|_| not_given())?);
+    }
+    let last = parse_part(&bytes[rest..]);
+    parsed.entries.extend(last.entries);
+    parsed.skipped += last.skipped;
+    parsed.notes += last.notes;
+    let text = parsed.entries.is_empty()
+        && parsed.skipped == 0
+        && bytes[own..].iter().any(|b| !b.is_ascii_whitespace());
+    Ok(Share { parsed, text })
+}
+
+/// Bytes `start..end` of `file` (fewer if it ends before), read with `pread`: threads read their
+/// parts of one open file at once without sharing its offset.
+fn read_range(file: &File, start: usize, end: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    // Zeroed memory of this size comes from mmap and is not written to here.
+    let mut bytes = vec![0u8; end - start];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], (start + filled) as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
 }
 
 /// `bytes` cut into at most `threads` parts of at least `min_part` bytes, each cut just before a

@@ -434,7 +434,14 @@ impl TrustStore {
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
-        Ok(parse_read(fsutil::read_with_metadata(&self.path)?))
+        let Some((file, meta)) = fsutil::open_regular(&self.path)? else {
+            return Ok((Bundle::default(), None));
+        };
+        let bundle = Bundle::read(&file, meta.len()).map_err(|source| Error::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok((bundle, Some(FileKey::of(&meta))))
     }
 
     fn remember(&self, bundle: Bundle, key: Option<FileKey>) {

@@ -500,6 +500,54 @@ fn parsing_in_parts_gives_the_same_bundle() {
     assert!(super::format::parts(&bytes, 6, 1).len() > 1, "never cut");
 }
 
+/// Reading a large file in parts, each part read by the thread that parses it, gives what
+/// reading and parsing it whole gives, wherever the parts' boundaries fall (many counts of
+/// parts, so boundaries inside `fingerprint:` lines, blocks and metadata), for stores with
+/// entries, without any `fingerprint:` line (certificates appended by hand), holding only
+/// notes, only blanks, or nothing.
+#[test]
+fn reading_in_parts_gives_the_same_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (awkward, _, _) = awkward_store();
+    let (by_hand, _) = cert();
+    let stores: Vec<(&str, Vec<u8>)> = vec![
+        ("awkward", awkward),
+        (
+            "by hand only",
+            format!("{by_hand}{by_hand}\nnote\n{by_hand}").into_bytes(),
+        ),
+        (
+            "notes only",
+            b"some text\nfingerprint: 00\nmore text\n".to_vec(),
+        ),
+        ("blanks only", b"\n  \n\t\n".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    let entries = |b: &Bundle| {
+        b.iter()
+            .map(|e| (e.fingerprint, e.metadata.clone()))
+            .collect::<Vec<_>>()
+    };
+    for (what, bytes) in stores {
+        let path = dir.path().join("store.pem");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let whole = Bundle::parse(&bytes);
+        for threads in 1..=40 {
+            let read = Bundle::read_in_parts(&file, bytes.len(), threads, 1).unwrap();
+            let case = format!("{what}, {threads} parts");
+            assert_eq!(entries(&read), entries(&whole), "{case}");
+            assert_eq!(read.skipped(), whole.skipped(), "{case}");
+            assert_eq!(read.notes(), whole.notes(), "{case}");
+            assert_eq!(read.only_text(), whole.only_text(), "{case}");
+        }
+    }
+    // The awkward store is parsed as a large one is: its entries, damaged blocks and notes.
+    let (awkward, _, _) = awkward_store();
+    assert_eq!(Bundle::parse(&awkward).len(), 8);
+    assert!(Bundle::parse(b"some text\n").only_text());
+}
+
 /// A certificate found by its block is one the whole parse trusts, in pieces of any size: those
 /// we wrote, one appended by hand, one after a line naming another, one glued to a line before
 /// it. A block laid out otherwise (CRLF, 76 columns) is left to the whole parse, but for the
