@@ -19,7 +19,7 @@ use nix::unistd::{setgid, setgroups, setuid, User};
 /// Every cold start pays for this before its first answer, so each set is read and written in
 /// as few system calls as do the job: the `caps` crate's reads of the ambient and bounding sets
 /// ask about each capability in turn, after as many calls again to find which ones the kernel
-/// knows, which made about 300 `prctl` calls as root and 170 as the service's user
+/// knows, which made about 300 `prctl` calls as root and 170 as another user
 /// (docs/PERFORMANCE.md).
 pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
     // "Where it may": an unprivileged process cannot, and has nothing to gain from it either.
