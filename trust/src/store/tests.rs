@@ -548,6 +548,77 @@ fn reading_in_parts_gives_the_same_bundle() {
     assert!(Bundle::parse(b"some text\n").only_text());
 }
 
+/// Random stores of the pieces a store is made of (entries we wrote, hand appends, blocks cut
+/// short or with a character changed, lone `fingerprint:` and metadata lines, CRLF, bytes that
+/// are not UTF-8, pieces glued together) read in 2 to 9 parts give what the whole parse gives.
+#[test]
+fn random_stores_read_in_parts_as_parsed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.pem");
+    let certs: Vec<(String, CertificateDer<'static>)> = (0..4).map(|_| cert()).collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut state = seed;
+    let mut next = |below: usize| {
+        // xorshift64: enough to spread the cases; the seed is in every failure message.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    let entries = |b: &Bundle| {
+        b.iter()
+            .map(|e| (e.fingerprint, e.metadata.clone()))
+            .collect::<Vec<_>>()
+    };
+    for round in 0..300 {
+        let mut bytes: Vec<u8> = Vec::new();
+        for _ in 0..1 + next(12) {
+            let (pem, der) = &certs[next(certs.len())];
+            let piece: Vec<u8> = match next(10) {
+                0 | 1 => written_entry(der, &format!("n{round}")).into_bytes(),
+                2 => pem.clone().into_bytes(),
+                3 => pem[..next(pem.len())].as_bytes().to_vec(),
+                4 => format!("fingerprint: {}\n", Fingerprint::of(der).to_hex()).into_bytes(),
+                5 => b"name: someone\nnot metadata\n".to_vec(),
+                6 => pem.replace('\n', "\r\n").into_bytes(),
+                7 => {
+                    let mut bytes = pem.clone().into_bytes();
+                    let at = BEGIN.len() + 1 + next(64);
+                    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                    bytes
+                }
+                8 => b"name: caf\xe9\n\xff\xfe\n".to_vec(),
+                _ => b" \n\n".to_vec(),
+            };
+            bytes.extend_from_slice(&piece);
+            if next(4) == 0 {
+                // Glue the next piece to this one's last line.
+                while bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let whole = Bundle::parse(&bytes);
+        for threads in 2..=9 {
+            let read = Bundle::read_in_parts(&file, bytes.len(), threads, 1).unwrap();
+            let case = format!(
+                "seed {seed}, round {round}, {threads} parts:\n{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_eq!(entries(&read), entries(&whole), "{case}");
+            assert_eq!(read.skipped(), whole.skipped(), "{case}");
+            assert_eq!(read.notes(), whole.notes(), "{case}");
+            assert_eq!(read.only_text(), whole.only_text(), "{case}");
+        }
+    }
+}
+
 /// A certificate found by its block is one the whole parse trusts, in pieces of any size: those
 /// we wrote, one appended by hand, one after a line naming another, one glued to a line before
 /// it. A block laid out otherwise (CRLF, 76 columns) is left to the whole parse, but for the
