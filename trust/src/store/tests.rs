@@ -581,7 +581,7 @@ fn random_stores_read_in_parts_as_parsed_whole() {
             let piece: Vec<u8> = match next(10) {
                 0 | 1 => written_entry(der, &format!("n{round}")).into_bytes(),
                 2 => pem.clone().into_bytes(),
-                3 => pem[..next(pem.len())].as_bytes().to_vec(),
+                3 => pem.as_bytes()[..next(pem.len())].to_vec(),
                 4 => format!("fingerprint: {}\n", Fingerprint::of(der).to_hex()).into_bytes(),
                 5 => b"name: someone\nnot metadata\n".to_vec(),
                 6 => pem.replace('\n', "\r\n").into_bytes(),
