@@ -29,7 +29,7 @@ pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
         for cap in in_order() {
             if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
                 // The first capability the running kernel does not know ends the list.
-                if caps::has_cap(None, CapSet::Bounding, cap).is_err() {
+                if in_bounding_set(cap)?.is_none() {
                     break;
                 }
                 return Err(e).with_context(|| format!("cannot drop {cap} from the bounding set"));
@@ -70,11 +70,14 @@ pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
         }
     }
     if drops_bounding_set {
-        let held: Vec<_> = in_order()
-            .map(|cap| (cap, caps::has_cap(None, CapSet::Bounding, cap)))
-            .take_while(|(_, held)| held.is_ok())
-            .filter_map(|(cap, held)| held.unwrap_or(false).then_some(cap))
-            .collect();
+        let mut held = Vec::new();
+        for cap in in_order() {
+            match in_bounding_set(cap)? {
+                Some(true) => held.push(cap),
+                Some(false) => {}
+                None => break,
+            }
+        }
         if !held.is_empty() {
             bail!(
                 "still holding Bounding capabilities {held:?} after dropping them; refusing to run"
@@ -88,6 +91,31 @@ pub fn drop_all(user: Option<&str>) -> anyhow::Result<()> {
         bail!("the process is still dumpable; refusing to run");
     }
     Ok(())
+}
+
+/// Whether `cap` is in the calling thread's bounding set, or `None` if the running kernel does
+/// not know it (`PR_CAPBSET_READ` answers EINVAL). Any other failure is an error, not the end of
+/// the list: a capability left undropped or unchecked must not pass for one the kernel lacks.
+#[allow(unsafe_code)]
+fn in_bounding_set(cap: caps::Capability) -> anyhow::Result<Option<bool>> {
+    // SAFETY: PR_CAPBSET_READ reads one flag of the calling thread; no memory is passed.
+    let answer = unsafe {
+        libc::prctl(
+            libc::PR_CAPBSET_READ,
+            libc::c_ulong::from(cap.index()),
+            0,
+            0,
+            0,
+        )
+    };
+    if answer >= 0 {
+        return Ok(Some(answer == 1));
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EINVAL) {
+        return Ok(None);
+    }
+    Err(error).with_context(|| format!("cannot read {cap} in the bounding set"))
 }
 
 /// The capabilities the `caps` crate names, in the kernel's order, so that the first one the

@@ -334,19 +334,19 @@ impl Bundle {
         use std::sync::mpsc;
         let shares = threads.min(len / min_part.max(1)).max(1);
         if shares == 1 {
-            let mut bytes = Vec::with_capacity(len);
-            io::Read::read_to_end(&mut &*file, &mut bytes)?;
+            // `pread` too, as the shares read: what is read does not depend on the file's offset.
+            let bytes = read_range(file, 0, len)?;
             return Ok(Bundle::parse_in_parts(&bytes, 1, min_part).with_text_of(&bytes));
         }
         let (senders, receivers): (Vec<_>, Vec<_>) =
-            (1..shares).map(|_| mpsc::channel::<Vec<u8>>()).unzip();
+            (1..shares).map(|_| mpsc::channel::<Vec<Vec<u8>>>()).unzip();
         // Share k gives to share k - 1 (`to_previous`) and takes from share k + 1 (`from_next`).
-        let mut to_previous: Vec<Option<mpsc::Sender<Vec<u8>>>> = vec![None];
+        let mut to_previous: Vec<Option<mpsc::Sender<Vec<Vec<u8>>>>> = vec![None];
         to_previous.extend(senders.into_iter().map(Some));
-        let mut from_next: Vec<Option<mpsc::Receiver<Vec<u8>>>> =
+        let mut from_next: Vec<Option<mpsc::Receiver<Vec<Vec<u8>>>>> =
             receivers.into_iter().map(Some).collect();
         from_next.push(None);
-        let shared: Vec<io::Result<Share>> = std::thread::scope(|scope| {
+        let mut shared: Vec<io::Result<Share>> = std::thread::scope(|scope| {
             let mut handles = Vec::with_capacity(shares);
             let mut first = None;
             for (k, (to_previous, from_next)) in to_previous.into_iter().zip(from_next).enumerate()
@@ -377,6 +377,11 @@ impl Bundle {
         });
         let mut parsed = Vec::with_capacity(shares);
         let mut text = false;
+        // A share that failed makes the one before it fail to get its text: the last failure
+        // is the cause.
+        if let Some(Err(e)) = shared.iter_mut().rev().find(|share| share.is_err()) {
+            return Err(std::mem::replace(e, io::Error::other("")));
+        }
         for share in shared {
             let share = share?;
             text |= share.text;
@@ -541,8 +546,8 @@ fn read_share(
     file: &File,
     start: usize,
     end: usize,
-    to_previous: Option<std::sync::mpsc::Sender<Vec<u8>>>,
-    from_next: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    to_previous: Option<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
+    from_next: Option<std::sync::mpsc::Receiver<Vec<Vec<u8>>>>,
 ) -> io::Result<Share> {
     let not_given = || io::Error::other("the next part of the trust store was not read");
     let mut bytes = read_range(file, start, end)?;
@@ -554,17 +559,20 @@ fn read_share(
     let Some(own) = own else {
         // No `fingerprint:` line of its own: all of it, and what follows, is the previous
         // share's to parse.
+        // Passed on as they are, without copying: a store with no such line at all (written by
+        // Multipass, or appended by hand) would otherwise be copied once per share.
+        let mut chunks = vec![bytes];
         if let Some(from_next) = from_next {
-            bytes.extend_from_slice(&from_next.recv().map_err(|_| not_given())?);
+            chunks.extend(from_next.recv().map_err(|_| not_given())?);
         }
         if let Some(to_previous) = to_previous {
-            let _ = to_previous.send(bytes);
+            let _ = to_previous.send(chunks);
         }
         return Ok(Share::default());
     };
     if let Some(to_previous) = &to_previous {
         // At once, so that the share before does not wait for this one's parse.
-        let _ = to_previous.send(bytes[..own].to_vec());
+        let _ = to_previous.send(vec![bytes[..own].to_vec()]);
     }
     let mut parsed = Parsed::default();
     let mut rest = own;
@@ -575,7 +583,9 @@ fn read_share(
             rest = own + at + 1;
             parsed = parse_part(&bytes[own..rest]);
         }
-        bytes.extend_from_slice(&from_next.recv().map_err(|_| not_given())?);
+        for chunk in from_next.recv().map_err(|_| not_given())? {
+            bytes.extend_from_slice(&chunk);
+        }
     }
     let last = parse_part(&bytes[rest..]);
     parsed.entries.extend(last.entries);
