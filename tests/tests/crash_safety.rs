@@ -229,6 +229,13 @@ fn daemon_killed_mid_stream_loses_nothing() {
             .await
             .expect("authenticate after the crashes");
     });
+    // Stopped first: a request's last-seen time is written after its reply, off the request
+    // path, and that live write's temporary file is no leftover. A stop waits for it.
+    let status = daemon.stop();
+    assert!(
+        status.success(),
+        "multipassd should exit 0 on SIGTERM, got {status}"
+    );
     let left = temporaries(&daemon.data_dir);
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
     multipass_system_tests::figure(&format!(
