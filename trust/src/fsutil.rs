@@ -409,11 +409,6 @@ impl<'a> LockedFile<'a> {
         read_optional(self.path)
     }
 
-    /// Its whole content and the metadata of the same open file; `None` when it does not exist.
-    pub fn read_with_metadata(&self) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
-        read_with_metadata(self.path)
-    }
-
     /// Replace it with `contents` (see [`write_atomic`]).
     pub fn replace(&self, contents: &[u8]) -> Result<()> {
         write_atomic(self.path, contents, self.mode)

@@ -261,22 +261,20 @@ impl Bundle {
     fn from_parsed(parsed: Vec<Parsed>) -> Bundle {
         let total = parsed.iter().map(|p| p.entries.len()).sum();
         let mut parts = parsed.into_iter();
-        let first = parts.next().unwrap_or_default();
         // The first part's list grows to hold the others (a large list grows in place, by
         // mremap), rather than every entry being moved into a new one.
+        let mut all = parts.next().unwrap_or_default();
+        all.entries.reserve(total - all.entries.len());
+        for part in parts {
+            all.append(part);
+        }
         let mut bundle = Bundle {
-            entries: first.entries,
+            entries: all.entries,
             index: HashMap::with_capacity(total),
-            skipped: first.skipped,
-            notes: first.notes,
+            skipped: all.skipped,
+            notes: all.notes,
             ..Bundle::default()
         };
-        bundle.entries.reserve(total - bundle.entries.len());
-        for part in parts {
-            bundle.skipped += part.skipped;
-            bundle.notes += part.notes;
-            bundle.entries.extend(part.entries);
-        }
         let mut repeated = false;
         for (at, entry) in bundle.entries.iter().enumerate() {
             match bundle.index.entry(entry.fingerprint) {
@@ -301,7 +299,7 @@ impl Bundle {
     /// enough to be parsed in parts is also read in parts, each by the thread that parses it
     /// (`pread`), so that reading it is shared out as parsing is instead of coming first: at
     /// 100,000 entries (75 MB) reading it alone took a third of the time the whole load took
-    /// (docs/PERFORMANCE.md). A smaller file is read whole, to its end, as before.
+    /// (docs/PERFORMANCE.md). A smaller file is read and parsed in one part.
     pub(super) fn read(file: &File, len: u64) -> io::Result<Bundle> {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         let threads = if len >= 2 * MIN_PART {
@@ -346,7 +344,7 @@ impl Bundle {
         let mut from_next: Vec<Option<mpsc::Receiver<Vec<Vec<u8>>>>> =
             receivers.into_iter().map(Some).collect();
         from_next.push(None);
-        let mut shared: Vec<io::Result<Share>> = std::thread::scope(|scope| {
+        let shared: Vec<io::Result<Share>> = std::thread::scope(|scope| {
             let mut handles = Vec::with_capacity(shares);
             let mut first = None;
             for (k, (to_previous, from_next)) in to_previous.into_iter().zip(from_next).enumerate()
@@ -375,19 +373,15 @@ impl Bundle {
             );
             shared
         });
-        let mut parsed = Vec::with_capacity(shares);
-        let mut text = false;
         // A share that failed makes the one before it fail to get its text: the last failure
-        // is the cause.
-        if let Some(Err(e)) = shared.iter_mut().rev().find(|share| share.is_err()) {
-            return Err(std::mem::replace(e, io::Error::other("")));
-        }
-        for share in shared {
-            let share = share?;
-            text |= share.text;
-            parsed.push(share.parsed);
-        }
-        let mut bundle = Bundle::from_parsed(parsed);
+        // is the cause, so the results are looked at from the last.
+        let mut shared = shared
+            .into_iter()
+            .rev()
+            .collect::<io::Result<Vec<Share>>>()?;
+        shared.reverse();
+        let text = shared.iter().any(|share| share.text);
+        let mut bundle = Bundle::from_parsed(shared.into_iter().map(|s| s.parsed).collect());
         bundle.only_text = bundle.entries.is_empty() && bundle.skipped == 0 && text;
         Ok(bundle)
     }
@@ -531,6 +525,15 @@ struct Parsed {
     notes: usize,
 }
 
+impl Parsed {
+    /// `other`'s entries after these, and its counts added.
+    fn append(&mut self, other: Parsed) {
+        self.entries.extend(other.entries);
+        self.skipped += other.skipped;
+        self.notes += other.notes;
+    }
+}
+
 /// What one thread of [`Bundle::read_in_parts`] parsed, and whether that text held anything but
 /// whitespace (asked only when it parsed neither a certificate nor a damaged block).
 #[derive(Default)]
@@ -587,10 +590,7 @@ fn read_share(
             bytes.extend_from_slice(&chunk);
         }
     }
-    let last = parse_part(&bytes[rest..]);
-    parsed.entries.extend(last.entries);
-    parsed.skipped += last.skipped;
-    parsed.notes += last.notes;
+    parsed.append(parse_part(&bytes[rest..]));
     let text = parsed.entries.is_empty()
         && parsed.skipped == 0
         && bytes[own..].iter().any(|b| !b.is_ascii_whitespace());

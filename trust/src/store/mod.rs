@@ -434,14 +434,7 @@ impl TrustStore {
     }
 
     fn read(&self) -> Result<(Bundle, Option<FileKey>)> {
-        let Some((file, meta)) = fsutil::open_regular(&self.path)? else {
-            return Ok((Bundle::default(), None));
-        };
-        let bundle = Bundle::read(&file, meta.len()).map_err(|source| Error::Read {
-            path: self.path.clone(),
-            source,
-        })?;
-        Ok((bundle, Some(FileKey::of(&meta))))
+        read_file(&self.path)
     }
 
     fn remember(&self, bundle: Bundle, key: Option<FileKey>) {
@@ -463,13 +456,18 @@ impl Drop for Reading<'_> {
     }
 }
 
-/// The bundle of a file read with its metadata (nothing when missing), and the key of that
-/// version of the file: both come from one open file, so they describe one version.
-fn parse_read(read: Option<(Vec<u8>, std::fs::Metadata)>) -> (Bundle, Option<FileKey>) {
-    match read {
-        None => (Bundle::default(), None),
-        Some((bytes, meta)) => (Bundle::parse(&bytes), Some(FileKey::of(&meta))),
-    }
+/// The bundle of the store file at `path` (empty when missing), and the key of that version of
+/// the file: both come from one open file, so they describe one version. A large file is read
+/// in parts by the threads that parse it ([`Bundle::read`]).
+fn read_file(path: &Path) -> Result<(Bundle, Option<FileKey>)> {
+    let Some((file, meta)) = fsutil::open_regular(path)? else {
+        return Ok((Bundle::default(), None));
+    };
+    let bundle = Bundle::read(&file, meta.len()).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((bundle, Some(FileKey::of(&meta))))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use super::{parse_read, FileKey, TrustStore};
+use super::{read_file, FileKey, TrustStore};
 use crate::error::{Error, Result};
 use crate::fsutil::{Kept, LockedFile};
 use crate::store::Bundle;
@@ -253,7 +253,7 @@ impl TrustStore {
                 return Ok((bundle, key));
             }
         }
-        Ok(parse_read(file.read_with_metadata()?))
+        read_file(file.path())
     }
 }
 
