@@ -478,6 +478,40 @@ fn awkward_store() -> (Vec<u8>, CertificateDer<'static>, CertificateDer<'static>
     (bytes, by_hand_der, torn_der)
 }
 
+/// Each entry's identity and metadata, in order.
+fn entries_of(bundle: &Bundle) -> Vec<(Fingerprint, Metadata)> {
+    bundle
+        .iter()
+        .map(|e| (e.fingerprint, e.metadata.clone()))
+        .collect()
+}
+
+/// Panics unless `read` holds what `whole` holds: its entries, and what it skipped and noted.
+fn assert_read_as_parsed(read: &Bundle, whole: &Bundle, case: &str) {
+    assert_eq!(entries_of(read), entries_of(whole), "{case}");
+    assert_eq!(read.skipped(), whole.skipped(), "{case}");
+    assert_eq!(read.notes(), whole.notes(), "{case}");
+    assert_eq!(read.only_text(), whole.only_text(), "{case}");
+}
+
+/// A seed from the clock and a generator of numbers below its argument drawn from it.
+fn seeded_random() -> (u64, impl FnMut(usize) -> usize) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut state = seed;
+    let next = move |below: usize| {
+        // xorshift64: enough to spread the cases; the seed is in every failure message.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    (seed, next)
+}
+
 /// Parsing in parts, as large files are, gives what parsing in one piece gives, wherever the
 /// cuts fall: written entries, a torn write, a damaged block, a hand append, a duplicate.
 #[test]
@@ -490,12 +524,7 @@ fn parsing_in_parts_gives_the_same_bundle() {
         let cut = Bundle::parse_in_parts(&bytes, threads, 1);
         assert_eq!(cut.skipped(), whole.skipped(), "{threads} parts");
         assert_eq!(cut.notes(), whole.notes(), "{threads} parts");
-        let entries = |b: &Bundle| {
-            b.iter()
-                .map(|e| (e.fingerprint, e.metadata.clone()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(entries(&cut), entries(&whole), "{threads} parts");
+        assert_eq!(entries_of(&cut), entries_of(&whole), "{threads} parts");
     }
     assert!(super::format::parts(&bytes, 6, 1).len() > 1, "never cut");
 }
@@ -523,11 +552,6 @@ fn reading_in_parts_gives_the_same_bundle() {
         ("blanks only", b"\n  \n\t\n".to_vec()),
         ("empty", Vec::new()),
     ];
-    let entries = |b: &Bundle| {
-        b.iter()
-            .map(|e| (e.fingerprint, e.metadata.clone()))
-            .collect::<Vec<_>>()
-    };
     for (what, bytes) in stores {
         let path = dir.path().join("store.pem");
         std::fs::write(&path, &bytes).unwrap();
@@ -535,11 +559,7 @@ fn reading_in_parts_gives_the_same_bundle() {
         let whole = Bundle::parse(&bytes);
         for threads in 1..=40 {
             let read = Bundle::read_in_parts(&file, bytes.len(), threads, 1).unwrap();
-            let case = format!("{what}, {threads} parts");
-            assert_eq!(entries(&read), entries(&whole), "{case}");
-            assert_eq!(read.skipped(), whole.skipped(), "{case}");
-            assert_eq!(read.notes(), whole.notes(), "{case}");
-            assert_eq!(read.only_text(), whole.only_text(), "{case}");
+            assert_read_as_parsed(&read, &whole, &format!("{what}, {threads} parts"));
         }
     }
     // The awkward store is parsed as a large one is: its entries, damaged blocks and notes.
@@ -556,24 +576,7 @@ fn random_stores_read_in_parts_as_parsed_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.pem");
     let certs: Vec<(String, CertificateDer<'static>)> = (0..4).map(|_| cert()).collect();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut state = seed;
-    let mut next = |below: usize| {
-        // xorshift64: enough to spread the cases; the seed is in every failure message.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % below as u64) as usize
-    };
-    let entries = |b: &Bundle| {
-        b.iter()
-            .map(|e| (e.fingerprint, e.metadata.clone()))
-            .collect::<Vec<_>>()
-    };
+    let (seed, mut next) = seeded_random();
     for round in 0..300 {
         let mut bytes: Vec<u8> = Vec::new();
         for _ in 0..1 + next(12) {
@@ -611,10 +614,7 @@ fn random_stores_read_in_parts_as_parsed_whole() {
                 "seed {seed}, round {round}, {threads} parts:\n{}",
                 String::from_utf8_lossy(&bytes)
             );
-            assert_eq!(entries(&read), entries(&whole), "{case}");
-            assert_eq!(read.skipped(), whole.skipped(), "{case}");
-            assert_eq!(read.notes(), whole.notes(), "{case}");
-            assert_eq!(read.only_text(), whole.only_text(), "{case}");
+            assert_read_as_parsed(&read, &whole, &case);
         }
     }
 }
@@ -791,19 +791,7 @@ fn the_lookup_finds_only_what_the_whole_parse_trusts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.pem");
     let certs: Vec<(String, CertificateDer<'static>)> = (0..5).map(|_| cert()).collect();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut state = seed;
-    let mut next = |below: usize| {
-        // xorshift64: enough to spread the cases; the seed is in every failure message.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % below as u64) as usize
-    };
+    let (seed, mut next) = seeded_random();
     for round in 0..400 {
         let mut text = String::new();
         for _ in 0..1 + next(10) {
